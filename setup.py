@@ -1,0 +1,31 @@
+"""skd-tf: structured knowledge distillation for semantic segmentation, to TFLite."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="skd-tf",
+    version="0.1.0",
+    description="Structured knowledge distillation of segmentation networks in TensorFlow/Keras, "
+                "with TFLite export and on-device benchmarking",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["skd_tf", "skd_tf.*", "export", "export.*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "tensorflow-datasets>=4.9.9,<4.10",
+        "numpy>=1.26,<3",
+        "pydantic>=2.10,<3",
+        "pyyaml>=6,<7",
+        "pillow>=10,<13",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+        "tensorboard>=2.20,<3",
+        "importlib_resources>=6",  # needed by tfds download_and_prepare (etils), not declared by it
+    ],
+    extras_require={
+        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+    },
+    entry_points={"console_scripts": ["skd-tf=skd_tf.cli:main"]},
+)

@@ -1,0 +1,197 @@
+"""Typed, validated run configuration loaded from YAML.
+
+A config file has the sections ``data``, ``model``, ``train`` and ``eval`` plus a
+``name`` and a ``seed``. Every section is a pydantic model with ``extra="forbid"``,
+so a misspelt key or a value of the wrong type is rejected with an error that
+names the dotted key (for example ``train.lerning_rate: unknown key``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class ConfigError(ValueError):
+    """A config file is missing, unparsable, or has an unknown key or bad value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Section):
+    """Options of the built-in procedural dataset (see skd_tf.data.synthetic)."""
+
+    num_train: int = Field(2000, ge=1)
+    num_val: int = Field(200, ge=1)
+    image_size: int = Field(64, ge=16)
+    min_objects: int = Field(1, ge=0)
+    max_objects: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    """Where images come from and how they are augmented."""
+
+    source: Literal["synthetic", "cityscapes", "scene_parse150", "oxford_iiit_pet", "folder"] = "synthetic"
+    num_classes: int = Field(6, ge=2)
+    ignore_label: int = Field(255, ge=0, le=255)
+    train_split: str = "train"
+    val_split: str = "validation"
+    # tensorflow-datasets options
+    data_dir: Optional[str] = None
+    manual_dir: Optional[str] = None
+    # folder dataset: <dir>/images/*.jpg|png and <dir>/masks/*.png
+    train_dir: Optional[str] = None
+    val_dir: Optional[str] = None
+    synthetic: SyntheticConfig = SyntheticConfig()
+    # training augmentation
+    crop_size: tuple[int, int] = (64, 64)
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    # validation: "whole" keeps every image as it is, "resize" resizes to val_size
+    val_mode: Literal["whole", "resize"] = "resize"
+    val_size: Optional[tuple[int, int]] = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    shuffle_buffer: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.scale_range[0] <= 0 or self.scale_range[0] > self.scale_range[1]:
+            raise ValueError("data.scale_range must be 0 < low <= high")
+        if min(self.crop_size) < 1:
+            raise ValueError("data.crop_size must be positive")
+        if self.source == "folder" and not self.train_dir:
+            raise ValueError("data.train_dir is required when data.source is 'folder'")
+        return self
+
+    @property
+    def eval_size(self) -> tuple[int, int]:
+        """The fixed validation size (val_size, or the crop size when unset)."""
+        return tuple(self.val_size or self.crop_size)
+
+
+class ModelConfig(_Section):
+    """A segmentation network: backbone + head (see skd_tf.models)."""
+
+    arch: Literal["pspnet", "deeplabv3", "lraspp"] = "pspnet"
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2"] = "resnet18"
+    output_stride: Literal[8, 16, 32] = 8
+    width: float = Field(1.0, gt=0, le=4)
+    head_channels: int = Field(512, ge=4)
+    aux_head: bool = False
+    pretrained: Literal["none", "imagenet"] = "none"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.arch == "lraspp" and self.backbone != "mobilenetv2":
+            raise ValueError("model.arch 'lraspp' needs model.backbone 'mobilenetv2'")
+        if self.arch != "lraspp" and self.backbone == "mobilenetv2":
+            raise ValueError("model.backbone 'mobilenetv2' is used with model.arch 'lraspp'")
+        if self.backbone == "mobilenetv2" and self.output_stride == 8:
+            raise ValueError("model.output_stride 8 is not available for mobilenetv2 (use 16 or 32)")
+        return self
+
+
+class TrainConfig(_Section):
+    """Optimisation schedule (SGD + momentum + weight decay, poly learning rate)."""
+
+    batch_size: int = Field(8, ge=1)
+    steps: int = Field(1000, ge=1)
+    steps_per_epoch: int = Field(100, ge=1)
+    learning_rate: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    aux_weight: float = Field(0.4, ge=0)
+    out_dir: str = "runs/default"
+    jit_compile: bool = False
+    mixed_precision: Optional[Literal["mixed_float16", "mixed_bfloat16"]] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.steps % self.steps_per_epoch:
+            raise ValueError("train.steps must be a multiple of train.steps_per_epoch")
+        return self
+
+    @property
+    def epochs(self) -> int:
+        return self.steps // self.steps_per_epoch
+
+
+class EvalConfig(_Section):
+    batch_size: int = Field(8, ge=1)
+
+
+class RunConfig(_Section):
+    """A whole run: what to train on, what to train, and how."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    # Sections owned by later stages (distillation, export) are accepted as raw
+    # mappings here and validated by the stage that reads them.
+    distill: Optional[dict] = None
+    export: Optional[dict] = None
+
+
+def _format_error(err: pydantic.ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
+    """Validates a plain mapping into a RunConfig, raising ConfigError naming the bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    try:
+        return RunConfig.model_validate(raw)
+    except pydantic.ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> RunConfig:
+    """Reads a YAML config and applies ``key.sub=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    for item in overrides or []:
+        apply_override(raw, item)
+    return config_from_dict(raw, str(path))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Sets ``a.b.c=value`` in a nested mapping; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)

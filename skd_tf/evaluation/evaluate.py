@@ -1,0 +1,62 @@
+"""mIoU evaluation of a segmentation network on a config's validation split."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from skd_tf.config import DataConfig
+from skd_tf.data import val_dataset
+from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
+from skd_tf.losses.cross_entropy import upsample_logits
+from skd_tf.models import at_input_size
+
+
+def _stride(network: keras.Model) -> int:
+    return int(network.input.shape[1]) // int(network.output["logits"].shape[1])
+
+
+def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8,
+                     limit: int | None = None, progress: bool = True) -> dict:
+    """Scores ``network`` on ``data.val_split``.
+
+    Each batch runs through the network rebuilt for that batch's image size
+    (rounded up to a multiple of the output stride, the image resized to it),
+    and the logits are upsampled to the label size before the argmax. Returns
+    ``{"miou", "per_class_iou", "pixel_accuracy", "num_images"}``.
+    """
+    ds, count = val_dataset(data, batch_size, limit)
+    stride = _stride(network)
+    predictors: dict[tuple[int, int], tf.types.experimental.GenericFunction] = {}
+    cm = np.zeros((data.num_classes, data.num_classes), np.int64)
+    bar = tqdm(total=count, desc="evaluate", unit="img", disable=not progress, leave=False)
+    for images, labels in ds:
+        size = tuple(int(math.ceil(d / stride) * stride) for d in images.shape[1:3])
+        if size not in predictors:
+            model = at_input_size(network, size)
+            predictors[size] = tf.function(lambda x, m=model: m(x, training=False)["logits"])
+        if tuple(images.shape[1:3]) != size:
+            images = tf.image.resize(images, size, method="bilinear")
+        logits = upsample_logits(tf.cast(predictors[size](images), tf.float32), labels)
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        cm += confusion_matrix(labels, predictions, data.num_classes, data.ignore_label).numpy()
+        bar.update(int(images.shape[0]))
+    bar.close()
+    return {**scores_from_confusion(cm), "num_images": count}
+
+
+def format_scores(scores: dict, class_names: list[str]) -> str:
+    """A plain-text table of per-class IoU followed by mIoU and pixel accuracy."""
+    width = max(len(n) for n in class_names + ["pixel accuracy"])
+    lines = [f"{'class':<{width}}  IoU (%)", "-" * (width + 9)]
+    for name, iou in zip(class_names, scores["per_class_iou"]):
+        lines.append(f"{name:<{width}}  {'absent' if np.isnan(iou) else f'{100 * iou:6.2f}'}")
+    lines.append("-" * (width + 9))
+    lines.append(f"{'mIoU':<{width}}  {100 * scores['miou']:6.2f}")
+    lines.append(f"{'pixel accuracy':<{width}}  {100 * scores['pixel_accuracy']:6.2f}")
+    lines.append(f"({scores['num_images']} images)")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""The two feature baselines the paper compares pair-wise distillation against."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from skd_tf.losses.base import DistillationLoss, l2_normalize, resize_to
+
+
+class FitNetDistillation(DistillationLoss):
+    """L_fit = (1/(h·w·C_T)) Σ (W·F_S − F_T)², W a trainable 1×1 convolution to the teacher's channels.
+
+    FitNets-style feature mimicking ("MIMIC" in the paper's Table 2) on the head
+    features; the student map is resized to the teacher's when they differ.
+    """
+
+    reads = "features"
+
+    def __init__(self, teacher_channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher_channels = teacher_channels
+        self.adapter = keras.layers.Conv2D(teacher_channels, 1, name="adapter", dtype="float32")
+
+    def per_example(self, student, teacher, labels=None, images=None):
+        adapted = resize_to(self.adapter(student), teacher)
+        return tf.reduce_mean(tf.square(adapted - teacher), axis=[1, 2, 3])
+
+    def get_config(self):
+        return {**super().get_config(), "teacher_channels": self.teacher_channels}
+
+
+def attention_map(feature_map, p: float = 2.0):
+    """Q = normalise(mean_c |F_c|^p) flattened over positions (Zagoruyko & Komodakis 2017)."""
+    attention = tf.reduce_mean(tf.pow(tf.abs(feature_map), p), axis=-1)
+    shape = tf.shape(attention)
+    return l2_normalize(tf.reshape(attention, [shape[0], shape[1] * shape[2]]))
+
+
+class AttentionTransfer(DistillationLoss):
+    """L_at = (1/(h·w)) Σ_j (Q_S,j − Q_T,j)², Q = attention_map(F, p), p = 2 (RepDistiller's form).
+
+    Channel counts may differ (the attention map has one channel); the student
+    map is resized to the teacher's when they differ.
+    """
+
+    reads = "features"
+
+    def __init__(self, p: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.p = p
+
+    def per_example(self, student, teacher, labels=None, images=None):
+        student = resize_to(student, teacher)
+        return tf.reduce_mean(tf.square(attention_map(student, self.p) - attention_map(teacher, self.p)), -1)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}

@@ -1,0 +1,181 @@
+"""Holistic distillation (SPEC §1.3): a conditional Wasserstein critic on segmentation maps."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from skd_tf.losses.base import DistillationLoss, as_float32, average_over_global_batch
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
+class SelfAttention(layers.Layer):
+    """SAGAN self-attention: y = γ·(V·softmax(QᵀK)) + x, with γ initialised to 0.
+
+    Q and K are 1×1 convolutions to C/8 channels, V to C channels, attention over
+    all h·w positions.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.query = layers.Conv2D(max(channels // 8, 1), 1, name="query", dtype=self.dtype_policy)
+        self.key = layers.Conv2D(max(channels // 8, 1), 1, name="key", dtype=self.dtype_policy)
+        self.value = layers.Conv2D(channels, 1, name="value", dtype=self.dtype_policy)
+        for conv, c in ((self.query, channels), (self.key, channels), (self.value, channels)):
+            conv.build(input_shape[:-1] + (c,))
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros")
+
+    def call(self, x):
+        shape = tf.shape(x)
+        n = shape[1] * shape[2]
+        q = tf.reshape(self.query(x), [shape[0], n, -1])
+        k = tf.reshape(self.key(x), [shape[0], n, -1])
+        v = tf.reshape(self.value(x), [shape[0], n, x.shape[-1]])
+        attention = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)  # B×N×N
+        out = tf.reshape(tf.matmul(attention, v), shape)
+        return self.gamma * out + x
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
+class HolisticCritic(keras.Model):
+    """The critic D of the reference code (networks/sagan_models.py), for maps of any size.
+
+    Four spectral-normalised 4×4 stride-2 convolutions (64, 128, 256, 512
+    channels × ``width``), each followed by LeakyReLU(0.1), self-attention after
+    the 3rd and the 4th, then a plain 4×4 convolution to one channel whose mean
+    over positions is the score of each image. Padding is "same" throughout
+    (the reference's final convolution is "valid" on 65×65 inputs; "same" keeps
+    small maps valid). ``call(map, image)``: ``image`` (resized to the map) is
+    concatenated as the condition when given.
+    """
+
+    def __init__(self, width: float = 1.0, batch_norm_input: bool = False, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # the critic stays float32 under mixed precision
+        super().__init__(**kwargs)
+        self.width = width
+        self.batch_norm_input = batch_norm_input
+        dtype = self.dtype_policy
+        self.input_norm = layers.BatchNormalization(name="input_bn", dtype=dtype) if batch_norm_input else None
+        self.convs = [
+            layers.SpectralNormalization(
+                layers.Conv2D(max(int(c * width), 4), 4, strides=2, padding="same", dtype=dtype),
+                name=f"sn_conv{i + 1}", dtype=dtype)
+            for i, c in enumerate((64, 128, 256, 512))
+        ]
+        self.attention3 = SelfAttention(name="attention3", dtype=dtype)
+        self.attention4 = SelfAttention(name="attention4", dtype=dtype)
+        self.last = layers.Conv2D(1, 4, padding="same", name="score", dtype=dtype)
+
+    def call(self, seg_map, image=None, training=False):
+        x = as_float32(seg_map)
+        if self.input_norm is not None:
+            x = self.input_norm(x, training=training)
+        if image is not None:
+            x = tf.concat([x, tf.image.resize(as_float32(image), tf.shape(x)[1:3], method="bilinear")], -1)
+        for i, conv in enumerate(self.convs):
+            x = tf.nn.leaky_relu(conv(x, training=training), alpha=0.1)
+            if i == 2:
+                x = self.attention3(x)
+            if i == 3:
+                x = self.attention4(x)
+        return tf.reduce_mean(self.last(x), axis=[1, 2, 3])
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "batch_norm_input": self.batch_norm_input}
+
+
+def gradient_penalty(critic_fn, real, fake, condition=None, epsilon=None):
+    """Per-example (‖∇_x̂ D(x̂)‖₂ − 1)², x̂ = ε·real + (1−ε)·fake (WGAN-GP, Gulrajani et al. 2017).
+
+    ``critic_fn(map, condition) -> (B,)``; ε ~ U[0, 1] per example unless given.
+    The gradient is taken with respect to the map only, not the condition.
+    """
+    real, fake = as_float32(real), as_float32(fake)
+    if epsilon is None:
+        epsilon = tf.random.uniform(tf.shape(real)[:1])
+    epsilon = tf.reshape(as_float32(epsilon), [-1, 1, 1, 1])
+    mixed = epsilon * real + (1.0 - epsilon) * fake
+    with tf.GradientTape() as tape:
+        tape.watch(mixed)
+        total = tf.reduce_sum(critic_fn(mixed, condition))
+    grads = tape.gradient(total, mixed)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) + 1e-12)
+    return tf.square(norms - 1.0)
+
+
+class HolisticDistillation(DistillationLoss):
+    """L_ho(S, D) = E[D(Q^S | I)] − E[D(Q^T | I)] with a WGAN-GP (or hinge) critic D.
+
+    ``call(student, teacher, images=...)`` is the student's (generator's) term
+    −E[D(Q^S | I)] (the distiller multiplies it by λ_ho); ``critic_loss`` is the
+    critic's objective with the student map gradient-stopped:
+    WGAN-GP: E[D(Q^S)] − E[D(Q^T)] + λ_gp·E[(‖∇D(x̂)‖ − 1)²];
+    hinge: E[max(0, 1 − D(Q^T))] + E[max(0, 1 + D(Q^S))].
+    ``critic_input``: "softmax_image" (the paper's and the cvpr_19 branch's form:
+    softmax(Q) concatenated with the image resized to Q's size, the default) or
+    "logits" (the master branch: raw logits through a BatchNorm).
+    """
+
+    reads = "logits"
+
+    def __init__(self, critic_input: str = "softmax_image", loss_type: str = "wgan-gp", gp_weight: float = 10.0,
+                 critic_width: float = 1.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if critic_input not in ("softmax_image", "logits"):
+            raise ValueError(f"critic_input must be 'softmax_image' or 'logits', got {critic_input!r}")
+        if loss_type not in ("wgan-gp", "hinge"):
+            raise ValueError(f"loss_type must be 'wgan-gp' or 'hinge', got {loss_type!r}")
+        self.critic_input = critic_input
+        self.loss_type = loss_type
+        self.gp_weight = gp_weight
+        self.critic_width = critic_width
+        self.critic = HolisticCritic(critic_width, batch_norm_input=critic_input == "logits", name="critic",
+                                     dtype="float32")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def critic_map(self, logits):
+        return tf.nn.softmax(logits, -1) if self.critic_input == "softmax_image" else logits
+
+    def _condition(self, images):
+        if self.critic_input != "softmax_image":
+            return None
+        if images is None:
+            raise ValueError("the softmax_image critic needs the input images (images=...)")
+        return images
+
+    def score(self, logits, images=None, training=False):
+        """D(Q | I) per image."""
+        return self.critic(self.critic_map(as_float32(logits)), self._condition(images), training=training)
+
+    def per_example(self, student, teacher, labels=None, images=None):
+        return -self.score(student, images, training=False)
+
+    def critic_loss(self, student, teacher, images=None):
+        """The critic's objective on a (replica-)batch, averaged over the global batch."""
+        s = tf.stop_gradient(as_float32(self.select(student)))
+        t = tf.stop_gradient(as_float32(self.select(teacher)))
+        condition = self._condition(images)
+        d_s = self.score(s, images, training=True)
+        d_t = self.score(t, images, training=True)
+        if self.loss_type == "hinge":
+            per_example = tf.nn.relu(1.0 - d_t) + tf.nn.relu(1.0 + d_s)
+        else:
+            eps = keras.random.uniform(tf.shape(s)[:1], seed=self.seed_generator)
+            gp = gradient_penalty(lambda m, c: self.critic(m, c, training=True),
+                                  self.critic_map(t), self.critic_map(s), condition, eps)
+            per_example = d_s - d_t + self.gp_weight * gp
+        return average_over_global_batch(per_example, self.global_batch_size)
+
+    def wasserstein_estimate(self, student, teacher, images=None):
+        """E[D(Q^T)] − E[D(Q^S)] on this batch (the critic's distance estimate, for logging)."""
+        d_s = self.score(self.select(student), images)
+        d_t = self.score(self.select(teacher), images)
+        return average_over_global_batch(d_t - d_s, self.global_batch_size)
+
+    def get_config(self):
+        return {**super().get_config(), "critic_input": self.critic_input, "loss_type": self.loss_type,
+                "gp_weight": self.gp_weight, "critic_width": self.critic_width}

@@ -1,0 +1,167 @@
+"""Knowledge adaptation (He et al., CVPR 2019; SPEC §2), in the paper's form.
+
+Two stages: ``FeatureAutoEncoder`` is first trained alone on the frozen
+teacher's features (``AutoEncoderTrainer`` + ``model.fit``, or
+``pretrain_autoencoder``), then frozen; ``KnowledgeAdaptation`` trains the
+student's ``adapter`` so that its features match the encoder's code.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from skd_tf.losses.base import (DistillationLoss, as_float32, average_over_global_batch, l2_normalize, resize_to,
+                                safe_norm)
+from skd_tf.losses.pairwise import gram_pairwise_distance, normalized_nodes
+
+
+def _conv_bn_relu(filters, strides, transpose, name):
+    conv_cls = layers.Conv2DTranspose if transpose else layers.Conv2D
+    return keras.Sequential([
+        conv_cls(filters, 3, strides=strides, padding="same", use_bias=False, dtype="float32"),
+        layers.BatchNormalization(dtype="float32"),
+        layers.ReLU(dtype="float32"),
+    ], name=name)
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
+class FeatureAutoEncoder(keras.Model):
+    """E: three 3×3 conv+BN+ReLU (the first with stride 2); D: three 3×3 deconv+BN+ReLU (the first stride 2).
+
+    ``encode(F_T)`` is the compact code E(F_T) at half the teacher map's
+    resolution with ``code_channels`` channels; ``call`` reconstructs F_T.
+    """
+
+    def __init__(self, feature_channels: int, code_channels: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.feature_channels = feature_channels
+        self.code_channels = code_channels
+        self.encoder = keras.Sequential([
+            _conv_bn_relu(code_channels, 2, False, "enc1"),
+            _conv_bn_relu(code_channels, 1, False, "enc2"),
+            _conv_bn_relu(code_channels, 1, False, "enc3"),
+        ], name="encoder")
+        self.decoder = keras.Sequential([
+            _conv_bn_relu(code_channels, 2, True, "dec1"),
+            _conv_bn_relu(code_channels, 1, True, "dec2"),
+            _conv_bn_relu(feature_channels, 1, True, "dec3"),
+        ], name="decoder")
+
+    def encode(self, features, training=False):
+        return self.encoder(as_float32(features), training=training)
+
+    def call(self, features, training=False):
+        code = self.encode(features, training=training)
+        return resize_to(self.decoder(code, training=training), features), code
+
+    def get_config(self):
+        return {**super().get_config(), "feature_channels": self.feature_channels,
+                "code_channels": self.code_channels}
+
+
+def autoencoder_loss(features, reconstruction, code, alpha: float = 1e-7):
+    """Per image: (‖D(E(F)) − F‖² + α‖E(F)‖₁) / (h·w·C), the paper's L_ae over the feature's size.
+
+    Dividing both terms by the same count keeps the paper's ratio α between them
+    while making the value independent of the map size.
+    """
+    size = tf.cast(tf.reduce_prod(tf.shape(features)[1:]), tf.float32)
+    squared = tf.reduce_sum(tf.square(reconstruction - features), axis=[1, 2, 3])
+    sparsity = tf.reduce_sum(tf.abs(code), axis=[1, 2, 3])
+    return (squared + alpha * sparsity) / size
+
+
+class AutoEncoderTrainer(keras.Model):
+    """Trains a FeatureAutoEncoder on a frozen teacher's ``features`` with ``fit(images)``."""
+
+    def __init__(self, teacher: keras.Model, autoencoder: FeatureAutoEncoder, alpha: float = 1e-7, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.autoencoder = autoencoder
+        self.alpha = alpha
+        self.loss_tracker = keras.metrics.Mean(name="ae_loss")
+        # build eagerly: variables may not be created inside the compiled train step
+        autoencoder(tf.zeros((1,) + tuple(teacher.output["features"].shape[1:])))
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def call(self, images, training=False):
+        return self.autoencoder(self.teacher(images, training=False)["features"], training=training)
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        features = tf.stop_gradient(as_float32(self.teacher(images, training=False)["features"]))
+        variables = self.autoencoder.trainable_variables
+        with tf.GradientTape() as tape:
+            reconstruction, code = self.autoencoder(features, training=True)
+            loss = average_over_global_batch(autoencoder_loss(features, reconstruction, code, self.alpha))
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.loss_tracker.update_state(loss * replicas)
+        return {"ae_loss": self.loss_tracker.result()}
+
+
+def pretrain_autoencoder(teacher, autoencoder, dataset, steps: int, learning_rate: float = 1e-3,
+                         verbose: int = 1) -> float:
+    """Stage 1: fits ``autoencoder`` to the teacher's features for ``steps`` batches, then freezes it.
+
+    Returns the last logged auto-encoder loss.
+    """
+    trainer = AutoEncoderTrainer(teacher, autoencoder)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=verbose)
+    autoencoder.trainable = False
+    return float(history.history["ae_loss"][-1])
+
+
+class KnowledgeAdaptation(DistillationLoss):
+    """β·L_adapt + γ·L_aff (paper: β = 50, γ = 1) against a frozen auto-encoder's code.
+
+    L_adapt = (1/|I|) Σ_j ‖ E(F_T)_j/‖E(F_T)_j‖₂ − C_f(F_S)_j/‖C_f(F_S)_j‖₂ ‖_p (p = 2),
+    over all positions j of the code map (the adapted student map is resized to it).
+    L_aff = Σ_ij (A^S_ij − A^T_ij)², A_ij = (1/N)·f̂_i·f̂_j on E(F_T) and on C_f(F_S),
+    computed exactly with the Gram identity of the pair-wise loss.
+    ``adapter`` C_f is a 3×3 conv+BN+ReLU (×``adapter_depth``) to the code's channels.
+    ``components(student, teacher)`` returns both terms unweighted.
+    """
+
+    reads = "features"
+
+    def __init__(self, autoencoder: FeatureAutoEncoder, beta: float = 50.0, gamma: float = 1.0, p: int = 2,
+                 adapter_depth: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.autoencoder = autoencoder
+        self.autoencoder.trainable = False
+        self.beta, self.gamma, self.p = beta, gamma, p
+        self.adapter = keras.Sequential(
+            [_conv_bn_relu(autoencoder.code_channels, 1, False, f"adapter{i + 1}") for i in range(adapter_depth)],
+            name="adapter")
+
+    def components(self, student, teacher, training=False):
+        student = as_float32(self.select(student))
+        teacher = tf.stop_gradient(as_float32(self.select(teacher)))
+        code = tf.stop_gradient(self.autoencoder.encode(teacher, training=False))
+        adapted = resize_to(self.adapter(student, training=training), code)
+        diff = l2_normalize(code) - l2_normalize(adapted)
+        if self.p == 2:
+            distance = safe_norm(diff)
+        else:
+            distance = safe_norm(tf.abs(diff) ** (self.p / 2.0)) ** (2.0 / self.p)
+        adapt = tf.reduce_mean(distance, axis=[1, 2])
+        # (1/N²)‖F̂F̂ᵀ − ...‖² is exactly Σ_ij (A_S − A_T)² with the paper's A = (1/N) F̂F̂ᵀ.
+        affinity = gram_pairwise_distance(normalized_nodes(adapted), normalized_nodes(code))
+        return {"ka_adapt": average_over_global_batch(adapt, self.global_batch_size),
+                "ka_affinity": average_over_global_batch(affinity, self.global_batch_size)}
+
+    def call(self, student, teacher, labels=None, images=None, training=False):
+        terms = self.components(student, teacher, training=training)
+        return self.beta * terms["ka_adapt"] + self.gamma * terms["ka_affinity"]
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "gamma": self.gamma, "p": self.p}

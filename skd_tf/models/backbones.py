@@ -1,0 +1,131 @@
+"""Backbones: dilated ResNet-18/34/50/101 and MobileNetV2 (keras.applications).
+
+ResNet is written here because keras.applications has no ResNet-18/34, no
+dilation (output stride 8/16) and no width multiplier. Its layer names and
+shapes mirror keras.applications' ResNet50/101 (``conv4_block1_2_conv`` ...), so
+at width 1.0 their ImageNet weights load by name (``load_imagenet_weights``).
+MobileNetV2 is taken from keras.applications as it is.
+
+Each backbone returns a dict of endpoints: ``stride4``, ``stride8``, ``aux``
+(the map the auxiliary head reads) and ``out`` (the deepest map).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+BN_EPS = 1.001e-5
+RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count after a width multiplier (at least 8, rounded to a multiple of 4)."""
+    return max(8, int(round(channels * width / 4.0)) * 4) if width != 1.0 else channels
+
+
+def _conv_bn(x, filters, kernel, name, strides=1, dilation=1, relu=True):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", dilation_rate=dilation,
+                      name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPS, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+
+def _basic_block(x, filters, stride, dilation, name):
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, 1, f"{name}_0", strides=stride, relu=False)
+    y = _conv_bn(x, filters, 3, f"{name}_1", strides=stride, dilation=dilation)
+    y = _conv_bn(y, filters, 3, f"{name}_2", dilation=dilation, relu=False)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def _bottleneck_block(x, filters, stride, dilation, name):
+    shortcut = x
+    if stride != 1 or x.shape[-1] != 4 * filters:
+        shortcut = _conv_bn(x, 4 * filters, 1, f"{name}_0", strides=stride, relu=False)
+    y = _conv_bn(x, filters, 1, f"{name}_1", strides=stride)
+    y = _conv_bn(y, filters, 3, f"{name}_2", dilation=dilation)
+    y = _conv_bn(y, 4 * filters, 1, f"{name}_3", relu=False)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def resnet(inputs, depth: int = 18, output_stride: int = 8, width: float = 1.0) -> dict:
+    """A ResNet-``depth`` whose stages 4/5 trade stride for dilation to reach ``output_stride``."""
+    if depth not in RESNET_BLOCKS:
+        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    block = _basic_block if depth < 50 else _bottleneck_block
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    x = layers.Conv2D(scaled(64, width), 7, strides=2, name="conv1_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPS, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    endpoints = {}
+    # (filters, first stride, dilation) of stages conv2..conv5 for each output stride
+    plans = {
+        32: ((1, 1), (2, 1), (2, 1), (2, 1)),
+        16: ((1, 1), (2, 1), (2, 1), (1, 2)),
+        8: ((1, 1), (2, 1), (1, 2), (1, 4)),
+    }[output_stride]
+    for stage, (filters, blocks, (stride, dilation)) in enumerate(
+            zip((64, 128, 256, 512), RESNET_BLOCKS[depth], plans), start=2):
+        for b in range(blocks):
+            x = block(x, scaled(filters, width), stride if b == 0 else 1, dilation, f"conv{stage}_block{b + 1}")
+        if stage == 2:
+            endpoints["stride4"] = x
+        if stage == 3:
+            endpoints["stride8"] = x
+        if stage == 4:
+            endpoints["aux"] = x
+    endpoints["out"] = x
+    return endpoints
+
+
+def load_imagenet_weights(model: keras.Model, depth: int) -> int:
+    """Copies keras.applications ResNet{depth} ImageNet weights into matching layers by name.
+
+    Needs the weights file (downloaded by Keras on first use). Returns the number
+    of layers copied; raises if a shape differs (width multiplier ≠ 1).
+    """
+    factory = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}.get(depth)
+    if factory is None:
+        raise ValueError(f"keras.applications has no ImageNet ResNet-{depth}; use pretrained: none")
+    return copy_weights_by_name(factory(include_top=False, weights="imagenet"), model)
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
+    """Copies the weights of every layer of ``source`` that ``target`` has under the same name."""
+    copied = 0
+    target_layers = {layer.name: layer for layer in target.layers}
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights or layer.name not in target_layers:
+            continue
+        dest = target_layers[layer.name]
+        shapes = [w.shape for w in dest.get_weights()]
+        if shapes != [w.shape for w in weights]:
+            raise ValueError(f"layer {layer.name}: pretrained shapes {[w.shape for w in weights]} "
+                             f"do not match {shapes} (ImageNet weights need width 1.0)")
+        dest.set_weights(weights)
+        copied += 1
+    return copied
+
+
+MOBILENETV2_ENDPOINTS = {"stride4": "block_2_add", "stride8": "block_5_add",
+                         "stride16": "block_12_add", "stride32": "block_16_project_BN"}
+
+
+def mobilenetv2(inputs, output_stride: int = 16, width: float = 1.0, pretrained: bool = False) -> dict:
+    """keras.applications MobileNetV2 truncated at ``output_stride`` (16: after block 12)."""
+    app = keras.applications.MobileNetV2(
+        input_tensor=inputs, alpha=width, include_top=False,
+        weights="imagenet" if pretrained else None)
+    out = app.get_layer(MOBILENETV2_ENDPOINTS[f"stride{output_stride}"]).output
+    return {"stride4": app.get_layer(MOBILENETV2_ENDPOINTS["stride4"]).output,
+            "stride8": app.get_layer(MOBILENETV2_ENDPOINTS["stride8"]).output,
+            "aux": out, "out": out}

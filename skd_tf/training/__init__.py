@@ -1,0 +1,1 @@
+"""Supervised training of segmentation networks (teachers and baseline students)."""

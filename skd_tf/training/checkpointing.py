@@ -1,0 +1,103 @@
+"""Crash-safe run state: weights + optimizer state + epoch, written atomically each epoch.
+
+Keras' BackupAndRestore restores the epoch inside ``fit``, after the dataset has
+been built; our data stream must know the resume step before that (so that a
+resumed run sees the same batches as an uninterrupted one), hence this small
+callback with a readable ``state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import keras
+
+STATE_WEIGHTS = "state.weights.h5"
+STATE_JSON = "state.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or inf; training stopped and the last good state was kept."""
+
+
+def read_epoch(state_dir: str | os.PathLike) -> int:
+    """The number of finished epochs recorded in ``state_dir`` (0 when there is no state)."""
+    path = Path(state_dir) / STATE_JSON
+    if not path.is_file() or not (Path(state_dir) / STATE_WEIGHTS).is_file():
+        return 0
+    return int(json.loads(path.read_text())["epoch"])
+
+
+def restore(model: keras.Model, state_dir: str | os.PathLike) -> int:
+    """Loads the saved weights and optimizer state into a built model; returns the epoch reached."""
+    epoch = read_epoch(state_dir)
+    if epoch:
+        model.load_weights(str(Path(state_dir) / STATE_WEIGHTS))
+    return epoch
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Saves the run state at the end of every epoch and stops on a non-finite loss.
+
+    ``watch`` lists the logged terms checked after every batch; the first
+    non-finite one stops training and is reported by ``raise_if_diverged`` with
+    the step, while the state of the last finished epoch is left untouched.
+    ``export`` (optional) is called with the model after each save, to write
+    user-facing checkpoints such as ``last.keras``.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike, steps_per_epoch: int, watch=("loss",), export=None):
+        super().__init__()
+        self.state_dir = Path(state_dir)
+        self.steps_per_epoch = steps_per_epoch
+        self.watch = tuple(watch)
+        self.export = export
+        self.divergence: str | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key in self.watch:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                step = self._epoch * self.steps_per_epoch + batch + 1
+                self.divergence = f"loss term '{key}' became {float(value)} at step {step}"
+                self.model.stop_training = True
+                return
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.divergence:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / "incoming.weights.h5"
+        self.model.save_weights(str(tmp))
+        os.replace(tmp, self.state_dir / STATE_WEIGHTS)
+        _atomic_write_text(self.state_dir / STATE_JSON, json.dumps({"epoch": epoch + 1}))
+        if self.export is not None:
+            self.export(self.model)
+
+    def raise_if_diverged(self) -> None:
+        if self.divergence:
+            raise TrainingDiverged(
+                f"{self.divergence}; training stopped. The last good state (epoch {read_epoch(self.state_dir)}) "
+                f"is kept in {self.state_dir}")
+
+
+def save_atomic(model: keras.Model, path: str | os.PathLike) -> None:
+    """``model.save`` to a temporary name, then rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".incoming.keras")
+    model.save(str(tmp))
+    os.replace(tmp, path)

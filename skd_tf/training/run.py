@@ -1,0 +1,100 @@
+"""``train(config)``: trains a teacher or a baseline student end to end and evaluates it.
+
+Run directory layout (``train.out_dir``)::
+
+    state/state.weights.h5, state/state.json   resumable state (weights + optimizer + epoch)
+    checkpoints/last.keras                     the network after the last finished epoch
+    model.keras                                the final network
+    eval.json                                  validation scores of the final network
+    logs/                                      TensorBoard
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from skd_tf.config import RunConfig, TrainConfig
+from skd_tf.data import train_dataset
+from skd_tf.evaluation import evaluate_network
+from skd_tf.models import build_model
+from skd_tf.training.checkpointing import RunCheckpoint, restore, save_atomic
+from skd_tf.training.trainer import SegmentationTrainer
+
+
+def make_optimizer(cfg: TrainConfig, steps: int | None = None) -> keras.optimizers.Optimizer:
+    """SGD with momentum and decoupled weight decay (not on BN parameters or biases), poly LR.
+
+    lr(t) = lr₀ · (1 − t/T)^power, T = ``train.steps``.
+    """
+    schedule = keras.optimizers.schedules.PolynomialDecay(
+        cfg.learning_rate, decay_steps=steps or cfg.steps, end_learning_rate=0.0, power=cfg.poly_power)
+    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum,
+                                     weight_decay=cfg.weight_decay or None)
+    if cfg.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
+
+
+def setup_precision(cfg: TrainConfig) -> None:
+    """Sets the global dtype policy (float32 unless train.mixed_precision names one)."""
+    keras.mixed_precision.set_global_policy(cfg.mixed_precision or "float32")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """JSON with NaN written as null (absent classes have no IoU)."""
+    def clean(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return v
+    path.write_text(json.dumps(clean(payload), indent=2) + "\n")
+
+
+def train(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbacks=()) -> dict:
+    """Trains ``cfg.model`` on ``cfg.data`` (resuming from ``train.out_dir``), saves and evaluates it.
+
+    Returns the validation scores written to ``eval.json``.
+    """
+    out = Path(cfg.train.out_dir)
+    if fresh and out.exists():
+        import shutil
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    keras.utils.set_random_seed(cfg.seed)
+    setup_precision(cfg.train)
+
+    network = build_model(cfg.model, cfg.data.num_classes, cfg.data.crop_size)
+    trainer = SegmentationTrainer(network, cfg.data.num_classes, cfg.data.ignore_label,
+                                  cfg.train.aux_weight, global_batch_size=cfg.train.batch_size)
+    optimizer = make_optimizer(cfg.train)
+    trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+    trainer(tf.zeros((1, *cfg.data.crop_size, 3)))
+    optimizer.build(trainer.network.trainable_variables)
+
+    state_dir = out / "state"
+    start_epoch = restore(trainer, state_dir)
+    epochs = cfg.train.epochs
+    if start_epoch:
+        print(f"resuming {out} from epoch {start_epoch}/{epochs} (step {start_epoch * cfg.train.steps_per_epoch})")
+    if start_epoch < epochs:
+        ds = train_dataset(cfg.data, cfg.train.batch_size, cfg.seed,
+                           start_step=start_epoch * cfg.train.steps_per_epoch)
+        checkpoint = RunCheckpoint(state_dir, cfg.train.steps_per_epoch,
+                                   export=lambda m: save_atomic(m.network, out / "checkpoints" / "last.keras"))
+        callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "logs"), update_freq=50), *extra_callbacks]
+        trainer.fit(ds, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=cfg.train.steps_per_epoch,
+                    callbacks=callbacks, verbose=verbose, shuffle=False)
+        checkpoint.raise_if_diverged()
+    save_atomic(network, out / "model.keras")
+    scores = evaluate_network(network, cfg.data, cfg.eval.batch_size, progress=verbose > 0)
+    write_json(out / "eval.json", scores)
+    return scores

@@ -1,0 +1,83 @@
+"""``SegmentationTrainer``: trains one segmentation network with ``model.fit``."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from skd_tf.evaluation.metrics import MeanIoU
+from skd_tf.losses.cross_entropy import segmentation_cross_entropy
+
+
+class SegmentationTrainer(keras.Model):
+    """Wraps a segmentation network; minimises CE + aux_weight·CE_aux with the compiled optimizer.
+
+    ``fit`` takes ``(image, label)`` batches. Losses are averaged over the GLOBAL
+    batch (``global_batch_size``) so that under tf.distribute the summed replica
+    gradients equal the single-device gradient. Reports ``loss``, ``ce``
+    (and ``aux_ce``) and the running training ``miou``.
+    """
+
+    def __init__(self, network: keras.Model, num_classes: int, ignore_label: int = 255,
+                 aux_weight: float = 0.4, global_batch_size: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.ignore_label = ignore_label
+        self.aux_weight = aux_weight
+        self.global_batch_size = global_batch_size
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.aux_tracker = keras.metrics.Mean(name="aux_ce")
+        self.miou = MeanIoU(num_classes, ignore_label, name="miou")
+        self.has_aux = "aux_logits" in network.output
+
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker, self.ce_tracker]
+        return trackers + ([self.aux_tracker] if self.has_aux else []) + [self.miou]
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
+
+    def compute_losses(self, outputs: dict, labels) -> dict:
+        """The loss terms of one (replica-)batch, each already divided by the global batch size."""
+        terms = {"ce": segmentation_cross_entropy(outputs["logits"], labels, self.ignore_label,
+                                                  self.global_batch_size)}
+        if self.has_aux:
+            terms["aux_ce"] = segmentation_cross_entropy(outputs["aux_logits"], labels, self.ignore_label,
+                                                         self.global_batch_size)
+        return terms
+
+    def _total(self, terms: dict):
+        total = terms["ce"]
+        if "aux_ce" in terms and self.aux_weight:
+            total = total + self.aux_weight * terms["aux_ce"]
+        return total
+
+    def _record(self, terms: dict, total, labels, logits):
+        # Each replica holds its share of a global-batch mean; scale back for display.
+        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+        self.loss_tracker.update_state(total * replicas)
+        self.ce_tracker.update_state(terms["ce"] * replicas)
+        if self.has_aux:
+            self.aux_tracker.update_state(terms["aux_ce"] * replicas)
+        self.miou.update_state(labels, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        images, labels = data
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.network(images, training=True)
+            terms = self.compute_losses(outputs, labels)
+            total = self._total(terms)
+            scaled = self.optimizer.scale_loss(total)
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+        return self._record(terms, total, labels, outputs["logits"])
+
+    def test_step(self, data):
+        images, labels = data
+        outputs = self.network(images, training=False)
+        terms = self.compute_losses(outputs, labels)
+        return self._record(terms, self._total(terms), labels, outputs["logits"])

@@ -1,0 +1,172 @@
+"""Holistic critic (WGAN-GP / hinge), knowledge adaptation, and use with keras.distillation.Distiller."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import losses_reference as ref
+from skd_tf.config import ModelConfig
+from skd_tf.losses import (AutoEncoderTrainer, FeatureAutoEncoder, HolisticCritic, HolisticDistillation, KerasDistillationLoss,
+                           KnowledgeAdaptation, PairwiseDistillation, PixelwiseDistillation, autoencoder_loss,
+                           gradient_penalty, pretrain_autoencoder)
+from skd_tf.models import build_model
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+# ---------------------------------------------------------------- holistic
+
+def unit_linear_critic(shape, seed=0):
+    w = rand(*shape, seed=seed)
+    w /= np.linalg.norm(w)
+    return lambda m, c: tf.reduce_sum(m * w, axis=[1, 2, 3]), w
+
+
+def test_gradient_penalty_is_zero_for_a_unit_norm_linear_critic():
+    critic, _ = unit_linear_critic((4, 4, 3))
+    gp = gradient_penalty(critic, rand(5, 4, 4, 3, seed=1), rand(5, 4, 4, 3, seed=2))
+    np.testing.assert_allclose(gp, np.zeros(5), atol=1e-6)
+
+
+def test_gradient_penalty_matches_a_quadratic_critic_by_hand():
+    real, fake = rand(3, 2, 2, 2, seed=3), rand(3, 2, 2, 2, seed=4)
+    eps = np.array([0.0, 0.3, 1.0], "float32")
+    critic = lambda m, c: 0.5 * tf.reduce_sum(m * m, axis=[1, 2, 3])  # gradient = the input itself
+    mixed = eps[:, None, None, None] * real + (1 - eps[:, None, None, None]) * fake
+    expected = (np.sqrt((mixed ** 2).sum(axis=(1, 2, 3))) - 1) ** 2
+    np.testing.assert_allclose(gradient_penalty(critic, real, fake, None, eps), expected, rtol=1e-5)
+
+
+class LinearCritic(keras.layers.Layer):
+    """D(m) = Σ m·w with ‖w‖ = 1, standing in for the critic network."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def call(self, m, condition=None, training=False):
+        return tf.reduce_sum(m * self.w, axis=[1, 2, 3])
+
+
+def test_critic_and_generator_objectives():
+    s, t = rand(4, 4, 4, 3, seed=5), rand(4, 4, 4, 3, seed=6)
+    images = rand(4, 32, 32, 3, seed=7)
+    _, w = unit_linear_critic((4, 4, 3), seed=8)
+    for loss_type in ("wgan-gp", "hinge"):
+        loss = HolisticDistillation(loss_type=loss_type, seed=1)
+        loss.critic = LinearCritic(w)
+        softmax = lambda x: ref.softmax(x)
+        d_s = (softmax(s) * w).sum(axis=(1, 2, 3))
+        d_t = (softmax(t) * w).sum(axis=(1, 2, 3))
+        if loss_type == "wgan-gp":  # a unit-norm linear critic has no gradient penalty
+            expected = np.mean(d_s - d_t)
+        else:
+            expected = np.mean(np.maximum(0, 1 - d_t) + np.maximum(0, 1 + d_s))
+        np.testing.assert_allclose(float(loss.critic_loss(s, t, images)), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(loss(s, t, images=images)), -np.mean(d_s), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(loss.wasserstein_estimate(s, t, images)), np.mean(d_t - d_s),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_critic_architecture_and_zero_gamma():
+    critic = HolisticCritic(width=0.125)
+    maps, image = rand(2, 16, 16, 5, seed=9), rand(2, 64, 64, 3, seed=10)
+    scores = critic(maps, image)
+    assert scores.shape == (2,)
+    assert float(critic.attention3.gamma) == 0.0 and float(critic.attention4.gamma) == 0.0
+    x = rand(2, 4, 4, 32, seed=11)  # attention3 follows the 3rd conv: 256 × 0.125 channels
+    np.testing.assert_array_equal(critic.attention3(x), x)  # γ = 0: attention starts as identity
+    assert [c.layer.filters for c in critic.convs] == [8, 16, 32, 64]
+    assert all(c.layer.kernel_size == (4, 4) and c.layer.strides == (2, 2) for c in critic.convs)
+
+
+def test_holistic_inputs_and_critic_training_step_are_finite():
+    for mode in ("softmax_image", "logits"):
+        loss = HolisticDistillation(critic_input=mode, critic_width=0.125, seed=0)
+        s, t, images = rand(2, 8, 8, 4, seed=12), rand(2, 8, 8, 4, seed=13), rand(2, 64, 64, 3, seed=14)
+        with tf.GradientTape() as tape:
+            value = loss.critic_loss(s, t, images)
+        grads = tape.gradient(value, loss.critic.trainable_variables)
+        assert np.isfinite(float(value)) and all(g is not None for g in grads)
+    with pytest.raises(ValueError, match="needs the input images"):
+        HolisticDistillation()(s, t)
+
+
+# ---------------------------------------------------------------- knowledge adaptation
+
+def test_autoencoder_loss_matches_reference():
+    f, r, code = rand(2, 4, 4, 6, seed=15), rand(2, 4, 4, 6, seed=16), rand(2, 2, 2, 3, seed=17)
+    expected = [((r[i] - f[i]) ** 2).sum() / f[i].size + 1e-3 * np.abs(code[i]).sum() / f[i].size for i in range(2)]
+    np.testing.assert_allclose(autoencoder_loss(f, r, code, alpha=1e-3), expected, rtol=1e-5)
+
+
+def test_autoencoder_shapes():
+    ae = FeatureAutoEncoder(feature_channels=12, code_channels=5)
+    reconstruction, code = ae(rand(2, 8, 6, 12, seed=18))
+    assert reconstruction.shape == (2, 8, 6, 12) and code.shape == (2, 4, 3, 5)
+
+
+def test_knowledge_adaptation_matches_reference():
+    ae = FeatureAutoEncoder(feature_channels=6, code_channels=4)
+    ka = KnowledgeAdaptation(ae, beta=50.0, gamma=1.0)
+    s, t = rand(2, 8, 8, 3, seed=19), rand(2, 8, 8, 6, seed=20)
+    terms = {k: float(v) for k, v in ka.components(s, t).items()}
+    code = ae.encode(t).numpy()
+    adapted = ka.adapter(s).numpy()
+    adapted = tf.image.resize(adapted, code.shape[1:3], method="bilinear").numpy()
+    cn, an = ref.normalize(code), ref.normalize(adapted)
+    adapt = np.mean([np.mean(np.linalg.norm(cn[i] - an[i], axis=-1)) for i in range(2)])
+    affinity = []
+    for i in range(2):
+        fc, fa = cn[i].reshape(-1, 4), an[i].reshape(-1, 4)
+        n = fc.shape[0]
+        affinity.append((((fa @ fa.T) / n - (fc @ fc.T) / n) ** 2).sum())  # A = (1/N) f̂_i·f̂_j
+    np.testing.assert_allclose(terms["ka_adapt"], adapt, rtol=1e-5)
+    np.testing.assert_allclose(terms["ka_affinity"], np.mean(affinity), rtol=1e-4)
+    np.testing.assert_allclose(float(ka(s, t)), 50 * adapt + np.mean(affinity), rtol=1e-5)
+    assert not ka.autoencoder.trainable and ka.adapter.trainable_variables
+
+
+def test_autoencoder_pretraining_reduces_its_loss():
+    keras.utils.set_random_seed(0)
+    teacher = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32))
+    images = tf.data.Dataset.from_tensors(rand(4, 32, 32, 3, seed=21)).repeat()
+    trainer = AutoEncoderTrainer(teacher, FeatureAutoEncoder(feature_channels=8, code_channels=4))
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    losses = trainer.fit(images, steps_per_epoch=10, epochs=3, verbose=0).history["ae_loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    assert not teacher.trainable
+    ae = FeatureAutoEncoder(feature_channels=8, code_channels=4)
+    assert np.isfinite(pretrain_autoencoder(teacher, ae, images, steps=2, verbose=0)) and not ae.trainable
+
+
+# ---------------------------------------------------------------- keras.distillation
+
+def test_losses_plug_into_keras_distiller():
+    keras.utils.set_random_seed(1)
+    teacher_net = build_model(ModelConfig(width=0.25, head_channels=16), 3, (32, 32), name="teacher")
+    student_net = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32), name="student")
+    # Keras's Distiller compares final outputs: give it logits-only views; the pair-wise loss reads
+    # the head features through the layer name.
+    teacher = keras.Model(teacher_net.input, teacher_net.output["logits"])
+    student = keras.Model(student_net.input, student_net.output["logits"])
+    pixel, pairwise = PixelwiseDistillation(), PairwiseDistillation(granularity=2)
+    distiller = keras.distillation.Distiller(
+        teacher, student,
+        [KerasDistillationLoss(pixel), KerasDistillationLoss(pairwise, "head_relu", "head_relu")],
+        distillation_loss_weights=[1.0, 0.5], student_loss_weight=0.3)
+    distiller.compile(optimizer="sgd", loss=keras.losses.MeanSquaredError())
+    x, y = rand(2, 32, 32, 3, seed=22), rand(2, 4, 4, 3, seed=23)
+    initial = student_net.get_weights()
+    value = float(distiller.compute_loss(x, y, training=False))
+    student_net.set_weights(initial)  # feature extraction in training mode moved the BN statistics
+    t_out, s_out = teacher_net(x), student_net(x)
+    s_features = student_net(x, training=True)  # Keras extracts student features in training mode
+    expected = (0.3 * np.mean((s_out["logits"].numpy() - y) ** 2)
+                + 0.7 * (float(pixel(s_out, t_out)) + 0.5 * float(pairwise(s_features, t_out))))
+    np.testing.assert_allclose(value, expected, rtol=1e-4)
+    history = distiller.fit(x, y, epochs=2, batch_size=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

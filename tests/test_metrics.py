@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from skd_tf.evaluation.metrics import MeanIoU, confusion_matrix, scores_from_confusion
+
+
+def one_hot_logits(pred, k):
+    return tf.one_hot(pred, k) * 10.0
+
+
+def test_confusion_matrix_by_hand_with_ignore():
+    labels = np.array([[0, 0, 1, 255], [2, 2, 1, 1]])
+    preds = np.array([[0, 1, 1, 2], [2, 0, 1, 0]])
+    cm = confusion_matrix(labels, preds, 3).numpy()
+    # rows = truth: class 0 -> (0, 1); class 1 -> (1, 1, 0); class 2 -> (2, 0); ignore dropped
+    expected = np.array([[1, 1, 0], [1, 2, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(cm, expected)
+
+
+def test_scores_by_hand_with_absent_class():
+    cm = np.array([[3, 1, 0, 0], [2, 4, 0, 0], [0, 0, 0, 0], [0, 0, 0, 5]])
+    s = scores_from_confusion(cm)
+    iou = [3 / (3 + 1 + 2), 4 / (4 + 2 + 1), np.nan, 1.0]
+    np.testing.assert_allclose(s["per_class_iou"], iou)
+    assert s["miou"] == pytest.approx(np.mean([iou[0], iou[1], iou[3]]))
+    assert s["pixel_accuracy"] == pytest.approx(12 / 15)
+
+
+def test_streaming_metric_matches_hand_values_and_resets():
+    m = MeanIoU(3, ignore_label=255)
+    labels1 = np.array([[[0, 1], [2, 255]]])
+    preds1 = np.array([[[0, 1], [1, 0]]])
+    labels2 = np.array([[[2, 2], [0, 0]]])
+    preds2 = np.array([[[2, 2], [0, 1]]])
+    m.update_state(labels1, one_hot_logits(preds1, 3))
+    m.update_state(labels2, one_hot_logits(preds2, 3))
+    # cm: truth0 -> [2,1,0]; truth1 -> [0,1,0]; truth2 -> [0,1,2]
+    iou = [2 / 3, 1 / (1 + 2), 2 / 3]
+    assert float(m.result()) == pytest.approx(np.mean(iou), rel=1e-6)
+    np.testing.assert_allclose(m.scores()["per_class_iou"], iou)
+    m.reset_state()
+    assert float(m.result()) == 0.0
+
+
+def test_metric_upsamples_low_resolution_logits():
+    m = MeanIoU(2)
+    labels = np.zeros((1, 8, 8), np.int32)
+    labels[:, :, 4:] = 1
+    logits = one_hot_logits(np.array([[[0, 1], [0, 1]]]), 2)  # 2x2 prediction of the same split
+    m.update_state(labels, logits)
+    assert float(m.result()) == pytest.approx(1.0)

@@ -1,0 +1,101 @@
+import keras
+import numpy as np
+import pytest
+
+from skd_tf.config import ModelConfig
+from skd_tf.models import at_input_size, build_model, is_segmentation_model, load_model
+from skd_tf.models.backbones import copy_weights_by_name, resnet
+from skd_tf.models.layers import AdaptiveAveragePooling2D
+
+ARCHS = [
+    dict(arch="pspnet", backbone="resnet18", output_stride=8, aux_head=True),
+    dict(arch="pspnet", backbone="resnet50", output_stride=16),
+    dict(arch="deeplabv3", backbone="resnet34", output_stride=8),
+    dict(arch="deeplabv3", backbone="resnet101", output_stride=16),
+    dict(arch="lraspp", backbone="mobilenetv2", output_stride=16),
+]
+
+
+@pytest.mark.parametrize("kw", ARCHS, ids=lambda kw: f"{kw['arch']}-{kw['backbone']}-os{kw['output_stride']}")
+def test_every_architecture_exposes_logits_and_features(kw):
+    model = build_model(ModelConfig(width=0.125, head_channels=16, **kw), 5, (32, 48))
+    out = model(np.random.rand(2, 32, 48, 3).astype("float32"))
+    stride = 8 if kw["arch"] == "lraspp" else kw["output_stride"]
+    assert out["logits"].shape == (2, 32 // stride, 48 // stride, 5)
+    assert out["features"].shape == (2, 32 // stride, 48 // stride, 16)
+    assert ("aux_logits" in out) == kw.get("aux_head", False)
+    assert is_segmentation_model(model)
+
+
+def test_input_size_must_fit_the_stride():
+    with pytest.raises(ValueError, match="not divisible by the output stride 8"):
+        build_model(ModelConfig(width=0.125, head_channels=8), 3, (36, 32))
+
+
+def reference_adaptive_pool(x, bins):
+    """PyTorch's AdaptiveAvgPool2d, written out with loops."""
+    b, h, w, c = x.shape
+    out = np.zeros((b, bins, bins, c))
+    for i in range(bins):
+        for j in range(bins):
+            r0, r1 = (i * h) // bins, -(-(i + 1) * h // bins)
+            c0, c1 = (j * w) // bins, -(-(j + 1) * w // bins)
+            out[:, i, j] = x[:, r0:r1, c0:c1].mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("bins,size", [(1, (8, 8)), (2, (8, 6)), (3, (8, 8)), (6, (7, 10))])
+def test_adaptive_average_pooling_matches_reference(bins, size):
+    x = np.random.default_rng(0).normal(size=(2, *size, 3)).astype("float32")
+    got = AdaptiveAveragePooling2D(bins)(x)
+    np.testing.assert_allclose(got, reference_adaptive_pool(x, bins), rtol=1e-5, atol=1e-6)
+
+
+def test_resnet50_is_keras_applications_resnet50_at_stride_32():
+    inputs = keras.Input((64, 64, 3))
+    ours = keras.Model(inputs, resnet(inputs, 50, output_stride=32)["out"])
+    theirs = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    copied = copy_weights_by_name(theirs, ours)
+    assert copied == 106  # 53 convolutions and 53 batch norms
+    x = np.random.default_rng(1).normal(size=(1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+def test_weight_copy_rejects_other_widths():
+    inputs = keras.Input((32, 32, 3))
+    narrow = keras.Model(inputs, resnet(inputs, 50, output_stride=32, width=0.5)["out"])
+    theirs = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="width 1.0"):
+        copy_weights_by_name(theirs, narrow)
+
+
+def test_rebuild_at_another_size_keeps_weights():
+    model = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32))
+    bigger = at_input_size(model, (48, 64))
+    assert bigger.output["logits"].shape[1:3] == (6, 8)
+    for a, b in zip(model.get_weights(), bigger.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # a constant image gives a constant map away from the borders, the same at both sizes
+    x = np.ones((1, 32, 32, 3), "float32")
+    assert at_input_size(model, (32, 32)) is model
+    assert np.isfinite(bigger(np.ones((1, 48, 64, 3), "float32"))["logits"]).all()
+    assert model(x)["logits"].shape == (1, 4, 4, 3)
+
+
+def test_save_load_roundtrip_and_bad_checkpoints(tmp_path):
+    model = build_model(ModelConfig(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.35,
+                                    head_channels=8), 3, (32, 32))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path)
+    x = np.random.rand(1, 32, 32, 3).astype("float32")
+    np.testing.assert_allclose(loaded(x)["logits"], model(x)["logits"], rtol=1e-6)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.keras")
+    (tmp_path / "junk.keras").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot load"):
+        load_model(tmp_path / "junk.keras")
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(ValueError, match="not an skd-tf segmentation model"):
+        load_model(tmp_path / "plain.keras")
