@@ -1,4 +1,4 @@
-"""The ``skd-tf`` command line: ``skd-tf train``, ``skd-tf evaluate`` (more stages to come)."""
+"""The ``skd-tf`` command line: ``train``, ``distill`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="delete train.out_dir first instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("distill", help="distil the config's student from a trained teacher",
+                       description="Distil the config's student from distill.teacher (a .keras checkpoint) with "
+                                   "the losses of distill.losses (and the adversarial distill.holistic term), "
+                                   "checkpointing student, critic and optimizers every train.steps_per_epoch steps "
+                                   "into train.out_dir (an interrupted run resumes there), then evaluate the student. "
+                                   "Knowledge adaptation's auto-encoder is pre-trained first when 'ka' is configured.")
+    _add_config_args(p)
+    p.add_argument("--teacher", help="override distill.teacher (path of the teacher's .keras checkpoint)")
+    p.add_argument("--fresh", action="store_true", help="delete train.out_dir first instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("evaluate", help="mIoU of a checkpoint on the config's validation split",
                        description="Evaluate a .keras segmentation checkpoint on data.val_split of the config; "
                                    "print per-class IoU, mIoU and pixel accuracy, and write them as JSON.")
@@ -51,6 +62,20 @@ def _cmd_train(args) -> int:
     scores = train(cfg, fresh=args.fresh, verbose=0 if args.quiet else 1)
     print(format_scores(scores, class_names(cfg.data)))
     print(f"model: {Path(cfg.train.out_dir) / 'model.keras'}   scores: {Path(cfg.train.out_dir) / 'eval.json'}")
+    return 0
+
+
+def _cmd_distill(args) -> int:
+    from skd_tf.config import load_config
+    from skd_tf.data import class_names
+    from skd_tf.distill.run import distill
+    from skd_tf.evaluation import format_scores
+
+    overrides = list(args.overrides) + ([f"distill.teacher={args.teacher}"] if args.teacher else [])
+    cfg = load_config(args.config, overrides)
+    scores = distill(cfg, fresh=args.fresh, verbose=0 if args.quiet else 1)
+    print(format_scores(scores, class_names(cfg.data)))
+    print(f"student: {Path(cfg.train.out_dir) / 'model.keras'}   scores: {Path(cfg.train.out_dir) / 'eval.json'}")
     return 0
 
 
@@ -76,7 +101,7 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate}
+COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,8 @@ class SyntheticConfig(_Section):
     num_val: int = Field(200, ge=1)
     image_size: int = Field(64, ge=16)
     min_objects: int = Field(1, ge=0)
-    max_objects: int = Field(4, ge=1)
+    max_objects: int = Field(3, ge=1)
+    max_rotation: float = Field(15.0, ge=0, le=180)
     seed: int = 0
 
 
@@ -90,6 +91,7 @@ class ModelConfig(_Section):
     width: float = Field(1.0, gt=0, le=4)
     head_channels: int = Field(512, ge=4)
     aux_head: bool = False
+    dropout: float = Field(0.1, ge=0, lt=1)
     pretrained: Literal["none", "imagenet"] = "none"
 
     @model_validator(mode="after")
@@ -104,8 +106,9 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Optimisation schedule (SGD + momentum + weight decay, poly learning rate)."""
+    """Optimisation schedule: SGD + momentum (the paper's) or AdamW, weight decay, poly learning rate."""
 
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     batch_size: int = Field(8, ge=1)
     steps: int = Field(1000, ge=1)
     steps_per_epoch: int = Field(100, ge=1)
@@ -169,15 +172,37 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_config(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> RunConfig:
-    """Reads a YAML config and applies ``key.sub=value`` overrides (values parsed as YAML)."""
-    path = Path(path)
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """A config file as a mapping; ``base: other.yaml`` (relative to the file) is read first and
+    deep-merged under the file's own keys."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path} includes itself through base:")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return _merge(read_yaml(path.parent / base, seen + (path.resolve(),)), raw)
+
+
+def load_config(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> RunConfig:
+    """Reads a YAML config (with its ``base:`` chain) and applies ``key.sub=value`` overrides."""
+    path = Path(path)
+    raw = read_yaml(path)
     for item in overrides or []:
         apply_override(raw, item)
     return config_from_dict(raw, str(path))

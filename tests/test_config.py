@@ -10,8 +10,23 @@ CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
+    from skd_tf.distill.config import parse_distill
+
     cfg = load_config(path)
     assert cfg.train.steps % cfg.train.steps_per_epoch == 0
+    if cfg.distill is not None:
+        parse_distill(cfg.distill, str(path))
+
+
+def test_base_configs_merge_and_cycles_are_caught(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\ntrain: {steps: 10, steps_per_epoch: 5, learning_rate: 0.5}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\ntrain: {steps: 20}\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert (cfg.name, cfg.train.steps, cfg.train.steps_per_epoch, cfg.train.learning_rate) == ("b", 20, 5, 0.5)
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "c.yaml")
 
 
 def test_unknown_key_is_named(tiny_config):
@@ -41,3 +56,10 @@ def test_overrides_and_missing_file(tmp_path, tiny_config):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="steps_per_epoch"):
         load_config(path, ["train.steps=7"])
+
+
+def test_readme_losses_table_matches_the_registry():
+    from skd_tf.losses import markdown_table
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    assert markdown_table() in readme, "regenerate with: python -c 'import skd_tf.losses as l; print(l.markdown_table())'"

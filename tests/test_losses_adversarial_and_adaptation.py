@@ -79,8 +79,21 @@ def test_critic_architecture_and_zero_gamma():
     assert float(critic.attention3.gamma) == 0.0 and float(critic.attention4.gamma) == 0.0
     x = rand(2, 4, 4, 32, seed=11)  # attention3 follows the 3rd conv: 256 × 0.125 channels
     np.testing.assert_array_equal(critic.attention3(x), x)  # γ = 0: attention starts as identity
-    assert [c.layer.filters for c in critic.convs] == [8, 16, 32, 64]
-    assert all(c.layer.kernel_size == (4, 4) and c.layer.strides == (2, 2) for c in critic.convs)
+    assert [c.filters for c in critic.convs] == [8, 16, 32, 64]
+    assert all(c.kernel_size == 4 and c.strides == 2 for c in critic.convs)
+
+
+def test_spectral_conv_has_unit_spectral_norm():
+    from skd_tf.losses.holistic import SpectralConv2D
+
+    conv = SpectralConv2D(6, 3)
+    conv(rand(1, 8, 8, 5))
+    for _ in range(50):  # power iterations converge while training
+        kernel = conv.normalized_kernel(training=True)
+    top = np.linalg.svd(kernel.numpy().reshape(-1, 6), compute_uv=False)[0]
+    assert abs(top - 1.0) < 1e-3
+    raw = np.linalg.svd(conv.kernel.numpy().reshape(-1, 6), compute_uv=False)[0]
+    assert abs(raw - 1.0) > 1e-2  # the variable itself is not overwritten
 
 
 def test_holistic_inputs_and_critic_training_step_are_finite():
@@ -170,3 +183,26 @@ def test_losses_plug_into_keras_distiller():
     np.testing.assert_allclose(value, expected, rtol=1e-4)
     history = distiller.fit(x, y, epochs=2, batch_size=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_every_trainable_variable_of_a_loss_gets_a_gradient():
+    """Adapters must train: building a loss by symbolic tracing once left them without gradients."""
+    from skd_tf.losses import ChannelwiseDistillation, FitNetDistillation
+
+    ae = FeatureAutoEncoder(feature_channels=6, code_channels=4)
+    s = {"logits": rand(2, 8, 8, 3, seed=30), "features": rand(2, 8, 8, 5, seed=31)}
+    t = {"logits": rand(2, 8, 8, 3, seed=32), "features": rand(2, 8, 8, 6, seed=33)}
+    losses = [FitNetDistillation(teacher_channels=6), ChannelwiseDistillation(reads="features", align_channels=6),
+              KnowledgeAdaptation(ae)]
+    for loss in losses:
+        loss(s, t)  # first call builds the adapters
+        with tf.GradientTape() as tape:
+            value = loss(s, t, images=rand(2, 32, 32, 3))
+        grads = tape.gradient(value, loss.trainable_variables)
+        assert loss.trainable_variables, type(loss).__name__
+        assert all(g is not None for g in grads), type(loss).__name__
+    ae.trainable = True  # unfrozen for stage 1 after being built frozen inside the loss
+    with tf.GradientTape() as tape:
+        reconstruction, code = ae(t["features"], training=True)
+        value = tf.reduce_mean(autoencoder_loss(t["features"], reconstruction, code))
+    assert all(g is not None for g in tape.gradient(value, ae.trainable_variables))

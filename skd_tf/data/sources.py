@@ -86,12 +86,12 @@ def synthetic_source(cfg: DataConfig, split: str) -> Source:
     s = cfg.synthetic
     count = s.num_train if split == "train" else s.num_val
     images, labels = synthetic.generate(split, count, s.image_size, cfg.num_classes, s.seed,
-                                        s.min_objects, s.max_objects)
+                                        s.min_objects, s.max_objects, s.max_rotation)
     return Source(tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}), count, lambda r: r)
 
 
 def _check_cityscapes_manual_dir(cfg: DataConfig) -> None:
-    manual_dir = Path(cfg.manual_dir or Path("~/tensorflow_datasets/downloads/manual").expanduser())
+    manual_dir = Path(cfg.manual_dir or "~/tensorflow_datasets/downloads/manual").expanduser()
     missing = [z for z in CITYSCAPES_ZIPS if not (manual_dir / z).is_file()]
     if missing:
         raise DataError(
@@ -110,7 +110,8 @@ def tfds_source(cfg: DataConfig, split: str) -> Source:
     if not builder.is_prepared():
         if cfg.source == "cityscapes":
             _check_cityscapes_manual_dir(cfg)
-        download_config = tfds.download.DownloadConfig(manual_dir=cfg.manual_dir)
+        manual_dir = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else None
+        download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
         builder.download_and_prepare(download_config=download_config)
     table = tf.constant(label_lookup_table(cfg.source, cfg.ignore_label))
 

@@ -1,12 +1,13 @@
 """The built-in procedural segmentation dataset ``synthetic``.
 
-Each scene is a textured background with a few textured objects of different
-shapes. Colours and textures are drawn from the same distribution for every
-object and for the background, so a pixel's colour says nothing about its
-class: the class is the *shape* of the object the pixel belongs to (disc,
-square, triangle, ring, cross, ...). A network must see the object's outline,
-often many pixels away, to label its interior, so receptive field and capacity
-matter. Every image is a pure function of ``(seed, split, index)``.
+Each scene is a low-contrast textured background with a few textured objects of
+different shapes. Colours and textures are drawn from the same distribution for
+every object class, so a pixel's colour says nothing about its class: the class
+is the *shape* of the object the pixel belongs to (disc, square, triangle,
+ring, cross, ...). Local texture tells object from background, but a network
+must see the object's outline, often many pixels away, to tell which class the
+interior is, so receptive field and capacity matter. Every image is a pure
+function of ``(seed, split, index)``.
 """
 
 from __future__ import annotations
@@ -44,10 +45,14 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A size×size×3 float texture: two random colours mixed by a random pattern."""
+def _texture(rng: np.random.Generator, size: int, contrast: float = 1.0) -> np.ndarray:
+    """A size×size×3 float texture: two random colours mixed by a random pattern.
+
+    ``contrast`` < 1 pulls the second colour towards the first.
+    """
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     c1, c2 = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+    c2 = c1 + contrast * (c2 - c1)
     kind = rng.integers(4)
     if kind == 0:  # stripes
         phi, freq = rng.uniform(0, np.pi), rng.uniform(0.08, 0.35)
@@ -67,29 +72,32 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return c1 * (1 - p[..., None]) + c2 * p[..., None]
 
 
-def render_scene(rng: np.random.Generator, size: int, num_classes: int,
-                 min_objects: int = 1, max_objects: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Draws one scene; returns (uint8 image size×size×3, uint8 label size×size)."""
-    image = _texture(rng, size)
+def render_scene(rng: np.random.Generator, size: int, num_classes: int, min_objects: int = 1,
+                 max_objects: int = 3, max_rotation: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
+    """Draws one scene; returns (uint8 image size×size×3, uint8 label size×size).
+
+    Objects are rotated by up to ±``max_rotation`` degrees.
+    """
+    image = _texture(rng, size, contrast=0.3)
     label = np.zeros((size, size), np.uint8)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         cls = int(rng.integers(1, num_classes))
-        radius = rng.uniform(0.12, 0.3) * size
+        radius = rng.uniform(0.15, 0.35) * size
         cx, cy = rng.uniform(0.1, 0.9, size=2) * size
-        theta = rng.uniform(0, 2 * np.pi)
+        theta = rng.uniform(-max_rotation, max_rotation) * np.pi / 180
         dx, dy = (x - cx) / radius, (y - cy) / radius
         u = dx * np.cos(theta) + dy * np.sin(theta)
         v = -dx * np.sin(theta) + dy * np.cos(theta)
         mask = _shape_mask(SHAPES[cls - 1], u, v)
-        image[mask] = _texture(rng, size)[mask]
+        image[mask] = _texture(rng, size, contrast=0.25)[mask]
         label[mask] = cls
     image += rng.normal(0, 8, size=image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
 def generate(split: str, num_examples: int, image_size: int, num_classes: int, seed: int,
-             min_objects: int = 1, max_objects: int = 4) -> tuple[np.ndarray, np.ndarray]:
+             min_objects: int = 1, max_objects: int = 3, max_rotation: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
     """Renders ``num_examples`` scenes of a split as (N×S×S×3 uint8, N×S×S uint8) arrays.
 
     Scene ``i`` of a split depends only on ``(seed, split, i)``, so a larger
@@ -105,5 +113,5 @@ def generate(split: str, num_examples: int, image_size: int, num_classes: int, s
     labels = np.empty((num_examples, image_size, image_size), np.uint8)
     for i in range(num_examples):
         rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-        images[i], labels[i] = render_scene(rng, image_size, num_classes, min_objects, max_objects)
+        images[i], labels[i] = render_scene(rng, image_size, num_classes, min_objects, max_objects, max_rotation)
     return images, labels

@@ -22,11 +22,11 @@ from skd_tf.losses.relational import (CorrelationCongruence, InstanceRelationGra
 LOSSES = {
     "pixel": (PixelwiseDistillation, "logits", 10.0, "paper λ1",
               "τ²·(1/N) Σ_i KL(softmax(z_i^T/τ) ‖ softmax(z_i^S/τ))"),
-    "pairwise": (PairwiseDistillation, "features", 10.0, "paper λ1 (reference script: 0.5)",
+    "pairwise": (PairwiseDistillation, "features", 10.0, "paper λ1; reference script 0.5",
                  "(1/N²) Σ_ij (cos(f_i^S, f_j^S) − cos(f_i^T, f_j^T))², exact via Gram matrices"),
     "holistic": (HolisticDistillation, "logits", 0.1, "paper λ2",
                  "student: −E[D(Q^S|I)]; critic: E[D(Q^S|I)] − E[D(Q^T|I)] + 10·GP"),
-    "ka": (KnowledgeAdaptation, "features", 1.0, "paper (β = 50, γ = 1 inside)",
+    "ka": (KnowledgeAdaptation, "features", 1.0, "β = 50, γ = 1 inside, paper",
            "β·mean_j ‖ê_j(F_T) − ĉ_j(F_S)‖₂ + γ·Σ_ij (A^S_ij − A^T_ij)²"),
     "cwd": (ChannelwiseDistillation, "logits", 3.0, "CIRKD",
             "τ²/C · Σ_c KL(softmax_hw(T_c/τ) ‖ softmax_hw(S_c/τ)), τ = 4"),
@@ -34,9 +34,9 @@ LOSSES = {
            "‖rownorm(Q_T Q_Tᵀ) − rownorm(Q_S Q_Sᵀ)‖²_F / b²"),
     "cc": (CorrelationCongruence, "features", 100.0, "KD-Zoo",
            "mean_ij (k(s_i,s_j) − k(t_i,t_j))², Gaussian kernel by Taylor order 2"),
-    "irg": (InstanceRelationGraph, "logits+features", 1.0, "IRG (0.1, 5, 5 inside)",
+    "irg": (InstanceRelationGraph, "logits+features", 1.0, "0.1, 5, 5 inside, IRG",
             "0.1·MSE(vertices) + 5·MSE(max-normed distance graphs) + 5·MSE(transforms)"),
-    "rkd": (RelationalKD, "features", 1.0, "RepDistiller (25, 50 inside)",
+    "rkd": (RelationalKD, "features", 1.0, "25, 50 inside, RepDistiller",
             "25·Huber(d_S/μ_S, d_T/μ_T) + 50·Huber(angles_S, angles_T)"),
     "fitnet": (FitNetDistillation, "features", 1.0, "FitNets",
                "mean (W·F_S − F_T)², W a 1×1 conv"),
@@ -51,3 +51,12 @@ __all__ = [
     "PixelwiseDistillation", "RelationalKD", "SimilarityPreserving", "autoencoder_loss", "gradient_penalty",
     "pretrain_autoencoder", "segmentation_cross_entropy",
 ]
+
+
+def markdown_table() -> str:
+    """The README's losses table: config name, formula, what it reads, default weight and its source."""
+    rows = ["| config name | loss | formula | reads | default weight |", "|---|---|---|---|---|"]
+    for name, (cls, reads, weight, source, formula) in LOSSES.items():
+        formula = formula.replace("|", "\\|")  # a bar inside a cell must be escaped in markdown
+        rows.append(f"| `{name}` | {cls.__name__} | {formula} | {reads} | {weight:g} ({source}) |")
+    return "\n".join(rows)

@@ -79,6 +79,10 @@ class DistillationLoss(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.global_batch_size = global_batch_size
+        # Sublayers (adapters, the critic) build on the first real call. Without this, Keras would
+        # "build" the loss by tracing call() symbolically, creating their variables in a scratch
+        # graph where gradients never reach them.
+        self.built = True
 
     def select(self, outputs, key=None):
         """The tensor this loss reads from a model's output dict (or the tensor itself)."""

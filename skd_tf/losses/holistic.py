@@ -10,6 +10,51 @@ from skd_tf.losses.base import DistillationLoss, as_float32, average_over_global
 
 
 @keras.saving.register_keras_serializable(package="skd_tf")
+class SpectralConv2D(layers.Layer):
+    """A conv whose kernel is W/σ(W), σ the largest singular value from one power iteration.
+
+    As in the reference code (PyTorch's spectral_norm): σ is computed from the
+    stored vector u (updated in training) with u, v gradient-stopped, and the
+    gradient flows through W/σ. Written here rather than keras.layers
+    .SpectralNormalization, which overwrites the kernel variable with W/σ in
+    training (so the gradient ignores σ) and cannot update a mirrored kernel
+    inside a replica.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, padding: str = "same", **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides, self.padding = filters, kernel_size, strides, padding
+
+    def build(self, input_shape):
+        k = self.kernel_size
+        self.kernel = self.add_weight(name="kernel", shape=(k, k, input_shape[-1], self.filters),
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        # every replica computes the same u from the same weights; keep one copy
+        self.u = self.add_weight(name="u", shape=(1, self.filters), trainable=False,
+                                 initializer=keras.initializers.RandomNormal(seed=0),
+                                 aggregation="only_first_replica")
+
+    def normalized_kernel(self, training=False):
+        w = tf.reshape(self.kernel, [-1, self.filters])
+        u = tf.math.l2_normalize(tf.convert_to_tensor(self.u), axis=None)
+        v = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(u, w, transpose_b=True), axis=None))
+        u_new = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(v, w), axis=None))
+        if training:
+            self.u.assign(u_new)
+        sigma = tf.squeeze(tf.matmul(tf.matmul(v, w), u_new, transpose_b=True))
+        return self.kernel / sigma
+
+    def call(self, x, training=False):
+        y = tf.nn.conv2d(x, self.normalized_kernel(training), self.strides, self.padding.upper())
+        return y + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
 class SelfAttention(layers.Layer):
     """SAGAN self-attention: y = γ·(V·softmax(QᵀK)) + x, with γ initialised to 0.
 
@@ -60,12 +105,8 @@ class HolisticCritic(keras.Model):
         self.batch_norm_input = batch_norm_input
         dtype = self.dtype_policy
         self.input_norm = layers.BatchNormalization(name="input_bn", dtype=dtype) if batch_norm_input else None
-        self.convs = [
-            layers.SpectralNormalization(
-                layers.Conv2D(max(int(c * width), 4), 4, strides=2, padding="same", dtype=dtype),
-                name=f"sn_conv{i + 1}", dtype=dtype)
-            for i, c in enumerate((64, 128, 256, 512))
-        ]
+        self.convs = [SpectralConv2D(max(int(c * width), 4), 4, strides=2, name=f"sn_conv{i + 1}", dtype=dtype)
+                      for i, c in enumerate((64, 128, 256, 512))]
         self.attention3 = SelfAttention(name="attention3", dtype=dtype)
         self.attention4 = SelfAttention(name="attention4", dtype=dtype)
         self.last = layers.Conv2D(1, 4, padding="same", name="score", dtype=dtype)
@@ -135,6 +176,7 @@ class HolisticDistillation(DistillationLoss):
         self.critic_width = critic_width
         self.critic = HolisticCritic(critic_width, batch_norm_input=critic_input == "logits", name="critic",
                                      dtype="float32")
+        self.seed = int(seed or 0)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def critic_map(self, logits):
@@ -154,8 +196,28 @@ class HolisticDistillation(DistillationLoss):
     def per_example(self, student, teacher, labels=None, images=None):
         return -self.score(student, images, training=False)
 
-    def critic_loss(self, student, teacher, images=None):
-        """The critic's objective on a (replica-)batch, averaged over the global batch."""
+    def interpolation_weights(self, local_batch, step):
+        """ε ~ U[0, 1] per example, a stateless function of (seed, step, global example index).
+
+        Each replica takes its slice of one draw for the whole global batch, so a
+        split batch gets the same ε as one device, and a resumed run the same as
+        an uninterrupted one.
+        """
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        total = self.global_batch_size or local_batch * replicas
+        draws = tf.random.stateless_uniform([total], seed=tf.stack([tf.constant(self.seed, tf.int64),
+                                                                     tf.cast(step, tf.int64)]))
+        return draws[replica * local_batch:(replica + 1) * local_batch]
+
+    def critic_loss(self, student, teacher, images=None, step=None):
+        """The critic's objective on a (replica-)batch, averaged over the global batch.
+
+        ``step`` (e.g. the critic optimizer's iteration count) makes the gradient
+        penalty's interpolation weights reproducible; without it they are drawn
+        from the layer's seed generator.
+        """
         s = tf.stop_gradient(as_float32(self.select(student)))
         t = tf.stop_gradient(as_float32(self.select(teacher)))
         condition = self._condition(images)
@@ -164,7 +226,10 @@ class HolisticDistillation(DistillationLoss):
         if self.loss_type == "hinge":
             per_example = tf.nn.relu(1.0 - d_t) + tf.nn.relu(1.0 + d_s)
         else:
-            eps = keras.random.uniform(tf.shape(s)[:1], seed=self.seed_generator)
+            if step is None:
+                eps = keras.random.uniform(tf.shape(s)[:1], seed=self.seed_generator)
+            else:
+                eps = self.interpolation_weights(tf.shape(s)[0], step)
             gp = gradient_penalty(lambda m, c: self.critic(m, c, training=True),
                                   self.critic_map(t), self.critic_map(s), condition, eps)
             per_example = d_s - d_t + self.gp_weight * gp
@@ -178,4 +243,4 @@ class HolisticDistillation(DistillationLoss):
 
     def get_config(self):
         return {**super().get_config(), "critic_input": self.critic_input, "loss_type": self.loss_type,
-                "gp_weight": self.gp_weight, "critic_width": self.critic_width}
+                "gp_weight": self.gp_weight, "critic_width": self.critic_width, "seed": self.seed}

@@ -21,7 +21,7 @@ def _conv_bn_relu(filters, strides, transpose, name):
     conv_cls = layers.Conv2DTranspose if transpose else layers.Conv2D
     return keras.Sequential([
         conv_cls(filters, 3, strides=strides, padding="same", use_bias=False, dtype="float32"),
-        layers.BatchNormalization(dtype="float32"),
+        layers.BatchNormalization(synchronized=True, dtype="float32"),
         layers.ReLU(dtype="float32"),
     ], name=name)
 
@@ -159,9 +159,16 @@ class KnowledgeAdaptation(DistillationLoss):
         return {"ka_adapt": average_over_global_batch(adapt, self.global_batch_size),
                 "ka_affinity": average_over_global_batch(affinity, self.global_batch_size)}
 
-    def call(self, student, teacher, labels=None, images=None, training=False):
-        terms = self.components(student, teacher, training=training)
+    @staticmethod
+    def component_names() -> tuple[str, str]:
+        return ("ka_adapt", "ka_affinity")
+
+    def combine(self, terms: dict):
+        """β·L_adapt + γ·L_aff from the dict ``components`` returns."""
         return self.beta * terms["ka_adapt"] + self.gamma * terms["ka_affinity"]
+
+    def call(self, student, teacher, labels=None, images=None, training=False):
+        return self.combine(self.components(student, teacher, training=training))
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "gamma": self.gamma, "p": self.p}

@@ -33,16 +33,16 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
     else:
         ends = backbones.resnet(inputs, int(cfg.backbone[len("resnet"):]), stride, cfg.width)
     if cfg.arch == "pspnet":
-        features, logits = heads.pspnet_head(ends["out"], num_classes, cfg.head_channels)
+        features, logits = heads.pspnet_head(ends["out"], num_classes, cfg.head_channels, dropout=cfg.dropout)
     elif cfg.arch == "deeplabv3":
-        features, logits = heads.deeplabv3_head(ends["out"], num_classes, cfg.head_channels, stride)
+        features, logits = heads.deeplabv3_head(ends["out"], num_classes, cfg.head_channels, stride, cfg.dropout)
     else:
         features, logits = heads.lraspp_head(ends["out"], ends["stride8"], num_classes, cfg.head_channels)
     outputs = {"logits": keras.layers.Identity(name="logits")(logits),
                "features": keras.layers.Identity(name="features")(features)}
     if cfg.aux_head:
         outputs["aux_logits"] = keras.layers.Identity(name="aux_logits")(
-            heads.aux_head(ends["aux"], num_classes, max(cfg.head_channels // 2, 8)))
+            heads.aux_head(ends["aux"], num_classes, max(cfg.head_channels // 2, 8), cfg.dropout))
     model = keras.Model(inputs, outputs, name=name or f"{cfg.arch}_{cfg.backbone}")
     if cfg.pretrained == "imagenet" and cfg.backbone.startswith("resnet"):
         backbones.load_imagenet_weights(model, int(cfg.backbone[len("resnet"):]))

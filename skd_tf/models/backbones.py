@@ -6,7 +6,9 @@ shapes mirror keras.applications' ResNet50/101 (``conv4_block1_2_conv`` ...), so
 at width 1.0 their ImageNet weights load by name (``load_imagenet_weights``).
 MobileNetV2 is taken from keras.applications as it is.
 
-Each backbone returns a dict of endpoints: ``stride4``, ``stride8``, ``aux``
+Batch norms are ``synchronized``: under tf.distribute they use the statistics of
+the global batch, so a multi-replica run trains like one device (no effect on a
+single device). Each backbone returns a dict of endpoints: ``stride4``, ``stride8``, ``aux``
 (the map the auxiliary head reads) and ``out`` (the deepest map).
 """
 
@@ -27,7 +29,7 @@ def scaled(channels: int, width: float) -> int:
 def _conv_bn(x, filters, kernel, name, strides=1, dilation=1, relu=True):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", dilation_rate=dilation,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPS, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPS, synchronized=True, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
 
@@ -61,7 +63,7 @@ def resnet(inputs, depth: int = 18, output_stride: int = 8, width: float = 1.0) 
     block = _basic_block if depth < 50 else _bottleneck_block
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(scaled(64, width), 7, strides=2, name="conv1_conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPS, name="conv1_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPS, synchronized=True, name="conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

@@ -18,7 +18,7 @@ BN_EPS = 1e-5
 def conv_bn_relu(x, filters, kernel, name, dilation=1):
     x = layers.Conv2D(filters, kernel, padding="same", dilation_rate=dilation, use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPS, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPS, synchronized=True, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -35,7 +35,7 @@ def pspnet_head(x, num_classes: int, channels: int, bins=(1, 2, 3, 6), dropout: 
     return features, layers.Conv2D(num_classes, 1, name="classifier")(y)
 
 
-def deeplabv3_head(x, num_classes: int, channels: int, output_stride: int):
+def deeplabv3_head(x, num_classes: int, channels: int, output_stride: int, dropout: float = 0.1):
     """ASPP (Chen et al. 2017): 1×1, three atrous 3×3 and image pooling, then a 3×3 conv."""
     rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
     branches = [conv_bn_relu(x, channels, 1, "aspp_1x1")]
@@ -46,7 +46,7 @@ def deeplabv3_head(x, num_classes: int, channels: int, output_stride: int):
     branches.append(ResizeLike(name="aspp_pool_up")([pooled, x]))
     y = layers.Concatenate(name="aspp_concat")(branches)
     y = conv_bn_relu(y, channels, 1, "aspp_proj")
-    y = layers.Dropout(0.1, name="aspp_dropout")(y)
+    y = layers.Dropout(dropout, name="aspp_dropout")(y) if dropout else y
     features = conv_bn_relu(y, channels, 3, "head")
     return features, layers.Conv2D(num_classes, 1, name="classifier")(features)
 
@@ -65,8 +65,8 @@ def lraspp_head(high, low, num_classes: int, channels: int):
     return features, logits
 
 
-def aux_head(x, num_classes: int, channels: int):
+def aux_head(x, num_classes: int, channels: int, dropout: float = 0.1):
     """The auxiliary FCN head of PSPNet, trained with weight ``train.aux_weight``."""
     y = conv_bn_relu(x, channels, 3, "aux")
-    y = layers.Dropout(0.1, name="aux_dropout")(y)
+    y = layers.Dropout(dropout, name="aux_dropout")(y) if dropout else y
     return layers.Conv2D(num_classes, 1, name="aux_classifier")(y)

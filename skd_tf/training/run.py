@@ -27,14 +27,15 @@ from skd_tf.training.trainer import SegmentationTrainer
 
 
 def make_optimizer(cfg: TrainConfig, steps: int | None = None) -> keras.optimizers.Optimizer:
-    """SGD with momentum and decoupled weight decay (not on BN parameters or biases), poly LR.
-
-    lr(t) = lr₀ · (1 − t/T)^power, T = ``train.steps``.
-    """
+    """SGD with momentum (the paper's) or AdamW, decoupled weight decay (not on BN parameters or
+    biases), poly LR: lr(t) = lr₀ · (1 − t/T)^power, T = ``train.steps``."""
     schedule = keras.optimizers.schedules.PolynomialDecay(
         cfg.learning_rate, decay_steps=steps or cfg.steps, end_learning_rate=0.0, power=cfg.poly_power)
-    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay or None)
+    if cfg.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay or None)
     if cfg.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
@@ -56,6 +57,31 @@ def write_json(path: Path, payload: dict) -> None:
             return {k: clean(x) for k, x in v.items()}
         return v
     path.write_text(json.dumps(clean(payload), indent=2) + "\n")
+
+
+def fit_resumable(model: keras.Model, network: keras.Model, cfg: RunConfig, out: Path, watch=("loss",),
+                  verbose: int = 1, extra_callbacks=()) -> None:
+    """Fits a built, compiled ``model`` for ``train.steps``, resuming from ``out/state``.
+
+    The data stream starts at the resumed step, the state is saved every
+    ``train.steps_per_epoch`` steps (``network`` also as ``checkpoints/last.keras``),
+    a non-finite value of a ``watch`` term stops the run (TrainingDiverged), and
+    the final ``network`` is saved as ``model.keras``.
+    """
+    state_dir = out / "state"
+    start_epoch = restore(model, state_dir)
+    epochs, per_epoch = cfg.train.epochs, cfg.train.steps_per_epoch
+    if start_epoch:
+        print(f"resuming {out} from epoch {start_epoch}/{epochs} (step {start_epoch * per_epoch})")
+    if start_epoch < epochs:
+        ds = train_dataset(cfg.data, cfg.train.batch_size, cfg.seed, start_step=start_epoch * per_epoch)
+        checkpoint = RunCheckpoint(state_dir, per_epoch, watch=watch,
+                                   export=lambda m: save_atomic(network, out / "checkpoints" / "last.keras"))
+        callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "logs"), update_freq=50), *extra_callbacks]
+        model.fit(ds, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=per_epoch, callbacks=callbacks,
+                  verbose=verbose, shuffle=False)
+        checkpoint.raise_if_diverged()
+    save_atomic(network, out / "model.keras")
 
 
 def train(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbacks=()) -> dict:
@@ -80,21 +106,7 @@ def train(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbacks
     trainer(tf.zeros((1, *cfg.data.crop_size, 3)))
     optimizer.build(trainer.network.trainable_variables)
 
-    state_dir = out / "state"
-    start_epoch = restore(trainer, state_dir)
-    epochs = cfg.train.epochs
-    if start_epoch:
-        print(f"resuming {out} from epoch {start_epoch}/{epochs} (step {start_epoch * cfg.train.steps_per_epoch})")
-    if start_epoch < epochs:
-        ds = train_dataset(cfg.data, cfg.train.batch_size, cfg.seed,
-                           start_step=start_epoch * cfg.train.steps_per_epoch)
-        checkpoint = RunCheckpoint(state_dir, cfg.train.steps_per_epoch,
-                                   export=lambda m: save_atomic(m.network, out / "checkpoints" / "last.keras"))
-        callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "logs"), update_freq=50), *extra_callbacks]
-        trainer.fit(ds, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=cfg.train.steps_per_epoch,
-                    callbacks=callbacks, verbose=verbose, shuffle=False)
-        checkpoint.raise_if_diverged()
-    save_atomic(network, out / "model.keras")
+    fit_resumable(trainer, network, cfg, out, verbose=verbose, extra_callbacks=extra_callbacks)
     scores = evaluate_network(network, cfg.data, cfg.eval.batch_size, progress=verbose > 0)
     write_json(out / "eval.json", scores)
     return scores

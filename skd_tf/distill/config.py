@@ -1,0 +1,120 @@
+"""The ``distill:`` section of a run config, validated like the rest.
+
+Example::
+
+    distill:
+      teacher: runs/synthetic_teacher/model.keras
+      strategy: default            # default | mirrored | multi_worker
+      losses:                      # any combination; options are the loss class's arguments
+        pixel: {weight: 10.0, temperature: 1.0}
+        pairwise: {weight: 10.0, granularity: 1, pool: max}
+      holistic: {weight: 0.1, n_critic: 1, loss_type: wgan-gp, learning_rate: 0.0004}
+      knowledge_adaptation: {pretrain_steps: 200, code_channels: 32}
+
+A loss's options are checked against its constructor (``skd_tf.losses.LOSSES``):
+an unknown option or a wrong type is an error naming ``distill.losses.<name>.<option>``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from functools import lru_cache
+from typing import Literal, Optional
+
+import pydantic
+from pydantic import ConfigDict, Field
+
+from skd_tf.config import ConfigError, _Section
+from skd_tf.losses import LOSSES
+
+# options the distiller sets itself (or that need a model to exist) and users do not
+_INTERNAL = {"self", "kwargs", "global_batch_size", "autoencoder", "teacher_channels", "align_channels", "seed"}
+
+
+class LossSpec(_Section):
+    """One configured loss: its weight λ and its constructor options."""
+
+    model_config = ConfigDict(extra="allow")
+    weight: float = Field(ge=0)
+
+    @property
+    def options(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+@lru_cache(maxsize=None)
+def _options_model(name: str) -> type[pydantic.BaseModel]:
+    """A pydantic model of the keyword arguments of the loss class registered as ``name``."""
+    cls = LOSSES[name][0]
+    hints = typing.get_type_hints(cls.__init__)
+    fields = {}
+    for param in inspect.signature(cls.__init__).parameters.values():
+        if param.name in _INTERNAL or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        fields[param.name] = (hints.get(param.name, typing.Any), param.default)
+    return pydantic.create_model(f"{cls.__name__}Options", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class HolisticSpec(_Section):
+    """The adversarial term: weight λ_ho of −D(Q^S|I), the critic and its own optimizer."""
+
+    weight: float = Field(0.1, ge=0)
+    n_critic: int = Field(1, ge=1)
+    loss_type: Literal["wgan-gp", "hinge"] = "wgan-gp"
+    critic_input: Literal["softmax_image", "logits"] = "softmax_image"
+    gp_weight: float = Field(10.0, ge=0)
+    critic_width: float = Field(1.0, gt=0)
+    learning_rate: float = Field(4e-4, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class KnowledgeAdaptationSpec(_Section):
+    """Stage 1 of knowledge adaptation: the teacher-feature auto-encoder."""
+
+    code_channels: int = Field(64, ge=1)
+    pretrain_steps: int = Field(200, ge=1)
+    pretrain_learning_rate: float = Field(1e-3, gt=0)
+    alpha: float = Field(1e-7, ge=0)
+
+
+class DistillConfig(_Section):
+    """What to distil from which teacher, and where to run it."""
+
+    teacher: str
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    losses: dict[str, LossSpec] = {}
+    holistic: Optional[HolisticSpec] = None
+    knowledge_adaptation: KnowledgeAdaptationSpec = KnowledgeAdaptationSpec()
+    nan_check: bool = True
+
+
+def parse_distill(raw: dict | None, source: str = "config") -> DistillConfig:
+    """Validates a run config's ``distill`` mapping, including every loss's options."""
+    if not raw:
+        raise ConfigError(f"{source} has no distill: section (teacher, losses, ...)")
+    try:
+        cfg = DistillConfig.model_validate(raw)
+    except pydantic.ValidationError as err:
+        lines = [f"invalid config {source}:"]
+        for e in err.errors():
+            key = "distill." + ".".join(str(p) for p in e["loc"])
+            lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+    for name, spec in cfg.losses.items():
+        if name == "holistic":
+            raise ConfigError(f"invalid config {source}: configure the adversarial term under distill.holistic")
+        if name not in LOSSES:
+            raise ConfigError(f"invalid config {source}: distill.losses.{name}: unknown loss; "
+                              f"choose from {', '.join(n for n in LOSSES if n != 'holistic')}")
+        try:
+            _options_model(name).model_validate(spec.options)
+        except pydantic.ValidationError as err:
+            e = err.errors()[0]
+            key = f"distill.losses.{name}." + ".".join(str(p) for p in e["loc"])
+            raise ConfigError(f"invalid config {source}: {key}: "
+                              f"{'unknown option' if e['type'] == 'extra_forbidden' else e['msg']}") from None
+    if not cfg.losses and cfg.holistic is None:
+        raise ConfigError(f"invalid config {source}: distill.losses is empty and there is no distill.holistic")
+    return cfg

@@ -1,0 +1,160 @@
+"""``distill(config)``: end-to-end distillation of the config's student from a saved teacher.
+
+Run directory (``train.out_dir``; a non-chief multi-worker task writes to ``worker<i>/`` in it)::
+
+    state/                     resumable state: student, losses, critic and both optimizers + epoch
+    autoencoder.weights.h5     knowledge adaptation stage 1 (trained once, then reused)
+    checkpoints/last.keras     the student after the last finished epoch
+    model.keras                the distilled student
+    critic.weights.h5          the critic, when a holistic term is used
+    eval.json                  the student's validation scores
+    logs/                      TensorBoard (every loss term, the critic loss, the Wasserstein estimate)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from skd_tf.config import RunConfig
+from skd_tf.data import train_dataset
+from skd_tf.distill.config import DistillConfig, parse_distill
+from skd_tf.distill.distiller import Distiller
+from skd_tf.evaluation import evaluate_network
+from skd_tf.losses import LOSSES, FeatureAutoEncoder, HolisticDistillation, pretrain_autoencoder
+from skd_tf.models import at_input_size, build_model, load_model
+from skd_tf.training.run import fit_resumable, make_optimizer, setup_precision, write_json
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """default: one device; mirrored: every GPU, or every logical CPU when there is none;
+    multi_worker: the cluster described by TF_CONFIG."""
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def worker_dir(out: Path, strategy: tf.distribute.Strategy) -> Path:
+    """The chief (or a single process) writes to ``out``; every other worker to ``out/<task><id>``."""
+    if getattr(strategy.extended, "should_checkpoint", True):
+        return out
+    resolver = strategy.cluster_resolver
+    return out / f"{resolver.task_type}{resolver.task_id}"
+
+
+def load_teacher(path: str, num_classes: int, input_size) -> keras.Model:
+    """The frozen teacher at the training input size; errors name the file and the mismatch."""
+    teacher = load_model(path)
+    classes = int(teacher.output["logits"].shape[-1])
+    if classes != num_classes:
+        raise ValueError(f"teacher {path} predicts {classes} classes but the student config has {num_classes}")
+    teacher = at_input_size(teacher, input_size)
+    teacher.trainable = False
+    return teacher
+
+
+def build_losses(dcfg: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
+    """``{name: (loss, λ)}`` for every configured loss, with the arguments that depend on the models."""
+    t_features = int(teacher.output["features"].shape[-1])
+    s_features = int(student.output["features"].shape[-1])
+    losses = {}
+    for name, spec in dcfg.losses.items():
+        cls = LOSSES[name][0]
+        options = spec.options
+        if name == "fitnet":
+            options["teacher_channels"] = t_features
+        if name == "cwd" and options.get("reads", "logits") == "features" and s_features != t_features:
+            options["align_channels"] = t_features
+        if name == "ka":
+            options["autoencoder"] = FeatureAutoEncoder(t_features, dcfg.knowledge_adaptation.code_channels,
+                                                        name="ka_autoencoder")
+        losses[name] = (cls(name=f"{name}_loss", **options), spec.weight)
+    return losses
+
+
+def _optimizers(cfg: RunConfig, dcfg: DistillConfig):
+    student_opt = make_optimizer(cfg.train)
+    critic_opt = None
+    if dcfg.holistic is not None:
+        h = dcfg.holistic
+        schedule = keras.optimizers.schedules.PolynomialDecay(
+            h.learning_rate, decay_steps=cfg.train.steps * h.n_critic, end_learning_rate=0.0,
+            power=cfg.train.poly_power)
+        critic_opt = keras.optimizers.SGD(schedule, momentum=h.momentum, weight_decay=h.weight_decay or None)
+    return student_opt, critic_opt
+
+
+def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbacks=()) -> dict:
+    """Distils ``cfg.model`` from ``distill.teacher`` on ``cfg.data``; resumes from ``train.out_dir``.
+
+    Returns the student's validation scores (also written to ``eval.json``).
+    """
+    dcfg = parse_distill(cfg.distill)
+    strategy = make_strategy(dcfg.strategy)  # first: multi-worker must start before other TF work
+    keras.utils.set_random_seed(cfg.seed)
+    setup_precision(cfg.train)
+    out = worker_dir(Path(cfg.train.out_dir), strategy)
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    size = tuple(cfg.data.crop_size)
+
+    with strategy.scope():
+        teacher = load_teacher(dcfg.teacher, cfg.data.num_classes, size)
+        student = build_model(cfg.model, cfg.data.num_classes, size, name="student")
+        losses = build_losses(dcfg, teacher, student)
+        holistic = None
+        if dcfg.holistic is not None:
+            h = dcfg.holistic
+            holistic = HolisticDistillation(h.critic_input, h.loss_type, h.gp_weight, h.critic_width,
+                                            seed=cfg.seed, name="holistic_loss")
+        distiller = Distiller(teacher, student, losses, cfg.data.num_classes, holistic,
+                              dcfg.holistic.weight if holistic else 0.0,
+                              dcfg.holistic.n_critic if holistic else 1,
+                              cfg.data.ignore_label, cfg.train.aux_weight, cfg.train.batch_size)
+        student_opt, critic_opt = _optimizers(cfg, dcfg)
+        distiller.compile(optimizer=student_opt, critic_optimizer=critic_opt, jit_compile=cfg.train.jit_compile)
+        distiller.build_state((*size, 3))
+
+    if "ka" in losses:
+        _pretrain_ka(cfg, dcfg, teacher, losses["ka"][0], out, strategy, verbose)
+
+    fit_resumable(distiller, student, cfg, out, watch=distiller.term_names if dcfg.nan_check else (),
+                  verbose=verbose, extra_callbacks=extra_callbacks)
+    if holistic is not None:
+        holistic.critic.save_weights(str(out / "critic.weights.h5"))
+    scores = evaluate_network(student, cfg.data, cfg.eval.batch_size, progress=verbose > 0)
+    write_json(out / "eval.json", scores)
+    return scores
+
+
+def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> None:
+    """Knowledge adaptation stage 1, run once: train the auto-encoder on the teacher's features."""
+    path = out / "autoencoder.weights.h5"
+    autoencoder = ka_loss.autoencoder
+    if path.is_file():
+        autoencoder.load_weights(str(path))
+    else:
+        k = dcfg.knowledge_adaptation
+        if verbose:
+            print(f"knowledge adaptation stage 1: training the auto-encoder for {k.pretrain_steps} steps")
+        ds = train_dataset(cfg.data, cfg.train.batch_size, cfg.seed + 1).map(lambda x, y: x)
+        autoencoder.trainable = True
+        with strategy.scope():
+            pretrain_autoencoder(teacher, autoencoder, ds, k.pretrain_steps, k.pretrain_learning_rate,
+                                 verbose=verbose)
+        tmp = out / "incoming.weights.h5"
+        autoencoder.save_weights(str(tmp))
+        os.replace(tmp, path)
+    autoencoder.trainable = False

@@ -1,0 +1,219 @@
+"""The Distiller end to end: configs, NaN stop, resume after SIGKILL, mirrored == single device."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from skd_tf.config import ConfigError, ModelConfig, load_config
+from skd_tf.distill.config import parse_distill
+from skd_tf.distill.run import distill
+from skd_tf.models import build_model, load_model
+from skd_tf.training.checkpointing import TrainingDiverged, read_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC_DISTILL = ["synthetic_skd_pi", "synthetic_skd_pi_pa", "synthetic_skd_full", "synthetic_ka", "synthetic_cwd"]
+TINY = ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
+        "data.synthetic.image_size=32", "model.width=0.125", "model.head_channels=8", "train.batch_size=4",
+        "eval.batch_size=4", "distill.knowledge_adaptation.pretrain_steps=2", "distill.knowledge_adaptation.code_channels=4"]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.keras"
+    build_model(ModelConfig(width=0.125, head_channels=12), 6, (32, 32)).save(path)
+    return str(path)
+
+
+def tiny(name, teacher, out, *extra):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml",
+                      TINY + [f"distill.teacher={teacher}", f"train.out_dir={out}", *extra])
+    if cfg.distill.get("holistic"):
+        cfg.distill["holistic"]["critic_width"] = 0.0625
+    return cfg
+
+
+@pytest.mark.parametrize("name", SYNTHETIC_DISTILL)
+def test_each_synthetic_distill_config_runs_one_step(name, tiny_teacher, tmp_path):
+    cfg = tiny(name, tiny_teacher, tmp_path / name, "train.steps=1", "train.steps_per_epoch=1")
+    scores = distill(cfg, verbose=0)
+    assert 0 <= scores["miou"] <= 1 and (tmp_path / name / "model.keras").is_file()
+    assert read_epoch(tmp_path / name / "state") == 1
+    if "full" in name:
+        assert (tmp_path / name / "critic.weights.h5").is_file()
+
+
+def test_full_distillation_under_mixed_bfloat16(tiny_teacher, tmp_path):
+    cfg = tiny("synthetic_skd_full", tiny_teacher, tmp_path / "bf16", "train.steps=1", "train.steps_per_epoch=1",
+               "train.mixed_precision=mixed_bfloat16")
+    try:
+        scores = distill(cfg, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(scores["miou"])
+    student = load_model(tmp_path / "bf16" / "model.keras")
+    assert student.output["logits"].dtype == "bfloat16"  # the student computes in bfloat16
+
+
+@pytest.mark.parametrize("name", ["cityscapes_skd", "cityscapes_skd_reference_code"])
+def test_cityscapes_distill_configs_parse(name):
+    d = parse_distill(load_config(ROOT / "configs" / f"{name}.yaml").distill)
+    assert d.losses["pixel"].weight == 10.0 and d.holistic.weight == 0.1
+
+
+def test_distill_config_errors_name_the_key():
+    base = {"teacher": "t.keras", "losses": {"pixel": {"weight": 1.0}}}
+    with pytest.raises(ConfigError, match=r"distill\.losses\.pairwise\.granlarity: unknown option"):
+        parse_distill({**base, "losses": {"pairwise": {"weight": 1.0, "granlarity": 2}}})
+    with pytest.raises(ConfigError, match=r"distill\.losses\.pixle: unknown loss"):
+        parse_distill({**base, "losses": {"pixle": {"weight": 1.0}}})
+    with pytest.raises(ConfigError, match=r"distill\.holistic\.n_critic"):
+        parse_distill({**base, "holistic": {"n_critic": 0}})
+    with pytest.raises(ConfigError, match=r"distill\.losses\.pixel\.temperature"):
+        parse_distill({**base, "losses": {"pixel": {"weight": 1.0, "temperature": "hot"}}})
+
+
+def test_teacher_errors(tiny_teacher, tmp_path):
+    cfg = tiny("synthetic_skd_pi", tmp_path / "missing.keras", tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        distill(cfg, verbose=0)
+    cfg = tiny("synthetic_skd_pi", tiny_teacher, tmp_path / "run", "data.num_classes=5")
+    with pytest.raises(ValueError, match="predicts 6 classes but the student config has 5"):
+        distill(cfg, verbose=0)
+
+
+def test_nan_stops_with_the_term_and_step_and_keeps_the_last_good_state(tiny_teacher, tmp_path, monkeypatch):
+    import skd_tf.training.run as run
+
+    original = run.train_dataset
+
+    def poisoned(*args, **kwargs):  # the third batch (step 3) carries a NaN pixel
+        def poison(k, batch):
+            images, labels = batch
+            bad = tf.tensor_scatter_nd_update(images, [[0, 0, 0, 0]], [float("nan")])
+            return tf.cond(k == 2, lambda: bad, lambda: images), labels
+        return original(*args, **kwargs).enumerate().map(poison)
+
+    monkeypatch.setattr(run, "train_dataset", poisoned)
+    cfg = tiny("synthetic_skd_pi_pa", tiny_teacher, tmp_path / "run", "train.steps=4", "train.steps_per_epoch=2")
+    with pytest.raises(TrainingDiverged, match=r"'ce' became nan at step 3.*epoch 1"):
+        distill(cfg, verbose=0)
+    assert read_epoch(tmp_path / "run" / "state") == 1
+
+
+def write_tiny_config(path, teacher, out, *extra):
+    cfg = tiny("synthetic_skd_full", teacher, out, "train.steps=6", "train.steps_per_epoch=2", *extra)
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    return path
+
+
+def run_cli(config, *extra, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "skd_tf.cli", "distill", "--config", str(config), "--quiet",
+                             *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_teacher, tmp_path):
+    whole = write_tiny_config(tmp_path / "whole.yaml", tiny_teacher, tmp_path / "whole")
+    killed = write_tiny_config(tmp_path / "killed.yaml", tiny_teacher, tmp_path / "killed")
+    assert run_cli(whole).wait(timeout=600) == 0
+
+    proc = run_cli(killed)
+    deadline = time.time() + 600
+    while read_epoch(tmp_path / "killed" / "state") < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reached = read_epoch(tmp_path / "killed" / "state")
+    assert 1 <= reached < 3, "the run must be killed mid-way"
+    finished = run_cli(killed)
+    output = finished.communicate(timeout=600)[0].decode()
+    assert finished.returncode == 0, output
+    assert f"resuming {tmp_path / 'killed'} from epoch {reached}/3" in output
+
+    a = load_model(tmp_path / "whole" / "model.keras").get_weights()
+    b = load_model(tmp_path / "killed" / "model.keras").get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    critic_a, critic_b = (tmp_path / d / "critic.weights.h5" for d in ("whole", "killed"))
+    assert critic_a.read_bytes() != b"" and critic_b.is_file()
+
+
+ALL_LOSSES = {
+    "pixel": {"weight": 1.0}, "pairwise": {"weight": 1.0}, "cwd": {"weight": 1.0}, "fitnet": {"weight": 1.0},
+    "at": {"weight": 10.0}, "sp": {"weight": 10.0}, "cc": {"weight": 1.0}, "irg": {"weight": 0.1},
+    "rkd": {"weight": 0.1}, "ka": {"weight": 0.1},
+}
+
+
+def all_losses_config(path, teacher, out, strategy, *extra):
+    cfg = tiny("synthetic_skd_full", teacher, out, "train.steps=2", "train.steps_per_epoch=1", "model.dropout=0",
+               f"distill.strategy={strategy}", *extra)
+    raw = json.loads(cfg.model_dump_json())
+    raw["distill"]["losses"] = ALL_LOSSES
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# Runs the CLI with two logical CPU devices, so that `mirrored` has two replicas.
+TWO_CPUS = ("import sys, tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+            "from skd_tf.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def run_python(code, *args, env=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def test_mirrored_run_matches_single_device_with_every_loss(tiny_teacher, tmp_path):
+    runs = {}
+    for strategy in ("default", "mirrored"):
+        config = all_losses_config(tmp_path / f"{strategy}.yaml", tiny_teacher, tmp_path / strategy, strategy)
+        proc = run_python(TWO_CPUS, "distill", "--config", str(config), "--quiet")
+        output = proc.communicate(timeout=900)[0].decode()
+        assert proc.returncode == 0, output
+        runs[strategy] = load_model(tmp_path / strategy / "model.keras").get_weights()
+    for a, b in zip(runs["default"], runs["mirrored"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(runs["default"], build_model(
+        ModelConfig(width=0.125, head_channels=8, dropout=0), 6, (32, 32)).get_weights())), "the student trained"
+
+
+def free_ports(count):
+    import socket
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_run_ends_with_identical_weights_on_both_workers(tiny_teacher, tmp_path):
+    config = all_losses_config(tmp_path / "mw.yaml", tiny_teacher, tmp_path / "mw", "multi_worker")
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(run_python("import sys; from skd_tf.cli import main; sys.exit(main(sys.argv[1:]))",
+                                "distill", "--config", str(config), "--quiet", env={"TF_CONFIG": tf_config}))
+    for proc in procs:
+        output = proc.communicate(timeout=900)[0].decode()
+        assert proc.returncode == 0, output
+    chief = load_model(tmp_path / "mw" / "model.keras").get_weights()
+    other = load_model(tmp_path / "mw" / "worker1" / "model.keras").get_weights()
+    for a, b in zip(chief, other):
+        np.testing.assert_array_equal(a, b)
