@@ -8,9 +8,10 @@ import tensorflow as tf
 from skd_tf.evaluation.metrics import MeanIoU
 from skd_tf.losses.cross_entropy import segmentation_cross_entropy
 from skd_tf.losses.holistic import HolisticDistillation
+from skd_tf.training.custom_fit import Prebuilt, record_step
 
 
-class Distiller(keras.Model):
+class Distiller(Prebuilt, keras.Model):
     """Trains ``student`` against a frozen ``teacher`` (SPEC §1.3–1.4).
 
     Per batch, ``train_step``:
@@ -150,10 +151,4 @@ class Distiller(keras.Model):
         return self._record({**terms, "loss": total}, labels, s_out["logits"])
 
     def _record(self, values: dict, labels, logits) -> dict:
-        # Each replica holds its share of a global-batch mean; scale back for display.
-        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
-        for name, value in values.items():
-            if name in self.trackers:
-                self.trackers[name].update_state(value * replicas)
-        self.miou.update_state(labels, logits)
-        return {m.name: m.result() for m in self.metrics}
+        return record_step(self.trackers, values, self.miou, labels, logits)

@@ -9,12 +9,14 @@ student's ``adapter`` so that its features match the encoder's code.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
 from skd_tf.losses.base import (DistillationLoss, as_float32, average_over_global_batch, l2_normalize, resize_to,
                                 safe_norm)
 from skd_tf.losses.pairwise import gram_pairwise_distance, normalized_nodes
+from skd_tf.training.custom_fit import Prebuilt, record_step
 
 
 def _conv_bn_relu(filters, strides, transpose, name):
@@ -74,7 +76,7 @@ def autoencoder_loss(features, reconstruction, code, alpha: float = 1e-7):
     return (squared + alpha * sparsity) / size
 
 
-class AutoEncoderTrainer(keras.Model):
+class AutoEncoderTrainer(Prebuilt, keras.Model):
     """Trains a FeatureAutoEncoder on a frozen teacher's ``features`` with ``fit(images)``."""
 
     def __init__(self, teacher: keras.Model, autoencoder: FeatureAutoEncoder, alpha: float = 1e-7, **kwargs):
@@ -83,13 +85,14 @@ class AutoEncoderTrainer(keras.Model):
         self.teacher.trainable = False
         self.autoencoder = autoencoder
         self.alpha = alpha
-        self.loss_tracker = keras.metrics.Mean(name="ae_loss")
+        self.trackers = {"ae_loss": keras.metrics.Mean(name="ae_loss")}
         # build eagerly: variables may not be created inside the compiled train step
         autoencoder(tf.zeros((1,) + tuple(teacher.output["features"].shape[1:])))
+        self.built = True
 
     @property
     def metrics(self):
-        return [self.loss_tracker]
+        return list(self.trackers.values())
 
     def call(self, images, training=False):
         return self.autoencoder(self.teacher(images, training=False)["features"], training=training)
@@ -102,9 +105,7 @@ class AutoEncoderTrainer(keras.Model):
             reconstruction, code = self.autoencoder(features, training=True)
             loss = average_over_global_batch(autoencoder_loss(features, reconstruction, code, self.alpha))
         self.optimizer.apply(tape.gradient(loss, variables), variables)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self.loss_tracker.update_state(loss * replicas)
-        return {"ae_loss": self.loss_tracker.result()}
+        return record_step(self.trackers, {"ae_loss": loss})
 
 
 def pretrain_autoencoder(teacher, autoencoder, dataset, steps: int, learning_rate: float = 1e-3,
@@ -115,9 +116,10 @@ def pretrain_autoencoder(teacher, autoencoder, dataset, steps: int, learning_rat
     """
     trainer = AutoEncoderTrainer(teacher, autoencoder)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    trainer.optimizer.build(autoencoder.trainable_variables)
     history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=verbose)
     autoencoder.trainable = False
-    return float(history.history["ae_loss"][-1])
+    return float(np.ravel(history.history["ae_loss"][-1])[0])
 
 
 class KnowledgeAdaptation(DistillationLoss):

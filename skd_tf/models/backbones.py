@@ -27,7 +27,9 @@ def scaled(channels: int, width: float) -> int:
 
 
 def _conv_bn(x, filters, kernel, name, strides=1, dilation=1, relu=True):
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", dilation_rate=dilation,
+    # No bias before a batch norm: its gradient is zero, and adaptive optimisers turn that
+    # rounding noise into real updates. keras.applications' biases fold into the BN instead.
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", dilation_rate=dilation, use_bias=False,
                       name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPS, synchronized=True, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
@@ -62,7 +64,7 @@ def resnet(inputs, depth: int = 18, output_stride: int = 8, width: float = 1.0) 
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     block = _basic_block if depth < 50 else _bottleneck_block
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = layers.Conv2D(scaled(64, width), 7, strides=2, name="conv1_conv")(x)
+    x = layers.Conv2D(scaled(64, width), 7, strides=2, use_bias=False, name="conv1_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPS, synchronized=True, name="conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -101,8 +103,14 @@ def load_imagenet_weights(model: keras.Model, depth: int) -> int:
 
 
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
-    """Copies the weights of every layer of ``source`` that ``target`` has under the same name."""
-    copied = 0
+    """Copies the weights of every layer of ``source`` that ``target`` has under the same name.
+
+    A source convolution ``X_conv`` with a bias, copied into a bias-free target
+    convolution followed by the batch norm ``X_bn``, has its bias folded into
+    that norm's moving mean (BN(Wx + b) with mean μ = BN(Wx) with mean μ − b).
+    Returns the number of layers copied.
+    """
+    copied, folds = 0, []
     target_layers = {layer.name: layer for layer in target.layers}
     for layer in source.layers:
         weights = layer.get_weights()
@@ -110,11 +118,17 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
             continue
         dest = target_layers[layer.name]
         shapes = [w.shape for w in dest.get_weights()]
+        if len(weights) == 2 and len(shapes) == 1 and layer.name.endswith("_conv"):
+            folds.append((layer.name[: -len("_conv")] + "_bn", weights[1]))
+            weights = weights[:1]
         if shapes != [w.shape for w in weights]:
             raise ValueError(f"layer {layer.name}: pretrained shapes {[w.shape for w in weights]} "
                              f"do not match {shapes} (ImageNet weights need width 1.0)")
         dest.set_weights(weights)
         copied += 1
+    for bn_name, bias in folds:
+        gamma, beta, mean, variance = target_layers[bn_name].get_weights()
+        target_layers[bn_name].set_weights([gamma, beta, mean - bias, variance])
     return copied
 
 

@@ -1,9 +1,11 @@
-"""Crash-safe run state: weights + optimizer state + epoch, written atomically each epoch.
+"""Crash-safe run state: weights + optimizer state + random-generator state + epoch.
 
 Keras' BackupAndRestore restores the epoch inside ``fit``, after the dataset has
 been built; our data stream must know the resume step before that (so that a
 resumed run sees the same batches as an uninterrupted one), hence this small
-callback with a readable ``state.json``.
+callback with a readable ``state.json``. Keras' weight files also leave out the
+state of the layers' random generators (dropout masks), which ``state.json``
+records too, so a resumed run draws the same masks as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ class TrainingDiverged(RuntimeError):
     """A loss term became NaN or inf; training stopped and the last good state was kept."""
 
 
+def seed_generators(model: keras.Model) -> list:
+    """Every keras.random.SeedGenerator owned by ``model``'s layers, in a stable order."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(layer, "_seed_generators", []):
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found
+
+
 def read_epoch(state_dir: str | os.PathLike) -> int:
     """The number of finished epochs recorded in ``state_dir`` (0 when there is no state)."""
     path = Path(state_dir) / STATE_JSON
@@ -36,6 +49,11 @@ def restore(model: keras.Model, state_dir: str | os.PathLike) -> int:
     epoch = read_epoch(state_dir)
     if epoch:
         model.load_weights(str(Path(state_dir) / STATE_WEIGHTS))
+        states = json.loads((Path(state_dir) / STATE_JSON).read_text()).get("seed_generators", [])
+        generators = seed_generators(model)
+        if len(states) == len(generators):
+            for generator, state in zip(generators, states):
+                generator.state.assign(state)
     return epoch
 
 
@@ -83,7 +101,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         tmp = self.state_dir / "incoming.weights.h5"
         self.model.save_weights(str(tmp))
         os.replace(tmp, self.state_dir / STATE_WEIGHTS)
-        _atomic_write_text(self.state_dir / STATE_JSON, json.dumps({"epoch": epoch + 1}))
+        seeds = [[int(v) for v in g.state.numpy()] for g in seed_generators(self.model)]
+        _atomic_write_text(self.state_dir / STATE_JSON, json.dumps({"epoch": epoch + 1, "seed_generators": seeds}))
         if self.export is not None:
             self.export(self.model)
 

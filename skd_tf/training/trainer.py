@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from skd_tf.evaluation.metrics import MeanIoU
 from skd_tf.losses.cross_entropy import segmentation_cross_entropy
+from skd_tf.training.custom_fit import Prebuilt, record_step
 
 
-class SegmentationTrainer(keras.Model):
+class SegmentationTrainer(Prebuilt, keras.Model):
     """Wraps a segmentation network; minimises CE + aux_weight·CE_aux with the compiled optimizer.
 
     ``fit`` takes ``(image, label)`` batches. Losses are averaged over the GLOBAL
@@ -25,16 +26,14 @@ class SegmentationTrainer(keras.Model):
         self.ignore_label = ignore_label
         self.aux_weight = aux_weight
         self.global_batch_size = global_batch_size
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.ce_tracker = keras.metrics.Mean(name="ce")
-        self.aux_tracker = keras.metrics.Mean(name="aux_ce")
-        self.miou = MeanIoU(num_classes, ignore_label, name="miou")
         self.has_aux = "aux_logits" in network.output
+        names = ["loss", "ce"] + (["aux_ce"] if self.has_aux else [])
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.miou = MeanIoU(num_classes, ignore_label, name="miou")
 
     @property
     def metrics(self):
-        trackers = [self.loss_tracker, self.ce_tracker]
-        return trackers + ([self.aux_tracker] if self.has_aux else []) + [self.miou]
+        return list(self.trackers.values()) + [self.miou]
 
     def call(self, images, training=False):
         return self.network(images, training=training)
@@ -55,14 +54,7 @@ class SegmentationTrainer(keras.Model):
         return total
 
     def _record(self, terms: dict, total, labels, logits):
-        # Each replica holds its share of a global-batch mean; scale back for display.
-        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
-        self.loss_tracker.update_state(total * replicas)
-        self.ce_tracker.update_state(terms["ce"] * replicas)
-        if self.has_aux:
-            self.aux_tracker.update_state(terms["aux_ce"] * replicas)
-        self.miou.update_state(labels, logits)
-        return {m.name: m.result() for m in self.metrics}
+        return record_step(self.trackers, {**terms, "loss": total}, self.miou, labels, logits)
 
     def train_step(self, data):
         images, labels = data
