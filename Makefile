@@ -19,9 +19,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# Finished stages are not redone: each run resumes from (or reuses) its state in runs/.
 demo: $(STAMP)
 	$(BIN)/skd-tf train --config configs/synthetic_teacher.yaml
 	$(BIN)/skd-tf train --config configs/synthetic_student.yaml
+	$(BIN)/skd-tf distill --config configs/synthetic_skd_full.yaml
 
 clean:
 	rm -rf $(VENV) runs

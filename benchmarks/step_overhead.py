@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     trainer = SegmentationTrainer(student(), k, global_batch_size=args.batch)
     trainer.compile(optimizer=make_optimizer(student_cfg.train))
     trainer(images)
-    student_step = trainer.make_train_function()
+    trainer.make_train_function()
+    student_step = trainer.train_function
     teacher_forward = tf.function(lambda x: teacher(x, training=False))
 
     def distiller(holistic: bool):
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
         d.compile(optimizer=make_optimizer(student_cfg.train),
                   critic_optimizer=keras.optimizers.SGD(4e-4, momentum=0.9) if holistic else None)
         d.build_state((*size, 3))
-        return d.make_train_function()
+        d.make_train_function()
+        return d.train_function
 
     pi_pa, full = distiller(False), distiller(True)
     data = tf.data.Dataset.from_tensors(batch).repeat()

@@ -65,6 +65,12 @@ def test_full_distillation_under_mixed_bfloat16(tiny_teacher, tmp_path):
     assert student.output["logits"].dtype == "bfloat16"  # the student computes in bfloat16
 
 
+def test_full_distillation_compiles_with_xla(tiny_teacher, tmp_path):
+    cfg = tiny("synthetic_skd_full", tiny_teacher, tmp_path / "xla", "train.steps=1", "train.steps_per_epoch=1",
+               "train.jit_compile=true")
+    assert np.isfinite(distill(cfg, verbose=0)["miou"])
+
+
 @pytest.mark.parametrize("name", ["cityscapes_skd", "cityscapes_skd_reference_code"])
 def test_cityscapes_distill_configs_parse(name):
     d = parse_distill(load_config(ROOT / "configs" / f"{name}.yaml").distill)

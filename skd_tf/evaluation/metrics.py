@@ -11,13 +11,13 @@ from skd_tf.losses.cross_entropy import upsample_logits
 
 def confusion_matrix(labels, predictions, num_classes: int, ignore_label: int = 255) -> tf.Tensor:
     """K×K int64 counts, rows = ground truth, columns = prediction; ignore pixels dropped."""
-    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-    predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
-    keep = tf.not_equal(labels, ignore_label)
-    index = tf.boolean_mask(labels * num_classes + predictions, keep)
-    counts = tf.math.bincount(index, minlength=num_classes * num_classes,
-                              maxlength=num_classes * num_classes, dtype=tf.int64)
-    return tf.reshape(counts, [num_classes, num_classes])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    predictions = tf.reshape(tf.cast(predictions, tf.int32), [-1])
+    bins = num_classes * num_classes
+    # ignored pixels go to a spare last bin; fixed shapes throughout, so this compiles under XLA
+    index = tf.where(tf.not_equal(labels, ignore_label), labels * num_classes + predictions, bins)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(index), index, num_segments=bins + 1)
+    return tf.reshape(tf.cast(counts[:bins], tf.int64), [num_classes, num_classes])
 
 
 def scores_from_confusion(cm: np.ndarray) -> dict:
