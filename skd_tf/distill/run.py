@@ -153,7 +153,7 @@ def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> N
         autoencoder.trainable = True
         with strategy.scope():
             pretrain_autoencoder(teacher, autoencoder, ds, k.pretrain_steps, k.pretrain_learning_rate,
-                                 verbose=verbose)
+                                 verbose=verbose, alpha=k.alpha)
         tmp = out / "incoming.weights.h5"
         autoencoder.save_weights(str(tmp))
         os.replace(tmp, path)

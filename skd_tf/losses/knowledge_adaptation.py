@@ -109,12 +109,12 @@ class AutoEncoderTrainer(Prebuilt, keras.Model):
 
 
 def pretrain_autoencoder(teacher, autoencoder, dataset, steps: int, learning_rate: float = 1e-3,
-                         verbose: int = 1) -> float:
+                         verbose: int = 1, alpha: float = 1e-7) -> float:
     """Stage 1: fits ``autoencoder`` to the teacher's features for ``steps`` batches, then freezes it.
 
     Returns the last logged auto-encoder loss.
     """
-    trainer = AutoEncoderTrainer(teacher, autoencoder)
+    trainer = AutoEncoderTrainer(teacher, autoencoder, alpha=alpha)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     trainer.optimizer.build(autoencoder.trainable_variables)
     history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=verbose)
