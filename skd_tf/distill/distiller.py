@@ -6,9 +6,9 @@ import keras
 import tensorflow as tf
 
 from skd_tf.evaluation.metrics import MeanIoU
-from skd_tf.losses.cross_entropy import segmentation_cross_entropy
 from skd_tf.losses.holistic import HolisticDistillation
 from skd_tf.training.custom_fit import Prebuilt, record_step
+from skd_tf.training.trainer import supervised_losses
 
 
 class Distiller(Prebuilt, keras.Model):
@@ -107,12 +107,7 @@ class Distiller(Prebuilt, keras.Model):
 
     def _terms(self, s_out, t_out, labels, images) -> tuple[dict, tf.Tensor]:
         """All loss terms (each averaged over the global batch) and the weighted total."""
-        ce = segmentation_cross_entropy(s_out["logits"], labels, self.ignore_label, self.global_batch_size)
-        terms, total = {"ce": ce}, ce
-        if self.has_aux:
-            terms["aux_ce"] = segmentation_cross_entropy(s_out["aux_logits"], labels, self.ignore_label,
-                                                         self.global_batch_size)
-            total += self.aux_weight * terms["aux_ce"]
+        terms, total = supervised_losses(s_out, labels, self.ignore_label, self.aux_weight, self.global_batch_size)
         for name, (loss, weight) in self.distill_losses.items():
             if hasattr(loss, "components"):
                 parts = loss.components(s_out, t_out, training=True)

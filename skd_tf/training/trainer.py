@@ -10,6 +10,18 @@ from skd_tf.losses.cross_entropy import segmentation_cross_entropy
 from skd_tf.training.custom_fit import Prebuilt, record_step
 
 
+def supervised_losses(outputs: dict, labels, ignore_label: int, aux_weight: float,
+                      global_batch_size: int | None) -> tuple[dict, tf.Tensor]:
+    """``{"ce"[, "aux_ce"]}`` (each averaged over the global batch) and CE + aux_weight·CE_aux."""
+    terms = {"ce": segmentation_cross_entropy(outputs["logits"], labels, ignore_label, global_batch_size)}
+    total = terms["ce"]
+    if "aux_logits" in outputs:
+        terms["aux_ce"] = segmentation_cross_entropy(outputs["aux_logits"], labels, ignore_label,
+                                                     global_batch_size)
+        total = total + aux_weight * terms["aux_ce"]
+    return terms, total
+
+
 class SegmentationTrainer(Prebuilt, keras.Model):
     """Wraps a segmentation network; minimises CE + aux_weight·CE_aux with the compiled optimizer.
 
@@ -38,20 +50,9 @@ class SegmentationTrainer(Prebuilt, keras.Model):
     def call(self, images, training=False):
         return self.network(images, training=training)
 
-    def compute_losses(self, outputs: dict, labels) -> dict:
-        """The loss terms of one (replica-)batch, each already divided by the global batch size."""
-        terms = {"ce": segmentation_cross_entropy(outputs["logits"], labels, self.ignore_label,
-                                                  self.global_batch_size)}
-        if self.has_aux:
-            terms["aux_ce"] = segmentation_cross_entropy(outputs["aux_logits"], labels, self.ignore_label,
-                                                         self.global_batch_size)
-        return terms
-
-    def _total(self, terms: dict):
-        total = terms["ce"]
-        if "aux_ce" in terms and self.aux_weight:
-            total = total + self.aux_weight * terms["aux_ce"]
-        return total
+    def compute_losses(self, outputs: dict, labels) -> tuple[dict, tf.Tensor]:
+        """The loss terms of one (replica-)batch and their weighted total."""
+        return supervised_losses(outputs, labels, self.ignore_label, self.aux_weight, self.global_batch_size)
 
     def _record(self, terms: dict, total, labels, logits):
         return record_step(self.trackers, {**terms, "loss": total}, self.miou, labels, logits)
@@ -61,8 +62,7 @@ class SegmentationTrainer(Prebuilt, keras.Model):
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.network(images, training=True)
-            terms = self.compute_losses(outputs, labels)
-            total = self._total(terms)
+            terms, total = self.compute_losses(outputs, labels)
             scaled = self.optimizer.scale_loss(total)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
@@ -71,5 +71,5 @@ class SegmentationTrainer(Prebuilt, keras.Model):
     def test_step(self, data):
         images, labels = data
         outputs = self.network(images, training=False)
-        terms = self.compute_losses(outputs, labels)
-        return self._record(terms, self._total(terms), labels, outputs["logits"])
+        terms, total = self.compute_losses(outputs, labels)
+        return self._record(terms, total, labels, outputs["logits"])
