@@ -22,6 +22,9 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "tensorboard>=2.20,<3",
+        "ai-edge-litert>=2.3,<3",  # TFLite runtime (interpreter, analyzer, litert-benchmark)
+        "tensorflow-model-optimization>=0.8.1,<0.9",  # QAT only; imported only on that path
+        "tf_keras>=2.21,<2.22",  # the Keras 2 that tfmot needs (QAT mirror of the student)
         "importlib_resources>=6",  # needed by tfds download_and_prepare (etils), not declared by it
     ],
     extras_require={

@@ -1,4 +1,4 @@
-"""The ``skd-tf`` command line: ``train``, ``distill`` and ``evaluate``."""
+"""The ``skd-tf`` command line: ``train``, ``distill``, ``evaluate``, ``export``, ``benchmark`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="where to write the scores (default: <checkpoint dir>/eval.json)")
     p.add_argument("--limit", type=int, help="evaluate only the first N validation images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("export", help="convert a student checkpoint to checked TFLite files",
+                       description="Convert a .keras student to TFLite with builtin ops only (float32, float16, "
+                                   "dynamic-range, full-integer int8 PTQ, or distillation-aware QAT), write "
+                                   "OUT/<name>_<quantization>.tflite, and record parity with Keras, the TFLite "
+                                   "mIoU on the validation split, the op list, integer-only and GPU-delegate "
+                                   "checks and the file size in OUT/export.json. Settings default to the "
+                                   "config's export: section; flags override it.")
+    _add_config_args(p)
+    p.add_argument("--checkpoint", required=True, help="the student's .keras checkpoint")
+    p.add_argument("--quantization", help="one or more of float32,float16,dynamic,int8,qat "
+                                          "(comma-separated; default: export.quantization, int8)")
+    p.add_argument("--out", help="output directory (default: <train.out_dir>/export)")
+    p.add_argument("--output", choices=["labels", "logits"],
+                   help="labels: uint8 label map at input size (argmax head); logits: model-resolution logits")
+    p.add_argument("--no-preprocess", dest="preprocess", action="store_const", const=False,
+                   help="do not bake (x - mean) / std in; the app feeds normalised float images")
+    p.add_argument("--input-size", help="HxW of the fixed model input (default: the config's eval size)")
+    p.add_argument("--int8-io", choices=["uint8", "int8"], help="integer input type of int8/qat models")
+    p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
+    p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
+    p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher)")
+    p.add_argument("--eval-limit", type=int, help="check on the first N validation images only")
+    p.add_argument("--no-savedmodel", dest="savedmodel", action="store_const", const=False,
+                   help="skip the SavedModel export for servers")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -101,7 +127,43 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate}
+def _parse_size(text: str | None):
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input-size must look like 512x1024 (got {text!r})") from None
+    return (h, w)
+
+
+def _cmd_export(args) -> int:
+    from export.config import QUANTIZATIONS, parse_export
+    from export.run import export_student
+    from export.summary import format_export
+    from skd_tf.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    raw = dict(cfg.export or {})
+    if args.qat_steps is not None:
+        raw["qat"] = {**raw.get("qat", {}), "steps": args.qat_steps}
+    ecfg = parse_export(raw, {"output": args.output, "preprocess": args.preprocess,
+                              "input_size": _parse_size(args.input_size), "int8_io": args.int8_io,
+                              "calibration_samples": args.calibration_samples, "teacher": args.teacher,
+                              "eval_limit": args.eval_limit, "savedmodel": args.savedmodel},
+                        source=args.config)
+    quantizations = [q.strip() for q in (args.quantization or ecfg.quantization).split(",") if q.strip()]
+    for q in quantizations:
+        if q not in QUANTIZATIONS:
+            raise ValueError(f"unknown quantization {q!r}; choose from {', '.join(QUANTIZATIONS)}")
+    out = args.out or str(Path(cfg.train.out_dir) / "export")
+    record = export_student(cfg, args.checkpoint, ecfg, quantizations, out, progress=not args.quiet)
+    print(format_export(record, quantizations))
+    print(f"report: {Path(out) / 'export.json'}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,69 @@
+"""The ``export:`` section of a run config (every key optional; the CLI flags override it).
+
+Example::
+
+    export:
+      quantization: int8          # float32 | float16 | dynamic | int8 | qat
+      output: labels              # labels (uint8 label map at input size) | logits (at model resolution)
+      preprocess: true            # bake (x - mean) / std in: the app feeds raw uint8 RGB
+      int8_io: uint8              # integer input type of int8/qat models: uint8 or int8
+      calibration_samples: 200    # representative training images for int8 calibration
+      eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
+      qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, pixel_weight: 10.0, temperature: 1.0,
+            calibration_batches: 16, freeze_batch_norm: false}
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import pydantic
+from pydantic import Field
+
+from skd_tf.config import ConfigError, _Section
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "qat")
+OUTPUTS = ("labels", "logits")
+
+
+class QATConfig(_Section):
+    """Quantization-aware fine-tuning: CE + pixel_weight · pixel-wise KL to the frozen teacher."""
+
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    pixel_weight: float = Field(10.0, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    calibration_batches: int = Field(16, ge=1)
+    freeze_batch_norm: bool = False
+    seed: int = 0
+
+
+class ExportConfig(_Section):
+    """How a student checkpoint becomes a .tflite file, and how the export is checked."""
+
+    quantization: Literal["float32", "float16", "dynamic", "int8", "qat"] = "int8"
+    output: Literal["labels", "logits"] = "labels"
+    preprocess: bool = True
+    input_size: Optional[tuple[int, int]] = None
+    int8_io: Literal["uint8", "int8"] = "uint8"
+    calibration_samples: int = Field(200, ge=1)
+    eval_limit: Optional[int] = Field(None, ge=1)
+    parity_images: int = Field(8, ge=1)
+    savedmodel: bool = True
+    teacher: Optional[str] = None
+    qat: QATConfig = QATConfig()
+
+
+def parse_export(raw: dict | None, overrides: dict | None = None, source: str = "config") -> ExportConfig:
+    """The run config's ``export`` mapping with ``overrides`` (CLI flags, None = unset) on top."""
+    merged = dict(raw or {})
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return ExportConfig.model_validate(merged)
+    except pydantic.ValidationError as err:
+        lines = [f"invalid export settings ({source}):"]
+        for e in err.errors():
+            key = "export." + ".".join(str(p) for p in e["loc"])
+            lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
+        raise ConfigError("\n".join(lines)) from None

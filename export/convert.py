@@ -1,0 +1,142 @@
+"""Keras segmentation network → TFLite flatbuffer, with the export-only input and output heads.
+
+The exported graph is ``serving_function``: optional baked pre-processing
+(raw uint8 RGB → (x − mean)/std), the network's logits, and optionally the
+label head (bilinear upsampling to the input size, ``tf.math.argmax`` as int32,
+cast to uint8 when the classes fit; SPEC §4: Keras' argmax does not lower to a
+builtin). Conversion allows TFLite builtin ops only: a graph that would need
+Flex (Select TF) ops fails with ``UnsupportedOpsError`` listing the ops and the
+layers they come from, never a silent Flex model.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+
+class UnsupportedOpsError(ValueError):
+    """The graph needs ops that are not TFLite builtins."""
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """The exported model's interface."""
+
+    input_size: tuple[int, int]
+    num_classes: int
+    output: str = "labels"          # "labels" | "logits"
+    preprocess: bool = True         # the app feeds raw RGB in [0, 255]
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+
+    @property
+    def label_dtype(self):
+        return tf.uint8 if self.num_classes <= 256 else tf.int32
+
+
+def serving_function(logits_fn: Callable[[tf.Tensor], tf.Tensor], spec: ServingSpec,
+                     integer_model: bool = False) -> tf.types.experimental.ConcreteFunction:
+    """The concrete function that is converted, for a fixed 1×H×W×3 input.
+
+    ``logits_fn`` maps a normalised float batch to model-resolution logits. With
+    ``spec.preprocess`` the input is raw RGB: uint8 for float models; for integer
+    models (int8/QAT) a float placeholder of raw values, which the converter turns
+    into an integer input (``flatbuffer_edit.raw_pixel_input`` then gives it scale 1).
+    """
+    h, w = spec.input_size
+    input_dtype = tf.uint8 if spec.preprocess and not integer_model else tf.float32
+
+    @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], input_dtype, name="image")])
+    def serve(image):
+        x = tf.cast(image, tf.float32)
+        if spec.preprocess:
+            x = (x - tf.constant(spec.mean, tf.float32)) * tf.constant(1.0 / np.asarray(spec.std), tf.float32)
+        logits = tf.cast(logits_fn(x), tf.float32)
+        if spec.output == "logits":
+            return {"logits": logits}
+        logits = tf.image.resize(logits, (h, w), method="bilinear")
+        labels = tf.math.argmax(logits, axis=-1, output_type=tf.int32)
+        return {"labels": tf.cast(labels, spec.label_dtype)}
+
+    return serve.get_concrete_function()
+
+
+def keras_logits_fn(network) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The logits of a network with this project's dict outputs, in inference mode."""
+    return lambda x: network(x, training=False)["logits"]
+
+
+def convert(concrete_fn, quantization: str, representative: Optional[Callable[[], Iterable]] = None,
+            int8_io: str = "uint8", trackable=None, float_output: bool = True) -> bytes:
+    """Converts ``concrete_fn`` with TFLite builtins only.
+
+    ``float32``: no optimisation. ``float16``: float16 weights. ``dynamic``: int8
+    weights, float activations. ``int8``: full-integer post-training quantization
+    calibrated on ``representative`` (a generator factory yielding input lists),
+    integer input (``int8_io``) and, for float outputs, integer output. ``qat``:
+    a graph with fake-quant nodes converted to full integer the same way.
+    """
+    # Without trackable_obj TF warns of a "deprecated path", but that path freezes the variables; with it,
+    # int8 calibration fails on READ_VARIABLE nodes (TF 2.21).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_fn], trackable)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization in ("int8", "qat"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if representative is not None:
+            converter.representative_dataset = representative
+        io_type = tf.uint8 if int8_io == "uint8" else tf.int8
+        converter.inference_input_type = io_type
+        if float_output:
+            converter.inference_output_type = io_type
+    elif quantization != "float32":
+        raise ValueError(f"unknown quantization {quantization!r}")
+    try:
+        with warnings.catch_warnings():
+            # the converter asks for input statistics it then computes from the representative data
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+            return converter.convert()
+    except Exception as err:  # ConverterError, or ValueError/RuntimeError from the quantizer
+        raise _explain(err) from None
+
+
+def _explain(err: Exception) -> Exception:
+    """A conversion error as UnsupportedOpsError naming ops and layers, or the original error.
+
+    TF's ConverterError carries structured ``errors``: the op (``tf.Erf``) and
+    the call-site location whose first name is ``model/layer/Op@function``.
+    """
+    ops, layers = set(), set()
+    for detail in getattr(err, "errors", []) or []:
+        if "NEEDS_FLEX_OPS" not in str(detail) and "NEEDS_CUSTOM_OPS" not in str(detail):
+            continue
+        ops.add(detail.operator.name.removeprefix("tf."))
+        names = [c.name for c in detail.location.call if c.name]
+        if names:
+            layers.add(_layer_of(names[0]))
+    text = str(err)
+    if not ops:  # older converters only put the op names in the message
+        ops = set(re.findall(r"\btf\.(\w+)\(", text)) if ("not supported" in text or "Flex" in text) else set()
+    if not ops:
+        return err
+    where = f" (from layers: {', '.join(sorted(layers - {''}))})" if layers - {""} else ""
+    return UnsupportedOpsError(
+        f"the model needs ops that are not TFLite builtins: {', '.join(sorted(ops))}{where}. skd-tf never "
+        "exports Flex/Select-TF models (the standalone runtime cannot run them): replace those layers or ops")
+
+
+def _layer_of(location: str) -> str:
+    """The layer path in a converter location such as ``"functional_1/head_erf_1/Erf@__inference_serve_77"``."""
+    path = [p for p in location.split("@")[0].split("/") if p]
+    return "/".join(path[1:-1]) if len(path) > 2 else (path[0] if len(path) == 2 else "")

@@ -1,0 +1,189 @@
+"""Distillation-aware quantization-aware training (QAT) of a student, ready for int8 conversion.
+
+The Keras 3 student is mirrored into tf_keras (``tf_keras_mirror``), its layers
+annotated for 8-bit quantization by tensorflow-model-optimization (our custom
+pooling/resize layers and Multiply get output fake-quant only), and fine-tuned
+with fake quantization in the loop on
+
+    L = CE(z^S, y) + λ_pi · L_pi(z^S, z^T)
+
+where L_pi is the pixel-wise distillation loss (SPEC §1.1) against the frozen
+Keras 3 teacher's logits (CE only when no teacher is given). tfmot is imported
+only inside this module's functions: importing it sets TF_USE_LEGACY_KERAS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from export.config import QATConfig
+from skd_tf.config import DataConfig
+from skd_tf.losses.cross_entropy import segmentation_cross_entropy
+from skd_tf.losses.pixelwise import PixelwiseDistillation
+from skd_tf.models import at_input_size
+
+
+@dataclass
+class QATResult:
+    model: object            # the fine-tuned tf_keras QAT model at the export input size
+    steps: int
+    first_loss: float
+    last_loss: float
+    used_teacher: bool
+
+
+def _output_quantize_config():
+    import tensorflow_model_optimization as tfmot
+
+    class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """Quantizes a layer's output only (layers without weights tfmot does not know)."""
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+                num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+        def get_config(self):
+            return {}
+
+    return OutputQuantizeConfig
+
+
+def quantization_aware(network):
+    """The Keras 3 ``network`` as a tf_keras model with fake-quant nodes, same weights, logits output."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    from export.tf_keras_mirror import CUSTOM_LAYERS, mirror
+
+    base = mirror(network)
+    output_only = _output_quantize_config()
+    special = tuple(CUSTOM_LAYERS.values()) + (tf_keras.layers.Multiply,)
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+
+    def annotated(layer):
+        if isinstance(layer, special):
+            return annotate(layer, quantize_config=output_only())
+        return annotate(layer)
+
+    annotated_model = tf_keras.models.clone_model(base, clone_function=annotated)
+    with tfmot.quantization.keras.quantize_scope({**CUSTOM_LAYERS, "OutputQuantizeConfig": output_only}):
+        return tfmot.quantization.keras.quantize_apply(annotated_model)
+
+
+def freeze_batch_norm(qat_model) -> int:
+    """Puts every batch norm in inference mode with frozen γ/β (tf_keras runs a non-trainable BN in
+    inference mode); returns how many. Small fine-tuning batches otherwise move the running statistics."""
+    import tf_keras
+
+    frozen = 0
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, tf_keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
+def _is_range_variable(variable) -> bool:
+    return variable.name.split("/")[-1].split(":")[0].endswith(("_min", "_max"))
+
+
+def calibrate_ranges(qat_model, batches, decay: float = 0.8) -> None:
+    """Sets the activation quantizers' ranges from data before fine-tuning.
+
+    tfmot starts every range at [−6, 6] and moves it by an EMA with decay 0.999,
+    so a trained network's first thousand QAT steps run on clipped activations
+    (we measured logits off by 6.7 on the synthetic student) and the weights get
+    damaged by that. Here the EMA runs with ``decay`` (the first batch sets the
+    range outright) over ``batches``; every other variable (batch-norm
+    statistics included) is restored afterwards.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    snapshot = [(v, v.numpy()) for v in qat_model.variables if not _is_range_variable(v)]
+    original = quant_ops.MovingAvgQuantize
+    current = {"decay": 0.0}
+
+    def quick(*args, **kwargs):
+        kwargs["ema_decay"] = current["decay"]
+        return original(*args, **kwargs)
+
+    quant_ops.MovingAvgQuantize = quick
+    try:
+        for images in batches:
+            qat_model(images, training=True)
+            current["decay"] = decay
+    finally:
+        quant_ops.MovingAvgQuantize = original
+    for variable, value in snapshot:
+        variable.assign(value)
+
+
+def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tuple[int, int],
+             progress: bool = True) -> QATResult:
+    """Fine-tunes the QAT twin of ``network`` for ``cfg.steps`` steps; returns it at ``input_size``."""
+    import tf_keras
+
+    from skd_tf.data.pipeline import train_dataset
+
+    train_size = tuple(data.crop_size)
+    qat_model = quantization_aware(at_input_size(network, train_size))
+    if teacher is not None:
+        teacher = at_input_size(teacher, train_size)
+        teacher.trainable = False
+    if cfg.freeze_batch_norm:
+        freeze_batch_norm(qat_model)
+    calibration = train_dataset(data, cfg.batch_size, seed=cfg.seed + 1).take(cfg.calibration_batches)
+    calibrate_ranges(qat_model, (images for images, _ in calibration))
+    pixel = PixelwiseDistillation(temperature=cfg.temperature)
+    optimizer = tf_keras.optimizers.Adam(cfg.learning_rate)
+
+    @tf.function
+    def step(images, labels):
+        teacher_logits = teacher(images, training=False)["logits"] if teacher is not None else None
+        with tf.GradientTape() as tape:
+            logits = qat_model(images, training=True)
+            loss = segmentation_cross_entropy(logits, labels, data.ignore_label)
+            if teacher_logits is not None and cfg.pixel_weight:
+                loss += cfg.pixel_weight * pixel({"logits": logits}, {"logits": teacher_logits})
+        grads = tape.gradient(loss, qat_model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, qat_model.trainable_variables))
+        return loss
+
+    losses = []
+    stream = train_dataset(data, cfg.batch_size, seed=cfg.seed).take(cfg.steps)
+    with tqdm(total=cfg.steps, desc="QAT fine-tune", unit="step", disable=not progress, leave=False) as bar:
+        for images, labels in stream:
+            losses.append(float(step(images, labels)))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.update()
+    if not np.all(np.isfinite(losses)):
+        raise FloatingPointError(f"QAT fine-tuning diverged (loss {losses[-1]}); lower export.qat.learning_rate")
+    export_model = qat_model
+    if tuple(input_size) != train_size:
+        export_model = quantization_aware(at_input_size(network, tuple(input_size)))
+        export_model.set_weights(qat_model.get_weights())
+    return QATResult(export_model, len(losses), losses[0], float(np.mean(losses[-10:])), teacher is not None)
+
+
+def qat_logits_fn(qat_model):
+    """The logits of a tf_keras QAT model in inference mode."""
+    return lambda x: qat_model(x, training=False)
+
+
+__all__ = ["QATResult", "finetune", "qat_logits_fn", "quantization_aware"]

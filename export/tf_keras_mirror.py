@@ -1,0 +1,119 @@
+"""The same segmentation network rebuilt as a tf_keras (Keras 2) model, with the same weights.
+
+Quantization-aware training (tensorflow-model-optimization) only accepts
+tf_keras models (SPEC §4), and our networks are Keras 3 functional models. The
+graph is walked from the Keras 3 config: every layer is recreated from its
+class name and config (Keras 3-only keys dropped), wired to the same inputs,
+and given the trained weights. Rebuilding from the graph rather than from the
+model builders means every architecture the builders make (ResNet/MobileNetV2
+backbones, PSPNet/DeepLabV3/LR-ASPP heads) mirrors without a second builder.
+Only the ``logits`` output is kept. Imports tf_keras; only the QAT path uses it.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+from skd_tf.models.layers import cell_averaging_matrix
+
+# config keys that are Keras 3-only or irrelevant once the weights are copied
+_DROPPED_KEYS = ("name", "dtype", "build_config", "seed")
+_DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+_PASSTHROUGH = {"Identity", "InputLayer"}
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class AdaptiveAveragePooling2D(tf_keras.layers.Layer):
+    """tf_keras twin of ``skd_tf.models.layers.AdaptiveAveragePooling2D`` (same cells, same maths)."""
+
+    def __init__(self, bins: int, **kwargs):
+        super().__init__(**kwargs)
+        self.bins = int(bins)
+
+    def call(self, x):
+        h, w, b = int(x.shape[1]), int(x.shape[2]), self.bins
+        if h % b == 0 and w % b == 0:
+            return tf.nn.avg_pool2d(x, (h // b, w // b), (h // b, w // b), "VALID")
+        rows, cols = (tf.constant(cell_averaging_matrix(n, b), x.dtype) for n in (h, w))
+        return tf.einsum("jw,biwc->bijc", cols, tf.einsum("ih,bhwc->biwc", rows, x))
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins}
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class ResizeLike(tf_keras.layers.Layer):
+    """tf_keras twin of ``skd_tf.models.layers.ResizeLike``."""
+
+    def __init__(self, interpolation: str = "bilinear", **kwargs):
+        super().__init__(**kwargs)
+        self.interpolation = interpolation
+
+    def call(self, inputs):
+        x, reference = inputs
+        size = (int(reference.shape[1]), int(reference.shape[2]))
+        if tuple(x.shape[1:3]) == size:
+            return tf.identity(x)
+        return tf.image.resize(x, size, method=self.interpolation)
+
+    def get_config(self):
+        return {**super().get_config(), "interpolation": self.interpolation}
+
+
+CUSTOM_LAYERS = {"AdaptiveAveragePooling2D": AdaptiveAveragePooling2D, "ResizeLike": ResizeLike}
+
+
+def _layer_from(entry: dict):
+    cls_name = entry["class_name"]
+    config = {k: v for k, v in entry["config"].items()
+              if k not in _DROPPED_KEYS and not k.endswith(_DROPPED_SUFFIXES)}
+    if cls_name == "BatchNormalization":
+        config["synchronized"] = False  # QAT fine-tuning runs on one device
+    cls = CUSTOM_LAYERS.get(cls_name) or getattr(tf_keras.layers, cls_name, None)
+    if cls is None:
+        raise ValueError(f"layer {entry['name']!r} of class {cls_name} has no tf_keras counterpart")
+    try:
+        return cls(name=entry["name"], **config)
+    except TypeError as err:
+        raise ValueError(f"cannot rebuild layer {entry['name']!r} ({cls_name}) in tf_keras: {err}") from None
+
+
+def _inbound(entry: dict):
+    """The (layer name, tensor index) pairs a layer's single call reads, and whether it took a list."""
+    nodes = entry["inbound_nodes"]
+    if len(nodes) != 1:
+        raise ValueError(f"layer {entry['name']!r} is called {len(nodes)} times; shared layers are not supported")
+    args = nodes[0]["args"]
+    first = args[0]
+    as_list = isinstance(first, list)
+    tensors = first if as_list else [first]
+    return [(t["config"]["keras_history"][0], t["config"]["keras_history"][2]) for t in tensors], as_list
+
+
+def mirror(network) -> tf_keras.Model:
+    """A tf_keras model computing ``network``'s logits from the same input, with the same weights."""
+    config = network.get_config()
+    outputs: dict[str, object] = {}
+    created = []
+    for entry in config["layers"]:
+        name, cls_name = entry["name"], entry["class_name"]
+        if cls_name == "InputLayer":
+            shape = entry["config"]["batch_shape"][1:]
+            outputs[name] = tf_keras.Input(shape, name=name)
+            continue
+        sources, as_list = _inbound(entry)
+        inputs = [outputs[src] for src, _ in sources]
+        if cls_name in _PASSTHROUGH:
+            outputs[name] = inputs[0]
+            continue
+        layer = _layer_from(entry)
+        outputs[name] = layer(inputs if as_list else inputs[0])
+        created.append(layer)
+    logits_layer = config["output_layers"]["logits"][0]
+    model = tf_keras.Model(outputs[config["input_layers"][0]], outputs[logits_layer], name=network.name)
+    for layer in created:
+        weights = network.get_layer(layer.name).get_weights()
+        if weights and any(l is layer for l in model.layers):
+            layer.set_weights(weights)
+    return model

@@ -1,0 +1,190 @@
+"""The export stage: every quantization of the synthetic student architecture through the CLI,
+QAT on every shipped student architecture, the tf_keras mirror, the interpreter I/O helpers and
+each bad input (with no .tflite left behind)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from export import runtime
+from export.convert import ServingSpec, UnsupportedOpsError, convert, keras_logits_fn, serving_function
+from skd_tf.config import config_from_dict
+from skd_tf.models import build_model
+from tests.conftest import tiny_config_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _save_student(tmp_path, **model):
+    raw = tiny_config_dict(tmp_path, **model)
+    cfg = config_from_dict(raw)
+    net = build_model(cfg.model, cfg.data.num_classes, tuple(cfg.data.crop_size))
+    path = tmp_path / "student.keras"
+    net.save(path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    return cfg, path
+
+
+def _cli(*args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "skd_tf.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
+    """float32, float16, dynamic, int8 and QAT through `skd-tf export`, checked in export.json."""
+    cfg, ckpt = _save_student(tmp_path)  # PSPNet on dilated ResNet-18, as configs/synthetic_student.yaml
+    teacher = build_model(cfg.model.model_copy(update={"width": 0.25}), cfg.data.num_classes,
+                          tuple(cfg.data.crop_size))
+    teacher.save(tmp_path / "teacher.keras")
+    out = tmp_path / "export"
+    result = _cli("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
+                  "--quantization", "float32,float16,dynamic,int8,qat", "--out", str(out),
+                  "--calibration-samples", "4", "--qat-steps", "2", "--eval-limit", "3",
+                  "--teacher", str(tmp_path / "teacher.keras"), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "export.json").read_text())
+    exports = record["exports"]
+    assert sorted(exports) == ["dynamic", "float16", "float32", "int8", "qat"]
+    for q, entry in exports.items():
+        assert Path(entry["file"]).stat().st_size == entry["file_bytes"]
+        assert entry["parity"]["num_images"] == 3
+        assert 0.0 <= entry["parity"]["miou_tflite"] <= 1.0
+        assert entry["deployability"]["ops"]["CONV_2D"] > 0
+        assert "Flex" not in " ".join(entry["deployability"]["ops"])
+        assert entry["deployability"]["output"]["dtype"] == "uint8"  # the label head
+        assert entry["deployability"]["output"]["shape"] == [1, 32, 32]
+    assert exports["float32"]["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert exports["float32"]["parity"]["argmax_agreement"] > 0.999
+    assert exports["float32"]["deployability"]["input"]["dtype"] == "uint8"  # raw RGB, normalisation baked in
+    for q in ("int8", "qat"):
+        deploy = exports[q]["deployability"]
+        assert deploy["all_integer"] is True and deploy["float_ops"] == []
+        assert deploy["input"]["dtype"] == "uint8"
+        assert deploy["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert exports["qat"]["qat"]["steps"] == 2 and exports["qat"]["qat"]["teacher"].endswith("teacher.keras")
+    assert exports["int8"]["file_bytes"] < 0.5 * exports["float32"]["file_bytes"]
+    assert exports["float16"]["file_bytes"] < 0.6 * exports["float32"]["file_bytes"]
+    assert (out / "saved_model" / "saved_model.pb").exists()
+    assert "int8" in result.stdout and "report:" in result.stdout
+    # the SavedModel serves the same label map as the float32 file
+    served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    image = np.random.RandomState(0).randint(0, 256, (1, 32, 32, 3)).astype(np.uint8)
+    interpreter = runtime.make_interpreter(exports["float32"]["file"])
+    np.testing.assert_array_equal(served(image=tf.constant(image))["labels"].numpy(),
+                                  runtime.run(interpreter, image))
+
+
+def test_qat_on_the_mobilenet_lraspp_student(tmp_path):
+    """The pets student architecture (LR-ASPP on MobileNetV2) goes through QAT to an all-integer file,
+    with logits output and int8 I/O."""
+    cfg, ckpt = _save_student(tmp_path, arch="lraspp", backbone="mobilenetv2", output_stride=16,
+                              width=0.35, head_channels=16)
+    out = tmp_path / "export"
+    result = _cli("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
+                  "--quantization", "qat", "--output", "logits", "--int8-io", "int8", "--out", str(out),
+                  "--calibration-samples", "2", "--qat-steps", "2", "--eval-limit", "2",
+                  "--no-savedmodel", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads((out / "export.json").read_text())["exports"]["qat"]
+    deploy = entry["deployability"]
+    assert deploy["all_integer"] is True
+    assert deploy["input"]["dtype"] == "int8" and deploy["input"]["quantization"]["zero_point"] == -128
+    assert deploy["output"]["dtype"] == "int8" and deploy["output"]["shape"] == [1, 4, 4, 4]  # LR-ASPP predicts at stride 8
+    assert "DEPTHWISE_CONV_2D" in deploy["ops"] and "MUL" in deploy["ops"]
+    assert entry["qat"]["teacher"] is None  # the tiny config has no distill.teacher: CE only
+
+
+@pytest.mark.parametrize("model", [dict(), dict(arch="deeplabv3", output_stride=16),
+                                   dict(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.35)])
+def test_tf_keras_mirror_computes_the_same_logits(tmp_path, model):
+    from export.tf_keras_mirror import mirror
+
+    cfg = config_from_dict(tiny_config_dict(tmp_path, head_channels=16, **model))
+    net = build_model(cfg.model, cfg.data.num_classes, (48, 48))
+    x = np.random.RandomState(1).randn(2, 48, 48, 3).astype(np.float32)
+    twin = mirror(net)
+    np.testing.assert_allclose(twin(x, training=False).numpy(), net(x, training=False)["logits"].numpy(),
+                               atol=2e-5)
+
+
+def test_interpreter_io_quantization_by_hand():
+    detail = {"dtype": np.uint8, "quantization": (0.5, 10)}
+    np.testing.assert_array_equal(runtime.to_input(np.array([0.0, 1.0, 200.0]), detail), [10, 12, 255])
+    out = {"dtype": np.int8, "quantization": (0.25, -2)}
+    np.testing.assert_allclose(runtime.from_output(np.array([-2, 2, 6], np.int8), out), [0.0, 1.0, 2.0])
+    raw = {"dtype": np.uint8, "quantization": (0.0, 0)}  # an unquantized uint8 input takes the values as they are
+    np.testing.assert_array_equal(runtime.to_input(np.array([3.4, 300.0]), raw), [3, 255])
+    labels = np.array([1, 5], np.uint8)
+    assert runtime.from_output(labels, {"dtype": np.uint8, "quantization": (0.0, 0)}) is labels
+
+
+def test_not_a_tflite_file(tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(runtime.ModelFileError, match="not a TFLite model"):
+        runtime.make_interpreter(str(bad))
+    with pytest.raises(runtime.ModelFileError, match="not found"):
+        runtime.make_interpreter(str(tmp_path / "missing.tflite"))
+
+
+def test_flex_ops_are_refused_with_the_layer_named(tmp_path):
+    """tf.Erf has no TFLite builtin: the error names the op and the layer it comes from."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.Activation(keras.ops.erf, name="head_erf")(x)
+    logits = keras.layers.Identity(name="logits")(keras.layers.Conv2D(3, 1, name="classifier")(x))
+    net = keras.Model(inputs, {"logits": logits, "features": keras.layers.Identity(name="features")(x)})
+    spec = ServingSpec((16, 16), 3, "labels", True)
+    with pytest.raises(UnsupportedOpsError, match=r"Erf.*head_erf"):
+        convert(serving_function(keras_logits_fn(net), spec), "float32")
+
+
+def _export_args(tmp_path, ckpt, *extra):
+    return ("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
+            "--quantization", "float32", "--out", str(tmp_path / "export"), "--no-savedmodel", "--quiet", *extra)
+
+
+def test_bad_inputs_give_one_line_errors_and_no_tflite(tmp_path):
+    cfg, ckpt = _save_student(tmp_path)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 truncated zip")
+    plain = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)]).save(plain)
+    cases = [
+        (_export_args(tmp_path, tmp_path / "missing.keras"), "checkpoint not found"),
+        (_export_args(tmp_path, corrupt), "cannot load checkpoint"),
+        (_export_args(tmp_path, plain), "not an skd-tf segmentation model"),
+        (_export_args(tmp_path, ckpt, "--input-size", "36x36"), "multiples of its output stride 8"),
+        (_export_args(tmp_path, ckpt, "--input-size", "big"), "--input-size must look like"),
+        (_export_args(tmp_path, ckpt, "--quantization", "int4"), "unknown quantization 'int4'"),
+        (_export_args(tmp_path, ckpt, "--calibration-samples", "0"), "export.calibration_samples"),
+    ]
+    for args, message in cases:
+        result = _cli(*args)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert message in result.stderr, (message, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.tflite"))
+
+
+def test_empty_representative_dataset_is_an_error_and_writes_nothing(tmp_path):
+    """int8 calibration on a folder dataset whose training split holds no image."""
+    cfg, ckpt = _save_student(tmp_path)
+    for d in ("train/images", "train/masks", "val/images", "val/masks"):
+        (tmp_path / d).mkdir(parents=True)
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    raw["data"].update(source="folder", train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    result = _cli(*_export_args(tmp_path, ckpt, "--quantization", "int8"))
+    assert result.returncode == 2
+    assert "representative dataset is empty" in result.stderr and "no .jpg or .png files" in result.stderr
+    assert not list(tmp_path.rglob("*.tflite"))
