@@ -24,7 +24,7 @@ from export.config import ExportConfig
 from export.convert import ServingSpec, convert, keras_logits_fn, serving_function
 from export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 from skd_tf.config import RunConfig
-from skd_tf.data import DataError
+from skd_tf.data import DataError, class_names
 from skd_tf.models import at_input_size, load_model
 from skd_tf.training.run import write_json
 
@@ -159,7 +159,8 @@ def export_student(cfg: RunConfig, checkpoint: str, ecfg: ExportConfig, quantiza
         record = {}  # another checkpoint was exported here before: start a fresh record
     record.update({"checkpoint": os.path.abspath(checkpoint), "config": cfg.name,
                    "input_size": list(spec.input_size), "num_classes": spec.num_classes,
-                   "output": spec.output, "preprocess": spec.preprocess})
+                   "output": spec.output, "preprocess": spec.preprocess, "mean": list(spec.mean),
+                   "std": list(spec.std), "class_names": class_names(cfg.data)})
     exports = record.setdefault("exports", {})
     reference = tf.function(lambda x: keras_logits_fn(network)(_normalise(x, spec)))
     twin: Optional[str] = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,10 +105,13 @@ def make_interpreter(path: str, threads: int = 1, xnnpack: bool = True, runtime:
         interpreter = runtime.interpreter_class(**kwargs)
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as err:
-        message = str(err).strip().splitlines()
-        flex = [line for line in message if "Flex" in line or "Select TensorFlow op" in line]
-        detail = (flex or message or ["unknown error"])[0]
-        raise ValueError(f"{runtime.name} cannot run {path}: {detail}") from None
+        text = str(err)
+        flex = sorted(set(re.findall(r"\b(Flex\w+)", text)))
+        if flex or "Select TensorFlow op" in text:
+            raise ValueError(f"{path} needs Flex (Select TF) ops that {runtime.name} cannot run: "
+                             f"{', '.join(flex) or 'unknown'}; export it with TFLite builtin ops only") from None
+        first = (text.strip().splitlines() or ["unknown error"])[0]
+        raise ValueError(f"{runtime.name} cannot run {path}: {first}") from None
     return interpreter
 
 

@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-savedmodel", dest="savedmodel", action="store_const", const=False,
                    help="skip the SavedModel export for servers")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    from export.benchmark import add_arguments
+
+    p = sub.add_parser("benchmark", help="latency of .tflite models on this host or an Android phone",
+                       description="Time .tflite models with the LiteRT interpreter (tflite-runtime or TensorFlow's "
+                                   "as fallbacks), each thread count in a fresh process: init, first inference, "
+                                   "mean/median/p5/p95/min/max/std latency, peak RSS. --android runs TFLite's "
+                                   "benchmark_model on a phone over adb. The same module runs without TensorFlow "
+                                   "as `python -m export.benchmark`.")
+    add_arguments(p)
     return parser
 
 
@@ -163,7 +173,19 @@ def _cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate, "export": _cmd_export}
+def _cmd_benchmark(args) -> int:
+    from export.benchmark import BenchmarkError, run
+    from export.runtime import RuntimeUnavailable
+
+    try:
+        run(args)
+    except (BenchmarkError, RuntimeUnavailable) as err:
+        raise ValueError(str(err)) from None
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate, "export": _cmd_export,
+            "benchmark": _cmd_benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:
