@@ -19,11 +19,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# Finished stages are not redone: each run resumes from (or reuses) its state in runs/.
+# Teacher, baseline, distilled student, TFLite export, latency, runs/demo/report.md. Finished stages are
+# reused (an interrupted run resumes); `$(BIN)/skd-tf demo --fresh` starts over.
 demo: $(STAMP)
-	$(BIN)/skd-tf train --config configs/synthetic_teacher.yaml
-	$(BIN)/skd-tf train --config configs/synthetic_student.yaml
-	$(BIN)/skd-tf distill --config configs/synthetic_skd_full.yaml
+	$(BIN)/skd-tf demo
 
 clean:
 	rm -rf $(VENV) runs

@@ -231,40 +231,47 @@ def plot(results: list[dict], path: str, export_records: list[dict]) -> None:
 
     points = pareto_points(results, export_records)
     fig, axes = plt.subplots(1, 2 if points else 1, figsize=(12 if points else 7, 4.5), squeeze=False)
-    ax = axes[0][0]
+    draw_latency(axes[0][0], results)
+    if points:
+        draw_pareto(axes[0][1], points)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def draw_latency(ax, results: list[dict]) -> None:
+    """Grouped bars: mean latency (± std) of each model, one bar per thread count × delegate."""
     models = list(dict.fromkeys(Path(r["model"]).name for r in results))
     configs = list(dict.fromkeys((r["threads"], r["delegate"]) for r in results))
     width = 0.8 / max(len(configs), 1)
-    for i, (threads, delegate) in enumerate(configs):
-        values = [next((r["latency_ms"]["mean"] for r in results if Path(r["model"]).name == m
-                        and (r["threads"], r["delegate"]) == (threads, delegate)), np.nan) for m in models]
-        errors = [next((r["latency_ms"]["std"] for r in results if Path(r["model"]).name == m
-                        and (r["threads"], r["delegate"]) == (threads, delegate)), 0.0) for m in models]
+    for i, config in enumerate(configs):
+        chosen = {Path(r["model"]).name: r for r in results if (r["threads"], r["delegate"]) == config}
+        values = [chosen[m]["latency_ms"]["mean"] if m in chosen else np.nan for m in models]
+        errors = [chosen[m]["latency_ms"]["std"] or 0.0 if m in chosen else 0.0 for m in models]
         ax.bar(np.arange(len(models)) + i * width, values, width, yerr=errors,
-               label=f"{threads} thread{'s' if threads > 1 else ''}, {delegate}")
+               label=f"{config[0]} thread{'s' if config[0] > 1 else ''}, {config[1]}")
     ax.set_xticks(np.arange(len(models)) + width * (len(configs) - 1) / 2, models, rotation=20, ha="right")
     ax.set_ylabel("mean latency (ms)")
     ax.set_title(results[0]["device"][:60] if results else "")
     ax.legend(fontsize=8)
-    if points:
-        ax = axes[0][1]
-        points.sort()
-        ax.scatter([p[0] for p in points], [p[1] for p in points])
-        for lat, miou, name in points:
-            ax.annotate(name, (lat, miou), fontsize=8, xytext=(4, 4), textcoords="offset points")
-        front, best = [], -1.0
-        for lat, miou, _ in points:
-            if miou > best:
-                front.append((lat, miou))
-                best = miou
-        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
-        ax.set_xlabel("mean latency (ms, fastest configuration)")
-        ax.set_ylabel("TFLite mIoU (%)")
-        ax.set_title("latency vs mIoU of the exported students")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+
+def draw_pareto(ax, points: list[tuple[float, float, str]]) -> None:
+    """TFLite mIoU against latency for each file, with the Pareto front (faster or more accurate)."""
+    points = sorted(points)
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    for lat, miou, name in points:
+        ax.annotate(name, (lat, miou), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    front, best = [], -math.inf
+    for lat, miou, _ in points:
+        if miou > best:
+            front.append((lat, miou))
+            best = miou
+    ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
+    ax.set_xlabel("mean latency (ms, fastest configuration)")
+    ax.set_ylabel("TFLite mIoU (%)")
+    ax.set_title("latency vs mIoU")
+    ax.legend(fontsize=8)
 
 
 def pareto_points(results: list[dict], export_records: list[dict]) -> list[tuple[float, float, str]]:

@@ -85,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "benchmark_model on a phone over adb. The same module runs without TensorFlow "
                                    "as `python -m export.benchmark`.")
     add_arguments(p)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset, with a report",
+                       description="Train the synthetic teacher and baseline student, distil the student (pixel + "
+                                   "pair-wise + holistic), evaluate all three, export the distilled student to "
+                                   "float32 and int8 TFLite, benchmark the files on this host and write "
+                                   "<runs>/demo/report.md with figures. Finished stages are reused.")
+    p.add_argument("--runs-dir", default="runs", help="where the runs and the report go (default runs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in all three configs, e.g. --set train.steps=200 (repeatable)")
+    p.add_argument("--threads", type=int, default=2, help="threads for the latency benchmark (default 2)")
+    p.add_argument("--fresh", action="store_true", help="delete the demo's runs and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 
@@ -184,8 +196,18 @@ def _cmd_benchmark(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from skd_tf.demo.run import run_demo
+
+    if args.threads < 1:
+        raise ValueError("--threads must be >= 1")
+    report = run_demo(args.runs_dir, args.overrides, fresh=args.fresh, quiet=args.quiet, threads=args.threads)
+    print(f"\nreport: {report}")
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate, "export": _cmd_export,
-            "benchmark": _cmd_benchmark}
+            "benchmark": _cmd_benchmark, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

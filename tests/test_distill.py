@@ -21,7 +21,8 @@ from skd_tf.models import build_model, load_model
 from skd_tf.training.checkpointing import TrainingDiverged, read_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC_DISTILL = ["synthetic_skd_pi", "synthetic_skd_pi_pa", "synthetic_skd_full", "synthetic_ka", "synthetic_cwd"]
+SYNTHETIC_DISTILL = ["synthetic_skd_pi", "synthetic_skd_pi_pa", "synthetic_skd_full", "synthetic_ka", "synthetic_cwd",
+                     "synthetic_fitnet", "synthetic_at"]
 TINY = ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
         "data.synthetic.image_size=32", "model.width=0.125", "model.head_channels=8", "train.batch_size=4",
         "eval.batch_size=4", "distill.knowledge_adaptation.pretrain_steps=2", "distill.knowledge_adaptation.code_channels=4"]

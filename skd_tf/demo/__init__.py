@@ -1,0 +1,1 @@
+"""The one-command demo: train, distil, export, benchmark and report on the synthetic dataset."""
