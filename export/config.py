@@ -20,7 +20,7 @@ from typing import Literal, Optional
 import pydantic
 from pydantic import Field
 
-from skd_tf.config import ConfigError, _Section
+from skd_tf.config import _Section, section_error
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "qat")
 OUTPUTS = ("labels", "logits")
@@ -62,8 +62,4 @@ def parse_export(raw: dict | None, overrides: dict | None = None, source: str = 
     try:
         return ExportConfig.model_validate(merged)
     except pydantic.ValidationError as err:
-        lines = [f"invalid export settings ({source}):"]
-        for e in err.errors():
-            key = "export." + ".".join(str(p) for p in e["loc"])
-            lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        raise section_error(err, "export", source) from None

@@ -162,6 +162,15 @@ def _format_error(err: pydantic.ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def section_error(err: pydantic.ValidationError, section: str, source: str) -> ConfigError:
+    """A ConfigError listing each invalid key of a raw config section as ``section.key: problem``."""
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        key = f"{section}." + ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
+    return ConfigError("\n".join(lines))
+
+
 def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
     """Validates a plain mapping into a RunConfig, raising ConfigError naming the bad key."""
     if not isinstance(raw, dict):

@@ -290,3 +290,9 @@ def test_parse_op_profile():
 def test_parse_crash():
     with pytest.raises(benchmark.BenchmarkError, match="Didn't find op for builtin opcode 'FULLY_CONNECTED'"):
         android.parse_output(outputs.CRASH)
+
+
+def test_tensorflow_interpreter_fallback(tiny_tflite):
+    """When neither LiteRT nor tflite-runtime is wanted/installed, TensorFlow's own interpreter runs the model."""
+    result = benchmark.measure(tiny_tflite, 1, False, warmup=0, runs=3, min_seconds=0.0, runtime_name="tensorflow")
+    assert result["runtime"].startswith("tensorflow") and result["delegate"] == "none" and result["runs"] == 3

@@ -25,7 +25,7 @@ from typing import Literal, Optional
 import pydantic
 from pydantic import ConfigDict, Field
 
-from skd_tf.config import ConfigError, _Section
+from skd_tf.config import ConfigError, _Section, section_error
 from skd_tf.losses import LOSSES
 
 # options the distiller sets itself (or that need a model to exist) and users do not
@@ -97,11 +97,7 @@ def parse_distill(raw: dict | None, source: str = "config") -> DistillConfig:
     try:
         cfg = DistillConfig.model_validate(raw)
     except pydantic.ValidationError as err:
-        lines = [f"invalid config {source}:"]
-        for e in err.errors():
-            key = "distill." + ".".join(str(p) for p in e["loc"])
-            lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        raise section_error(err, "distill", source) from None
     for name, spec in cfg.losses.items():
         if name == "holistic":
             raise ConfigError(f"invalid config {source}: configure the adversarial term under distill.holistic")
