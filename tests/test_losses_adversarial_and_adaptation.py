@@ -86,9 +86,10 @@ def test_critic_architecture_and_zero_gamma():
 def test_spectral_conv_has_unit_spectral_norm():
     from skd_tf.losses.holistic import SpectralConv2D
 
+    keras.utils.set_random_seed(4)  # the kernel's initial draw must not depend on which tests ran before
     conv = SpectralConv2D(6, 3)
     conv(rand(1, 8, 8, 5))
-    for _ in range(50):  # power iterations converge while training
+    for _ in range(300):  # power iterations converge while training (slowly when σ1 ≈ σ2)
         kernel = conv.normalized_kernel(training=True)
     top = np.linalg.svd(kernel.numpy().reshape(-1, 6), compute_uv=False)[0]
     assert abs(top - 1.0) < 1e-3
