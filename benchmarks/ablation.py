@@ -119,6 +119,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 200 steps per student (about 10 minutes)")
     parser.add_argument("--seeds", type=int, help="number of seeds (default 3, or 1 with --quick)")
+    parser.add_argument("--seed-list", help="run only these seeds (comma-separated), e.g. to spread seeds over "
+                                            "machines; a later run without it reuses them and writes the table")
     parser.add_argument("--teacher", default="runs/synthetic_teacher/model.keras",
                         help="trained teacher (trained with configs/synthetic_teacher.yaml when missing)")
     parser.add_argument("--out", help="run directory (default runs/ablation or runs/ablation_quick)")
@@ -138,9 +140,10 @@ def main() -> int:
     teacher_miou = json.loads((teacher.parent / "eval.json").read_text())["miou"]
     results: dict[str, list[float]] = {}
     start = time.time()
-    total = len(ROWS) * seeds
+    seed_list = [int(v) for v in args.seed_list.split(",")] if args.seed_list else list(range(seeds))
+    total = len(ROWS) * len(seed_list)
     done = 0
-    for seed in range(seeds):
+    for seed in seed_list:
         for label, config, command in ROWS:
             done += 1
             print(f"[{done}/{total}] {label}, seed {seed} ({(time.time() - start) / 60:.1f} min so far)", flush=True)
@@ -149,7 +152,8 @@ def main() -> int:
             results.setdefault(label, []).append(scores["miou"])
             print(f"    mIoU {100 * scores['miou']:.2f}", flush=True)
         # after every seed, so an ablation stopped part-way still reports the seeds it finished
-        publish(results, teacher_miou, teacher, out, seed + 1, seeds, args, time.time() - start)
+        if not args.seed_list:
+            publish(results, teacher_miou, teacher, out, seed + 1, seeds, args, time.time() - start)
     return 0
 
 
