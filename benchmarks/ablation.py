@@ -154,6 +154,8 @@ def main() -> int:
         # after every seed, so an ablation stopped part-way still reports the seeds it finished
         if not args.seed_list:
             publish(results, teacher_miou, teacher, out, seed + 1, seeds, args, time.time() - start)
+    if args.seed_list and args.readme:  # e.g. the seeds spread over machines, gathered afterwards
+        publish(results, teacher_miou, teacher, out, len(seed_list), seeds, args, time.time() - start)
     return 0
 
 
