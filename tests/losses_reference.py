@@ -15,6 +15,14 @@ def normalize(v, axis=-1):
     return np.where(n > 1e-6, v / np.maximum(n, 1e-6), v / 1e-6)
 
 
+def floored_normalize(v, floor):
+    """v_i / sqrt(|v_i|^2 + floor^2 * mean_i |v_i|^2) over all vectors of one image; plain normalize at 0."""
+    if not floor:
+        return normalize(v)
+    n2 = (v ** 2).sum(axis=-1, keepdims=True)
+    return v / np.sqrt(n2 + floor ** 2 * n2.mean())
+
+
 def pixelwise(s, t, tau=1.0, mask=None):
     b, h, w, _ = s.shape
     per_image = []
@@ -32,31 +40,33 @@ def pixelwise(s, t, tau=1.0, mask=None):
 
 
 def pool(x, size, mode):
+    """Ceil-mode pooling with kernel = stride = size, or (kh, kw) as torch's max_pool2d((kh, kw), ceil_mode=True)."""
+    kh, kw = (size, size) if isinstance(size, int) else size
     b, h, w, c = x.shape
-    out = np.zeros((b, -(-h // size), -(-w // size), c))
+    out = np.zeros((b, -(-h // kh), -(-w // kw), c))
     for i in range(out.shape[1]):
         for j in range(out.shape[2]):
-            patch = x[:, i * size:(i + 1) * size, j * size:(j + 1) * size]
+            patch = x[:, i * kh:(i + 1) * kh, j * kw:(j + 1) * kw]
             out[:, i, j] = patch.max(axis=(1, 2)) if mode == "max" else patch.mean(axis=(1, 2))
     return out
 
 
-def pairwise(s, t, size=1, mode="max"):
+def pairwise(s, t, size=1, mode="max", floor=0.0):
     s, t = pool(s, size, mode), pool(t, size, mode)
     per_image = []
     for n in range(s.shape[0]):
-        fs = normalize(s[n].reshape(-1, s.shape[-1]))
-        ft = normalize(t[n].reshape(-1, t.shape[-1]))
+        fs = floored_normalize(s[n].reshape(-1, s.shape[-1]), floor)
+        ft = floored_normalize(t[n].reshape(-1, t.shape[-1]), floor)
         a_s, a_t = fs @ fs.T, ft @ ft.T  # explicit N×N similarity matrices
         per_image.append(((a_s - a_t) ** 2).sum() / fs.shape[0] ** 2)
     return np.mean(per_image)
 
 
-def pairwise_window(s, t, window):
+def pairwise_window(s, t, window, floor=0.0):
     r = window // 2
     per_image = []
     for n in range(s.shape[0]):
-        fs, ft = normalize(s[n]), normalize(t[n])
+        fs, ft = floored_normalize(s[n], floor), floored_normalize(t[n], floor)
         h, w = fs.shape[:2]
         total, count = 0.0, 0
         for i in range(h):
@@ -146,6 +156,27 @@ def rkd(es, et, wd=25.0, wa=50.0):
                     out[i, j, k] = normalize(u) @ normalize(v)
         return out
     return wd * huber(dist(es), dist(et)) + wa * huber(angles(es), angles(et))
+
+
+def adaptive_avg_pool(f, h, w):
+    """torch.nn.functional.adaptive_avg_pool2d on B×H×W×C: cell i spans [floor(i·H/h), ceil((i+1)·H/h))."""
+    b, height, width, c = f.shape
+    out = np.zeros((b, h, w, c), np.float64)
+    for i in range(h):
+        for j in range(w):
+            r0, r1 = (i * height) // h, -((-(i + 1) * height) // h)
+            c0, c1 = (j * width) // w, -((-(j + 1) * width) // w)
+            out[:, i, j] = f[:, r0:r1, c0:c1].mean(axis=(1, 2))
+    return out
+
+
+def attention_pooled(s, t, p=2.0):
+    """RepDistiller's at_loss: the larger feature map adaptive-average-pooled to the smaller's size."""
+    if s.shape[1] > t.shape[1]:
+        s = adaptive_avg_pool(s, t.shape[1], t.shape[2])
+    elif s.shape[1] < t.shape[1]:
+        t = adaptive_avg_pool(t, s.shape[1], s.shape[2])
+    return attention(s, t, p)
 
 
 def attention(s, t, p=2.0):

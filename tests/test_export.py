@@ -80,8 +80,10 @@ def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
     served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
     image = np.random.RandomState(0).randint(0, 256, (1, 32, 32, 3)).astype(np.uint8)
     interpreter = runtime.make_interpreter(exports["float32"]["file"])
-    np.testing.assert_array_equal(served(image=tf.constant(image))["labels"].numpy(),
-                                  runtime.run(interpreter, image))
+    # TensorFlow (oneDNN) and LiteRT (XNNPACK) sum in different orders: a pixel whose two best logits
+    # tie to float32 rounding may take the other label; more than 1 in 1024 would be a real difference
+    agreement = np.mean(served(image=tf.constant(image))["labels"].numpy() == runtime.run(interpreter, image))
+    assert agreement >= 1 - 1 / 1024
 
 
 def test_qat_on_the_mobilenet_lraspp_student(tmp_path):

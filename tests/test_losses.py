@@ -9,6 +9,7 @@ import losses_reference as ref
 from skd_tf.losses import (AttentionTransfer, ChannelwiseDistillation, CorrelationCongruence, FitNetDistillation,
                            InstanceRelationGraph, PairwiseDistillation, PixelwiseDistillation, RelationalKD,
                            SimilarityPreserving)
+from skd_tf.losses.pairwise import explicit_pairwise_distance, gram_pairwise_distance
 
 RTOL = 1e-5
 
@@ -40,30 +41,76 @@ def test_pixelwise_ignores_labelled_pixels():
 
 # ---------------------------------------------------------------- pair-wise
 
+FLOORS = pytest.mark.parametrize("floor", [0.0, 0.1], ids=["plain_cosine", "norm_floor"])
+
+
+@FLOORS
 @pytest.mark.parametrize("cs,ct", [(6, 6), (5, 9)])
-def test_pairwise_exact_equals_explicit_full_graph(cs, ct):
+def test_pairwise_exact_equals_explicit_full_graph(cs, ct, floor):
     s, t = rand(2, 6, 7, cs, seed=1), rand(2, 6, 7, ct, seed=2)
-    expected = ref.pairwise(s, t)
-    close(PairwiseDistillation()(s, t), expected)
-    close(PairwiseDistillation(exact=False)(s, t), expected)
+    expected = ref.pairwise(s, t, floor=floor)
+    close(PairwiseDistillation(norm_floor=floor)(s, t), expected)
+    close(PairwiseDistillation(exact=False, norm_floor=floor)(s, t), expected)
 
 
+@FLOORS
 @pytest.mark.parametrize("size,mode", [(2, "max"), (3, "max"), (3, "avg")])
-def test_pairwise_pooled_nodes_match_reference(size, mode):
+def test_pairwise_pooled_nodes_match_reference(size, mode, floor):
     s, t = rand(2, 7, 8, 4, seed=3), rand(2, 7, 8, 5, seed=4)  # 7x8 with size 3: ceil-mode edge patches
-    close(PairwiseDistillation(granularity=size, pool=mode)(s, t), ref.pairwise(s, t, size, mode))
-    close(PairwiseDistillation(granularity=size, pool=mode, exact=False)(s, t), ref.pairwise(s, t, size, mode))
+    expected = ref.pairwise(s, t, size, mode, floor)
+    close(PairwiseDistillation(granularity=size, pool=mode, norm_floor=floor)(s, t), expected)
+    close(PairwiseDistillation(granularity=size, pool=mode, exact=False, norm_floor=floor)(s, t), expected)
+
+
+def test_pairwise_gram_form_keeps_precision_when_the_loss_is_small_next_to_its_terms():
+    """Four similar nodes per image (as a 16×16 map pooled 8×8), the student close to the teacher: the
+    Gram identity subtracts sums ~10⁴× the result. Against float64 on the same float32 nodes both forms
+    must be within 1e-5 relative (float32 accumulation left the Gram form 1.6e-3 off here)."""
+    base = rand(2, 1, 1, 32, seed=40) + 0.3 * rand(2, 4, 1, 32, seed=41)
+    nodes_t = ref.normalize(base).reshape(2, 4, 32).astype("float32")
+    nodes_s = ref.normalize(base + 0.05 * rand(2, 4, 1, 32, seed=42)).reshape(2, 4, 32).astype("float32")
+    s64, t64 = nodes_s.astype("float64"), nodes_t.astype("float64")
+    a_s, a_t = np.einsum("bic,bjc->bij", s64, s64), np.einsum("bic,bjc->bij", t64, t64)
+    expected = ((a_s - a_t) ** 2).mean(axis=(1, 2))
+    terms = (np.einsum("bnc,bnd->bcd", s64, s64) ** 2).sum(axis=(1, 2)) / 16
+    assert (terms / expected).min() > 1e3  # the ill-conditioned case
+    np.testing.assert_allclose(gram_pairwise_distance(nodes_s, nodes_t), expected, rtol=1e-5)
+    np.testing.assert_allclose(explicit_pairwise_distance(nodes_s, nodes_t), expected, rtol=1e-5)
 
 
 def test_pairwise_reference_code_scale_form():
     s, t = rand(1, 8, 8, 4, seed=5), rand(1, 8, 8, 6, seed=6)
     # scale 0.5 on an 8-wide map: kernel = stride = 4, so 2x2 = 4 nodes (as in the reference code)
-    close(PairwiseDistillation(scale=0.5)(s, t), ref.pairwise(s, t, 4, "max"))
+    close(PairwiseDistillation(scale=0.5, norm_floor=0)(s, t), ref.pairwise(s, t, 4, "max"))
 
 
-def test_pairwise_local_window_matches_reference():
+@pytest.mark.parametrize("h,w", [(12, 16), (13, 18), (16, 12)])
+def test_pairwise_reference_code_scale_form_on_non_square_maps(h, w):
+    """The reference pools with kernel = stride = (int(H'·scale), int(W'·scale)), ceil mode."""
+    s, t = rand(2, h, w, 4, seed=40), rand(2, h, w, 6, seed=41)
+    expected = ref.pairwise(s, t, (int(h * 0.5), int(w * 0.5)), "max")
+    close(PairwiseDistillation(scale=0.5, norm_floor=0)(s, t), expected)
+    close(PairwiseDistillation(scale=0.25, norm_floor=0)(s, t), ref.pairwise(s, t, (h // 4, w // 4), "max"))
+
+
+@FLOORS
+def test_pairwise_local_window_matches_reference(floor):
     s, t = rand(2, 5, 6, 3, seed=7), rand(2, 5, 6, 4, seed=8)
-    close(PairwiseDistillation(window=3)(s, t), ref.pairwise_window(s, t, 3))
+    close(PairwiseDistillation(window=3, norm_floor=floor)(s, t), ref.pairwise_window(s, t, 3, floor))
+
+
+def test_pairwise_norm_floor_bounds_the_gradient_of_near_zero_features():
+    """A feature vector 2.4e-5 long: the plain cosine's gradient grows as 1/‖f‖; the floor caps it."""
+    s, t = rand(1, 4, 4, 3, seed=30), rand(1, 4, 4, 5, seed=31)
+    s[0, 0, 0] = [1e-5, -2e-5, 1e-5]
+    grads = {}
+    for floor in (0.0, 0.1):
+        x = tf.constant(s)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = PairwiseDistillation(norm_floor=floor)(x, t)
+        grads[floor] = np.abs(tape.gradient(loss, x).numpy()[0, 0, 0]).max()
+    assert grads[0.0] > 1e3 * grads[0.1]  # 168 vs 0.14 here; 10x shorter vector: 10x larger plain gradient
 
 
 @pytest.mark.parametrize("size", [1, 2])
@@ -83,8 +130,10 @@ def test_pairwise_invariances():
     s, t = rand(2, 5, 5, 4, seed=11), rand(2, 5, 5, 6, seed=12)
     loss = PairwiseDistillation()
     base = float(loss(s, t))
-    scale = np.abs(rand(2, 5, 5, 1, seed=13)) + 0.1  # positive per-pixel scaling
-    close(loss(s * scale, t), base)
+    close(loss(s * 7.5, t * 0.01), base)  # a feature map's scale does not matter
+    scale = np.abs(rand(2, 5, 5, 1, seed=13)) + 0.1  # positive per-pixel scaling: only for the plain cosine
+    plain = PairwiseDistillation(norm_floor=0)
+    close(plain(s * scale, t), float(plain(s, t)))
     perm = np.random.default_rng(14).permutation(25)
     shuffle = lambda x: x.reshape(2, 25, -1)[:, perm].reshape(x.shape)  # same node relabelling on both
     close(loss(shuffle(s), shuffle(t)), base)
@@ -118,6 +167,13 @@ def test_fitnet_matches_reference():
 def test_attention_transfer_matches_reference():
     s, t = rand(2, 4, 6, 3, seed=19), rand(2, 4, 6, 8, seed=20)
     close(AttentionTransfer()(s, t), ref.attention(s, t))
+
+
+@pytest.mark.parametrize("s_shape,t_shape", [((8, 12), (4, 6)), ((4, 5), (7, 9)), ((6, 6), (6, 6))])
+def test_attention_transfer_pool_larger_matches_repdistiller(s_shape, t_shape):
+    """RepDistiller pools the larger feature map down (non-divisible 7×9 → 4×5 uses torch's adaptive cells)."""
+    s, t = rand(2, *s_shape, 3, seed=19), rand(2, *t_shape, 8, seed=20)
+    close(AttentionTransfer(match="pool_larger")(s, t), ref.attention_pooled(s, t))
 
 
 # ---------------------------------------------------------------- relational

@@ -31,6 +31,60 @@ def test_gradient_penalty_is_zero_for_a_unit_norm_linear_critic():
     np.testing.assert_allclose(gp, np.zeros(5), atol=1e-6)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_penalty_of_a_map_scoring_critic_follows_the_reduction(reduction):
+    """A 1×1-conv critic scores each of the h·w positions with w·x_p. The reference differentiates the
+    sum of the map (∇ = w at every position, ‖∇‖ = √(hw)·‖w‖); the mean gives ‖w‖/√(hw)."""
+    h, w_, c = 3, 5, 4
+    weights = rand(c, seed=20)
+    score_map = lambda m: tf.einsum("bhwc,c->bhw", m, weights)
+    reduce = tf.reduce_mean if reduction == "mean" else tf.reduce_sum
+    gp = gradient_penalty(lambda m, _: reduce(score_map(m), axis=[1, 2]), rand(2, h, w_, c, seed=21),
+                          rand(2, h, w_, c, seed=22), None, np.array([0.2, 0.7], "float32"))
+    norm = np.linalg.norm(weights) * (np.sqrt(h * w_) if reduction == "sum" else 1 / np.sqrt(h * w_))
+    np.testing.assert_allclose(gp, [(norm - 1) ** 2] * 2, rtol=1e-5)
+
+
+class MapScoringCritic(keras.layers.Layer):
+    """A 1×1 linear critic: score map w·m_p at every position p, score = mean of the map."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def score_map(self, m, condition=None, training=False):
+        return tf.einsum("bhwc,c->bhw", m, self.w)
+
+    def call(self, m, condition=None, training=False):
+        return tf.reduce_mean(self.score_map(m), axis=[1, 2])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_holistic_gp_reduction_follows_the_critics_score_map(reduction):
+    """HolisticDistillation's critic objective with a map-scoring critic: D(m) = mean_p w·softmax(m)_p,
+    ‖∇‖ = ‖w‖/√(hw) for "mean" and √(hw)·‖w‖ for "sum" (the reference's penalty)."""
+    h, w_, c = 4, 6, 3
+    weights = rand(c, seed=26)
+    s, t = rand(2, h, w_, c, seed=23), rand(2, h, w_, c, seed=24)
+    loss = HolisticDistillation(critic_input="logits", gp_weight=10.0, gp_reduction=reduction, seed=1)
+    loss.critic = MapScoringCritic(weights)
+    loss.global_batch_size = 2
+    d_s, d_t = (s @ weights).mean(axis=(1, 2)), (t @ weights).mean(axis=(1, 2))
+    norm = np.linalg.norm(weights) * (np.sqrt(h * w_) if reduction == "sum" else 1 / np.sqrt(h * w_))
+    expected = np.mean(d_s - d_t + 10.0 * (norm - 1) ** 2)
+    np.testing.assert_allclose(loss.critic_loss(s, t, step=0), expected, rtol=1e-5)
+
+
+def test_holistic_critic_scores_the_mean_of_its_map():
+    """The critic's score is the mean of its last convolution's map, which is h×w > 1×1 on 32×32 maps."""
+    keras.utils.set_random_seed(0)
+    critic = HolisticCritic(width=0.0625)
+    m, img = rand(2, 32, 32, 3, seed=27), rand(2, 64, 64, 3, seed=28)
+    score_map = critic.score_map(m, img).numpy()
+    assert score_map.shape == (2, 2, 2)
+    np.testing.assert_allclose(critic(m, img), score_map.mean(axis=(1, 2)), rtol=1e-5, atol=1e-7)
+
+
 def test_gradient_penalty_matches_a_quadratic_critic_by_hand():
     real, fake = rand(3, 2, 2, 2, seed=3), rand(3, 2, 2, 2, seed=4)
     eps = np.array([0.0, 0.3, 1.0], "float32")

@@ -8,7 +8,8 @@ Example::
       losses:                      # any combination; options are the loss class's arguments
         pixel: {weight: 10.0, temperature: 1.0}
         pairwise: {weight: 10.0, granularity: 1, pool: max}
-      holistic: {weight: 0.1, n_critic: 1, loss_type: wgan-gp, learning_rate: 0.0004}
+      holistic: {weight: 0.1, n_critic: 1, loss_type: wgan-gp, learning_rate: 0.0004,
+                 critic_loss_weight: null, gp_reduction: mean}   # null: scale by weight, as the reference
       knowledge_adaptation: {pretrain_steps: 200, code_channels: 32}
 
 A loss's options are checked against its constructor (``skd_tf.losses.LOSSES``):
@@ -68,6 +69,15 @@ class HolisticSpec(_Section):
     learning_rate: float = Field(4e-4, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+    # The critic minimises critic_loss_weight × its objective. None: the holistic weight λ_ho, as the
+    # reference code does (d_loss = lambda_d · (adv + GP), lambda_d = 0.1); 1.0: the unscaled objective.
+    critic_loss_weight: Optional[float] = Field(None, gt=0)
+    gp_reduction: Literal["mean", "sum"] = "mean"
+
+    @property
+    def critic_scale(self) -> float:
+        """The factor on the critic's objective before its optimizer step."""
+        return self.weight if self.critic_loss_weight is None else self.critic_loss_weight
 
 
 class KnowledgeAdaptationSpec(_Section):

@@ -18,7 +18,9 @@ class Distiller(Prebuilt, keras.Model):
       1. runs the teacher in inference mode (no gradient);
       2. runs the student (training mode);
       3. when ``holistic`` is set, makes ``n_critic`` critic updates with the
-         critic's own optimizer on the student map with gradients stopped;
+         critic's own optimizer on the student map with gradients stopped,
+         minimising ``critic_loss_weight`` × the critic objective (the reference
+         code scales it by λ_ho; the logged ``critic`` is the unscaled objective);
       4. updates the student (and the trainable parts of the losses, such as
          adapters) on  L = CE + aux_weight·CE_aux + Σ_k λ_k·L_k − λ_ho·E[D(Q^S|I)],
          the critic term scored by the just-updated critic.
@@ -31,7 +33,7 @@ class Distiller(Prebuilt, keras.Model):
     def __init__(self, teacher: keras.Model, student: keras.Model, losses: dict, num_classes: int,
                  holistic: HolisticDistillation | None = None, holistic_weight: float = 0.1, n_critic: int = 1,
                  ignore_label: int = 255, aux_weight: float = 0.4, global_batch_size: int | None = None,
-                 **kwargs):
+                 critic_loss_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.teacher = teacher
         self.teacher.trainable = False
@@ -44,6 +46,7 @@ class Distiller(Prebuilt, keras.Model):
             holistic.global_batch_size = global_batch_size
         self.holistic_weight = holistic_weight
         self.n_critic = n_critic
+        self.critic_loss_weight = critic_loss_weight
         self.ignore_label = ignore_label
         self.aux_weight = aux_weight
         self.global_batch_size = global_batch_size
@@ -102,7 +105,8 @@ class Distiller(Prebuilt, keras.Model):
         with tf.GradientTape() as tape:
             loss = self.holistic.critic_loss(student_logits, teacher_logits, images,
                                              step=self.critic_optimizer.iterations)
-        self.critic_optimizer.apply(tape.gradient(loss, variables), variables)
+            scaled = self.critic_loss_weight * loss
+        self.critic_optimizer.apply(tape.gradient(scaled, variables), variables)
         return loss
 
     def _terms(self, s_out, t_out, labels, images) -> tuple[dict, tf.Tensor]:

@@ -118,11 +118,12 @@ def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbac
         if dcfg.holistic is not None:
             h = dcfg.holistic
             holistic = HolisticDistillation(h.critic_input, h.loss_type, h.gp_weight, h.critic_width,
-                                            seed=cfg.seed, name="holistic_loss")
+                                            seed=cfg.seed, gp_reduction=h.gp_reduction, name="holistic_loss")
         distiller = Distiller(teacher, student, losses, cfg.data.num_classes, holistic,
                               dcfg.holistic.weight if holistic else 0.0,
                               dcfg.holistic.n_critic if holistic else 1,
-                              cfg.data.ignore_label, cfg.train.aux_weight, cfg.train.batch_size)
+                              cfg.data.ignore_label, cfg.train.aux_weight, cfg.train.batch_size,
+                              critic_loss_weight=dcfg.holistic.critic_scale if holistic else 1.0)
         student_opt, critic_opt = _optimizers(cfg, dcfg)
         distiller.compile(optimizer=student_opt, critic_optimizer=critic_opt, jit_compile=cfg.train.jit_compile)
         distiller.build_state((*size, 3))

@@ -104,7 +104,9 @@ class HolisticCritic(keras.Model):
         self.width = width
         self.batch_norm_input = batch_norm_input
         dtype = self.dtype_policy
-        self.input_norm = layers.BatchNormalization(name="input_bn", dtype=dtype) if batch_norm_input else None
+        # ε = 1e-5 as torch's BatchNorm2d in the reference (Keras' default is 1e-3)
+        self.input_norm = (layers.BatchNormalization(epsilon=1e-5, name="input_bn", dtype=dtype)
+                           if batch_norm_input else None)
         self.convs = [SpectralConv2D(max(int(c * width), 4), 4, strides=2, name=f"sn_conv{i + 1}", dtype=dtype)
                       for i, c in enumerate((64, 128, 256, 512))]
         self.attention3 = SelfAttention(name="attention3", dtype=dtype)
@@ -112,6 +114,11 @@ class HolisticCritic(keras.Model):
         self.last = layers.Conv2D(1, 4, padding="same", name="score", dtype=dtype)
 
     def call(self, seg_map, image=None, training=False):
+        """D(Q | I) per image: the mean of ``score_map`` over its positions."""
+        return tf.reduce_mean(self.score_map(seg_map, image, training), axis=[1, 2])
+
+    def score_map(self, seg_map, image=None, training=False):
+        """The last convolution's B×h×w map of scores (h×w = 1×1 only for the reference's 65×65 input)."""
         x = as_float32(seg_map)
         if self.input_norm is not None:
             x = self.input_norm(x, training=training)
@@ -123,7 +130,7 @@ class HolisticCritic(keras.Model):
                 x = self.attention3(x)
             if i == 3:
                 x = self.attention4(x)
-        return tf.reduce_mean(self.last(x), axis=[1, 2, 3])
+        return self.last(x)[..., 0]
 
     def get_config(self):
         return {**super().get_config(), "width": self.width, "batch_norm_input": self.batch_norm_input}
@@ -159,19 +166,27 @@ class HolisticDistillation(DistillationLoss):
     ``critic_input``: "softmax_image" (the paper's and the cvpr_19 branch's form:
     softmax(Q) concatenated with the image resized to Q's size, the default) or
     "logits" (the master branch: raw logits through a BatchNorm).
+    ``gp_reduction``: the penalty differentiates D(x̂) = the *mean* of the critic's
+    score map ("mean", the default: the same function the Wasserstein terms
+    use, so the penalty constrains that function's gradient), or its *sum* as
+    the reference code does (``grad_outputs=ones`` on the map; "sum"). They
+    coincide for a 1×1 map and differ by the map's size h·w otherwise.
     """
 
     reads = "logits"
 
     def __init__(self, critic_input: str = "softmax_image", loss_type: str = "wgan-gp", gp_weight: float = 10.0,
-                 critic_width: float = 1.0, seed: int | None = None, **kwargs):
+                 critic_width: float = 1.0, seed: int | None = None, gp_reduction: str = "mean", **kwargs):
         super().__init__(**kwargs)
         if critic_input not in ("softmax_image", "logits"):
             raise ValueError(f"critic_input must be 'softmax_image' or 'logits', got {critic_input!r}")
         if loss_type not in ("wgan-gp", "hinge"):
             raise ValueError(f"loss_type must be 'wgan-gp' or 'hinge', got {loss_type!r}")
+        if gp_reduction not in ("mean", "sum"):
+            raise ValueError(f"gp_reduction must be 'mean' or 'sum', got {gp_reduction!r}")
         self.critic_input = critic_input
         self.loss_type = loss_type
+        self.gp_reduction = gp_reduction
         self.gp_weight = gp_weight
         self.critic_width = critic_width
         self.critic = HolisticCritic(critic_width, batch_norm_input=critic_input == "logits", name="critic",
@@ -230,8 +245,11 @@ class HolisticDistillation(DistillationLoss):
                 eps = keras.random.uniform(tf.shape(s)[:1], seed=self.seed_generator)
             else:
                 eps = self.interpolation_weights(tf.shape(s)[0], step)
-            gp = gradient_penalty(lambda m, c: self.critic(m, c, training=True),
-                                  self.critic_map(t), self.critic_map(s), condition, eps)
+            if self.gp_reduction == "mean":
+                critic_fn = lambda m, c: self.critic(m, c, training=True)
+            else:  # the reference differentiates the sum of the critic's score map
+                critic_fn = lambda m, c: tf.reduce_sum(self.critic.score_map(m, c, training=True), axis=[1, 2])
+            gp = gradient_penalty(critic_fn, self.critic_map(t), self.critic_map(s), condition, eps)
             per_example = d_s - d_t + self.gp_weight * gp
         return average_over_global_batch(per_example, self.global_batch_size)
 
@@ -243,4 +261,5 @@ class HolisticDistillation(DistillationLoss):
 
     def get_config(self):
         return {**super().get_config(), "critic_input": self.critic_input, "loss_type": self.loss_type,
-                "gp_weight": self.gp_weight, "critic_width": self.critic_width, "seed": self.seed}
+                "gp_weight": self.gp_weight, "critic_width": self.critic_width, "seed": self.seed,
+                "gp_reduction": self.gp_reduction}

@@ -23,6 +23,10 @@ class PixelwiseDistillation(DistillationLoss):
     pixels whose label (downsampled nearest-neighbour to the logits' size) is the
     ignore label are left out and N counts the others. Student logits at another
     resolution are resized to the teacher's.
+
+    The reference code's value is the cross-entropy Σ_i −q_i^T·log q_i^S / (h·w);
+    KL = cross-entropy − H(q^T), and the teacher's entropy H(q^T) does not depend
+    on the student: same gradient, values lower by (1/N) Σ_i H(q_i^T) per image.
     """
 
     reads = "logits"

@@ -121,6 +121,9 @@ class InstanceRelationGraph(RelationalLoss):
     pooled maps (``transform_layers``, default logits and aux_logits, which have
     the same width), each vector divided by its maximum; left out when a model
     lacks one of those outputs. Takes the models' output dicts.
+    One edge term, on the head features: KD-Zoo averages edge terms over three
+    backbone layers; a segmentation model's head features are the layer the other
+    feature losses read, so we keep one (a deliberate difference, README).
     """
 
     def __init__(self, vertex_weight: float = 0.1, edge_weight: float = 5.0, transform_weight: float = 5.0,
