@@ -1,21 +1,30 @@
-"""The paper's ablation table (Liu et al. 2019, Table 1) on the built-in synthetic dataset.
+"""The paper's ablation table (Liu et al. 2019, Table 1) and the neighbouring methods, on the synthetic data.
 
-    python benchmarks/ablation.py            # 8 rows x 3 seeds at the configs' full length (hours on a CPU)
-    python benchmarks/ablation.py --quick    # 1 seed, 200 steps per student: a ~10-minute check
+    python benchmarks/ablation.py                   # 12 rows; 5 seeds for the SKD rows and KA, 3 for the others
+    python benchmarks/ablation.py --seed-list 3,4   # only these seeds (e.g. the ones a new machine should add)
+    python benchmarks/ablation.py --quick           # 1 seed, 200 steps per student: a plumbing check
 
-Rows: the baseline student, + pixel-wise, + pair-wise, + holistic (the paper's
-three), then knowledge adaptation, CWD, FitNet and attention transfer. Every
-(row, seed) is its own `skd-tf train/distill` run in runs/ablation[_quick]/;
-finished runs are reused, so an interrupted ablation resumes. Prints mean ± std
-mIoU over the seeds and the fraction of the teacher–student gap each row
-closes, writes the markdown table to <out>/ablation.md and, for the full run
-(or with --readme), into README.md between the ablation markers.
+Rows: the baseline student, + pixel-wise, + pair-wise, + holistic (the paper's three), then knowledge
+adaptation, SP, CC, IRG, RKD, CWD, FitNet and attention transfer. Each (row, seed) is its own
+`skd-tf train/distill` run in runs/ablation/; its small result (mIoU, per-class IoU, distances to the
+teacher, gradient shares, host CPU, minutes) is recorded as JSON under benchmarks/results/ablation/ —
+commit those files: a later run, on this or another machine, skips every recorded (row, seed).
+
+A seed is a *paired block*: every row of seed s starts from the same initialisation and data order, and
+distils the same teacher. Results are filed under the teacher's fingerprint (a hash of its per-class
+IoU), so blocks from another machine's teacher (CPU rounding makes teachers differ) are never mixed
+within a block. The table reports mean ± std over seeds, and the *paired* difference to the baseline
+and to the previous SKD row with its 95 % t-interval over the seeds that have both; also as a PNG.
+Each student's distance to the teacher (pixel KL, pair-wise, the full-SKD critic's estimate) is
+measured on the validation split, so the table shows what each term leaves to close.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -24,66 +33,217 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = [  # (label, config, command)
-    ("baseline student", "synthetic_student", "train"),
-    ("+ pixel-wise", "synthetic_skd_pi", "distill"),
-    ("+ pixel-wise + pair-wise", "synthetic_skd_pi_pa", "distill"),
-    ("+ pixel-wise + pair-wise + holistic", "synthetic_skd_full", "distill"),
-    ("knowledge adaptation", "synthetic_ka", "distill"),
-    ("channel-wise (CWD)", "synthetic_cwd", "distill"),
-    ("FitNet", "synthetic_fitnet", "distill"),
-    ("attention transfer", "synthetic_at", "distill"),
+# (key, label, config, command, seeds wanted by default)
+ROWS = [
+    ("baseline", "baseline student", "synthetic_student", "train", 5),
+    ("pi", "+ pixel-wise", "synthetic_skd_pi", "distill", 5),
+    ("pi_pa", "+ pixel-wise + pair-wise", "synthetic_skd_pi_pa", "distill", 5),
+    ("full", "+ pixel-wise + pair-wise + holistic", "synthetic_skd_full", "distill", 5),
+    ("ka", "knowledge adaptation", "synthetic_ka", "distill", 5),
+    ("sp", "similarity-preserving (SP)", "synthetic_sp", "distill", 3),
+    ("cc", "correlation congruence (CC)", "synthetic_cc", "distill", 3),
+    ("irg", "instance relation graph (IRG)", "synthetic_irg", "distill", 3),
+    ("rkd", "relational KD (RKD)", "synthetic_rkd", "distill", 3),
+    ("cwd", "channel-wise (CWD)", "synthetic_cwd", "distill", 3),
+    ("fitnet", "FitNet", "synthetic_fitnet", "distill", 3),
+    ("at", "attention transfer", "synthetic_at", "distill", 3),
 ]
+PREVIOUS = {"pi_pa": "pi", "full": "pi_pa"}  # the paper's chain: each SKD row against the one before
 README_START, README_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+QUICK = ["train.steps=200", "train.steps_per_epoch=100", "distill.knowledge_adaptation.pretrain_steps=50",
+         "distill.diagnostics_every=50"]
 
 
-def run_one(command: str, config: str, out: Path, seed: int, teacher: str | None, extra: list[str]) -> dict:
-    """One training run through the CLI (its own process); returns its eval.json (reused when present)."""
-    scores = out / "eval.json"
-    if scores.exists():
-        return json.loads(scores.read_text())
-    args = [sys.executable, "-m", "skd_tf.cli", command, "--config", str(ROOT / "configs" / f"{config}.yaml"),
-            "--set", f"seed={seed}", "--set", f"train.out_dir={out}", "--quiet"]
-    if teacher and command == "distill":
-        args += ["--teacher", teacher]
-    for item in extra:
-        args += ["--set", item]
-    log = out.with_suffix(".log")
+# ------------------------------------------------------------------------------------------ statistics
+
+def t_quantile(p: float, dof: int) -> float:
+    """Student's t quantile (scipy when installed, else the normal approximation with Cornish–Fisher terms)."""
+    try:
+        from scipy import stats
+
+        return float(stats.t.ppf(p, dof))
+    except ImportError:  # pragma: no cover - scipy ships with the dev extras
+        z = statistics.NormalDist().inv_cdf(p)
+        g1 = (z ** 3 + z) / 4
+        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+        return z + g1 / dof + g2 / dof ** 2
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """Mean of a[s] − b[s] over the seeds in both, with its 95 % t-interval (None below 2 pairs)."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None if not seeds else {"mean": a[seeds[0]] - b[seeds[0]], "low": None, "high": None, "n": 1}
+    diffs = [a[s] - b[s] for s in seeds]
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    half = t_quantile(0.975, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+
+
+# ------------------------------------------------------------------------------------------ records
+
+def teacher_fingerprint(teacher: Path) -> tuple[str, float]:
+    """(12 hex digits from the teacher's per-class IoU, its mIoU): same teacher, same fingerprint."""
+    scores = json.loads((teacher.parent / "eval.json").read_text())
+    digest = hashlib.sha256(json.dumps([round(v, 10) for v in scores["per_class_iou"]]).encode()).hexdigest()
+    return digest[:12], scores["miou"]
+
+
+def host_cpu() -> dict:
+    """The CPU model and the instruction-set features that change rounding and speed."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(),
+            "features": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})}
+
+
+def load_records(results: Path) -> list[dict]:
+    """Every recorded run under ``results`` (any teacher)."""
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*/*/seed*.json"))]
+
+
+# ------------------------------------------------------------------------------------------ running
+
+def run_cli(args: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        proc = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if proc.returncode != 0 or not scores.exists():
+    with open(log, "a") as f:
+        proc = subprocess.run([sys.executable, "-m", "skd_tf.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
-        raise SystemExit(f"{command} {config} seed {seed} failed (log {log}): {tail[0]}")
-    return json.loads(scores.read_text())
+        raise SystemExit(f"skd-tf {args[0]} failed (log {log}): {tail[0]}")
 
 
-def summarise(results: dict[str, list[float]], teacher_miou: float) -> list[dict]:
-    """Mean, std (sample, over seeds), and the fraction of the teacher-baseline gap closed, per row."""
-    base = statistics.mean(results[ROWS[0][0]])
-    gap = teacher_miou - base
+def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs: Path, extra: list[str]) -> dict:
+    """Trains one (row, seed) (resuming an interrupted run) and returns its record without the critic distance."""
+    out = runs / config / f"seed{seed}"
+    sets = [f"seed={seed}", f"train.out_dir={out}"] + [e for e in extra if command == "distill"
+                                                         or not e.startswith("distill.")]
+    args = [command, "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet"]
+    if command == "distill":
+        args += ["--teacher", str(teacher)]
+    started = time.time()
+    if not (out / "eval.json").exists():
+        run_cli(args + [a for s in sets for a in ("--set", s)], out.with_suffix(".log"))
+    scores = json.loads((out / "eval.json").read_text())
+    if "teacher_distance" not in scores:  # a trained baseline: measure it like the distilled students
+        distances = out / "teacher_distance.json"
+        if not distances.exists():
+            run_cli(["evaluate", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet",
+                     "--checkpoint", str(out / "model.keras"), "--teacher", str(teacher), "--json", str(distances)]
+                    + [a for s in sets[1:] for a in ("--set", s)], out.with_suffix(".log"))
+        scores["teacher_distance"] = json.loads(distances.read_text())["teacher_distance"]
+    return {"row": key, "config": config, "seed": seed, "miou": scores["miou"],
+            "per_class_iou": scores["per_class_iou"], "teacher_distance": scores["teacher_distance"],
+            "gradient_share": scores.get("gradient_share", {}).get("mean", {}),
+            "minutes": round((time.time() - started) / 60, 2), "overrides": extra, "host": host_cpu()}
+
+
+def add_critic_distance(record: dict, critic: Path, teacher: Path, runs: Path, extra: list[str]) -> None:
+    """The full-SKD critic's Wasserstein estimate for this row's student (the same critic for every row)."""
+    out = runs / record["config"] / f"seed{record['seed']}"
+    target = out / "critic_distance.json"
+    if not target.exists():
+        sets = [f"seed={record['seed']}"] + list(extra)  # distill.holistic.* options shape the critic
+        run_cli(["evaluate", "--config", str(ROOT / "configs" / "synthetic_skd_full.yaml"), "--quiet",
+                 "--checkpoint", str(out / "model.keras"), "--teacher", str(teacher), "--critic", str(critic),
+                 "--json", str(target)] + [a for s in sets for a in ("--set", s)], out.with_suffix(".log"))
+    record["teacher_distance"]["critic"] = json.loads(target.read_text())["teacher_distance"]["critic"]
+
+
+# ------------------------------------------------------------------------------------------ table
+
+def summarise(records: list[dict]) -> dict:
+    """Per row: mIoU per block (teacher, seed), mean ± std, paired differences, mean distances and shares."""
+    blocks_teacher = {(r["teacher"], r["seed"]): r["teacher_miou"] for r in records}
+    by_row: dict[str, dict[tuple, dict]] = {}
+    for r in records:
+        by_row.setdefault(r["row"], {})[(r["teacher"], r["seed"])] = r
+    miou = {key: {block: r["miou"] for block, r in runs.items()} for key, runs in by_row.items()}
     rows = []
-    for label, _, _ in ROWS:
-        values = results.get(label)
-        if not values:
+    for key, label, *_ in ROWS:
+        if key not in miou:
             continue
-        mean = statistics.mean(values)
-        rows.append({"row": label, "seeds": len(values), "mean": mean,
-                     "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                     "delta": mean - base, "gap_closed": (mean - base) / gap if gap > 0 else float("nan"),
-                     "values": values})
-    return rows
+        values = list(miou[key].values())
+        gap = [(miou[key][b] - miou["baseline"][b]) / (blocks_teacher[b] - miou["baseline"][b])
+               for b in miou[key] if b in miou.get("baseline", {}) and blocks_teacher[b] > miou["baseline"][b]]
+        distances = [r["teacher_distance"] for r in by_row[key].values()]
+        shares = [r["gradient_share"] for r in by_row[key].values() if r["gradient_share"]]
+        rows.append({
+            "key": key, "row": label, "seeds": len(values), "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "vs_baseline": paired_difference(miou[key], miou.get("baseline", {})) if key != "baseline" else None,
+            "vs_previous": paired_difference(miou[key], miou.get(PREVIOUS[key], {})) if key in PREVIOUS else None,
+            "gap_closed": statistics.mean(gap) if gap else None,
+            "distance": {name: statistics.mean(d[name] for d in distances if name in d)
+                         for name in ("pixel_kl", "pairwise", "critic") if any(name in d for d in distances)},
+            "gradient_share": {name: statistics.mean(s[name] for s in shares if name in s)
+                               for name in sorted({n for s in shares for n in s})},
+        })
+    teachers = sorted({(r["teacher"], r["teacher_miou"]) for r in records})
+    hosts = sorted({f"{r['host']['model']} ({', '.join(r['host']['features']) or 'no AVX2'})" for r in records})
+    return {"rows": rows, "teachers": [{"fingerprint": t, "miou": m} for t, m in teachers], "hosts": hosts}
 
 
-def markdown(rows: list[dict], teacher_miou: float, note: str) -> str:
-    lines = ["| method | mIoU (%) mean ± std | Δ vs baseline | gap closed | seeds |",
-             "|---|---|---|---|---|",
-             f"| teacher (PSPNet, ResNet-18 ×0.25) | {100 * teacher_miou:.2f} | | | 1 |"]
-    for r in rows:
-        lines.append(f"| {r['row']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | {100 * r['delta']:+.2f} | "
-                     f"{100 * r['gap_closed']:+.0f} % | {r['seeds']} |")
+def _interval(d: dict | None) -> str:
+    if d is None:
+        return ""
+    if d["low"] is None:
+        return f"{100 * d['mean']:+.2f} (1 seed)"
+    return f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+
+
+def markdown(summary: dict, note: str) -> str:
+    lines = ["| method | mIoU (%) mean ± std | paired Δ vs baseline [95 % CI] | Δ vs previous SKD row | gap closed "
+             "| pixel KL | pair-wise | critic | gradient share(s) vs CE | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    teacher_mious = [t["miou"] for t in summary["teachers"]]
+    if teacher_mious:
+        lines.append(f"| teacher (PSPNet, ResNet-18 ×0.25) | {100 * statistics.mean(teacher_mious):.2f} | | | | 0 | 0 "
+                     f"| 0 | | {len(teacher_mious)} teacher(s) |")
+    for r in summary["rows"]:
+        d = r["distance"]
+        shares = ", ".join(f"{k} {v:.2g}" for k, v in r["gradient_share"].items())
+        gap = "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:+.0f} %"
+        critic = "" if "critic" not in d else f"{d['critic']:.3f}"
+        lines.append(
+            f"| {r['row']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | {_interval(r['vs_baseline'])} | "
+            f"{_interval(r['vs_previous'])} | {gap} | {d.get('pixel_kl', float('nan')):.3f} | "
+            f"{d.get('pairwise', float('nan')):.4f} | {critic} | {shares} | {r['seeds']} |")
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Paired difference to the baseline per row with its 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary["rows"] if r["vs_baseline"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    for i, r in enumerate(rows):
+        d = r["vs_baseline"]
+        low = d["low"] if d["low"] is not None else d["mean"]
+        high = d["high"] if d["high"] is not None else d["mean"]
+        colour = "tab:green" if low > 0 else "tab:red" if high < 0 else "tab:grey"
+        ax.errorbar(100 * d["mean"], i, xerr=[[100 * (d["mean"] - low)], [100 * (high - d["mean"])]], fmt="o",
+                    color=colour, capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r['row']} (n={r['vs_baseline']['n']})" for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("mIoU − baseline mIoU, same seed (points; 95 % interval)")
+    ax.set_title("paired effect of each method on the student")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_readme(table: str) -> None:
@@ -96,66 +256,95 @@ def write_readme(table: str) -> None:
     readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
 
 
-def publish(results, teacher_miou, teacher, out: Path, seeds_done: int, seeds: int, args, seconds: float) -> None:
-    """Prints the table and writes ablation.md / ablation.json (and README.md for the full run)."""
-    rows = summarise(results, teacher_miou)
-    mode = "`python benchmarks/ablation.py --quick` (200 steps per student)" if args.quick else \
-        "`python benchmarks/ablation.py` (the configs' full schedules)"
-    partial = "" if seeds_done == seeds else f" **Partial: {seeds_done} of {seeds} seeds so far.**"
-    note = (f"Measured by {mode} on {os.cpu_count()} CPU cores, {seconds / 60:.0f} min for {seeds_done} seed(s); "
-            f"teacher {teacher}. Gap closed = (row − baseline) / (teacher − baseline); seeds change "
-            f"initialisation, data order and augmentation (the dataset is fixed).{partial}")
-    table = markdown(rows, teacher_miou, note)
-    print()
-    print(table, flush=True)
+def publish(results: Path, out: Path, args, png: Path) -> dict:
+    summary = summarise(load_records(results))
+    mode = "`python benchmarks/ablation.py --quick`" if args.quick else "`python benchmarks/ablation.py`"
+    note = (f"From {mode} (records in `{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}`); "
+            f"host(s): {'; '.join(summary['hosts'])}. Paired Δ: same seed = same initialisation, data order "
+            f"and teacher; interval = 95 % t-interval over seeds. Gap closed = (row − baseline) / (teacher − "
+            f"baseline) per seed, averaged. Distances to the teacher on the validation split: pixel KL, "
+            f"pair-wise distance of the head features, and the full-SKD critic's Wasserstein estimate "
+            f"(lower = closer). Gradient share = ‖∇(λ·L)‖ / ‖∇CE‖ averaged over the run.")
+    table = markdown(summary, note)
+    print("\n" + table, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(table)
-    (out / "ablation.json").write_text(json.dumps({"teacher_miou": teacher_miou, "rows": rows}, indent=2))
-    if args.readme or not args.quick:
+    (out / "ablation.json").write_text(json.dumps(summary, indent=2))
+    if summary["rows"]:
+        plot(summary, png)
+        print(f"plot: {png}", flush=True)
+    if args.readme:
         write_readme(table)
         print("README.md updated", flush=True)
+    return summary
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 200 steps per student (about 10 minutes)")
-    parser.add_argument("--seeds", type=int, help="number of seeds (default 3, or 1 with --quick)")
-    parser.add_argument("--seed-list", help="run only these seeds (comma-separated), e.g. to spread seeds over "
-                                            "machines; a later run without it reuses them and writes the table")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1 seed, 200 steps per student (a plumbing check)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 for every row (default: 5 for the SKD rows "
+                                                  "and KA, 3 for the others; 1 with --quick)")
+    parser.add_argument("--seed-list", help="run only these seeds (comma-separated)")
+    parser.add_argument("--rows", help=f"only these rows (comma-separated keys of {', '.join(k for k, *_ in ROWS)})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value in every run's config (recorded with the result)")
     parser.add_argument("--teacher", default="runs/synthetic_teacher/model.keras",
                         help="trained teacher (trained with configs/synthetic_teacher.yaml when missing)")
-    parser.add_argument("--out", help="run directory (default runs/ablation or runs/ablation_quick)")
-    parser.add_argument("--readme", action="store_true", help="also write the table into README.md (default for "
-                                                              "the full run)")
-    args = parser.parse_args()
-    seeds = args.seeds or (1 if args.quick else 3)
-    out = Path(args.out or ("runs/ablation_quick" if args.quick else "runs/ablation"))
-    extra = ["train.steps=200", "train.steps_per_epoch=100",
-             "distill.knowledge_adaptation.pretrain_steps=50"] if args.quick else []
-    teacher = Path(args.teacher)
+    parser.add_argument("--runs", help="where the runs go (default runs/ablation, runs/ablation_quick)")
+    parser.add_argument("--results", help="where the per-run JSON records go (default benchmarks/results/ablation; "
+                                          "with --quick, <runs>/results)")
+    parser.add_argument("--plot", help="the PNG of paired differences (default benchmarks/ablation.png for the "
+                                       "committed records, else <runs>/ablation.png)")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--table-only", action="store_true", help="run nothing; rebuild the table from the records")
+    args = parser.parse_args(argv)
+    runs = Path(args.runs or ("runs/ablation_quick" if args.quick else "runs/ablation")).resolve()
+    results = Path(args.results or (runs / "results" if args.quick else ROOT / "benchmarks/results/ablation")).resolve()
+    extra = (QUICK if args.quick else []) + list(args.overrides)
+    png = Path(args.plot or (ROOT / "benchmarks/ablation.png" if not (args.quick or args.results)
+                             else runs / "ablation.png"))
+    if args.table_only:
+        publish(results, runs, args, png)
+        return 0
+    rows = [r for r in ROWS if not args.rows or r[0] in args.rows.split(",")]
+    if args.rows and len(rows) != len(args.rows.split(",")):
+        raise SystemExit(f"--rows: unknown key in {args.rows!r}; choose from {', '.join(k for k, *_ in ROWS)}")
+    teacher = Path(args.teacher).resolve()
     if not teacher.exists():
         print(f"training the teacher ({teacher} is missing)", flush=True)
-        teacher_out = teacher.parent
-        run_one("train", "synthetic_teacher", teacher_out, 0, None,
-                ["train.steps=600", "train.steps_per_epoch=200"] if args.quick else [])
-    teacher_miou = json.loads((teacher.parent / "eval.json").read_text())["miou"]
-    results: dict[str, list[float]] = {}
+        teacher_sets = ["seed=0", f"train.out_dir={teacher.parent}"] + \
+            (["train.steps=600", "train.steps_per_epoch=200"] if args.quick else []) + \
+            [e for e in args.overrides if not e.startswith(("distill.", "train.steps"))]
+        run_cli(["train", "--config", str(ROOT / "configs/synthetic_teacher.yaml"), "--quiet"]
+                + [a for s in teacher_sets for a in ("--set", s)], teacher.with_suffix(".log"))
+    fingerprint, teacher_miou = teacher_fingerprint(teacher)
+    print(f"teacher {teacher} (mIoU {100 * teacher_miou:.2f}, fingerprint {fingerprint})", flush=True)
+    if args.seed_list:
+        plan = [(s, row) for s in (int(v) for v in args.seed_list.split(",")) for row in rows]
+    else:
+        most = args.seeds or (1 if args.quick else max(r[4] for r in rows))
+        plan = [(s, row) for s in range(most) for row in rows if s < (args.seeds or (1 if args.quick else row[4]))]
     start = time.time()
-    seed_list = [int(v) for v in args.seed_list.split(",")] if args.seed_list else list(range(seeds))
-    total = len(ROWS) * len(seed_list)
-    done = 0
-    for seed in seed_list:
-        for label, config, command in ROWS:
-            done += 1
-            print(f"[{done}/{total}] {label}, seed {seed} ({(time.time() - start) / 60:.1f} min so far)", flush=True)
-            kind_extra = [e for e in extra if command == "distill" or not e.startswith("distill.")]
-            scores = run_one(command, config, out / config / f"seed{seed}", seed, str(teacher), kind_extra)
-            results.setdefault(label, []).append(scores["miou"])
-            print(f"    mIoU {100 * scores['miou']:.2f}", flush=True)
-        # after every seed, so an ablation stopped part-way still reports the seeds it finished
-        if not args.seed_list:
-            publish(results, teacher_miou, teacher, out, seed + 1, seeds, args, time.time() - start)
-    if args.seed_list and args.readme:  # e.g. the seeds spread over machines, gathered afterwards
-        publish(results, teacher_miou, teacher, out, len(seed_list), seeds, args, time.time() - start)
+    for i, (seed, (key, label, config, command, _)) in enumerate(plan, 1):
+        target = results / fingerprint / config / f"seed{seed}.json"
+        if target.exists():
+            continue
+        print(f"[{i}/{len(plan)}] {label}, seed {seed} ({(time.time() - start) / 60:.1f} min so far)", flush=True)
+        record = run_row(key, config, command, seed, teacher, runs, extra)
+        record.update(teacher=fingerprint, teacher_miou=teacher_miou)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(record, indent=1))
+        print(f"    mIoU {100 * record['miou']:.2f}, recorded in {target}", flush=True)
+    # the full-SKD critic of each seed scores every row's student of that seed
+    for path in sorted((results / fingerprint).glob("*/seed*.json")):
+        record = json.loads(path.read_text())
+        critic = runs / "synthetic_skd_full" / f"seed{record['seed']}" / "critic.weights.h5"
+        if "critic" not in record["teacher_distance"] and critic.exists() and \
+                (runs / record["config"] / f"seed{record['seed']}" / "model.keras").exists():
+            add_critic_distance(record, critic, teacher, runs, record["overrides"])
+            path.write_text(json.dumps(record, indent=1))
+    publish(results, runs, args, png)
     return 0
 
 

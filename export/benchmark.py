@@ -259,9 +259,12 @@ def draw_latency(ax, results: list[dict]) -> None:
 def draw_pareto(ax, points: list[tuple[float, float, str]]) -> None:
     """TFLite mIoU against latency for each file, with the Pareto front (faster or more accurate)."""
     points = sorted(points)
-    ax.scatter([p[0] for p in points], [p[1] for p in points])
-    for lat, miou, name in points:
-        ax.annotate(name, (lat, miou), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    # One marker per file, named in the legend: labels written next to the points overlap whenever
+    # two files are about as fast and as accurate (a float32 and a float16 export, say).
+    markers = "osD^v<>ph*"
+    for i, (lat, miou, name) in enumerate(points):
+        ax.scatter([lat], [miou], marker=markers[i % len(markers)], s=50, label=f"{name}: {miou:.1f} %, {lat:.2f} ms",
+                   zorder=3)
     front, best = [], -math.inf
     for lat, miou, _ in points:
         if miou > best:
@@ -271,11 +274,14 @@ def draw_pareto(ax, points: list[tuple[float, float, str]]) -> None:
     ax.set_xlabel("mean latency (ms, fastest configuration)")
     ax.set_ylabel("TFLite mIoU (%)")
     ax.set_title("latency vs mIoU")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
 
 
-def pareto_points(results: list[dict], export_records: list[dict]) -> list[tuple[float, float, str]]:
-    """(fastest mean latency, TFLite mIoU in %, file name) of every benchmarked file an export record describes."""
+def pareto_points(results: list[dict], export_records: list[dict],
+                  labels: dict[str, str] | None = None) -> list[tuple[float, float, str]]:
+    """(fastest mean latency, TFLite mIoU in %, name) of every benchmarked file an export record describes;
+    the name is ``labels[absolute path]`` when given (e.g. "distilled, int8"), else the file name."""
+    labels = {os.path.abspath(k): v for k, v in (labels or {}).items()}
     miou = {}
     for record in export_records:
         for entry in record.get("exports", {}).values():
@@ -285,7 +291,7 @@ def pareto_points(results: list[dict], export_records: list[dict]) -> list[tuple
         key = os.path.abspath(r["model"])
         if key in miou:
             lat = r["latency_ms"]["mean"]
-            points[key] = min(points.get(key, (math.inf,))[0], lat), miou[key], Path(key).name
+            points[key] = min(points.get(key, (math.inf,))[0], lat), miou[key], labels.get(key, Path(key).name)
     return list(points.values())
 
 
@@ -315,6 +321,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--taskset", help="Android: CPU affinity mask in hex for taskset, e.g. f0 (big cores)")
     a.add_argument("--op-profiling", action="store_true", help="Android: per-op profile (benchmark_model's table)")
     a.add_argument("--adb", default="adb", help="adb executable (default: adb on PATH)")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("--quiet", action="store_true", help="only the table and the files written (no progress lines)")
+    noise.add_argument("--verbose", action="store_true", help="also each worker's raw JSON result")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -350,9 +359,12 @@ def run(args) -> list[dict]:
             for t in threads:
                 for xnnpack in settings:
                     done += 1
-                    print(f"[{done}/{total}] {Path(model).name}: {t} thread(s), "
-                          f"{'XNNPACK' if xnnpack else 'no delegate'}", file=sys.stderr, flush=True)
+                    if not getattr(args, "quiet", False):
+                        print(f"[{done}/{total}] {Path(model).name}: {t} thread(s), "
+                              f"{'XNNPACK' if xnnpack else 'no delegate'}", file=sys.stderr, flush=True)
                     results.append(run_isolated(model, t, xnnpack, args))
+                    if getattr(args, "verbose", False):
+                        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
             if args.input:
                 _run_image(model, args)
     print(format_table(results))

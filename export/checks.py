@@ -21,6 +21,7 @@ from tqdm import tqdm
 from export import runtime
 from export.convert import ServingSpec
 from skd_tf.config import DataConfig
+from skd_tf.console import show_progress
 from skd_tf.data.pipeline import val_dataset
 from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
 
@@ -80,7 +81,7 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
     max_diff = 0.0
     _, count = val_dataset(data, 1, limit)
     for raw, labels in tqdm(raw_validation_images(data, spec.input_size, limit), total=count,
-                            desc="check TFLite", unit="img", disable=not progress, leave=False):
+                            desc="check TFLite", unit="img", disable=not show_progress(progress), leave=False):
         x = model_input(raw, spec)
         ref_logits = np.asarray(reference_logits(tf.constant(x, tf.float32)))
         ref_labels = labels_from_logits(ref_logits, spec.input_size)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from export.config import QATConfig
 from skd_tf.config import DataConfig
+from skd_tf.console import show_progress
 from skd_tf.losses.cross_entropy import segmentation_cross_entropy
 from skd_tf.losses.pixelwise import PixelwiseDistillation
 from skd_tf.models import at_input_size
@@ -167,7 +168,7 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
 
     losses = []
     stream = train_dataset(data, cfg.batch_size, seed=cfg.seed).take(cfg.steps)
-    with tqdm(total=cfg.steps, desc="QAT fine-tune", unit="step", disable=not progress, leave=False) as bar:
+    with tqdm(total=cfg.steps, desc="QAT fine-tune", unit="step", disable=not show_progress(progress), leave=False) as bar:
         for images, labels in stream:
             losses.append(float(step(images, labels)))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -7,7 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _add_output_args(parser: argparse.ArgumentParser, quiet_help: str = "no progress output") -> None:
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("--quiet", action="store_true", help=quiet_help + "; results and errors only")
+    noise.add_argument("--verbose", action="store_true",
+                       help="also TensorFlow's own start-up and C++ log (filtered otherwise)")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resumes from there), then evaluate it on the validation split.")
     _add_config_args(p)
     p.add_argument("--fresh", action="store_true", help="delete train.out_dir first instead of resuming")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_output_args(p)
 
     p = sub.add_parser("distill", help="distil the config's student from a trained teacher",
                        description="Distil the config's student from distill.teacher (a .keras checkpoint) with "
@@ -39,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--teacher", help="override distill.teacher (path of the teacher's .keras checkpoint)")
     p.add_argument("--fresh", action="store_true", help="delete train.out_dir first instead of resuming")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_output_args(p)
 
     p = sub.add_parser("evaluate", help="mIoU of a checkpoint on the config's validation split",
                        description="Evaluate a .keras segmentation checkpoint on data.val_split of the config; "
@@ -48,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a .keras model written by skd-tf train/distill")
     p.add_argument("--json", help="where to write the scores (default: <checkpoint dir>/eval.json)")
     p.add_argument("--limit", type=int, help="evaluate only the first N validation images")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--teacher", help="also measure the distance to this teacher (.keras): pixel-wise KL, pair-wise "
+                                     "distance, and the critic's estimate with --critic")
+    p.add_argument("--critic", help="critic.weights.h5 of a holistic distillation run (needs --teacher and the "
+                                    "config's distill.holistic section)")
+    _add_output_args(p)
 
     p = sub.add_parser("export", help="convert a student checkpoint to checked TFLite files",
                        description="Convert a .keras student to TFLite with builtin ops only (float32, float16, "
@@ -74,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-limit", type=int, help="check on the first N validation images only")
     p.add_argument("--no-savedmodel", dest="savedmodel", action="store_const", const=False,
                    help="skip the SavedModel export for servers")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_output_args(p)
 
     from export.benchmark import add_arguments
 
@@ -96,8 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a value in all three configs, e.g. --set train.steps=200 (repeatable)")
     p.add_argument("--threads", type=int, default=2, help="threads for the latency benchmark (default 2)")
     p.add_argument("--fresh", action="store_true", help="delete the demo's runs and start over")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_output_args(p)
     return parser
+
+
+def _verbosity(args) -> int:
+    """0 with --quiet, 2 with --verbose, else 1 (skd_tf.console's levels)."""
+    return 0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose", False) else 1
 
 
 def _cmd_train(args) -> int:
@@ -107,7 +122,7 @@ def _cmd_train(args) -> int:
     from skd_tf.training.run import train
 
     cfg = load_config(args.config, args.overrides)
-    scores = train(cfg, fresh=args.fresh, verbose=0 if args.quiet else 1)
+    scores = train(cfg, fresh=args.fresh, verbose=_verbosity(args))
     print(format_scores(scores, class_names(cfg.data)))
     print(f"model: {Path(cfg.train.out_dir) / 'model.keras'}   scores: {Path(cfg.train.out_dir) / 'eval.json'}")
     return 0
@@ -121,7 +136,7 @@ def _cmd_distill(args) -> int:
 
     overrides = list(args.overrides) + ([f"distill.teacher={args.teacher}"] if args.teacher else [])
     cfg = load_config(args.config, overrides)
-    scores = distill(cfg, fresh=args.fresh, verbose=0 if args.quiet else 1)
+    scores = distill(cfg, fresh=args.fresh, verbose=_verbosity(args))
     print(format_scores(scores, class_names(cfg.data)))
     print(f"student: {Path(cfg.train.out_dir) / 'model.keras'}   scores: {Path(cfg.train.out_dir) / 'eval.json'}")
     return 0
@@ -141,8 +156,20 @@ def _cmd_evaluate(args) -> int:
     classes = int(network.output["logits"].shape[-1])
     if classes != cfg.data.num_classes:
         raise ValueError(f"{args.checkpoint} predicts {classes} classes but the config has {cfg.data.num_classes}")
+    if args.critic and not args.teacher:
+        raise ValueError("--critic needs --teacher")
+    if args.teacher:  # loaded first: a bad file fails before the evaluation, not after it
+        from skd_tf.distill.diagnostics import format_distances, load_critic, teacher_distances
+        from skd_tf.distill.run import load_teacher
+
+        teacher = load_teacher(args.teacher, cfg.data.num_classes, tuple(network.input.shape[1:3]))
+        holistic = load_critic(cfg, args.critic) if args.critic else None
     scores = evaluate_network(network, cfg.data, cfg.eval.batch_size, args.limit, progress=not args.quiet)
     print(format_scores(scores, class_names(cfg.data)))
+    if args.teacher:
+        scores["teacher_distance"] = teacher_distances(network, teacher, cfg.data, cfg.eval.batch_size, args.limit,
+                                                       holistic)
+        print(format_distances(scores["teacher_distance"]))
     out = Path(args.json) if args.json else Path(args.checkpoint).parent / "eval.json"
     write_json(out, scores)
     print(f"scores: {out}")
@@ -212,13 +239,22 @@ COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evalu
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from skd_tf.config import ConfigError
-    from skd_tf.data import DataError
-    from skd_tf.training.checkpointing import TrainingDiverged
+    try:
+        if args.command != "benchmark":  # the benchmark runs without TensorFlow
+            from skd_tf.console import start_tensorflow
 
+            start_tensorflow(_verbosity(args))
+        from skd_tf.config import ConfigError
+        from skd_tf.data import DataError
+        from skd_tf.training.checkpointing import TrainingDiverged
+
+        errors = (ConfigError, DataError, TrainingDiverged, FileNotFoundError, ValueError)
+    except KeyboardInterrupt:
+        print(f"skd-tf {args.command}: interrupted", file=sys.stderr)
+        return 130
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, TrainingDiverged, FileNotFoundError, ValueError) as err:
+    except errors as err:
         print(f"skd-tf {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

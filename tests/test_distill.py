@@ -22,7 +22,7 @@ from skd_tf.training.checkpointing import TrainingDiverged, read_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC_DISTILL = ["synthetic_skd_pi", "synthetic_skd_pi_pa", "synthetic_skd_full", "synthetic_ka", "synthetic_cwd",
-                     "synthetic_fitnet", "synthetic_at"]
+                     "synthetic_fitnet", "synthetic_at", "synthetic_sp", "synthetic_cc", "synthetic_irg", "synthetic_rkd"]
 TINY = ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
         "data.synthetic.image_size=32", "model.width=0.125", "model.head_channels=8", "train.batch_size=4",
         "eval.batch_size=4", "distill.knowledge_adaptation.pretrain_steps=2", "distill.knowledge_adaptation.code_channels=4"]
@@ -46,9 +46,16 @@ def tiny(name, teacher, out, *extra):
 
 @pytest.mark.parametrize("name", SYNTHETIC_DISTILL)
 def test_each_synthetic_distill_config_runs_one_step(name, tiny_teacher, tmp_path):
-    cfg = tiny(name, tiny_teacher, tmp_path / name, "train.steps=1", "train.steps_per_epoch=1")
+    cfg = tiny(name, tiny_teacher, tmp_path / name, "train.steps=1", "train.steps_per_epoch=1",
+               "distill.diagnostics_every=1")
     scores = distill(cfg, verbose=0)
     assert 0 <= scores["miou"] <= 1 and (tmp_path / name / "model.keras").is_file()
+    saved = json.loads((tmp_path / name / "eval.json").read_text())
+    distances, shares = saved["teacher_distance"], saved["gradient_share"]
+    assert distances["pixel_kl"] > 0 and distances["pairwise"] > 0 and ("critic" in distances) == ("full" in name)
+    terms = set(cfg.distill["losses"]) | ({"holistic"} if "full" in name else set())
+    assert shares["samples"] == 1 and set(shares["last"]) == terms
+    assert all(np.isfinite(v) and v > 0 for v in shares["last"].values())
     assert read_epoch(tmp_path / name / "state") == 1
     if "full" in name:
         assert (tmp_path / name / "critic.weights.h5").is_file()

@@ -80,7 +80,13 @@ def predictions_figure(path: Path, cfgs: dict[str, RunConfig], records: dict, co
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(columns[j], fontsize=9)
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    # which colour is which class: one legend row under the grid
+    handles = [Patch(facecolor=colours[c] / 255.0, edgecolor="grey", label=name)
+               for c, name in enumerate(class_names(data)[:20])]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 * (1 + (len(handles) - 1) // 8) * 4 / count, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -109,7 +115,9 @@ def per_class_figure(path: Path, names: list[str], scores: dict, int8_iou=None) 
 def latency_figure(path: Path, bench: list[dict], records: dict) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    draw_pareto(ax, pareto_points(bench, list(records.values())))
+    labels = {entry["file"]: role if quantization == "float32" else f"{role}, {quantization}"
+              for role, record in records.items() for quantization, entry in record.get("exports", {}).items()}
+    draw_pareto(ax, pareto_points(bench, list(records.values()), labels))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

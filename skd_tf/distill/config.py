@@ -98,6 +98,9 @@ class DistillConfig(_Section):
     holistic: Optional[HolisticSpec] = None
     knowledge_adaptation: KnowledgeAdaptationSpec = KnowledgeAdaptationSpec()
     nan_check: bool = True
+    # every N steps: each term's gradient norm relative to CE's (TensorBoard, gradient_shares.jsonl,
+    # eval.json); 0 turns it off
+    diagnostics_every: int = Field(100, ge=0)
 
 
 def parse_distill(raw: dict | None, source: str = "config") -> DistillConfig:

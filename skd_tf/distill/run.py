@@ -24,6 +24,7 @@ import tensorflow as tf
 from skd_tf.config import RunConfig
 from skd_tf.data import train_dataset
 from skd_tf.distill.config import DistillConfig, parse_distill
+from skd_tf.distill.diagnostics import GradientShareLogger, read_gradient_shares, teacher_distances
 from skd_tf.distill.distiller import Distiller
 from skd_tf.evaluation import evaluate_network
 from skd_tf.losses import LOSSES, FeatureAutoEncoder, HolisticDistillation, pretrain_autoencoder
@@ -97,7 +98,8 @@ def _optimizers(cfg: RunConfig, dcfg: DistillConfig):
 def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbacks=()) -> dict:
     """Distils ``cfg.model`` from ``distill.teacher`` on ``cfg.data``; resumes from ``train.out_dir``.
 
-    Returns the student's validation scores (also written to ``eval.json``).
+    Returns the student's validation scores with its distances to the teacher (``teacher_distance``)
+    and the gradient shares sampled during training (``gradient_share``); also written to ``eval.json``.
     """
     dcfg = parse_distill(cfg.distill)
     strategy = make_strategy(dcfg.strategy)  # first: multi-worker must start before other TF work
@@ -131,11 +133,18 @@ def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbac
     if "ka" in losses:
         _pretrain_ka(cfg, dcfg, teacher, losses["ka"][0], out, strategy, verbose)
 
+    callbacks = list(extra_callbacks)
+    if dcfg.diagnostics_every:
+        batch = next(iter(train_dataset(cfg.data, cfg.train.batch_size, cfg.seed + 7)))
+        callbacks.append(GradientShareLogger(distiller, batch, dcfg.diagnostics_every, out))
     fit_resumable(distiller, student, cfg, out, watch=distiller.term_names if dcfg.nan_check else (),
-                  verbose=verbose, extra_callbacks=extra_callbacks)
+                  verbose=verbose, extra_callbacks=callbacks)
     if holistic is not None:
         holistic.critic.save_weights(str(out / "critic.weights.h5"))
     scores = evaluate_network(student, cfg.data, cfg.eval.batch_size, progress=verbose > 0)
+    scores["teacher_distance"] = teacher_distances(student, teacher, cfg.data, cfg.eval.batch_size,
+                                                   holistic=holistic)
+    scores["gradient_share"] = read_gradient_shares(out)
     write_json(out / "eval.json", scores)
     return scores
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from skd_tf.config import DataConfig
+from skd_tf.console import show_progress
 from skd_tf.data import val_dataset
 from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
 from skd_tf.losses.cross_entropy import upsample_logits
@@ -33,7 +34,7 @@ def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8
     stride = _stride(network)
     predictors: dict[tuple[int, int], tf.types.experimental.GenericFunction] = {}
     cm = np.zeros((data.num_classes, data.num_classes), np.int64)
-    bar = tqdm(total=count, desc="evaluate", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=count, desc="evaluate", unit="img", disable=not show_progress(progress), leave=False)
     for images, labels in ds:
         size = tuple(int(math.ceil(d / stride) * stride) for d in images.shape[1:3])
         if size not in predictors:

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from skd_tf.console import fit_verbose
 from skd_tf.losses.base import (DistillationLoss, as_float32, average_over_global_batch, l2_normalize, resize_to,
                                 safe_norm)
 from skd_tf.losses.pairwise import gram_pairwise_distance, normalized_nodes
@@ -117,7 +118,7 @@ def pretrain_autoencoder(teacher, autoencoder, dataset, steps: int, learning_rat
     trainer = AutoEncoderTrainer(teacher, autoencoder, alpha=alpha)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     trainer.optimizer.build(autoencoder.trainable_variables)
-    history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=verbose)
+    history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=fit_verbose(verbose))
     autoencoder.trainable = False
     return float(np.ravel(history.history["ae_loss"][-1])[0])
 

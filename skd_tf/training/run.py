@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from skd_tf.config import RunConfig, TrainConfig
+from skd_tf.console import fit_verbose
 from skd_tf.data import train_dataset
 from skd_tf.evaluation import evaluate_network
 from skd_tf.models import build_model
@@ -79,7 +80,7 @@ def fit_resumable(model: keras.Model, network: keras.Model, cfg: RunConfig, out:
                                    export=lambda m: save_atomic(network, out / "checkpoints" / "last.keras"))
         callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "logs"), update_freq=50), *extra_callbacks]
         model.fit(ds, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=per_epoch, callbacks=callbacks,
-                  verbose=verbose, shuffle=False)
+                  verbose=fit_verbose(verbose), shuffle=False)
         checkpoint.raise_if_diverged()
     save_atomic(network, out / "model.keras")
 

@@ -1,0 +1,108 @@
+"""Distillation diagnostics: per-term gradient norms, and students' distances to the teacher."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from skd_tf.config import DataConfig, ModelConfig
+from skd_tf.distill.diagnostics import gradient_norms, gradient_shares, read_gradient_shares, teacher_distances
+from skd_tf.distill.distiller import Distiller
+from skd_tf.losses import PairwiseDistillation, PixelwiseDistillation
+from skd_tf.models import build_model
+from skd_tf.training.trainer import supervised_losses
+
+DATA = DataConfig(synthetic={"num_train": 8, "num_val": 4, "image_size": 32}, crop_size=(32, 32), num_classes=6)
+
+
+def models(seed=0):
+    keras.utils.set_random_seed(seed)
+    teacher = build_model(ModelConfig(width=0.25, head_channels=8), 6, (32, 32), name="teacher")
+    student = build_model(ModelConfig(width=0.125, head_channels=8, dropout=0), 6, (32, 32), name="student")
+    return teacher, student
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    return (tf.constant(rng.normal(size=(2, 32, 32, 3)).astype("float32")),
+            tf.constant(rng.integers(0, 6, size=(2, 32, 32)).astype("int32")))
+
+
+def global_norm(grads):
+    return np.sqrt(sum(float(np.sum(np.square(g))) for g in grads if g is not None))
+
+
+def test_gradient_norms_are_the_weighted_terms_gradient_norms_and_leave_the_state_alone():
+    teacher, student = models()
+    pixel = PixelwiseDistillation()
+    distiller = Distiller(teacher, student, {"pixel": (pixel, 3.0)}, 6, global_batch_size=2)
+    images, labels = batch()
+    before = [v.numpy().copy() for v in student.non_trainable_variables]
+    norms = gradient_norms(distiller, images, labels)
+    for v, b in zip(student.non_trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)  # BN statistics restored
+    t_out = teacher(images, training=False)
+    with tf.GradientTape(persistent=True) as tape:
+        s_out = student(images, training=True)
+        ce = supervised_losses(s_out, labels, 255, 0.4, 2)[1]
+        term = 3.0 * pixel(s_out, t_out)
+    for v, b in zip(student.non_trainable_variables, before):
+        v.assign(b)
+    expected_ce = global_norm(tape.gradient(ce, student.trainable_variables))
+    expected_pixel = global_norm(tape.gradient(term, student.trainable_variables))
+    np.testing.assert_allclose(norms["ce"], expected_ce, rtol=1e-4)
+    np.testing.assert_allclose(norms["pixel"], expected_pixel, rtol=1e-4)
+    assert gradient_shares(norms) == pytest.approx({"pixel": expected_pixel / expected_ce}, rel=1e-4)
+
+
+def test_read_gradient_shares_keeps_the_last_sample_of_a_repeated_step(tmp_path):
+    lines = [{"step": 10, "norms": {}, "shares": {"pixel": 1.0}}, {"step": 20, "norms": {}, "shares": {"pixel": 3.0}},
+             {"step": 20, "norms": {}, "shares": {"pixel": 5.0}}]  # step 20 sampled again after a resume
+    (tmp_path / "gradient_shares.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    summary = read_gradient_shares(tmp_path)
+    assert summary == {"samples": 2, "steps": [10, 20], "mean": {"pixel": 3.0}, "last": {"pixel": 5.0}}
+    assert read_gradient_shares(tmp_path / "none") == {}
+
+
+def test_teacher_distances_are_zero_for_the_teacher_and_match_the_losses_on_the_validation_images():
+    teacher, student = models()
+    same = teacher_distances(teacher, teacher, DATA, batch_size=4)
+    assert same["pixel_kl"] == pytest.approx(0.0, abs=1e-6) and same["pairwise"] == pytest.approx(0.0, abs=1e-6)
+    from skd_tf.data import val_dataset
+
+    (images, _), = list(val_dataset(DATA, 4)[0])
+    s_out, t_out = student(images, training=False), teacher(images, training=False)
+    distances = teacher_distances(student, teacher, DATA, batch_size=4)
+    np.testing.assert_allclose(distances["pixel_kl"], float(PixelwiseDistillation()(s_out, t_out)), rtol=1e-5)
+    np.testing.assert_allclose(distances["pairwise"], float(PairwiseDistillation()(s_out, t_out)), rtol=1e-5)
+    assert distances["pixel_kl"] > 1e-3 and "critic" not in distances
+
+
+def test_evaluate_with_teacher_and_critic_writes_the_distances(tmp_path, capsys):
+    from skd_tf.cli import main
+    from skd_tf.losses import HolisticDistillation
+
+    teacher, student = models(1)
+    teacher.save(tmp_path / "teacher.keras")
+    student.save(tmp_path / "student.keras")
+    holistic = HolisticDistillation(critic_width=0.0625, seed=0)
+    holistic.score(tf.zeros((1, 4, 4, 6)), tf.zeros((1, 32, 32, 3)))
+    holistic.critic.save_weights(str(tmp_path / "critic.weights.h5"))
+    sets = ["data.synthetic.num_train=8", "data.synthetic.num_val=4", "data.synthetic.image_size=32",
+            "data.crop_size=[32,32]", "eval.batch_size=4", "distill.holistic.critic_width=0.0625"]
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_skd_full.yaml")
+    argv = ["evaluate", "--config", config, "--checkpoint", str(tmp_path / "student.keras"), "--quiet",
+            "--teacher", str(tmp_path / "teacher.keras"), "--critic", str(tmp_path / "critic.weights.h5"),
+            "--json", str(tmp_path / "eval.json")] + [a for s in sets for a in ("--set", s)]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "eval.json").read_text())["teacher_distance"]
+    assert "distance to the teacher: pixel KL" in capsys.readouterr().out
+    data = DataConfig(synthetic={"num_train": 8, "num_val": 4, "image_size": 32}, crop_size=(32, 32), num_classes=6)
+    expected = teacher_distances(student, teacher, data, 4, holistic=holistic)
+    assert set(saved) == {"pixel_kl", "pairwise", "critic"}
+    for name in saved:
+        np.testing.assert_allclose(saved[name], expected[name], rtol=1e-4, atol=1e-7)
+    assert main(argv[:-len(sets) * 2] + ["--critic", str(tmp_path / "missing.h5")]) == 2
