@@ -8,7 +8,10 @@ cross-entropy, every distillation loss, the holistic generator term)
 * ``split``: max |g_single − g_2replicas| / scale, the 2-replica gradient being the sum of the
   replicas' gradients on their halves of the same global batch (what MirroredStrategy applies);
 * ``sensitivity``: max |g(w) − g(w')| / scale with w' = w·(1 + 10⁻⁶·n), n ~ N(0, 1) per weight —
-  how far float32-sized perturbations move this term's gradient at this point (its conditioning).
+  how far float32-sized perturbations move this term's gradient at this point (its conditioning);
+
+and, under ``paper_configuration``, the student's weights after 3 steps of ``Distiller.fit`` on the
+paper's configuration on one device and on two replicas (``paper_configuration_end_weights``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ ALL_LOSSES = {
 }
 BATCH = 4
 PERTURBATION = 1e-6
+PAPER_LOSSES = {"pixel": {"weight": 10.0}, "pairwise": {"weight": 10.0}}  # + the holistic term
+PAPER_LR = 1e-4
 
 
 def main() -> None:
@@ -61,18 +66,17 @@ def main() -> None:
 
     def per_term(images, labels):
         t_out = tf.nest.map_structure(tf.stop_gradient, teacher(images, training=False))
-        grads = {}
-        for name in ["ce", *losses, "holistic"]:
-            with tf.GradientTape() as tape:
-                s_out = student(images, training=True)
-                if name == "ce":
-                    value = supervised_losses(s_out, labels, 255, 0.4, BATCH)[1]
-                elif name == "holistic":
-                    value = holistic(s_out, t_out, images=images)
-                else:
-                    value = losses[name][0](s_out, t_out, labels=labels, images=images)
-            grads[name] = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                           for g, v in zip(tape.gradient(value, variables), variables)]
+        values = {}
+        with tf.GradientTape(persistent=True) as tape:  # one forward pass, one backward pass per term
+            s_out = student(images, training=True)
+            values["ce"] = supervised_losses(s_out, labels, 255, 0.4, BATCH)[1]
+            for name, (loss, _) in losses.items():
+                values[name] = loss(s_out, t_out, labels=labels, images=images)
+            values["holistic"] = holistic(s_out, t_out, images=images)
+        grads = {name: [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                        for g, v in zip(tape.gradient(value, variables), variables)]
+                 for name, value in values.items()}
+        del tape
         return grads
 
     def flat(grads):
@@ -95,7 +99,42 @@ def main() -> None:
         scale = float(np.abs(g).max())
         report[name] = {"scale": scale, "split": float(np.abs(g - split[name]).max()) / scale,
                         "sensitivity": float(np.abs(g - perturbed[name]).max()) / scale}
+    report["paper_configuration"] = paper_configuration_end_weights(strategy, cfg)
     print("RESULT " + json.dumps(report))
+
+
+def paper_configuration_end_weights(strategy, cfg, steps: int = 3) -> dict:
+    """Pixel 10 + pair-wise 10 + holistic (critic updates, λ_ho-scaled), ``steps`` SGD steps of
+    ``Distiller.fit`` on one device and under ``strategy`` (2 replicas) from the same initial weights
+    and batches. Returns the max |w_1 − w_2| over the student's weights (batch-norm statistics
+    included) after training (``end``) and before (``init``), and how far training moved its
+    trainable weights (``moved``)."""
+    from skd_tf.distill.distiller import Distiller
+
+    batches = list(train_dataset(cfg.data, BATCH, 1).take(steps))
+    weights = {}
+    for name, scope in (("single", tf.distribute.get_strategy()), ("mirrored", strategy)):
+        with scope.scope():
+            keras.utils.set_random_seed(0)
+            teacher = build_model(ModelConfig(width=0.125, head_channels=12), 6, (32, 32))
+            student = build_model(ModelConfig(width=0.125, head_channels=8, dropout=0), 6, (32, 32))
+            losses = build_losses(parse_distill({"teacher": "unused", "losses": PAPER_LOSSES}), teacher, student)
+            holistic = HolisticDistillation(critic_width=0.0625, seed=0, name="holistic_loss")
+            distiller = Distiller(teacher, student, losses, 6, holistic, 0.1, 1, global_batch_size=BATCH,
+                                  critic_loss_weight=0.1)
+            distiller.compile(optimizer=keras.optimizers.SGD(PAPER_LR, momentum=0.9),
+                              critic_optimizer=keras.optimizers.SGD(4e-4, momentum=0.9))
+            distiller.build_state((32, 32, 3))
+        initial = [w.copy() for w in student.get_weights()]
+        trainable_before = [v.numpy().copy() for v in student.trainable_variables]
+        data = tf.data.Dataset.from_tensor_slices(
+            (tf.stack([b[0] for b in batches]), tf.stack([b[1] for b in batches])))
+        distiller.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        moved = max(float(np.abs(v.numpy() - b).max()) for v, b in zip(student.trainable_variables, trainable_before))
+        weights[name] = (initial, student.get_weights(), moved)
+    (init_1, end_1, moved), (init_2, end_2, _) = weights["single"], weights["mirrored"]
+    return {"end": max(float(np.abs(a - b).max()) for a, b in zip(end_1, end_2)),
+            "init": max(float(np.abs(a - b).max()) for a, b in zip(init_1, init_2)), "moved": moved}
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ LOSSES = {
     "pixel": (PixelwiseDistillation, "logits", 10.0, "paper λ1",
               "τ²·(1/N) Σ_i KL(softmax(z_i^T/τ) ‖ softmax(z_i^S/τ))"),
     "pairwise": (PairwiseDistillation, "features", 10.0, "paper λ1; reference script 0.5",
-                 "(1/N²) Σ_ij (cos(f_i^S, f_j^S) − cos(f_i^T, f_j^T))², exact via Gram matrices"),
+                 "(1/N²) Σ_ij (f̂_i^S·f̂_j^S − f̂_i^T·f̂_j^T)², f̂ = f / √(‖f‖² + ε²), ε = 0.1·RMS‖f‖ "
+                 "(`norm_floor`; 0 = plain cosine), exact via Gram matrices"),
     "holistic": (HolisticDistillation, "logits", 0.1, "paper λ2",
-                 "student: −E[D(Q^S|I)]; critic: E[D(Q^S|I)] − E[D(Q^T|I)] + 10·GP"),
+                 "student: −E[D(Q^S|I)]; critic minimises λ_ho·(E[D(Q^S|I)] − E[D(Q^T|I)] + 10·GP)"),
     "ka": (KnowledgeAdaptation, "features", 1.0, "β = 50, γ = 1 inside, paper",
            "β·mean_j ‖ê_j(F_T) − ĉ_j(F_S)‖₂ + γ·Σ_ij (A^S_ij − A^T_ij)²"),
     "cwd": (ChannelwiseDistillation, "logits", 3.0, "CIRKD",
@@ -41,7 +42,8 @@ LOSSES = {
     "fitnet": (FitNetDistillation, "features", 1.0, "FitNets",
                "mean (W·F_S − F_T)², W a 1×1 conv"),
     "at": (AttentionTransfer, "features", 1000.0, "RepDistiller",
-           "mean_j (Q_S,j − Q_T,j)², Q = normalise(mean_c F_c²)"),
+           "mean_j (Q_S,j − Q_T,j)², Q = normalise(mean_c F_c²); `match: pool_larger` pools the larger map "
+           "down as RepDistiller"),
 }
 
 __all__ = [
