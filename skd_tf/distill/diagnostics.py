@@ -39,11 +39,22 @@ def gradient_norms(distiller, images, labels) -> dict[str, float]:
 
     The student runs in training mode (as in a training step); its batch-norm statistics and every
     other non-trainable variable are restored afterwards, so sampling does not change training.
+    The computation is one compiled function per distiller (traced at the first sample).
     """
-    variables = distiller.student.trainable_variables
     stateful = distiller.student.non_trainable_variables + [
         v for loss, _ in distiller.distill_losses.values() for v in loss.non_trainable_variables]
     saved = [v.numpy() for v in stateful]
+    compute = getattr(distiller, "_gradient_norms_fn", None)
+    if compute is None:
+        compute = distiller._gradient_norms_fn = tf.function(lambda x, y: _weighted_term_norms(distiller, x, y))
+    norms = {name: float(value) for name, value in compute(images, labels).items()}
+    for v, value in zip(stateful, saved):
+        v.assign(value)
+    return norms
+
+
+def _weighted_term_norms(distiller, images, labels) -> dict:
+    variables = distiller.student.trainable_variables
     t_out = distiller.teacher(images, training=False)
     with tf.GradientTape(persistent=True) as tape:
         s_out = distiller.student(images, training=True)
@@ -53,10 +64,8 @@ def gradient_norms(distiller, images, labels) -> dict[str, float]:
             weighted[name] = weight * loss(s_out, t_out, labels=labels, images=images)
         if distiller.holistic is not None:
             weighted["holistic"] = distiller.holistic_weight * distiller.holistic(s_out, t_out, images=images)
-    norms = {name: float(_global_norm(tape.gradient(value, variables))) for name, value in weighted.items()}
+    norms = {name: _global_norm(tape.gradient(value, variables)) for name, value in weighted.items()}
     del tape
-    for v, value in zip(stateful, saved):
-        v.assign(value)
     return norms
 
 
