@@ -359,11 +359,11 @@ def run(args) -> list[dict]:
             for t in threads:
                 for xnnpack in settings:
                     done += 1
-                    if not getattr(args, "quiet", False):
+                    if not args.quiet:
                         print(f"[{done}/{total}] {Path(model).name}: {t} thread(s), "
                               f"{'XNNPACK' if xnnpack else 'no delegate'}", file=sys.stderr, flush=True)
                     results.append(run_isolated(model, t, xnnpack, args))
-                    if getattr(args, "verbose", False):
+                    if args.verbose:
                         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
             if args.input:
                 _run_image(model, args)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 
-
-def _add_output_args(parser: argparse.ArgumentParser, quiet_help: str = "no progress output") -> None:
+def _add_output_args(parser: argparse.ArgumentParser) -> None:
     noise = parser.add_mutually_exclusive_group()
-    noise.add_argument("--quiet", action="store_true", help=quiet_help + "; results and errors only")
+    noise.add_argument("--quiet", action="store_true", help="no progress output; results and errors only")
     noise.add_argument("--verbose", action="store_true",
                        help="also TensorFlow's own start-up and C++ log (filtered otherwise)")
 

@@ -27,7 +27,7 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from skd_tf.config import ConfigError, _Section, section_error
-from skd_tf.losses import LOSSES
+from skd_tf.losses import LOSSES, HolisticDistillation
 
 # options the distiller sets itself (or that need a model to exist) and users do not
 _INTERNAL = {"self", "kwargs", "global_batch_size", "autoencoder", "teacher_channels", "align_channels", "seed"}
@@ -73,6 +73,11 @@ class HolisticSpec(_Section):
     # reference code does (d_loss = lambda_d · (adv + GP), lambda_d = 0.1); 1.0: the unscaled objective.
     critic_loss_weight: Optional[float] = Field(None, gt=0)
     gp_reduction: Literal["mean", "sum"] = "mean"
+
+    def build(self, seed: int) -> HolisticDistillation:
+        """The adversarial term (with an unbuilt critic) this section describes."""
+        return HolisticDistillation(self.critic_input, self.loss_type, self.gp_weight, self.critic_width, seed=seed,
+                                    gp_reduction=self.gp_reduction, name="holistic_loss")
 
     @property
     def critic_scale(self) -> float:

@@ -24,14 +24,9 @@ import tensorflow as tf
 from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import val_dataset
 from skd_tf.distill.config import parse_distill
+from skd_tf.evaluation import sized_batches
 from skd_tf.losses import HolisticDistillation, PairwiseDistillation, PixelwiseDistillation
-from skd_tf.models import at_input_size
 from skd_tf.training.trainer import supervised_losses
-
-
-def _global_norm(grads) -> tf.Tensor:
-    squares = [tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads if g is not None]
-    return tf.sqrt(tf.add_n(squares)) if squares else tf.constant(0.0)
 
 
 def gradient_norms(distiller, images, labels) -> dict[str, float]:
@@ -64,7 +59,8 @@ def _weighted_term_norms(distiller, images, labels) -> dict:
             weighted[name] = weight * loss(s_out, t_out, labels=labels, images=images)
         if distiller.holistic is not None:
             weighted["holistic"] = distiller.holistic_weight * distiller.holistic(s_out, t_out, images=images)
-    norms = {name: _global_norm(tape.gradient(value, variables)) for name, value in weighted.items()}
+    norms = {name: tf.linalg.global_norm([g for g in tape.gradient(value, variables) if g is not None])
+             for name, value in weighted.items()}
     del tape
     return norms
 
@@ -131,27 +127,15 @@ def teacher_distances(student: keras.Model, teacher: keras.Model, data: DataConf
     """
     ds, count = val_dataset(data, batch_size, limit)
     pixel, pairwise = PixelwiseDistillation(), PairwiseDistillation()
-    training_batch = holistic.global_batch_size if holistic is not None else None
-    if holistic is not None:
-        holistic.global_batch_size = None  # average over each validation batch
     sums = {"pixel_kl": 0.0, "pairwise": 0.0} | ({"critic": 0.0} if holistic is not None else {})
-    nets: dict[tuple[int, int], tuple[keras.Model, keras.Model]] = {}
-    stride = int(student.input.shape[1]) // int(student.output["logits"].shape[1])
-    for images, _ in ds:
-        size = tuple(int(np.ceil(d / stride) * stride) for d in images.shape[1:3])
-        if size not in nets:
-            nets[size] = at_input_size(student, size), at_input_size(teacher, size)
-        if tuple(images.shape[1:3]) != size:
-            images = tf.image.resize(images, size, method="bilinear")
-        s_net, t_net = nets[size]
+    for images, _, (s_net, t_net) in sized_batches([student, teacher], ds):
         s_out, t_out = s_net(images, training=False), t_net(images, training=False)
         n = int(images.shape[0])
         sums["pixel_kl"] += n * float(pixel(s_out, t_out))
         sums["pairwise"] += n * float(pairwise(s_out, t_out))
-        if holistic is not None:
-            sums["critic"] += n * float(holistic.wasserstein_estimate(s_out, t_out, images))
-    if holistic is not None:
-        holistic.global_batch_size = training_batch
+        if holistic is not None:  # E[D(Q^T)] − E[D(Q^S)] over this batch
+            sums["critic"] += n * float(tf.reduce_mean(holistic.score(t_out["logits"], images)
+                                                       - holistic.score(s_out["logits"], images)))
     return {name: value / count for name, value in sums.items()}
 
 
@@ -164,9 +148,7 @@ def load_critic(cfg: RunConfig, weights: str) -> HolisticDistillation:
         raise ValueError(f"--critic needs a config with a distill.holistic section ({cfg.name} has none)")
     if not Path(weights).is_file():
         raise FileNotFoundError(f"critic weights not found: {weights}")
-    h = dcfg.holistic
-    holistic = HolisticDistillation(h.critic_input, h.loss_type, h.gp_weight, h.critic_width, seed=cfg.seed,
-                                    gp_reduction=h.gp_reduction, name="holistic_loss")
+    holistic = dcfg.holistic.build(cfg.seed)
     size = tuple(cfg.data.crop_size)
     holistic.score(tf.zeros((1, size[0] // 8, size[1] // 8, cfg.data.num_classes)), tf.zeros((1, *size, 3)))
     try:

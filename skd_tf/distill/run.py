@@ -27,7 +27,7 @@ from skd_tf.distill.config import DistillConfig, parse_distill
 from skd_tf.distill.diagnostics import GradientShareLogger, read_gradient_shares, teacher_distances
 from skd_tf.distill.distiller import Distiller
 from skd_tf.evaluation import evaluate_network
-from skd_tf.losses import LOSSES, FeatureAutoEncoder, HolisticDistillation, pretrain_autoencoder
+from skd_tf.losses import LOSSES, FeatureAutoEncoder, pretrain_autoencoder
 from skd_tf.models import at_input_size, build_model, load_model
 from skd_tf.training.run import fit_resumable, make_optimizer, setup_precision, write_json
 
@@ -118,9 +118,7 @@ def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbac
         losses = build_losses(dcfg, teacher, student)
         holistic = None
         if dcfg.holistic is not None:
-            h = dcfg.holistic
-            holistic = HolisticDistillation(h.critic_input, h.loss_type, h.gp_weight, h.critic_width,
-                                            seed=cfg.seed, gp_reduction=h.gp_reduction, name="holistic_loss")
+            holistic = dcfg.holistic.build(cfg.seed)
         distiller = Distiller(teacher, student, losses, cfg.data.num_classes, holistic,
                               dcfg.holistic.weight if holistic else 0.0,
                               dcfg.holistic.n_critic if holistic else 1,

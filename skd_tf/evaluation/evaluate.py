@@ -21,6 +21,21 @@ def _stride(network: keras.Model) -> int:
     return int(network.input.shape[1]) // int(network.output["logits"].shape[1])
 
 
+def sized_batches(networks: list[keras.Model], ds):
+    """Yields ``(images, labels, rebuilt)`` per batch of ``ds``: ``rebuilt`` are ``networks`` rebuilt for
+    the batch's image size rounded up to a multiple of the first network's output stride (once per
+    size), and ``images`` are resized to that size when they differ."""
+    stride = _stride(networks[0])
+    rebuilt: dict[tuple[int, int], tuple[keras.Model, ...]] = {}
+    for images, labels in ds:
+        size = tuple(int(math.ceil(d / stride) * stride) for d in images.shape[1:3])
+        if size not in rebuilt:
+            rebuilt[size] = tuple(at_input_size(n, size) for n in networks)
+        if tuple(images.shape[1:3]) != size:
+            images = tf.image.resize(images, size, method="bilinear")
+        yield images, labels, rebuilt[size]
+
+
 def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8,
                      limit: int | None = None, progress: bool = True) -> dict:
     """Scores ``network`` on ``data.val_split``.
@@ -31,18 +46,13 @@ def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8
     ``{"miou", "per_class_iou", "pixel_accuracy", "num_images"}``.
     """
     ds, count = val_dataset(data, batch_size, limit)
-    stride = _stride(network)
-    predictors: dict[tuple[int, int], tf.types.experimental.GenericFunction] = {}
+    predictors: dict[int, tf.types.experimental.GenericFunction] = {}  # by id of the rebuilt model
     cm = np.zeros((data.num_classes, data.num_classes), np.int64)
     bar = tqdm(total=count, desc="evaluate", unit="img", disable=not show_progress(progress), leave=False)
-    for images, labels in ds:
-        size = tuple(int(math.ceil(d / stride) * stride) for d in images.shape[1:3])
-        if size not in predictors:
-            model = at_input_size(network, size)
-            predictors[size] = tf.function(lambda x, m=model: m(x, training=False)["logits"])
-        if tuple(images.shape[1:3]) != size:
-            images = tf.image.resize(images, size, method="bilinear")
-        logits = upsample_logits(tf.cast(predictors[size](images), tf.float32), labels)
+    for images, labels, (model,) in sized_batches([network], ds):
+        if id(model) not in predictors:
+            predictors[id(model)] = tf.function(lambda x, m=model: m(x, training=False)["logits"])
+        logits = upsample_logits(tf.cast(predictors[id(model)](images), tf.float32), labels)
         predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
         cm += confusion_matrix(labels, predictions, data.num_classes, data.ignore_label).numpy()
         bar.update(int(images.shape[0]))

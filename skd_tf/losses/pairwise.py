@@ -117,7 +117,8 @@ class PairwiseDistillation(DistillationLoss):
     Nodes R are β×β patches (``granularity`` β; default 1 = every pixel, the
     paper's full-resolution form) aggregated by ``pool`` ("max" as in the
     reference code, or "avg"). ``scale`` selects the reference code's form
-    instead: patches of int(H'·scale)×int(W'·scale), e.g. 0.5 → 2×2 nodes on any map. ``window`` (odd) restricts
+    instead: patches of int(H'·scale)×int(W'·scale), e.g. 0.5 → 2×2 nodes on any
+    map. ``window`` (odd) restricts
     j to the window×window neighbourhood of i (the paper's α); the default is
     the full graph, computed exactly with the Gram identity (``exact=True``) or
     with the explicit N×N matrices (``exact=False``, for comparison).
