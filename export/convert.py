@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import tensorflow as tf
 
+from export.native_log import native_stderr, without_tflite_notes
+
 
 class UnsupportedOpsError(ValueError):
     """The graph needs ops that are not TFLite builtins."""
@@ -103,7 +105,7 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
     elif quantization != "float32":
         raise ValueError(f"unknown quantization {quantization!r}")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr(without_tflite_notes):
             # the converter asks for input statistics it then computes from the representative data
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
             return converter.convert()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from export.native_log import native_stderr, without_tflite_notes
+
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 TFLITE_MAGIC = b"TFL3"  # file identifier at byte offset 4 of every TFLite flatbuffer
 
@@ -102,8 +104,9 @@ def make_interpreter(path: str, threads: int = 1, xnnpack: bool = True, runtime:
             runtime.module.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         kwargs["experimental_op_resolver_type"] = resolver
     try:
-        interpreter = runtime.interpreter_class(**kwargs)
-        interpreter.allocate_tensors()
+        with native_stderr(without_tflite_notes):
+            interpreter = runtime.interpreter_class(**kwargs)
+            interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as err:
         text = str(err)
         flex = sorted(set(re.findall(r"\b(Flex\w+)", text)))

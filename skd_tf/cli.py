@@ -238,9 +238,11 @@ COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evalu
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command != "benchmark":  # the benchmark runs without TensorFlow
-            from skd_tf.console import start_tensorflow
+        from export.native_log import show_native_notes
+        from skd_tf.console import start_tensorflow
 
+        show_native_notes(_verbosity(args) >= 2)
+        if args.command != "benchmark":  # the benchmark runs without TensorFlow
             start_tensorflow(_verbosity(args))
         from skd_tf.config import ConfigError
         from skd_tf.data import DataError

@@ -48,6 +48,9 @@ class DataConfig(_Section):
     ignore_label: int = Field(255, ge=0, le=255)
     train_split: str = "train"
     val_split: str = "validation"
+    # the last `holdout` examples of train_split are withheld from training and form the split
+    # "train_holdout" (choose weights there, never on the validation split a table reports)
+    holdout: int = Field(0, ge=0)
     # tensorflow-datasets options
     data_dir: Optional[str] = None
     manual_dir: Optional[str] = None

@@ -21,8 +21,9 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+from export.native_log import native_stderr
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 
@@ -78,20 +79,9 @@ def start_tensorflow(verbosity: int = NORMAL) -> None:
     else:
         # C++ errors only: the converter's and XLA's warnings are notes for TensorFlow's developers
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                import tensorflow as tf
-                gpus = tf.config.list_physical_devices("GPU")
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                captured.seek(0)
-                lines = filter_startup_log(captured.read().decode(errors="replace"), nvidia_device_present())
-                for line in lines:
-                    print(line, file=sys.stderr)
+        with native_stderr(lambda text: filter_startup_log(text, nvidia_device_present())):
+            import tensorflow as tf
+            gpus = tf.config.list_physical_devices("GPU")
         for name in ("tensorflow", "absl"):
             logging.getLogger(name).addFilter(_DropKnownNoise())
     if verbosity > QUIET:

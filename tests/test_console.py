@@ -68,3 +68,19 @@ def test_a_piped_training_run_logs_one_line_per_epoch(tmp_path):
     epoch_lines = [line for line in log.splitlines() if line.startswith("2/2 - ")]
     assert len(epoch_lines) == 2 and all("loss:" in line and "miou:" in line for line in epoch_lines)
     assert len(log.encode()) < 2 * 1024 + 1024  # two epochs and the score table: ~0.5 KB measured
+
+
+def test_native_stderr_drops_tflite_notes_and_keeps_the_rest(capfd):
+    from export import native_log as console
+
+    with console.native_stderr(console.without_tflite_notes):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nfully_quantize: 0, inference_type: 6\n"
+                    b"ERROR: a real problem\n")
+    assert capfd.readouterr().err.splitlines() == ["ERROR: a real problem"]
+    console.show_native_notes(True)
+    try:
+        with console.native_stderr(console.without_tflite_notes):
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    finally:
+        console.show_native_notes(False)
+    assert "XNNPACK" in capfd.readouterr().err

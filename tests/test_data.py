@@ -138,3 +138,22 @@ def test_folder_dataset_errors_name_the_file(tmp_path):
         folder_pairs(tmp_path / "missing")
     with pytest.raises(DataError, match="missing directory"):
         folder_pairs(tmp_path / "nowhere")
+
+
+def test_holdout_withholds_the_last_training_examples():
+    from skd_tf.data import load_source
+
+    cfg = DataConfig(num_classes=6, synthetic={"num_train": 7, "num_val": 3, "image_size": 16}, holdout=2)
+    images, _ = synthetic.generate("train", 7, 16, 6, seed=0)
+    train = load_source(cfg, "train")
+    held = load_source(cfg, "train_holdout")
+    assert (train.count, held.count) == (5, 2)
+    np.testing.assert_array_equal(np.stack([r["image"] for r in train.records.as_numpy_iterator()]), images[:5])
+    np.testing.assert_array_equal(np.stack([r["image"] for r in held.records.as_numpy_iterator()]), images[5:])
+    cfg.val_split = "train_holdout"
+    _, count = val_dataset(cfg, batch_size=4)
+    assert count == 2
+    with pytest.raises(DataError, match="data.holdout is 7"):
+        load_source(DataConfig(synthetic={"num_train": 7}, holdout=7), "train")
+    with pytest.raises(DataError, match="needs data.holdout > 0"):
+        load_source(DataConfig(), "train_holdout")

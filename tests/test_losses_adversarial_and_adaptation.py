@@ -9,7 +9,7 @@ import losses_reference as ref
 from skd_tf.config import ModelConfig
 from skd_tf.losses import (AutoEncoderTrainer, FeatureAutoEncoder, HolisticCritic, HolisticDistillation, KerasDistillationLoss,
                            KnowledgeAdaptation, PairwiseDistillation, PixelwiseDistillation, autoencoder_loss,
-                           gradient_penalty, pretrain_autoencoder)
+                           autoencoder_quality, gradient_penalty, pretrain_autoencoder)
 from skd_tf.models import build_model
 
 
@@ -171,21 +171,43 @@ def test_autoencoder_loss_matches_reference():
     np.testing.assert_allclose(autoencoder_loss(f, r, code, alpha=1e-3), expected, rtol=1e-5)
 
 
+def test_autoencoder_quality_by_hand():
+    class Identity(keras.Model):  # a "teacher" whose features are the images
+        def call(self, images, training=False):
+            return {"features": images}
+
+    ae = FeatureAutoEncoder(feature_channels=2, code_channels=3)
+    images = rand(2, 4, 4, 2, seed=21)
+    reconstruction, code = ae(images)
+    quality = autoencoder_quality(Identity(), ae, [images])
+    centred = images - images.mean(axis=(0, 1, 2))
+    expected = ((reconstruction.numpy() - images) ** 2).sum() / (centred ** 2).sum()
+    assert quality["relative_reconstruction_error"] == pytest.approx(expected, rel=1e-5)
+    code = code.numpy()
+    assert quality["dead_code_channels"] == pytest.approx(np.mean(~(code > 0).any(axis=(0, 1, 2))))
+    squared = (code ** 2).sum(-1)
+    small = squared < 0.01 * squared.mean(axis=(1, 2), keepdims=True)
+    assert quality["small_code_vectors"] == pytest.approx(small.mean())
+
+
 def test_autoencoder_shapes():
     ae = FeatureAutoEncoder(feature_channels=12, code_channels=5)
     reconstruction, code = ae(rand(2, 8, 6, 12, seed=18))
     assert reconstruction.shape == (2, 8, 6, 12) and code.shape == (2, 4, 3, 5)
 
 
-def test_knowledge_adaptation_matches_reference():
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_knowledge_adaptation_matches_reference(floor):
     ae = FeatureAutoEncoder(feature_channels=6, code_channels=4)
-    ka = KnowledgeAdaptation(ae, beta=50.0, gamma=1.0)
+    ka = KnowledgeAdaptation(ae, beta=50.0, gamma=1.0, norm_floor=floor)
     s, t = rand(2, 8, 8, 3, seed=19), rand(2, 8, 8, 6, seed=20)
     terms = {k: float(v) for k, v in ka.components(s, t).items()}
+    assert len(ka.adapter.layers) == 3  # the paper's three conv+BN+ReLU layers
     code = ae.encode(t).numpy()
     adapted = ka.adapter(s).numpy()
     adapted = tf.image.resize(adapted, code.shape[1:3], method="bilinear").numpy()
-    cn, an = ref.normalize(code), ref.normalize(adapted)
+    cn = np.stack([ref.floored_normalize(c, floor) for c in code])
+    an = np.stack([ref.floored_normalize(a, floor) for a in adapted])
     adapt = np.mean([np.mean(np.linalg.norm(cn[i] - an[i], axis=-1)) for i in range(2)])
     affinity = []
     for i in range(2):
@@ -208,7 +230,11 @@ def test_autoencoder_pretraining_reduces_its_loss():
     assert losses[-1] < 0.5 * losses[0]
     assert not teacher.trainable
     ae = FeatureAutoEncoder(feature_channels=8, code_channels=4)
-    assert np.isfinite(pretrain_autoencoder(teacher, ae, images, steps=2, verbose=0)) and not ae.trainable
+    result = pretrain_autoencoder(teacher, ae, images, steps=4, verbose=0, probe_batches=[rand(2, 32, 32, 3)],
+                                  probes=2)
+    assert np.isfinite(result["loss"]) and not ae.trainable
+    assert [c["step"] for c in result["curve"]] == [2, 4]
+    assert result["curve"][-1]["relative_reconstruction_error"] < result["curve"][0]["relative_reconstruction_error"]
 
 
 # ---------------------------------------------------------------- keras.distillation

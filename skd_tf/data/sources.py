@@ -187,13 +187,35 @@ def folder_source(cfg: DataConfig, split: str) -> Source:
     return Source(records, len(pairs), decode)
 
 
-def load_source(cfg: DataConfig, split: str) -> Source:
-    """The ``Source`` of a split of the configured dataset."""
+HOLDOUT_SPLIT = "train_holdout"
+
+
+def _stored_source(cfg: DataConfig, split: str) -> Source:
     if cfg.source == "synthetic":
         return synthetic_source(cfg, split)
     if cfg.source == "folder":
         return folder_source(cfg, split)
     return tfds_source(cfg, split)
+
+
+def load_source(cfg: DataConfig, split: str) -> Source:
+    """The ``Source`` of a split of the configured dataset.
+
+    With ``data.holdout = h`` the training split loses its last ``h`` records, which become the split
+    ``train_holdout``.
+    """
+    if split != HOLDOUT_SPLIT and (split != cfg.train_split or not cfg.holdout):
+        return _stored_source(cfg, split)
+    if not cfg.holdout:
+        raise DataError(f"the split {HOLDOUT_SPLIT!r} needs data.holdout > 0 (how many training examples to hold out)")
+    train = _stored_source(cfg, cfg.train_split)
+    kept = train.count - cfg.holdout
+    if kept < 1:
+        raise DataError(f"data.holdout is {cfg.holdout} but the {cfg.source} split {cfg.train_split!r} "
+                        f"has only {train.count} examples")
+    if split == HOLDOUT_SPLIT:
+        return Source(train.records.skip(kept), cfg.holdout, train.decode)
+    return Source(train.records.take(kept), kept, train.decode)
 
 
 def class_names(cfg: DataConfig) -> list[str]:

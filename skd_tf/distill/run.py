@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from skd_tf.config import RunConfig
-from skd_tf.data import train_dataset
+from skd_tf.data import train_dataset, val_dataset
 from skd_tf.distill.config import DistillConfig, parse_distill
 from skd_tf.distill.diagnostics import GradientShareLogger, read_gradient_shares, teacher_distances
 from skd_tf.distill.distiller import Distiller
@@ -128,8 +128,8 @@ def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbac
         distiller.compile(optimizer=student_opt, critic_optimizer=critic_opt, jit_compile=cfg.train.jit_compile)
         distiller.build_state((*size, 3))
 
-    if "ka" in losses:
-        _pretrain_ka(cfg, dcfg, teacher, losses["ka"][0], out, strategy, verbose)
+    autoencoder_report = _pretrain_ka(cfg, dcfg, teacher, losses["ka"][0], out, strategy, verbose) \
+        if "ka" in losses else None
 
     callbacks = list(extra_callbacks)
     if dcfg.diagnostics_every:
@@ -143,13 +143,19 @@ def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbac
     scores["teacher_distance"] = teacher_distances(student, teacher, cfg.data, cfg.eval.batch_size,
                                                    holistic=holistic)
     scores["gradient_share"] = read_gradient_shares(out)
+    if autoencoder_report is not None:
+        scores["autoencoder"] = autoencoder_report
     write_json(out / "eval.json", scores)
     return scores
 
 
-def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> None:
-    """Knowledge adaptation stage 1, run once: train the auto-encoder on the teacher's features."""
-    path = out / "autoencoder.weights.h5"
+def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> dict:
+    """Knowledge adaptation stage 1, run once: train the auto-encoder on the teacher's features.
+
+    Returns (and keeps in ``autoencoder.json``) its reconstruction quality during and after training,
+    measured on 4 validation batches (``autoencoder_quality``).
+    """
+    path, report = out / "autoencoder.weights.h5", out / "autoencoder.json"
     autoencoder = ka_loss.autoencoder
     if path.is_file():
         autoencoder.load_weights(str(path))
@@ -158,11 +164,19 @@ def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> N
         if verbose:
             print(f"knowledge adaptation stage 1: training the auto-encoder for {k.pretrain_steps} steps")
         ds = train_dataset(cfg.data, cfg.train.batch_size, cfg.seed + 1).map(lambda x, y: x)
+        probe_ds, _ = val_dataset(cfg.data, cfg.train.batch_size, limit=4 * cfg.train.batch_size)
+        probe = [images for images, _ in probe_ds]
         autoencoder.trainable = True
         with strategy.scope():
-            pretrain_autoencoder(teacher, autoencoder, ds, k.pretrain_steps, k.pretrain_learning_rate,
-                                 verbose=verbose, alpha=k.alpha)
+            result = pretrain_autoencoder(teacher, autoencoder, ds, k.pretrain_steps, k.pretrain_learning_rate,
+                                          verbose=verbose, alpha=k.alpha, probe_batches=probe)
         tmp = out / "incoming.weights.h5"
         autoencoder.save_weights(str(tmp))
         os.replace(tmp, path)
+        write_json(report, {"final": result["curve"][-1], "curve": result["curve"], "last_loss": result["loss"]})
+        if verbose:
+            final = result["curve"][-1]
+            print(f"auto-encoder: relative reconstruction error {final['relative_reconstruction_error']:.3f}, "
+                  f"dead code channels {100 * final['dead_code_channels']:.0f} %")
     autoencoder.trainable = False
+    return json.loads(report.read_text()) if report.is_file() else {}

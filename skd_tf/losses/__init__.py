@@ -12,7 +12,7 @@ from skd_tf.losses.feature_mimic import AttentionTransfer, FitNetDistillation
 from skd_tf.losses.holistic import HolisticCritic, HolisticDistillation, gradient_penalty
 from skd_tf.losses.keras_adapter import KerasDistillationLoss
 from skd_tf.losses.knowledge_adaptation import (AutoEncoderTrainer, FeatureAutoEncoder, KnowledgeAdaptation,
-                                                autoencoder_loss, pretrain_autoencoder)
+                                                autoencoder_loss, autoencoder_quality, pretrain_autoencoder)
 from skd_tf.losses.pairwise import PairwiseDistillation
 from skd_tf.losses.pixelwise import PixelwiseDistillation
 from skd_tf.losses.relational import (CorrelationCongruence, InstanceRelationGraph, RelationalKD,
@@ -50,7 +50,7 @@ __all__ = [
     "LOSSES", "AttentionTransfer", "AutoEncoderTrainer", "ChannelwiseDistillation", "CorrelationCongruence",
     "DistillationLoss", "FeatureAutoEncoder", "FitNetDistillation", "HolisticCritic", "HolisticDistillation",
     "InstanceRelationGraph", "KerasDistillationLoss", "KnowledgeAdaptation", "PairwiseDistillation",
-    "PixelwiseDistillation", "RelationalKD", "SimilarityPreserving", "autoencoder_loss", "gradient_penalty",
+    "PixelwiseDistillation", "RelationalKD", "SimilarityPreserving", "autoencoder_loss", "autoencoder_quality", "gradient_penalty",
     "pretrain_autoencoder", "segmentation_cross_entropy",
 ]
 

@@ -14,9 +14,8 @@ import tensorflow as tf
 from keras import layers
 
 from skd_tf.console import fit_verbose
-from skd_tf.losses.base import (DistillationLoss, as_float32, average_over_global_batch, l2_normalize, resize_to,
-                                safe_norm)
-from skd_tf.losses.pairwise import gram_pairwise_distance, normalized_nodes
+from skd_tf.losses.base import DistillationLoss, as_float32, average_over_global_batch, resize_to, safe_norm
+from skd_tf.losses.pairwise import gram_pairwise_distance, normalize_features, normalized_nodes
 from skd_tf.training.custom_fit import Prebuilt, record_step
 
 
@@ -109,18 +108,65 @@ class AutoEncoderTrainer(Prebuilt, keras.Model):
         return record_step(self.trackers, {"ae_loss": loss})
 
 
+class _QualityProbe(keras.callbacks.Callback):
+    """Measures ``autoencoder_quality`` on fixed batches after the given (1-based) training steps."""
+
+    def __init__(self, teacher, autoencoder, batches, at_steps):
+        super().__init__()
+        self.teacher, self.autoencoder, self.batches = teacher, autoencoder, batches
+        self.at_steps, self.curve = set(at_steps), []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 in self.at_steps:
+            self.curve.append({"step": batch + 1, **autoencoder_quality(self.teacher, self.autoencoder, self.batches)})
+
+
 def pretrain_autoencoder(teacher, autoencoder, dataset, steps: int, learning_rate: float = 1e-3,
-                         verbose: int = 1, alpha: float = 1e-7) -> float:
+                         verbose: int = 1, alpha: float = 1e-7, probe_batches=None, probes: int = 4) -> dict:
     """Stage 1: fits ``autoencoder`` to the teacher's features for ``steps`` batches, then freezes it.
 
-    Returns the last logged auto-encoder loss.
+    Returns ``{"loss": the last logged auto-encoder loss, "curve": [...]}``; with ``probe_batches`` (a list
+    of image batches) the curve holds ``autoencoder_quality`` after every ``steps/probes`` steps, so a
+    reader sees whether the auto-encoder converged.
     """
     trainer = AutoEncoderTrainer(teacher, autoencoder, alpha=alpha)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     trainer.optimizer.build(autoencoder.trainable_variables)
-    history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=fit_verbose(verbose))
+    callbacks = []
+    if probe_batches:
+        at = sorted({max(1, round(steps * (i + 1) / probes)) for i in range(probes)})
+        callbacks.append(_QualityProbe(teacher, autoencoder, probe_batches, at))
+    history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=fit_verbose(verbose), callbacks=callbacks,
+                          shuffle=False)
     autoencoder.trainable = False
-    return float(np.ravel(history.history["ae_loss"][-1])[0])
+    return {"loss": float(np.ravel(history.history["ae_loss"][-1])[0]),
+            "curve": callbacks[0].curve if callbacks else []}
+
+
+def autoencoder_quality(teacher, autoencoder: FeatureAutoEncoder, batches) -> dict:
+    """How well a trained auto-encoder keeps the teacher's features, over ``batches`` of images.
+
+    ``relative_reconstruction_error`` = Σ‖D(E(F)) − F‖² / Σ‖F − mean F‖² (0: perfect, 1: no better than the
+    per-channel mean); ``dead_code_channels``: the fraction of code channels that are zero at every position
+    of every image; ``small_code_vectors``: the fraction of code vectors with ‖E(F)_j‖ < 0.1 × their image's
+    RMS norm (the cosine of such a vector is mostly noise).
+    """
+    error = spread = 0.0
+    active, small, vectors = None, 0.0, 0
+    for images in batches:
+        features = as_float32(teacher(images, training=False)["features"])
+        reconstruction, code = autoencoder(features, training=False)
+        error += float(tf.reduce_sum(tf.square(reconstruction - features)))
+        spread += float(tf.reduce_sum(tf.square(features - tf.reduce_mean(features, axis=[0, 1, 2]))))
+        seen = tf.reduce_any(code > 0, axis=[0, 1, 2])
+        active = seen if active is None else tf.logical_or(active, seen)
+        squared = tf.reduce_sum(tf.square(code), -1)
+        rms = tf.reduce_mean(squared, axis=[1, 2], keepdims=True)
+        small += float(tf.reduce_sum(tf.cast(squared < 0.01 * rms, tf.float32)))
+        vectors += int(tf.size(squared))
+    return {"relative_reconstruction_error": error / max(spread, 1e-12),
+            "dead_code_channels": 1.0 - float(tf.reduce_mean(tf.cast(active, tf.float32))),
+            "small_code_vectors": small / max(vectors, 1)}
 
 
 class KnowledgeAdaptation(DistillationLoss):
@@ -130,18 +176,23 @@ class KnowledgeAdaptation(DistillationLoss):
     over all positions j of the code map (the adapted student map is resized to it).
     L_aff = Σ_ij (A^S_ij − A^T_ij)², A_ij = (1/N)·f̂_i·f̂_j on E(F_T) and on C_f(F_S),
     computed exactly with the Gram identity of the pair-wise loss.
-    ``adapter`` C_f is a 3×3 conv+BN+ReLU (×``adapter_depth``) to the code's channels.
+    ``adapter`` C_f is ``adapter_depth`` 3×3 conv+BN+ReLU layers to the code's channels (the paper: 3).
+    Every normalisation x/‖x‖ is guarded by ``norm_floor`` as in the pair-wise loss
+    (x/√(‖x‖² + ε²), ε = norm_floor × the image's RMS norm): the code and the adapter's output come out
+    of a ReLU, so some of their vectors are nearly zero, and without the floor their cosine's gradient
+    (∝ 1/‖x‖) is rounding noise amplified without bound. ``norm_floor=0`` is the paper's plain cosine.
     ``components(student, teacher)`` returns both terms unweighted.
     """
 
     reads = "features"
 
     def __init__(self, autoencoder: FeatureAutoEncoder, beta: float = 50.0, gamma: float = 1.0, p: int = 2,
-                 adapter_depth: int = 1, **kwargs):
+                 adapter_depth: int = 3, norm_floor: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.autoencoder = autoencoder
         self.autoencoder.trainable = False
         self.beta, self.gamma, self.p = beta, gamma, p
+        self.adapter_depth, self.norm_floor = adapter_depth, norm_floor
         self.adapter = keras.Sequential(
             [_conv_bn_relu(autoencoder.code_channels, 1, False, f"adapter{i + 1}") for i in range(adapter_depth)],
             name="adapter")
@@ -151,14 +202,16 @@ class KnowledgeAdaptation(DistillationLoss):
         teacher = tf.stop_gradient(as_float32(self.select(teacher)))
         code = tf.stop_gradient(self.autoencoder.encode(teacher, training=False))
         adapted = resize_to(self.adapter(student, training=training), code)
-        diff = l2_normalize(code) - l2_normalize(adapted)
+        diff = normalize_features(code, norm_floor=self.norm_floor) - normalize_features(adapted,
+                                                                                          norm_floor=self.norm_floor)
         if self.p == 2:
             distance = safe_norm(diff)
         else:
             distance = safe_norm(tf.abs(diff) ** (self.p / 2.0)) ** (2.0 / self.p)
         adapt = tf.reduce_mean(distance, axis=[1, 2])
         # (1/N²)‖F̂F̂ᵀ − ...‖² is exactly Σ_ij (A_S − A_T)² with the paper's A = (1/N) F̂F̂ᵀ.
-        affinity = gram_pairwise_distance(normalized_nodes(adapted), normalized_nodes(code))
+        affinity = gram_pairwise_distance(normalized_nodes(adapted, norm_floor=self.norm_floor),
+                                          normalized_nodes(code, norm_floor=self.norm_floor))
         return {"ka_adapt": average_over_global_batch(adapt, self.global_batch_size),
                 "ka_affinity": average_over_global_batch(affinity, self.global_batch_size)}
 
@@ -174,4 +227,5 @@ class KnowledgeAdaptation(DistillationLoss):
         return self.combine(self.components(student, teacher, training=training))
 
     def get_config(self):
-        return {**super().get_config(), "beta": self.beta, "gamma": self.gamma, "p": self.p}
+        return {**super().get_config(), "beta": self.beta, "gamma": self.gamma, "p": self.p,
+                "adapter_depth": self.adapter_depth, "norm_floor": self.norm_floor}

@@ -1,0 +1,229 @@
+"""Chooses each distillation method's weight on a held-out part of the *training* split.
+
+    python benchmarks/sweep.py                      # every method, the default grid, both choice variants
+    python benchmarks/sweep.py --methods pi,pa,ho   # only these methods (in the paper's chain order)
+    python benchmarks/sweep.py --table-only         # run nothing; print the choice from the records
+
+The last ``--holdout`` images of the synthetic training split are withheld (``data.holdout``) from the
+teacher, the baseline and every student, and each run is scored on them (``data.val_split:
+train_holdout``); the validation split that benchmarks/ablation.py reports is never looked at. A method's
+weight λ is chosen from a small grid of non-zero multiples of its literature value, one seed per point (seed
+0: every point of a variant starts from the same initialisation and data order as its baseline), on
+*several* data variants (data seed and class count), by the mean over variants of the paired gain
+mIoU(λ) − mIoU(baseline). The paper's terms are chained as in its table: pair-wise is swept with the
+pixel-wise weight already chosen, holistic with both.
+
+Each point is its own ``skd-tf distill`` run in runs/sweep/; its small result is recorded as JSON under
+benchmarks/results/sweep/<variant>/<teacher fingerprint>/ — commit those files: a later run, on this or
+another machine, skips every recorded point (a new machine retrains the variant's teacher and baseline,
+cheap, and pairs its new points with them). The choice is written to benchmarks/results/sweep/chosen.json;
+the synthetic configs ship it (tests/test_sweep.py checks they agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import ROOT, host_cpu, run_cli, teacher_fingerprint  # noqa: E402
+
+# (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses)
+METHODS = [
+    ("pi", "pixel-wise", "synthetic_skd_pi", "distill.losses.pixel.weight", 10.0, ()),
+    ("pa", "pair-wise (with pixel-wise)", "synthetic_skd_pi_pa", "distill.losses.pairwise.weight", 10.0, ("pi",)),
+    ("ho", "holistic (with pixel- and pair-wise)", "synthetic_skd_full", "distill.holistic.weight", 0.1,
+     ("pi", "pa")),
+    ("ka", "knowledge adaptation", "synthetic_ka", "distill.losses.ka.weight", 1.0, ()),
+    ("sp", "similarity-preserving", "synthetic_sp", "distill.losses.sp.weight", 3000.0, ()),
+    ("cc", "correlation congruence", "synthetic_cc", "distill.losses.cc.weight", 100.0, ()),
+    ("irg", "instance relation graph", "synthetic_irg", "distill.losses.irg.weight", 1.0, ()),
+    ("rkd", "relational KD", "synthetic_rkd", "distill.losses.rkd.weight", 1.0, ()),
+    ("cwd", "channel-wise", "synthetic_cwd", "distill.losses.cwd.weight", 3.0, ()),
+    ("fitnet", "FitNet", "synthetic_fitnet", "distill.losses.fitnet.weight", 1.0, ()),
+    ("at", "attention transfer", "synthetic_at", "distill.losses.at.weight", 1000.0, ()),
+]
+# data variants the weights are chosen on: (data seed, number of classes)
+VARIANTS = {"s0c6": (0, 6), "s1c8": (1, 8)}
+GRID = (0.03, 0.1, 0.3, 1.0)  # multiples of the literature weight
+SEED = 0
+
+
+def variant_sets(variant: str, holdout: int) -> list[str]:
+    data_seed, classes = VARIANTS[variant]
+    return [f"seed={SEED}", f"data.synthetic.seed={data_seed}", f"data.num_classes={classes}",
+            f"data.holdout={holdout}", "data.val_split=train_holdout"]
+
+
+def _cli(command: str, config: str, out: Path, sets: list[str], teacher: Path | None = None) -> dict:
+    """Runs (or resumes) ``skd-tf <command>`` into ``out`` unless it finished; returns its eval.json."""
+    if not (out / "eval.json").exists():
+        args = [command, "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet"]
+        if teacher is not None:
+            args += ["--teacher", str(teacher)]
+        run_cli(args + [a for s in sets + [f"train.out_dir={out}"] for a in ("--set", s)], out.with_suffix(".log"))
+    return json.loads((out / "eval.json").read_text())
+
+
+def weight_label(weight: float) -> str:
+    return f"w{weight:g}"
+
+
+def point_records(results: Path, variant: str, method: str) -> dict[float, list[dict]]:
+    """Every recorded point of a method on a variant, any teacher: {weight: [records]}."""
+    found: dict[float, list[dict]] = {}
+    for path in sorted(results.glob(f"{variant}/*/{method}/w*.json")):
+        record = json.loads(path.read_text())
+        found.setdefault(record["weight"], []).append(record)
+    return found
+
+
+def gains(results: Path, method: str, variants: list[str]) -> dict[float, dict[str, float]]:
+    """{weight: {variant: mean over that variant's teachers of mIoU(point) − mIoU(its baseline)}}."""
+    out: dict[float, dict[str, float]] = {}
+    for variant in variants:
+        for weight, records in point_records(results, variant, method).items():
+            deltas = []
+            for r in records:
+                base = results / variant / r["teacher"] / "baseline.json"
+                if base.exists():
+                    deltas.append(r["miou"] - json.loads(base.read_text())["miou"])
+            if deltas:
+                out.setdefault(weight, {})[variant] = statistics.mean(deltas)
+    return out
+
+
+def choose(results: Path, method: str, variants: list[str], grid: list[float]) -> float | None:
+    """The grid weight with the largest mean gain over the variants, once every (weight, variant) is recorded."""
+    table = gains(results, method, variants)
+    if any(set(table.get(w, {})) != set(variants) for w in grid):
+        return None
+    return max(grid, key=lambda w: (statistics.mean(table[w].values()), -w))
+
+
+def grid_of(literature: float, multiples: tuple[float, ...]) -> list[float]:
+    return [float(f"{literature * m:.4g}") for m in multiples]
+
+
+def summary_markdown(results: Path, variants: list[str], multiples: tuple[float, ...]) -> tuple[str, dict]:
+    chosen, lines = {}, ["| method | literature λ | " + " | ".join(
+        f"×{m:g}" for m in multiples) + " | chosen λ |", "|---|---|" + "---|" * len(multiples) + "---|"]
+    for key, label, _, _, literature, _ in METHODS:
+        grid = grid_of(literature, multiples)
+        table = gains(results, key, variants)
+        pick = choose(results, key, variants, grid)
+        if pick is not None:
+            chosen[key] = pick
+        cells = []
+        for w in grid:
+            per = table.get(w, {})
+            cells.append("" if not per else f"{100 * statistics.mean(per.values()):+.2f}"
+                         + ("" if len(per) == len(variants) else f" ({len(per)}/{len(variants)})"))
+        lines.append(f"| {label} | {literature:g} | " + " | ".join(cells) + f" | {'' if pick is None else f'{pick:g}'} |")
+    note = (f"Mean over the variants {', '.join(f'{v} (data seed {VARIANTS[v][0]}, {VARIANTS[v][1]} classes)' for v in variants)} "
+            f"of mIoU(λ) − mIoU(baseline) in points, seed {SEED}, scored on the training split's held-out images.")
+    return "\n".join(lines) + "\n\n" + note + "\n", chosen
+
+
+def ensure_variant(variant: str, runs: Path, results: Path, holdout: int,
+                   overrides: list[str]) -> tuple[Path, str, float]:
+    """Trains the variant's teacher and baseline (on the training split minus the held-out images)."""
+    sets = variant_sets(variant, holdout) + [o for o in overrides if not o.startswith("distill.")]
+    teacher_out = runs / variant / "teacher"
+    _cli("train", "synthetic_teacher", teacher_out, sets)
+    teacher = teacher_out / "model.keras"
+    fingerprint, teacher_miou = teacher_fingerprint(teacher)
+    base = results / variant / fingerprint / "baseline.json"
+    if not base.exists():
+        scores = _cli("train", "synthetic_student", runs / variant / "baseline", sets)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        base.write_text(json.dumps({"variant": variant, "teacher": fingerprint, "teacher_miou": teacher_miou,
+                                    "miou": scores["miou"], "per_class_iou": scores["per_class_iou"],
+                                    "host": host_cpu()}, indent=1))
+    return teacher, fingerprint, teacher_miou
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--methods", help=f"only these (comma-separated, of {', '.join(m[0] for m in METHODS)})")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"data variants to choose on (default {','.join(VARIANTS)})")
+    parser.add_argument("--grid", default=",".join(f"{m:g}" for m in GRID),
+                        help="multiples of each literature weight (default %(default)s)")
+    parser.add_argument("--holdout", type=int, default=500, help="training images held out (default %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value in every run's config (distill.* only in the distilled students'; "
+                             "e.g. train.steps=200 for a plumbing check)")
+    parser.add_argument("--runs", default="runs/sweep", help="where the runs go (default %(default)s)")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks/results/sweep"),
+                        help="where the per-point JSON records and chosen.json go (default benchmarks/results/sweep)")
+    parser.add_argument("--table-only", action="store_true", help="run nothing; print the choice from the records")
+    args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    keys = [m[0] for m in METHODS]
+    wanted = args.methods.split(",") if args.methods else keys
+    if unknown := [m for m in wanted if m not in keys]:
+        raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(keys)}")
+    try:
+        multiples = tuple(float(v) for v in args.grid.split(","))
+    except ValueError:
+        raise SystemExit(f"--grid: expected comma-separated numbers, got {args.grid!r}") from None
+    if any(m <= 0 for m in multiples):
+        raise SystemExit("--grid: every multiple must be positive (a zero weight is the baseline)")
+    runs, results = Path(args.runs).resolve(), Path(args.results).resolve()
+    methods = {m[0]: m for m in METHODS}
+    start = time.time()
+    if not args.table_only:
+        teachers = {}
+        for variant in variants:
+            print(f"variant {variant}: teacher and baseline ({(time.time() - start) / 60:.1f} min so far)", flush=True)
+            teachers[variant] = ensure_variant(variant, runs, results, args.holdout, args.overrides)
+        for key in wanted:
+            _, label, config, weight_key, literature, chain = methods[key]
+            fixed = []
+            for earlier in chain:
+                pick = choose(results, earlier, variants, grid_of(methods[earlier][4], multiples))
+                if pick is None:
+                    raise SystemExit(f"{label} is swept with {methods[earlier][1]}'s weight chosen: sweep "
+                                     f"{earlier} first (--methods {earlier},{key})")
+                fixed.append(f"{methods[earlier][3]}={pick:g}")
+            for weight in grid_of(literature, multiples):
+                for variant in variants:
+                    teacher, fingerprint, teacher_miou = teachers[variant]
+                    if weight in point_records(results, variant, key):
+                        continue
+                    print(f"{label} λ={weight:g} on {variant} ({(time.time() - start) / 60:.1f} min so far)", flush=True)
+                    out = runs / variant / key / weight_label(weight)
+                    sets = variant_sets(variant, args.holdout) + fixed + [f"{weight_key}={weight:g}"] + args.overrides
+                    began = time.time()
+                    scores = _cli("distill", config, out, sets, teacher)
+                    record = {"method": key, "variant": variant, "weight": weight, "fixed": fixed, "seed": SEED,
+                              "teacher": fingerprint, "teacher_miou": teacher_miou, "miou": scores["miou"],
+                              "per_class_iou": scores["per_class_iou"],
+                              "teacher_distance": scores.get("teacher_distance", {}),
+                              "gradient_share": scores.get("gradient_share", {}).get("mean", {}),
+                              "overrides": args.overrides, "minutes": round((time.time() - began) / 60, 2),
+                              "host": host_cpu()}
+                    target = results / variant / fingerprint / key / f"{weight_label(weight)}.json"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(json.dumps(record, indent=1))
+                    print(f"    mIoU {100 * scores['miou']:.2f} on the held-out images, recorded in {target}", flush=True)
+    table, chosen = summary_markdown(results, variants, multiples)
+    print("\n" + table, flush=True)
+    if chosen:
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "chosen.json").write_text(json.dumps(
+            {"variants": variants, "grid": list(multiples), "weights": chosen,
+             "keys": {k: methods[k][3] for k in chosen}, "configs": {k: methods[k][2] for k in chosen}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
