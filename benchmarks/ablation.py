@@ -27,6 +27,7 @@ import json
 import math
 import os
 import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -104,9 +105,25 @@ def host_cpu() -> dict:
             "features": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})}
 
 
-def load_records(results: Path) -> list[dict]:
-    """Every recorded run under ``results`` (any teacher)."""
-    return [json.loads(p.read_text()) for p in sorted(results.glob("*/*/seed*.json"))]
+def config_digest(config: str, extra: list[str]) -> str:
+    """12 hex digits of a row's resolved config (model, train schedule, distill section, data), so a record
+    made before a config changed (e.g. a newly calibrated weight) is recognised as stale and rerun."""
+    sys.path.insert(0, str(ROOT))
+    from skd_tf.config import load_config
+
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml", [e for e in extra if not e.startswith("train.out_dir")])
+    resolved = cfg.model_dump(exclude={"name": True, "seed": True, "train": {"out_dir"}})
+    resolved.get("distill", None) and resolved["distill"].pop("teacher", None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_records(results: Path, current: dict[str, str] | None = None) -> list[dict]:
+    """Every recorded run under ``results`` (any teacher); with ``current`` ({config: digest}) only the
+    records made with the config as it is now (records without a digest predate it and count)."""
+    records = [json.loads(p.read_text()) for p in sorted(results.glob("*/*/seed*.json"))]
+    if current is None:
+        return records
+    return [r for r in records if r.get("config_digest", current.get(r["config"])) == current.get(r["config"])]
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -121,9 +138,13 @@ def run_cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"skd-tf {args[0]} failed (log {log}): {tail[0]}")
 
 
-def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs: Path, extra: list[str]) -> dict:
-    """Trains one (row, seed) (resuming an interrupted run) and returns its record without the critic distance."""
+def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs: Path, extra: list[str],
+            fresh: bool = False) -> dict:
+    """Trains one (row, seed) (resuming an interrupted run; ``fresh``: from scratch) and returns its record
+    without the critic distance."""
     out = runs / config / f"seed{seed}"
+    if fresh and out.exists():
+        shutil.rmtree(out)
     sets = [f"seed={seed}", f"train.out_dir={out}"] + [e for e in extra if command == "distill"
                                                          or not e.startswith("distill.")]
     args = [command, "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet"]
@@ -256,8 +277,8 @@ def write_readme(table: str) -> None:
     readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
 
 
-def publish(results: Path, out: Path, args, png: Path) -> dict:
-    summary = summarise(load_records(results))
+def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str]) -> dict:
+    summary = summarise(load_records(results, digests))
     mode = "`python benchmarks/ablation.py --quick`" if args.quick else "`python benchmarks/ablation.py`"
     note = (f"From {mode} (records in `{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}`); "
             f"host(s): {'; '.join(summary['hosts'])}. Paired Δ: same seed = same initialisation, data order "
@@ -304,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = (QUICK if args.quick else []) + list(args.overrides)
     png = Path(args.plot or (ROOT / "benchmarks/ablation.png" if not (args.quick or args.results)
                              else runs / "ablation.png"))
+    digests = {config: config_digest(config, extra) for _, _, config, _, _ in ROWS}
     if args.table_only:
-        publish(results, runs, args, png)
+        publish(results, runs, args, png, digests)
         return 0
     rows = [r for r in ROWS if not args.rows or r[0] in args.rows.split(",")]
     if args.rows and len(rows) != len(args.rows.split(",")):
@@ -328,11 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     for i, (seed, (key, label, config, command, _)) in enumerate(plan, 1):
         target = results / fingerprint / config / f"seed{seed}.json"
-        if target.exists():
+        stale = target.exists() and json.loads(target.read_text()).get("config_digest", digests[config]) \
+            != digests[config]
+        if target.exists() and not stale:
             continue
-        print(f"[{i}/{len(plan)}] {label}, seed {seed} ({(time.time() - start) / 60:.1f} min so far)", flush=True)
-        record = run_row(key, config, command, seed, teacher, runs, extra)
-        record.update(teacher=fingerprint, teacher_miou=teacher_miou)
+        print(f"[{i}/{len(plan)}] {label}, seed {seed} ({(time.time() - start) / 60:.1f} min so far)"
+              + (" (recorded with an older config: rerun)" if stale else ""), flush=True)
+        record = run_row(key, config, command, seed, teacher, runs, extra, fresh=stale)
+        record.update(teacher=fingerprint, teacher_miou=teacher_miou, config_digest=digests[config])
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(record, indent=1))
         print(f"    mIoU {100 * record['miou']:.2f}, recorded in {target}", flush=True)
@@ -344,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 (runs / record["config"] / f"seed{record['seed']}" / "model.keras").exists():
             add_critic_distance(record, critic, teacher, runs, record["overrides"])
             path.write_text(json.dumps(record, indent=1))
-    publish(results, runs, args, png)
+    publish(results, runs, args, png, digests)
     return 0
 
 

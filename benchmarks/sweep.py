@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import ROOT, host_cpu, run_cli, teacher_fingerprint  # noqa: E402
+from ablation import ROOT, config_digest, host_cpu, run_cli, teacher_fingerprint  # noqa: E402
 
 # (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses)
 METHODS = [
@@ -47,6 +48,8 @@ METHODS = [
     ("fitnet", "FitNet", "synthetic_fitnet", "distill.losses.fitnet.weight", 1.0, ()),
     ("at", "attention transfer", "synthetic_at", "distill.losses.at.weight", 1000.0, ()),
 ]
+METHOD_BY_KEY = {m[0]: m for m in METHODS}
+
 # data variants the weights are chosen on: (data seed, number of classes)
 VARIANTS = {"s0c6": (0, 6), "s1c8": (1, 8)}
 GRID = (0.03, 0.1, 0.3, 1.0)  # multiples of the literature weight
@@ -67,6 +70,15 @@ def _cli(command: str, config: str, out: Path, sets: list[str], teacher: Path | 
             args += ["--teacher", str(teacher)]
         run_cli(args + [a for s in sets + [f"train.out_dir={out}"] for a in ("--set", s)], out.with_suffix(".log"))
     return json.loads((out / "eval.json").read_text())
+
+
+def point_sets(key: str, variant: str, weight: float, fixed: list[str], holdout: int, overrides: list[str]) -> list[str]:
+    """Every ``--set`` of one sweep point (the weight last but the user's overrides)."""
+    return variant_sets(variant, holdout) + fixed + [f"{METHOD_BY_KEY[key][3]}={weight:g}"] + overrides
+
+
+def current_digest(key: str, sets: list[str]) -> str:
+    return config_digest(METHOD_BY_KEY[key][2], sets)
 
 
 def weight_label(weight: float) -> str:
@@ -129,6 +141,30 @@ def summary_markdown(results: Path, variants: list[str], multiples: tuple[float,
     return "\n".join(lines) + "\n\n" + note + "\n", chosen
 
 
+def calibrated_losses(results: Path = ROOT / "benchmarks/results/sweep") -> dict[str, float]:
+    """{loss config name: chosen λ} from ``chosen.json`` (pixel, pairwise, holistic, ka, ...)."""
+    chosen = results / "chosen.json"
+    if not chosen.exists():
+        return {}
+    record = json.loads(chosen.read_text())
+    return {record["keys"][k].split(".")[-2]: w for k, w in record["weights"].items()}
+
+
+def write_losses_table(results: Path) -> None:
+    """Replaces README.md's losses table with one that has the calibrated weights."""
+    sys.path.insert(0, str(ROOT))
+    from skd_tf.console import QUIET, start_tensorflow
+
+    start_tensorflow(QUIET)  # the losses module imports TensorFlow: without its start-up noise
+    from skd_tf.losses import markdown_table
+
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start = text.index("| config name | loss | formula |")
+    end = text.index("\n\n", start)
+    readme.write_text(text[:start] + markdown_table(calibrated_losses(results)) + text[end:])
+
+
 def ensure_variant(variant: str, runs: Path, results: Path, holdout: int,
                    overrides: list[str]) -> tuple[Path, str, float]:
     """Trains the variant's teacher and baseline (on the training split minus the held-out images)."""
@@ -144,6 +180,16 @@ def ensure_variant(variant: str, runs: Path, results: Path, holdout: int,
         base.write_text(json.dumps({"variant": variant, "teacher": fingerprint, "teacher_miou": teacher_miou,
                                     "miou": scores["miou"], "per_class_iou": scores["per_class_iou"],
                                     "host": host_cpu()}, indent=1))
+    record = json.loads(base.read_text())
+    student = runs / variant / "baseline" / "model.keras"
+    if "teacher_distance" not in record and student.exists():  # how far CE alone leaves the student
+        distances = runs / variant / "baseline" / "teacher_distance.json"
+        if not distances.exists():
+            run_cli(["evaluate", "--config", str(ROOT / "configs" / "synthetic_student.yaml"), "--quiet",
+                     "--checkpoint", str(student), "--teacher", str(teacher), "--json", str(distances)]
+                    + [a for s in sets for a in ("--set", s)], (runs / variant / "baseline").with_suffix(".log"))
+        record["teacher_distance"] = json.loads(distances.read_text())["teacher_distance"]
+        base.write_text(json.dumps(record, indent=1))
     return teacher, fingerprint, teacher_miou
 
 
@@ -163,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(ROOT / "benchmarks/results/sweep"),
                         help="where the per-point JSON records and chosen.json go (default benchmarks/results/sweep)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; print the choice from the records")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the chosen weights into README.md's losses table")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
@@ -186,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"variant {variant}: teacher and baseline ({(time.time() - start) / 60:.1f} min so far)", flush=True)
             teachers[variant] = ensure_variant(variant, runs, results, args.holdout, args.overrides)
         for key in wanted:
-            _, label, config, weight_key, literature, chain = methods[key]
+            _, label, config, _, literature, chain = methods[key]
             fixed = []
             for earlier in chain:
                 pick = choose(results, earlier, variants, grid_of(methods[earlier][4], multiples))
@@ -197,11 +245,18 @@ def main(argv: list[str] | None = None) -> int:
             for weight in grid_of(literature, multiples):
                 for variant in variants:
                     teacher, fingerprint, teacher_miou = teachers[variant]
-                    if weight in point_records(results, variant, key):
+                    sets = point_sets(key, variant, weight, fixed, args.holdout, args.overrides)
+                    digest = current_digest(key, sets)
+                    recorded = point_records(results, variant, key).get(weight, [])
+                    if any(r.get("config_digest", digest) == digest for r in recorded):  # none: made before digests
                         continue
-                    print(f"{label} λ={weight:g} on {variant} ({(time.time() - start) / 60:.1f} min so far)", flush=True)
+                    for path in results.glob(f"{variant}/*/{key}/{weight_label(weight)}.json"):
+                        path.unlink()  # made with another config (e.g. an earlier chained weight): stale
+                    print(f"{label} λ={weight:g} on {variant} ({(time.time() - start) / 60:.1f} min so far)"
+                          + (" (recorded with an older config: rerun)" if recorded else ""), flush=True)
                     out = runs / variant / key / weight_label(weight)
-                    sets = variant_sets(variant, args.holdout) + fixed + [f"{weight_key}={weight:g}"] + args.overrides
+                    if recorded and out.exists():
+                        shutil.rmtree(out)
                     began = time.time()
                     scores = _cli("distill", config, out, sets, teacher)
                     record = {"method": key, "variant": variant, "weight": weight, "fixed": fixed, "seed": SEED,
@@ -209,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                               "per_class_iou": scores["per_class_iou"],
                               "teacher_distance": scores.get("teacher_distance", {}),
                               "gradient_share": scores.get("gradient_share", {}).get("mean", {}),
-                              "overrides": args.overrides, "minutes": round((time.time() - began) / 60, 2),
-                              "host": host_cpu()}
+                              "autoencoder": scores.get("autoencoder", {}).get("final"),
+                              "overrides": args.overrides, "config_digest": digest,
+                              "minutes": round((time.time() - began) / 60, 2), "host": host_cpu()}
                     target = results / variant / fingerprint / key / f"{weight_label(weight)}.json"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(json.dumps(record, indent=1))
@@ -222,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         (results / "chosen.json").write_text(json.dumps(
             {"variants": variants, "grid": list(multiples), "weights": chosen,
              "keys": {k: methods[k][3] for k in chosen}, "configs": {k: methods[k][2] for k in chosen}}, indent=1))
+    if args.readme:
+        write_losses_table(results)
+        print("README.md: losses table updated", flush=True)
     return 0
 
 

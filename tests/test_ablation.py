@@ -79,5 +79,12 @@ def test_ablation_records_each_run_once_and_resumes(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "ablation.png").stat().st_size > 1000
     calls.clear()
     assert ablation.main(argv) == 0 and calls == []  # everything recorded: nothing runs again
+    # a record made with an older config (say, before a weight was calibrated) is rerun from scratch
+    stale = next((tmp_path / "results").glob("*/synthetic_skd_pi/seed1.json"))
+    stale.write_text(json.dumps(json.loads(stale.read_text()) | {"config_digest": "old", "miou": 0.0}))
+    (tmp_path / "runs" / "synthetic_skd_pi" / "seed1" / "stale-marker").write_text("")
+    assert ablation.main(argv) == 0 and calls.count("distill") == 1
+    assert json.loads(stale.read_text())["miou"] == pytest.approx(0.56)
+    assert not (tmp_path / "runs" / "synthetic_skd_pi" / "seed1" / "stale-marker").exists()
     with pytest.raises(SystemExit, match="unknown key"):
         ablation.main(argv[:1] + ["baseline,nope"] + argv[2:])

@@ -58,8 +58,15 @@ def test_overrides_and_missing_file(tmp_path, tiny_config):
         load_config(path, ["train.steps=7"])
 
 
-def test_readme_losses_table_matches_the_registry():
+def test_readme_losses_table_matches_the_registry_and_the_sweep():
+    import sys
+
     from skd_tf.losses import markdown_table
 
-    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
-    assert markdown_table() in readme, "regenerate with: python -c 'import skd_tf.losses as l; print(l.markdown_table())'"
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import sweep
+
+    readme = root.joinpath("README.md").read_text()
+    assert markdown_table(sweep.calibrated_losses()) in readme, \
+        "regenerate with: python benchmarks/sweep.py --table-only --readme"

@@ -22,10 +22,13 @@ from skd_tf.models import build_model, load_model
 from skd_tf.training.checkpointing import TrainingDiverged, read_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC_DISTILL = ["synthetic_skd_pi", "synthetic_skd_pi_pa", "synthetic_skd_full", "synthetic_ka", "synthetic_cwd",
-                     "synthetic_fitnet", "synthetic_at"]
-# The relational rows' configs; their losses run a distillation step in the replica and multi-worker tests.
-SYNTHETIC_RELATIONAL = {"synthetic_sp": "sp", "synthetic_cc": "cc", "synthetic_irg": "irg", "synthetic_rkd": "rkd"}
+# Configs run one real distillation step (the fit path with a critic, and with knowledge adaptation's
+# pre-training and loss components); every loss also runs distillation steps in the replica tests.
+SYNTHETIC_DISTILL = ["synthetic_skd_full", "synthetic_ka"]
+# The other synthetic configs: parsed and their losses built and evaluated once on tiny models.
+SYNTHETIC_SINGLE = {"synthetic_skd_pi": ["pixel"], "synthetic_skd_pi_pa": ["pixel", "pairwise"], "synthetic_cwd": ["cwd"],
+                    "synthetic_fitnet": ["fitnet"], "synthetic_at": ["at"], "synthetic_sp": ["sp"],
+                    "synthetic_cc": ["cc"], "synthetic_irg": ["irg"], "synthetic_rkd": ["rkd"]}
 TINY = ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
         "data.synthetic.image_size=32", "model.width=0.125", "model.head_channels=8", "train.batch_size=4",
         "eval.batch_size=4", "distill.knowledge_adaptation.pretrain_steps=2", "distill.knowledge_adaptation.code_channels=4"]
@@ -86,16 +89,21 @@ def test_full_distillation_compiles_with_xla(tiny_teacher, tmp_path):
     assert np.isfinite(distill(cfg, verbose=0)["miou"])
 
 
-@pytest.mark.parametrize("name,loss", SYNTHETIC_RELATIONAL.items())
-def test_relational_configs_build_their_loss_at_its_literature_weight(name, loss):
+@pytest.mark.parametrize("name,losses", SYNTHETIC_SINGLE.items())
+def test_synthetic_configs_build_and_evaluate_their_losses(name, losses):
     from skd_tf.distill.run import build_losses
     from skd_tf.losses import LOSSES
 
     d = parse_distill(load_config(ROOT / "configs" / f"{name}.yaml").distill)
-    assert list(d.losses) == [loss] and d.losses[loss].weight == LOSSES[loss][2] and d.holistic is None
+    assert list(d.losses) == losses and d.holistic is None and all(d.losses[n].weight > 0 for n in losses)
     models = [build_model(ModelConfig(width=0.125, head_channels=c), 6, (32, 32)) for c in (12, 8)]
     built = build_losses(d, *models)
-    assert isinstance(built[loss][0], LOSSES[loss][0])
+    images = tf.random.stateless_uniform((2, 32, 32, 3), (0, 1))
+    labels = tf.zeros((2, 32, 32), tf.int32)
+    for n in losses:
+        assert isinstance(built[n][0], LOSSES[n][0])
+        value = built[n][0](models[1](images), models[0](images), labels=labels, images=images)
+        assert np.isfinite(float(value)) and float(value) >= 0
 
 
 @pytest.mark.parametrize("name", ["cityscapes_skd", "cityscapes_skd_reference_code"])
@@ -317,3 +325,16 @@ def test_multi_worker_run_ends_with_identical_weights_on_both_workers(tiny_teach
     other = load_model(tmp_path / "mw" / "worker1" / "model.keras").get_weights()
     for a, b in zip(chief, other):
         np.testing.assert_array_equal(a, b)
+
+
+def test_critic_optimizer_choice():
+    from skd_tf.distill.run import _optimizers
+
+    cfg = load_config(ROOT / "configs" / "synthetic_skd_full.yaml")
+    dcfg = parse_distill(cfg.distill)
+    _, critic = _optimizers(cfg, dcfg)
+    assert isinstance(critic, keras.optimizers.Adam) and critic.beta_1 == 0.0 and critic.beta_2 == 0.9
+    assert dcfg.holistic.n_critic == 5 and dcfg.holistic.critic_scale == 1.0
+    reference = parse_distill(load_config(ROOT / "configs" / "cityscapes_skd_reference_code.yaml").distill)
+    _, critic = _optimizers(cfg, reference)
+    assert isinstance(critic, keras.optimizers.SGD) and critic.momentum == 0.9

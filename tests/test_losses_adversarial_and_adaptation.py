@@ -194,6 +194,22 @@ def test_autoencoder_shapes():
     ae = FeatureAutoEncoder(feature_channels=12, code_channels=5)
     reconstruction, code = ae(rand(2, 8, 6, 12, seed=18))
     assert reconstruction.shape == (2, 8, 6, 12) and code.shape == (2, 4, 3, 5)
+    reconstruction, code = FeatureAutoEncoder(feature_channels=12, code_channels=5, stride=1)(rand(2, 8, 6, 12))
+    assert reconstruction.shape == (2, 8, 6, 12) and code.shape == (2, 8, 6, 5)
+
+
+@pytest.mark.parametrize("student_stride, code_stride", [(8, 1), (16, 2)])
+def test_knowledge_adaptation_code_has_the_students_resolution(student_stride, code_stride):
+    from skd_tf.distill.config import parse_distill
+    from skd_tf.distill.run import build_losses
+
+    teacher = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32))
+    student = build_model(ModelConfig(width=0.125, head_channels=8, output_stride=student_stride), 3, (32, 32))
+    dcfg = parse_distill({"teacher": "t.keras", "losses": {"ka": {"weight": 1.0}}})
+    ka = build_losses(dcfg, teacher, student)["ka"][0]
+    assert ka.autoencoder.stride == code_stride
+    code = ka.autoencoder.encode(teacher(tf.zeros((1, 32, 32, 3)))["features"])
+    assert code.shape[1:3] == student(tf.zeros((1, 32, 32, 3)))["features"].shape[1:3]
 
 
 @pytest.mark.parametrize("floor", [0.0, 0.1])

@@ -19,9 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def fake_cli_factory(calls, gain):
     def fake_cli(args, log):  # stands in for `python -m skd_tf.cli ...`, writing what the real command writes
         sets = dict(a.split("=", 1) for a in args[args.index("--set") + 1::2])
+        if args[0] == "evaluate":
+            Path(args[args.index("--json") + 1]).write_text(json.dumps({"teacher_distance": {"pixel_kl": 1.0}}))
+            return
         calls.append((args[0], sets))
         out = Path(sets["train.out_dir"])  # runs/<variant>/teacher|baseline|<method>/w<weight>
         out.mkdir(parents=True, exist_ok=True)
+        (out / "model.keras").write_bytes(b"")
         classes = int(sets["data.num_classes"])
         miou = {"teacher": 0.8, "baseline": 0.5}.get(out.name) or 0.5 + gain(out.parent.name, float(out.name[1:]),
                                                                                classes)
@@ -44,6 +48,8 @@ def test_sweep_chooses_the_best_mean_gain_over_variants_and_resumes(tmp_path, mo
     assert sweep.main(argv) == 0
     chosen = json.loads((tmp_path / "results" / "chosen.json").read_text())
     assert chosen["weights"] == {"pi": 3.0, "pa": 3.0}
+    baselines = list((tmp_path / "results").glob("*/*/baseline.json"))
+    assert len(baselines) == 2 and all(json.loads(b.read_text())["teacher_distance"] for b in baselines)
     # pair-wise ran with the chosen pixel-wise weight; every run on the held-out images, never validation
     pa_runs = [s for _, s in calls if "/pa/" in s["train.out_dir"]]
     assert len(pa_runs) == 8 and all(s["distill.losses.pixel.weight"] == "3" for s in pa_runs)
@@ -52,6 +58,13 @@ def test_sweep_chooses_the_best_mean_gain_over_variants_and_resumes(tmp_path, mo
     assert len(calls) == 4 + 16
     calls.clear()
     assert sweep.main(argv) == 0 and calls == []  # everything recorded: nothing runs again
+    # a new pixel-wise choice makes the pair-wise points stale: they are rerun with it
+    best = tmp_path / "results" / "s1c8"
+    record = next(best.glob("*/pi/w10.json"))
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"miou": 0.9}))
+    calls.clear()
+    assert sweep.main(argv) == 0 and len(calls) == 8 and all("/pa/" in s["train.out_dir"] for _, s in calls)
+    assert all(s["distill.losses.pixel.weight"] == "10" for _, s in calls)
     with pytest.raises(SystemExit, match="sweep pi first"):
         sweep.main(["--methods", "pa", "--runs", str(tmp_path / "runs2"), "--results", str(tmp_path / "results2")])
     with pytest.raises(SystemExit, match="unknown nope"):

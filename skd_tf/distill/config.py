@@ -66,6 +66,9 @@ class HolisticSpec(_Section):
     critic_input: Literal["softmax_image", "logits"] = "softmax_image"
     gp_weight: float = Field(10.0, ge=0)
     critic_width: float = Field(1.0, gt=0)
+    # the critic's optimizer: the reference code's SGD (momentum, weight decay, poly decay) or Adam with
+    # WGAN-GP's (Gulrajani et al. 2017) β1 = 0, β2 = 0.9 (`momentum` is β1 then), same poly decay
+    optimizer: Literal["sgd", "adam"] = "sgd"
     learning_rate: float = Field(4e-4, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
@@ -89,6 +92,9 @@ class KnowledgeAdaptationSpec(_Section):
     """Stage 1 of knowledge adaptation: the teacher-feature auto-encoder."""
 
     code_channels: int = Field(64, ge=1)
+    # the encoder's first stride; auto: teacher map size / student map size (the paper: 1/8 → 1/16 = 2),
+    # so the code has the student's resolution
+    code_stride: Literal["auto", 1, 2] = "auto"
     pretrain_steps: int = Field(200, ge=1)
     pretrain_learning_rate: float = Field(1e-3, gt=0)
     alpha: float = Field(1e-7, ge=0)

@@ -77,8 +77,12 @@ def build_losses(dcfg: DistillConfig, teacher: keras.Model, student: keras.Model
         if name == "cwd" and options.get("reads", "logits") == "features" and s_features != t_features:
             options["align_channels"] = t_features
         if name == "ka":
-            options["autoencoder"] = FeatureAutoEncoder(t_features, dcfg.knowledge_adaptation.code_channels,
-                                                        name="ka_autoencoder")
+            k = dcfg.knowledge_adaptation
+            stride = k.code_stride
+            if stride == "auto":
+                ratio = teacher.output["features"].shape[1] / student.output["features"].shape[1]
+                stride = 2 if ratio >= 2 else 1
+            options["autoencoder"] = FeatureAutoEncoder(t_features, k.code_channels, stride, name="ka_autoencoder")
         losses[name] = (cls(name=f"{name}_loss", **options), spec.weight)
     return losses
 
@@ -91,7 +95,11 @@ def _optimizers(cfg: RunConfig, dcfg: DistillConfig):
         schedule = keras.optimizers.schedules.PolynomialDecay(
             h.learning_rate, decay_steps=cfg.train.steps * h.n_critic, end_learning_rate=0.0,
             power=cfg.train.poly_power)
-        critic_opt = keras.optimizers.SGD(schedule, momentum=h.momentum, weight_decay=h.weight_decay or None)
+        if h.optimizer == "adam":
+            critic_opt = keras.optimizers.Adam(schedule, beta_1=h.momentum, beta_2=0.9,
+                                               weight_decay=h.weight_decay or None)
+        else:
+            critic_opt = keras.optimizers.SGD(schedule, momentum=h.momentum, weight_decay=h.weight_decay or None)
     return student_opt, critic_opt
 
 

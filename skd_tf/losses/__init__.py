@@ -55,10 +55,14 @@ __all__ = [
 ]
 
 
-def markdown_table() -> str:
-    """The README's losses table: config name, formula, what it reads, default weight and its source."""
-    rows = ["| config name | loss | formula | reads | default weight |", "|---|---|---|---|---|"]
+def markdown_table(calibrated: dict[str, float] | None = None) -> str:
+    """The README's losses table: config name, formula, what it reads, default weight and its source, and
+    (``calibrated``: {config name: λ}) the weight benchmarks/sweep.py chose for the synthetic configs."""
+    calibrated = calibrated or {}
+    rows = ["| config name | loss | formula | reads | default weight (literature) | synthetic configs (calibrated) |",
+            "|---|---|---|---|---|---|"]
     for name, (cls, reads, weight, source, formula) in LOSSES.items():
         formula = formula.replace("|", "\\|")  # a bar inside a cell must be escaped in markdown
-        rows.append(f"| `{name}` | {cls.__name__} | {formula} | {reads} | {weight:g} ({source}) |")
+        chosen = f"{calibrated[name]:g}" if name in calibrated else "not yet calibrated"
+        rows.append(f"| `{name}` | {cls.__name__} | {formula} | {reads} | {weight:g} ({source}) | {chosen} |")
     return "\n".join(rows)

@@ -30,24 +30,28 @@ def _conv_bn_relu(filters, strides, transpose, name):
 
 @keras.saving.register_keras_serializable(package="skd_tf")
 class FeatureAutoEncoder(keras.Model):
-    """E: three 3×3 conv+BN+ReLU (the first with stride 2); D: three 3×3 deconv+BN+ReLU (the first stride 2).
+    """E: three 3×3 conv+BN+ReLU (the first with stride ``stride``); D: three 3×3 deconv+BN+ReLU (the first
+    with stride ``stride``).
 
-    ``encode(F_T)`` is the compact code E(F_T) at half the teacher map's
-    resolution with ``code_channels`` channels; ``call`` reconstructs F_T.
+    ``encode(F_T)`` is the compact code E(F_T) with ``code_channels`` channels at 1/``stride`` of the
+    teacher map's resolution; ``call`` reconstructs F_T. The paper's stride 2 takes its teacher's 1/8 map
+    to its student's 1/16: the code has the student's resolution. With teacher and student at the same
+    resolution, stride 1 keeps that property.
     """
 
-    def __init__(self, feature_channels: int, code_channels: int, **kwargs):
+    def __init__(self, feature_channels: int, code_channels: int, stride: int = 2, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.feature_channels = feature_channels
         self.code_channels = code_channels
+        self.stride = stride
         self.encoder = keras.Sequential([
-            _conv_bn_relu(code_channels, 2, False, "enc1"),
+            _conv_bn_relu(code_channels, stride, False, "enc1"),
             _conv_bn_relu(code_channels, 1, False, "enc2"),
             _conv_bn_relu(code_channels, 1, False, "enc3"),
         ], name="encoder")
         self.decoder = keras.Sequential([
-            _conv_bn_relu(code_channels, 2, True, "dec1"),
+            _conv_bn_relu(code_channels, stride, True, "dec1"),
             _conv_bn_relu(code_channels, 1, True, "dec2"),
             _conv_bn_relu(feature_channels, 1, True, "dec3"),
         ], name="decoder")
@@ -61,7 +65,7 @@ class FeatureAutoEncoder(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "feature_channels": self.feature_channels,
-                "code_channels": self.code_channels}
+                "code_channels": self.code_channels, "stride": self.stride}
 
 
 def autoencoder_loss(features, reconstruction, code, alpha: float = 1e-7):
