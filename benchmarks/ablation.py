@@ -105,16 +105,30 @@ def host_cpu() -> dict:
             "features": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})}
 
 
+def resolved_digest(resolved: dict) -> str:
+    """12 hex digits of a resolved config (``RunConfig.model_dump()``, or a run's ``config.json``), leaving out
+    what names the run rather than what it trains: name, seed, out_dir and the teacher's path."""
+    resolved = json.loads(json.dumps(resolved, default=str))
+    resolved.pop("name", None), resolved.pop("seed", None)
+    resolved.get("train", {}).pop("out_dir", None)
+    if resolved.get("distill"):
+        resolved["distill"].pop("teacher", None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def config_digest(config: str, extra: list[str]) -> str:
-    """12 hex digits of a row's resolved config (model, train schedule, distill section, data), so a record
-    made before a config changed (e.g. a newly calibrated weight) is recognised as stale and rerun."""
+    """The ``resolved_digest`` of a row's config with ``extra`` overrides, so a record made before a config
+    changed (e.g. a newly calibrated weight) is recognised as stale and rerun."""
     sys.path.insert(0, str(ROOT))
     from skd_tf.config import load_config
 
-    cfg = load_config(ROOT / "configs" / f"{config}.yaml", [e for e in extra if not e.startswith("train.out_dir")])
-    resolved = cfg.model_dump(exclude={"name": True, "seed": True, "train": {"out_dir"}})
-    resolved.get("distill", None) and resolved["distill"].pop("teacher", None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return resolved_digest(load_config(ROOT / "configs" / f"{config}.yaml", list(extra)).model_dump())
+
+
+def stale_run(out: Path, digest: str) -> bool:
+    """True when ``out`` holds a run (its config.json) made with another config than ``digest`` describes."""
+    saved = out / "config.json"
+    return saved.is_file() and resolved_digest(json.loads(saved.read_text())) != digest
 
 
 def load_records(results: Path, current: dict[str, str] | None = None) -> list[dict]:
@@ -139,11 +153,11 @@ def run_cli(args: list[str], log: Path) -> None:
 
 
 def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs: Path, extra: list[str],
-            fresh: bool = False) -> dict:
-    """Trains one (row, seed) (resuming an interrupted run; ``fresh``: from scratch) and returns its record
-    without the critic distance."""
+            fresh: bool = False, digest: str | None = None) -> dict:
+    """Trains one (row, seed) (resuming an interrupted run; ``fresh``, or a run left by another config: from
+    scratch) and returns its record without the critic distance."""
     out = runs / config / f"seed{seed}"
-    if fresh and out.exists():
+    if out.exists() and (fresh or (digest and stale_run(out, digest))):
         shutil.rmtree(out)
     sets = [f"seed={seed}", f"train.out_dir={out}"] + [e for e in extra if command == "distill"
                                                          or not e.startswith("distill.")]
@@ -325,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     extra = (QUICK if args.quick else []) + list(args.overrides)
     png = Path(args.plot or (ROOT / "benchmarks/ablation.png" if not (args.quick or args.results)
                              else runs / "ablation.png"))
-    digests = {config: config_digest(config, extra) for _, _, config, _, _ in ROWS}
+    # a trained row gets only the non-distill overrides (as run_row passes them)
+    digests = {config: config_digest(config, extra if command == "distill" else
+                                     [e for e in extra if not e.startswith("distill.")])
+               for _, _, config, command, _ in ROWS}
     if args.table_only:
         publish(results, runs, args, png, digests)
         return 0
@@ -356,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{i}/{len(plan)}] {label}, seed {seed} ({(time.time() - start) / 60:.1f} min so far)"
               + (" (recorded with an older config: rerun)" if stale else ""), flush=True)
-        record = run_row(key, config, command, seed, teacher, runs, extra, fresh=stale)
+        record = run_row(key, config, command, seed, teacher, runs, extra, fresh=stale, digest=digests[config])
         record.update(teacher=fingerprint, teacher_miou=teacher_miou, config_digest=digests[config])
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(record, indent=1))

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import ROOT, config_digest, host_cpu, run_cli, teacher_fingerprint  # noqa: E402
+from ablation import ROOT, config_digest, host_cpu, run_cli, stale_run, teacher_fingerprint  # noqa: E402
 
 # (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses)
 METHODS = [
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{label} λ={weight:g} on {variant} ({(time.time() - start) / 60:.1f} min so far)"
                           + (" (recorded with an older config: rerun)" if recorded else ""), flush=True)
                     out = runs / variant / key / weight_label(weight)
-                    if recorded and out.exists():
+                    if out.exists() and (recorded or stale_run(out, digest)):
                         shutil.rmtree(out)
                     began = time.time()
                     scores = _cli("distill", config, out, sets, teacher)

@@ -9,7 +9,8 @@ from skd_tf.models.flops import count_flops
 
 TINY = ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
         "data.synthetic.image_size=32", "train.steps=2", "train.steps_per_epoch=1", "train.batch_size=4",
-        "eval.batch_size=4", "export.calibration_samples=4", "model.head_channels=8"]
+        "eval.batch_size=4", "export.calibration_samples=4", "model.head_channels=8",
+        "distill.holistic.n_critic=1"]  # one critic update a step: the compiled graph stays small
 
 
 def test_demo_runs_every_stage_then_reuses_them(tmp_path, capsys):

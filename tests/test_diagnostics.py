@@ -106,3 +106,26 @@ def test_evaluate_with_teacher_and_critic_writes_the_distances(tmp_path, capsys)
     for name in saved:
         np.testing.assert_allclose(saved[name], expected[name], rtol=1e-4, atol=1e-7)
     assert main(argv[:-len(sets) * 2] + ["--critic", str(tmp_path / "missing.h5")]) == 2
+
+
+def test_rampup_scales_every_weight_by_the_step_fraction():
+    teacher, student = models()
+    pixel = PixelwiseDistillation()
+    distiller = Distiller(teacher, student, {"pixel": (pixel, 3.0)}, 6, global_batch_size=2, rampup_steps=4)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    distiller.build_state((32, 32, 3))
+    images, labels = batch()
+    full = gradient_norms(Distiller(teacher, student, {"pixel": (pixel, 3.0)}, 6, global_batch_size=2),
+                          images, labels)["pixel"]
+    s_out, t_out = student(images, training=False), teacher(images, training=False)
+    for step in (0, 1, 3, 10):
+        distiller.optimizer.iterations.assign(step)
+        scale = min(1.0, (step + 1) / 4)
+        assert float(distiller.distillation_scale()) == pytest.approx(scale)
+        terms, total = distiller._terms(s_out, t_out, labels, images)
+        assert float(total) == pytest.approx(float(terms["ce"]) + scale * 3.0 * float(terms["pixel"]), rel=1e-5)
+        # the sampled gradient share is the share of the term as the step weighs it
+        assert gradient_norms(distiller, images, labels)["pixel"] == pytest.approx(scale * full, rel=1e-4)
+    distiller.optimizer.iterations.assign(0)
+    distiller.fit(tf.data.Dataset.from_tensors((images, labels)), epochs=1, verbose=0)  # compiled, with the ramp
+    assert int(distiller.optimizer.iterations) == 1

@@ -64,8 +64,9 @@ def test_pairwise_pooled_nodes_match_reference(size, mode, floor):
 
 def test_pairwise_gram_form_keeps_precision_when_the_loss_is_small_next_to_its_terms():
     """Four similar nodes per image (as a 16×16 map pooled 8×8), the student close to the teacher: the
-    Gram identity subtracts sums ~10⁴× the result. Against float64 on the same float32 nodes both forms
-    must be within 1e-5 relative (float32 accumulation left the Gram form 1.6e-3 off here)."""
+    Gram identity subtracts sums ~10⁴× the result. Against float64 on the same float32 nodes the Gram form
+    must be within 1e-5 relative (float32 accumulation left it 1.6e-3 off here), as close as the explicit
+    float32 form can be."""
     base = rand(2, 1, 1, 32, seed=40) + 0.3 * rand(2, 4, 1, 32, seed=41)
     nodes_t = ref.normalize(base).reshape(2, 4, 32).astype("float32")
     nodes_s = ref.normalize(base + 0.05 * rand(2, 4, 1, 32, seed=42)).reshape(2, 4, 32).astype("float32")
@@ -75,7 +76,10 @@ def test_pairwise_gram_form_keeps_precision_when_the_loss_is_small_next_to_its_t
     terms = (np.einsum("bnc,bnd->bcd", s64, s64) ** 2).sum(axis=(1, 2)) / 16
     assert (terms / expected).min() > 1e3  # the ill-conditioned case
     np.testing.assert_allclose(gram_pairwise_distance(nodes_s, nodes_t), expected, rtol=1e-5)
-    np.testing.assert_allclose(explicit_pairwise_distance(nodes_s, nodes_t), expected, rtol=1e-5)
+    # The explicit form works in float32: each similarity (a sum of 32 products near 1) carries ~√32·6e-8 of
+    # rounding, and the squared difference of two (~6e-3 apart) carries twice that relative to 6e-3, ~1e-4;
+    # the summation order (AVX2 vs AVX-512 kernels) moves it within that bound (1.5e-5 measured on AVX-512).
+    np.testing.assert_allclose(explicit_pairwise_distance(nodes_s, nodes_t), expected, rtol=1e-4)
 
 
 def test_pairwise_reference_code_scale_form():

@@ -112,3 +112,14 @@ def test_choice_is_the_best_worst_case_not_the_best_mean(tmp_path):
                                                                         "miou": 0.5 + gain}))
     assert sweep.choose(tmp_path, "pi", ["s0c6", "s1c8"], [0.3, 1.0]) == 1.0
     assert sweep.choose(tmp_path, "pi", ["s0c6", "s1c8"], [0.3, 1.0, 3.0]) is None  # 3.0 not measured yet
+
+
+def test_a_run_left_by_another_config_is_not_reused(tmp_path):
+    sets = sweep.point_sets("pi", "s0c6", 3.0, [], 500, [])
+    digest = sweep.current_digest("pi", sets)
+    cfg = load_config(ROOT / "configs" / "synthetic_skd_pi.yaml", sets + [f"train.out_dir={tmp_path}"])
+    (tmp_path / "config.json").write_text(json.dumps(cfg.model_dump()))
+    assert not sweep.stale_run(tmp_path, digest)  # the same config, whatever its out_dir and seed
+    other = load_config(ROOT / "configs" / "synthetic_skd_pi.yaml", sets + ["distill.rampup_steps=7"])
+    (tmp_path / "config.json").write_text(json.dumps(other.model_dump()))
+    assert sweep.stale_run(tmp_path, digest)

@@ -55,10 +55,11 @@ def _weighted_term_norms(distiller, images, labels) -> dict:
         s_out = distiller.student(images, training=True)
         weighted = {"ce": supervised_losses(s_out, labels, distiller.ignore_label, distiller.aux_weight,
                                             distiller.global_batch_size)[1]}
+        scale = distiller.distillation_scale()  # the weights as the training step uses them
         for name, (loss, weight) in distiller.distill_losses.items():
-            weighted[name] = weight * loss(s_out, t_out, labels=labels, images=images)
+            weighted[name] = scale * weight * loss(s_out, t_out, labels=labels, images=images)
         if distiller.holistic is not None:
-            weighted["holistic"] = distiller.holistic_weight * distiller.holistic(s_out, t_out, images=images)
+            weighted["holistic"] = scale * distiller.holistic_weight * distiller.holistic(s_out, t_out, images=images)
     norms = {name: tf.linalg.global_norm([g for g in tape.gradient(value, variables) if g is not None])
              for name, value in weighted.items()}
     del tape

@@ -24,6 +24,8 @@ class Distiller(Prebuilt, keras.Model):
       4. updates the student (and the trainable parts of the losses, such as
          adapters) on  L = CE + aux_weight·CE_aux + Σ_k λ_k·L_k − λ_ho·E[D(Q^S|I)],
          the critic term scored by the just-updated critic.
+    With ``rampup_steps`` R > 0 every λ (λ_ho included) is multiplied by min(1, (t + 1)/R) at step t, so the
+    labels alone drive the first steps and the distillation terms reach their weights at step R.
     ``losses`` maps a name to ``(loss, λ)``. Each term (unweighted), the total,
     the critic loss and the critic's Wasserstein estimate E[D(Q^T)] − E[D(Q^S)]
     are metrics, so they appear in the progress bar and in TensorBoard.
@@ -33,7 +35,7 @@ class Distiller(Prebuilt, keras.Model):
     def __init__(self, teacher: keras.Model, student: keras.Model, losses: dict, num_classes: int,
                  holistic: HolisticDistillation | None = None, holistic_weight: float = 0.1, n_critic: int = 1,
                  ignore_label: int = 255, aux_weight: float = 0.4, global_batch_size: int | None = None,
-                 critic_loss_weight: float = 1.0, **kwargs):
+                 critic_loss_weight: float = 1.0, rampup_steps: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.teacher = teacher
         self.teacher.trainable = False
@@ -47,6 +49,7 @@ class Distiller(Prebuilt, keras.Model):
         self.holistic_weight = holistic_weight
         self.n_critic = n_critic
         self.critic_loss_weight = critic_loss_weight
+        self.rampup_steps = int(rampup_steps)
         self.ignore_label = ignore_label
         self.aux_weight = aux_weight
         self.global_batch_size = global_batch_size
@@ -100,6 +103,13 @@ class Distiller(Prebuilt, keras.Model):
             self.critic_optimizer.build(self.holistic.critic.trainable_variables)
         self.built = True
 
+    def distillation_scale(self):
+        """The factor on every λ at the current step: min(1, (t + 1)/rampup_steps), or 1 without a ramp."""
+        if not self.rampup_steps:
+            return tf.constant(1.0)
+        step = tf.cast(self.optimizer.iterations + 1, tf.float32)
+        return tf.minimum(1.0, step / float(self.rampup_steps))
+
     def _critic_step(self, student_logits, teacher_logits, images):
         variables = self.holistic.critic.trainable_variables
         with tf.GradientTape() as tape:
@@ -112,6 +122,7 @@ class Distiller(Prebuilt, keras.Model):
     def _terms(self, s_out, t_out, labels, images) -> tuple[dict, tf.Tensor]:
         """All loss terms (each averaged over the global batch) and the weighted total."""
         terms, total = supervised_losses(s_out, labels, self.ignore_label, self.aux_weight, self.global_batch_size)
+        scale = self.distillation_scale()
         for name, (loss, weight) in self.distill_losses.items():
             if hasattr(loss, "components"):
                 parts = loss.components(s_out, t_out, training=True)
@@ -120,10 +131,10 @@ class Distiller(Prebuilt, keras.Model):
             else:
                 value = loss(s_out, t_out, labels=labels, images=images)
                 terms[name] = value
-            total += weight * value
+            total += scale * weight * value
         if self.holistic is not None:
             terms["holistic"] = self.holistic(s_out, t_out, images=images)  # −E[D(Q^S|I)]
-            total += self.holistic_weight * terms["holistic"]
+            total += scale * self.holistic_weight * terms["holistic"]
         return terms, total
 
     def train_step(self, data):

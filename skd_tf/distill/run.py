@@ -131,7 +131,8 @@ def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbac
                               dcfg.holistic.weight if holistic else 0.0,
                               dcfg.holistic.n_critic if holistic else 1,
                               cfg.data.ignore_label, cfg.train.aux_weight, cfg.train.batch_size,
-                              critic_loss_weight=dcfg.holistic.critic_scale if holistic else 1.0)
+                              critic_loss_weight=dcfg.holistic.critic_scale if holistic else 1.0,
+                              rampup_steps=dcfg.rampup_steps)
         student_opt, critic_opt = _optimizers(cfg, dcfg)
         distiller.compile(optimizer=student_opt, critic_optimizer=critic_opt, jit_compile=cfg.train.jit_compile)
         distiller.build_state((*size, 3))
