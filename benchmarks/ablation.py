@@ -169,16 +169,22 @@ def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs:
         run_cli(args + [a for s in sets for a in ("--set", s)], out.with_suffix(".log"))
     scores = json.loads((out / "eval.json").read_text())
     if "teacher_distance" not in scores:  # a trained baseline: measure it like the distilled students
-        distances = out / "teacher_distance.json"
-        if not distances.exists():
-            run_cli(["evaluate", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet",
-                     "--checkpoint", str(out / "model.keras"), "--teacher", str(teacher), "--json", str(distances)]
-                    + [a for s in sets[1:] for a in ("--set", s)], out.with_suffix(".log"))
-        scores["teacher_distance"] = json.loads(distances.read_text())["teacher_distance"]
+        scores["teacher_distance"] = trained_teacher_distance(config, out, teacher, sets[1:])
     return {"row": key, "config": config, "seed": seed, "miou": scores["miou"],
             "per_class_iou": scores["per_class_iou"], "teacher_distance": scores["teacher_distance"],
             "gradient_share": scores.get("gradient_share", {}).get("mean", {}),
             "minutes": round((time.time() - started) / 60, 2), "overrides": extra, "host": host_cpu()}
+
+
+def trained_teacher_distance(config: str, out: Path, teacher: Path, sets: list[str]) -> dict:
+    """The distances to ``teacher`` of the student trained (not distilled) in ``out``, measured once by
+    ``skd-tf evaluate --teacher`` into ``out/teacher_distance.json``."""
+    distances = out / "teacher_distance.json"
+    if not distances.exists():
+        run_cli(["evaluate", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet",
+                 "--checkpoint", str(out / "model.keras"), "--teacher", str(teacher), "--json", str(distances)]
+                + [a for s in sets for a in ("--set", s)], out.with_suffix(".log"))
+    return json.loads(distances.read_text())["teacher_distance"]
 
 
 def add_critic_distance(record: dict, critic: Path, teacher: Path, runs: Path, extra: list[str]) -> None:

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import ROOT, config_digest, host_cpu, run_cli, stale_run, teacher_fingerprint  # noqa: E402
+from ablation import (ROOT, config_digest, host_cpu, run_cli, stale_run, teacher_fingerprint,  # noqa: E402
+                      trained_teacher_distance)
 
 # (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses)
 METHODS = [
@@ -214,14 +215,9 @@ def ensure_variant(variant: str, runs: Path, results: Path, holdout: int,
                                     "miou": scores["miou"], "per_class_iou": scores["per_class_iou"],
                                     "host": host_cpu()}, indent=1))
     record = json.loads(base.read_text())
-    student = runs / variant / "baseline" / "model.keras"
-    if "teacher_distance" not in record and student.exists():  # how far CE alone leaves the student
-        distances = runs / variant / "baseline" / "teacher_distance.json"
-        if not distances.exists():
-            run_cli(["evaluate", "--config", str(ROOT / "configs" / "synthetic_student.yaml"), "--quiet",
-                     "--checkpoint", str(student), "--teacher", str(teacher), "--json", str(distances)]
-                    + [a for s in sets for a in ("--set", s)], (runs / variant / "baseline").with_suffix(".log"))
-        record["teacher_distance"] = json.loads(distances.read_text())["teacher_distance"]
+    baseline = runs / variant / "baseline"
+    if "teacher_distance" not in record and (baseline / "model.keras").exists():  # how far CE alone leaves it
+        record["teacher_distance"] = trained_teacher_distance("synthetic_student", baseline, teacher, sets)
         base.write_text(json.dumps(record, indent=1))
     return teacher, fingerprint, teacher_miou
 

@@ -43,7 +43,9 @@ def test_sweep_chooses_the_best_mean_gain_over_variants_and_resumes(tmp_path, mo
                     }[classes][weight]
         return 0.02 if weight == 3.0 else 0.0  # pair-wise (with pixel-wise fixed)
 
-    monkeypatch.setattr(sweep, "run_cli", fake_cli_factory(calls, gain))
+    fake = fake_cli_factory(calls, gain)
+    monkeypatch.setattr(sweep, "run_cli", fake)
+    monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)  # the shared baseline-distance step
     argv = ["--methods", "pi,pa", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     assert sweep.main(argv + ["--noise-seeds", "3"]) == 0
     noise = sweep.baseline_noise(tmp_path / "results", ["s0c6", "s1c8"])

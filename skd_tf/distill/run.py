@@ -166,8 +166,10 @@ def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> d
     """
     path, report = out / "autoencoder.weights.h5", out / "autoencoder.json"
     autoencoder = ka_loss.autoencoder
+    quality = {}
     if path.is_file():
         autoencoder.load_weights(str(path))
+        quality = json.loads(report.read_text()) if report.is_file() else {}
     else:
         k = dcfg.knowledge_adaptation
         if verbose:
@@ -182,10 +184,11 @@ def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> d
         tmp = out / "incoming.weights.h5"
         autoencoder.save_weights(str(tmp))
         os.replace(tmp, path)
-        write_json(report, {"final": result["curve"][-1], "curve": result["curve"], "last_loss": result["loss"]})
+        quality = {"final": result["curve"][-1], "curve": result["curve"], "last_loss": result["loss"]}
+        write_json(report, quality)
         if verbose:
-            final = result["curve"][-1]
+            final = quality["final"]
             print(f"auto-encoder: relative reconstruction error {final['relative_reconstruction_error']:.3f}, "
                   f"dead code channels {100 * final['dead_code_channels']:.0f} %")
     autoencoder.trainable = False
-    return json.loads(report.read_text()) if report.is_file() else {}
+    return quality
