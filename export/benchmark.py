@@ -190,7 +190,7 @@ def save_label_png(output: np.ndarray, size: tuple[int, int], path: str) -> None
     Image.fromarray(colours).resize(size, Image.NEAREST).save(path)
 
 
-def _export_facts(model: str) -> dict:
+def export_facts(model: str) -> dict:
     """The export.json entry that describes ``model`` when one sits next to it."""
     record_path = Path(model).with_name("export.json")
     if not record_path.exists():
@@ -304,8 +304,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="host: run with the XNNPACK delegate, without it, or both (default on)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first inference (default 5)")
     p.add_argument("--runs", type=int, default=50, help="timed runs, at least (default 50)")
-    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing for at least this long")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing for at least this many seconds (default 0: just --runs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--input", help="a real image to run (PNG/JPEG); saves the coloured label map next to it. "
                                    "Images of another size are resized to the model input (bilinear)")
     p.add_argument("--runtime", choices=list(runtime.RUNTIMES), help="force a runtime (default: first installed)")
@@ -317,7 +317,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--android", action="store_true", help="run on an Android device with TFLite's benchmark_model")
     a.add_argument("--serial", help="adb serial of the device (needed when several are connected)")
     a.add_argument("--benchmark-binary", help="path of the Android benchmark_model binary to push")
-    a.add_argument("--delegate", default="xnnpack", help="Android: comma-separated of cpu,xnnpack,gpu,nnapi")
+    a.add_argument("--delegate", default="xnnpack", help="Android: comma-separated of cpu,xnnpack,gpu,nnapi (default xnnpack)")
     a.add_argument("--taskset", help="Android: CPU affinity mask in hex for taskset, e.g. f0 (big cores)")
     a.add_argument("--op-profiling", action="store_true", help="Android: per-op profile (benchmark_model's table)")
     a.add_argument("--adb", default="adb", help="adb executable (default: adb on PATH)")
@@ -374,7 +374,7 @@ def run(args) -> list[dict]:
         print(f"results: {args.json}")
     if args.plot:
         records = [json.loads(Path(p).read_text()) for p in args.exports] if args.exports else \
-            [r for r in {str(Path(m).with_name('export.json')): _export_facts(m) for m in args.model}.values() if r]
+            [r for r in {str(Path(m).with_name('export.json')): export_facts(m) for m in args.model}.values() if r]
         plot(results, args.plot, records)
         print(f"plot: {args.plot}")
     return results
@@ -383,7 +383,7 @@ def run(args) -> list[dict]:
 def _run_image(model: str, args) -> None:
     interpreter = runtime.make_interpreter(model, 1)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    facts = _export_facts(model)
+    facts = export_facts(model)
     normalise = None if facts.get("preprocess", True) else (facts["mean"], facts["std"])
     tensor, resized = load_image(args.input, inp, normalise)
     interpreter.set_tensor(inp["index"], tensor)

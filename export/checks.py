@@ -35,12 +35,18 @@ def raw_validation_images(data: DataConfig, input_size: tuple[int, int], limit: 
     to integers (what a camera gives), then resized to the model input if needed.
     """
     ds, count = val_dataset(data, 1, limit)
-    mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
     for image, label in ds:
-        raw = tf.clip_by_value(tf.round(image * std + mean), 0.0, 255.0)
-        if tuple(raw.shape[1:3]) != tuple(input_size):
-            raw = tf.clip_by_value(tf.round(tf.image.resize(raw, input_size, method="bilinear")), 0.0, 255.0)
-        yield raw.numpy(), label
+        yield raw_input_image(image, data, input_size), label
+
+
+def raw_input_image(image: tf.Tensor, data: DataConfig, input_size: tuple[int, int]) -> np.ndarray:
+    """An evaluation pipeline's normalised 1×h×w×3 image as the raw RGB float image an app feeds the
+    exported model: pixel values rounded to integers, resized (bilinear) to ``input_size`` if needed."""
+    mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
+    raw = tf.clip_by_value(tf.round(image * std + mean), 0.0, 255.0)
+    if tuple(raw.shape[1:3]) != tuple(input_size):
+        raw = tf.clip_by_value(tf.round(tf.image.resize(raw, input_size, method="bilinear")), 0.0, 255.0)
+    return raw.numpy()
 
 
 def model_input(raw: np.ndarray, spec: ServingSpec) -> np.ndarray:

@@ -55,11 +55,11 @@ class ExportConfig(_Section):
     qat: QATConfig = QATConfig()
 
 
-def parse_export(raw: dict | None, overrides: dict | None = None, source: str = "config") -> ExportConfig:
+def parse_export(raw: dict | None, overrides: dict | None = None, source="config") -> ExportConfig:
     """The run config's ``export`` mapping with ``overrides`` (CLI flags, None = unset) on top."""
     merged = dict(raw or {})
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return ExportConfig.model_validate(merged)
     except pydantic.ValidationError as err:
-        raise section_error(err, "export", source) from None
+        raise section_error(err, "export", source, ExportConfig) from None

@@ -69,11 +69,15 @@ def representative_images(cfg: RunConfig, spec: ServingSpec, count: int, seed: i
 
 
 def _atomic_write(path: Path, content: bytes) -> None:
+    """Writes ``content`` to a temporary file beside ``path`` and renames it, with the usual file mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the shipped file private
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

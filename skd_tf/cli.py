@@ -1,4 +1,5 @@
-"""The ``skd-tf`` command line: ``train``, ``distill``, ``evaluate``, ``export``, ``benchmark`` and ``demo``."""
+"""The ``skd-tf`` command line: ``train``, ``distill``, ``evaluate``, ``predict``, ``export``, ``benchmark``,
+``demo`` and ``config``."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skd-tf",
         description="Structured knowledge distillation of semantic-segmentation networks (TensorFlow/Keras).")
+    from skd_tf import __version__
+
+    parser.add_argument("--version", action="version", version=f"skd-tf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a teacher or a baseline student from a config",
-                       description="Train the config's model with SGD + poly LR on its dataset, checkpointing "
+                       description="Train the config's model on its dataset with train.optimizer (SGD with momentum, the "
+                                   "paper's, or AdamW) and a poly learning rate, checkpointing "
                                    "every train.steps_per_epoch steps into train.out_dir (an interrupted run "
                                    "resumes from there), then evaluate it on the validation split.")
     _add_config_args(p)
@@ -71,17 +76,35 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(comma-separated; default: export.quantization, int8)")
     p.add_argument("--out", help="output directory (default: <train.out_dir>/export)")
     p.add_argument("--output", choices=["labels", "logits"],
-                   help="labels: uint8 label map at input size (argmax head); logits: model-resolution logits")
+                   help="labels: uint8 label map at input size (argmax head); logits: model-resolution logits "
+                        "(default: export.output, labels)")
     p.add_argument("--no-preprocess", dest="preprocess", action="store_const", const=False,
                    help="do not bake (x - mean) / std in; the app feeds normalised float images")
     p.add_argument("--input-size", help="HxW of the fixed model input (default: the config's eval size)")
-    p.add_argument("--int8-io", choices=["uint8", "int8"], help="integer input type of int8/qat models")
+    p.add_argument("--int8-io", choices=["uint8", "int8"], help="integer input type of int8/qat models (default: export.int8_io, uint8)")
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher)")
     p.add_argument("--eval-limit", type=int, help="check on the first N validation images only")
     p.add_argument("--no-savedmodel", dest="savedmodel", action="store_const", const=False,
                    help="skip the SavedModel export for servers")
+    _add_output_args(p)
+
+    p = sub.add_parser("predict", help="label maps and coloured overlays for images, from .keras or .tflite",
+                       description="Run a .keras checkpoint or an exported .tflite file on images (files, folders "
+                                   "and quoted glob patterns) with evaluation's preprocessing, and write "
+                                   "OUT/<name>_labels.png (class indices as a palette PNG at the image's size) and "
+                                   "OUT/<name>_overlay.png (the classes' colours blended into the image).")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
+    p.add_argument("--model", required=True, help="a .keras checkpoint or a .tflite file")
+    p.add_argument("--config", help="the model's YAML run config: needed for .keras, and for a .tflite file "
+                                    "without its export.json beside it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable; value parsed as YAML)")
+    p.add_argument("--out", help="output folder (default: <model folder>/predictions)")
+    p.add_argument("--timing", metavar="JSON", help="also write each image's inference time (ms) to this file")
+    p.add_argument("--threads", type=int, default=1, help=".tflite interpreter threads (default 1)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     _add_output_args(p)
 
     from export.benchmark import add_arguments
@@ -105,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="threads for the latency benchmark (default 2)")
     p.add_argument("--fresh", action="store_true", help="delete the demo's runs and start over")
     _add_output_args(p)
+
+    p = sub.add_parser("config", help="print a config resolved: base: chain, --set overrides and every default",
+                       description="Print the config as a run sees it, as YAML: its base: chain merged, the "
+                                   "--set overrides applied, every key with its default filled in (the distill: "
+                                   "and export: sections too, when present). Nothing runs.")
+    _add_config_args(p)
     return parser
 
 
@@ -174,6 +203,53 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    from skd_tf.config import load_config
+    from skd_tf.predict import predict
+
+    if args.threads < 1:
+        raise ValueError("--threads must be >= 1")
+    if args.overrides and not args.config:
+        raise ValueError("--set needs --config")
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    out = args.out or str(Path(args.model).parent / "predictions")
+    records = predict(args.model, args.inputs, out, cfg, args.threads, args.alpha, args.timing,
+                      progress=not args.quiet)
+    if not args.quiet:
+        print(f"{len(records)} image{'s' if len(records) != 1 else ''}: {out}"
+              + (f"   timing: {args.timing}" if args.timing else ""))
+    return 0
+
+
+def _cmd_config(args) -> int:
+    import yaml
+
+    from skd_tf.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    resolved = cfg.model_dump(mode="json")
+    if cfg.distill is not None:
+        from skd_tf.distill.config import parse_distill, resolved_distill
+
+        resolved["distill"] = resolved_distill(parse_distill(cfg.distill, cfg.origin))
+    if cfg.export is not None:
+        from export.config import parse_export
+
+        resolved["export"] = parse_export(cfg.export, source=cfg.origin).model_dump(mode="json")
+    else:
+        del resolved["export"]
+    if cfg.distill is None:
+        del resolved["distill"]
+    print(f"# {args.config}" + "".join(f" --set {o}" for o in args.overrides))
+    class Dumper(yaml.SafeDumper):  # sections as blocks, lists (sizes, mean, std) on one line
+        pass
+
+    Dumper.add_representer(list, lambda dumper, v: dumper.represent_sequence("tag:yaml.org,2002:seq", v,
+                                                                             flow_style=True))
+    print(yaml.dump(resolved, Dumper=Dumper, sort_keys=False), end="")
+    return 0
+
+
 def _parse_size(text: str | None):
     if text is None:
         return None
@@ -198,7 +274,7 @@ def _cmd_export(args) -> int:
                               "input_size": _parse_size(args.input_size), "int8_io": args.int8_io,
                               "calibration_samples": args.calibration_samples, "teacher": args.teacher,
                               "eval_limit": args.eval_limit, "savedmodel": args.savedmodel},
-                        source=args.config)
+                        source=cfg.origin)
     quantizations = [q.strip() for q in (args.quantization or ecfg.quantization).split(",") if q.strip()]
     for q in quantizations:
         if q not in QUANTIZATIONS:
@@ -231,35 +307,56 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate, "export": _cmd_export,
-            "benchmark": _cmd_benchmark, "demo": _cmd_demo}
+COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+            "export": _cmd_export, "benchmark": _cmd_benchmark, "demo": _cmd_demo, "config": _cmd_config}
+
+
+def _explain(err: Exception, args) -> str | None:
+    """One line for an error raised inside the input pipeline (a bad image or mask), else None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(err, tf.errors.OpError) or not getattr(args, "config", None):
+        return None
+    from skd_tf.config import load_config
+    from skd_tf.data.failures import explain_pipeline_error, from_pipeline
+
+    if not from_pipeline(err):
+        return None
+    return str(explain_pipeline_error(err, load_config(args.config, args.overrides).data))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    name = "skd-tf"
+    try:  # a Ctrl-C while the parser's imports load is an interruption too, not a traceback
+        args = build_parser().parse_args(argv)
+        name = f"skd-tf {args.command}"
         from export.native_log import show_native_notes
-        from skd_tf.console import start_tensorflow
+        from skd_tf.console import QUIET, start_tensorflow
 
         show_native_notes(_verbosity(args) >= 2)
         if args.command != "benchmark":  # the benchmark runs without TensorFlow
-            start_tensorflow(_verbosity(args))
+            start_tensorflow(QUIET if args.command == "config" else _verbosity(args))
         from skd_tf.config import ConfigError
         from skd_tf.data import DataError
         from skd_tf.training.checkpointing import TrainingDiverged
 
         errors = (ConfigError, DataError, TrainingDiverged, FileNotFoundError, ValueError)
     except KeyboardInterrupt:
-        print(f"skd-tf {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     try:
         return COMMANDS[args.command](args)
     except errors as err:
-        print(f"skd-tf {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"skd-tf {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"{name}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as err:
+        explained = _explain(err, args)
+        if explained is None:
+            raise
+        print(f"{name}: error: {explained}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@ names the dotted key (for example ``train.lerning_rate: unknown key``).
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -22,6 +26,39 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 
 class ConfigError(ValueError):
     """A config file is missing, unparsable, or has an unknown key or bad value."""
+
+
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """Where a config's values came from: its file and the ``--set`` overrides applied on top.
+
+    ``of(key)`` names the override that set ``key`` (or a key inside it, or a section holding it),
+    else the file, so an error is blamed on what the user actually typed.
+    """
+
+    path: str = "<dict>"
+    overrides: tuple[str, ...] = ()
+
+    def of(self, key: str) -> str:
+        for item in reversed(self.overrides):
+            set_key = item.split("=", 1)[0].strip()
+            if key == set_key or key.startswith(set_key + ".") or set_key.startswith(key + "."):
+                return f"--set {item}"
+        return self.path
+
+    def error(self, key: str, problem: str) -> str:
+        """One line: ``invalid config <file or --set ...>: <key>: <problem>``."""
+        return f"invalid config {self.of(key)}: {key}: {problem}"
+
+
+def as_origin(source: "str | ConfigOrigin") -> ConfigOrigin:
+    return source if isinstance(source, ConfigOrigin) else ConfigOrigin(str(source))
+
+
+def did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """`` (did you mean <prefix>x?)`` when ``word`` is close to one of ``choices``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 class _Section(BaseModel):
@@ -127,7 +164,9 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         if self.steps % self.steps_per_epoch:
-            raise ValueError("train.steps must be a multiple of train.steps_per_epoch")
+            raise ValueError(f"train.steps ({self.steps}) must be a multiple of train.steps_per_epoch "
+                             f"({self.steps_per_epoch}); set train.steps_per_epoch too, e.g. "
+                             f"--set train.steps_per_epoch={math.gcd(self.steps, self.steps_per_epoch)}")
         return self
 
     @property
@@ -152,36 +191,67 @@ class RunConfig(_Section):
     # mappings here and validated by the stage that reads them.
     distill: Optional[dict] = None
     export: Optional[dict] = None
+    _origin: ConfigOrigin = PrivateAttr(default_factory=ConfigOrigin)
+
+    @property
+    def origin(self) -> ConfigOrigin:
+        """The file and ``--set`` overrides this config was read from (names them in later errors)."""
+        return self._origin
 
 
-def _format_error(err: pydantic.ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+def _section_class(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` below ``model`` (None past a plain dict)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _problem(e: dict, model: type[BaseModel], section: str) -> str:
+    """What is wrong with one pydantic error, in words (without dumping a whole section)."""
+    if e["type"] == "extra_forbidden":
+        parent = _section_class(model, tuple(e["loc"][:-1]))
+        prefix = "".join(f"{p}." for p in (section, *e["loc"][:-1]) if p)
+        return "unknown key" + (did_you_mean(str(e["loc"][-1]), parent.model_fields, prefix) if parent else "")
+    message = e["msg"].removeprefix("Value error, ")
+    value = e.get("input")
+    if isinstance(value, (dict, list)) or e["type"] == "value_error":
+        return message
+    return f"{message} (got {value!r})"
+
+
+def section_error(err: pydantic.ValidationError, section: str, source: "str | ConfigOrigin",
+                  model: type[BaseModel] | None = None) -> ConfigError:
+    """A ConfigError with one line ``invalid config <where>: section.key: problem`` per invalid key of a
+    raw config section; ``model`` (the section's pydantic class) lets an unknown key suggest a known one."""
+    origin = as_origin(source)
+    lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
-        else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
-
-
-def section_error(err: pydantic.ValidationError, section: str, source: str) -> ConfigError:
-    """A ConfigError listing each invalid key of a raw config section as ``section.key: problem``."""
-    lines = [f"invalid config {source}:"]
-    for e in err.errors():
-        key = f"{section}." + ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
+        key = ".".join([section] * bool(section) + [str(p) for p in e["loc"]]) or "<top level>"
+        problem = _problem(e, model or _Section, section)
+        whole_section = e["type"] == "value_error" and _section_class(model or _Section, tuple(e["loc"])) is not None
+        # a section's own check (e.g. steps vs steps_per_epoch) names its keys itself
+        lines.append(f"invalid config {origin.of(key)}: {problem}" if whole_section else origin.error(key, problem))
     return ConfigError("\n".join(lines))
 
 
-def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
-    """Validates a plain mapping into a RunConfig, raising ConfigError naming the bad key."""
+def config_from_dict(raw: dict, source: "str | ConfigOrigin" = "<dict>") -> RunConfig:
+    """Validates a plain mapping into a RunConfig, raising ConfigError naming the bad key (and where it was
+    set: the file or a ``--set`` override)."""
+    origin = as_origin(source)
     if not isinstance(raw, dict):
-        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+        raise ConfigError(f"invalid config {origin.path}: the top level must be a mapping")
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except pydantic.ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        raise section_error(err, "", origin, RunConfig) from None
+    cfg._origin = origin
+    return cfg
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -217,7 +287,7 @@ def load_config(path: str | os.PathLike, overrides: Optional[list[str]] = None) 
     raw = read_yaml(path)
     for item in overrides or []:
         apply_override(raw, item)
-    return config_from_dict(raw, str(path))
+    return config_from_dict(raw, ConfigOrigin(str(path), tuple(overrides or ())))
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -230,5 +300,5 @@ def apply_override(raw: dict, item: str) -> None:
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {p} is not a section")
+            raise ConfigError(f"invalid --set {item}: {p} is not a section")
     node[parts[-1]] = yaml.safe_load(value)

@@ -26,6 +26,7 @@ from pathlib import Path
 from export.native_log import native_stderr
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
+_verbosity = NORMAL
 
 # Lines TensorFlow writes at import on any machine without a usable CUDA setup, or on every x86 CPU.
 _ALWAYS_BENIGN = (
@@ -69,6 +70,8 @@ def describe_devices(gpus: list[str], cpus: int) -> str:
 
 def start_tensorflow(verbosity: int = NORMAL) -> None:
     """Imports TensorFlow as described in the module docstring and prints the device line (stdout)."""
+    global _verbosity
+    _verbosity = verbosity
     if "tensorflow" in sys.modules:
         return
     user_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ
@@ -87,6 +90,12 @@ def start_tensorflow(verbosity: int = NORMAL) -> None:
     if verbosity > QUIET:
         names = [re.sub(r"^/physical_device:", "", g.name) for g in gpus]
         print(describe_devices(names, os.cpu_count() or 1), flush=True)
+
+
+def quiet() -> bool:
+    """Whether the command runs with ``--quiet`` (as told to ``start_tensorflow``): libraries' own
+    progress bars (tfds' preparation) stay off too."""
+    return _verbosity == QUIET
 
 
 def fit_verbose(verbose: int) -> int:

@@ -27,6 +27,11 @@ def test_scores_by_hand_with_absent_class():
     assert s["pixel_accuracy"] == pytest.approx(12 / 15)
 
 
+def test_scores_without_labelled_pixels_are_nan_like_cityscapes_scripts():
+    s = scores_from_confusion(np.zeros((3, 3), np.int64))
+    assert np.isnan(s["miou"]) and np.isnan(s["pixel_accuracy"]) and all(np.isnan(s["per_class_iou"]))
+
+
 def test_streaming_metric_matches_hand_values_and_resets():
     m = MeanIoU(3, ignore_label=255)
     labels1 = np.array([[[0, 1], [2, 255]]])

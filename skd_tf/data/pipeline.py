@@ -70,6 +70,17 @@ def train_dataset(cfg: DataConfig, batch_size: int, seed: int, start_step: int =
     return stream.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def val_transform(image: tf.Tensor, label: tf.Tensor, cfg: DataConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """What evaluation (and ``skd-tf predict``) does to a decoded uint8 image and its label: resize both to
+    ``data.eval_size`` (``val_mode: resize``; bilinear image, nearest label) or keep them (``whole``), then
+    normalise the image."""
+    if cfg.val_mode == "resize":
+        image, label = augment.resize_pair(image, label, cfg.eval_size)
+    else:
+        image, label = tf.cast(image, tf.float32), tf.cast(label, tf.int32)
+    return augment.normalize(image, cfg.mean, cfg.std), label
+
+
 def val_dataset(cfg: DataConfig, batch_size: int, limit: int | None = None) -> tuple[tf.data.Dataset, int]:
     """Deterministic validation batches and the number of images.
 
@@ -84,15 +95,7 @@ def val_dataset(cfg: DataConfig, batch_size: int, limit: int | None = None) -> t
         raise ValueError(f"the {cfg.source} split {cfg.val_split!r} is empty")
     decoded = records.map(lambda r: _check_labels(source.decode(r), cfg.num_classes, cfg.ignore_label),
                           num_parallel_calls=tf.data.AUTOTUNE)
-
-    def transform(ex):
-        if cfg.val_mode == "resize":
-            image, label = augment.resize_pair(ex["image"], ex["label"], cfg.eval_size)
-        else:
-            image, label = tf.cast(ex["image"], tf.float32), tf.cast(ex["label"], tf.int32)
-        return augment.normalize(image, cfg.mean, cfg.std), label
-
-    ds = decoded.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = decoded.map(lambda ex: val_transform(ex["image"], ex["label"], cfg), num_parallel_calls=tf.data.AUTOTUNE)
     static = ds.element_spec[0].shape
     if cfg.val_mode == "whole" and not static[:2].is_fully_defined():
         batch_size = 1

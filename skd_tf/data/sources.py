@@ -15,6 +15,7 @@ label 255. Sources:
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from skd_tf.config import DataConfig
+from skd_tf.console import quiet, show_progress
 from skd_tf.data import synthetic
 
 
@@ -97,6 +99,10 @@ def _check_cityscapes_manual_dir(cfg: DataConfig) -> None:
         raise DataError(
             f"Cityscapes needs a manual download: put {' and '.join(missing)} (from {CITYSCAPES_URL}, "
             f"after registering) in {manual_dir} (set data.manual_dir to use another folder)")
+    for name in CITYSCAPES_ZIPS:
+        if not zipfile.is_zipfile(manual_dir / name):
+            raise DataError(f"{manual_dir / name} is not a complete zip archive (an interrupted download?); "
+                            f"download it again from {CITYSCAPES_URL}")
 
 
 def tfds_source(cfg: DataConfig, split: str) -> Source:
@@ -112,7 +118,13 @@ def tfds_source(cfg: DataConfig, split: str) -> Source:
             _check_cityscapes_manual_dir(cfg)
         manual_dir = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else None
         download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-        builder.download_and_prepare(download_config=download_config)
+        if not show_progress(not quiet()):
+            tfds.disable_progress_bar()
+        try:
+            builder.download_and_prepare(download_config=download_config)
+        except zipfile.BadZipFile as err:
+            raise DataError(f"preparing {name} failed: a downloaded archive is damaged ({err}); delete it from "
+                            f"{manual_dir or builder.data_dir} and download it again") from None
     table = tf.constant(label_lookup_table(cfg.source, cfg.ignore_label))
 
     def decode(record):

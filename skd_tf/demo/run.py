@@ -97,7 +97,7 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
             _say(f"5/7 export of the {role}: reusing {record_path}", quiet)
         else:
             _say(f"5/7 exporting the {role} to TFLite ({', '.join(quantizations)})", quiet)
-            ecfg = parse_export(cfgs[role].export, {"savedmodel": False})
+            ecfg = parse_export(cfgs[role].export, {"savedmodel": False}, cfgs[role].origin)
             record = export_student(cfgs[role], str(Path(cfgs[role].train.out_dir) / "model.keras"), ecfg,
                                     quantizations, out, progress=not quiet)
         records[role] = record

@@ -26,7 +26,7 @@ from typing import Literal, Optional
 import pydantic
 from pydantic import ConfigDict, Field
 
-from skd_tf.config import ConfigError, _Section, section_error
+from skd_tf.config import ConfigError, ConfigOrigin, _Section, as_origin, did_you_mean, section_error
 from skd_tf.losses import LOSSES, HolisticDistillation
 
 # options the distiller sets itself (or that need a model to exist) and users do not
@@ -116,27 +116,43 @@ class DistillConfig(_Section):
     diagnostics_every: int = Field(100, ge=0)
 
 
-def parse_distill(raw: dict | None, source: str = "config") -> DistillConfig:
-    """Validates a run config's ``distill`` mapping, including every loss's options."""
+def resolved_distill(cfg: DistillConfig) -> dict:
+    """The distill section with every default filled in, each loss's constructor options included (what
+    ``skd-tf config`` prints)."""
+    resolved = cfg.model_dump(mode="json")
+    resolved["losses"] = {name: {"weight": spec.weight,
+                                 **_options_model(name).model_validate(spec.options).model_dump(mode="json")}
+                          for name, spec in cfg.losses.items()}
+    return resolved
+
+
+def parse_distill(raw: dict | None, source: "str | ConfigOrigin" = "config") -> DistillConfig:
+    """Validates a run config's ``distill`` mapping, including every loss's options; errors name the
+    file or ``--set`` override of ``source`` (a RunConfig's ``origin``)."""
+    origin = as_origin(source)
     if not raw:
-        raise ConfigError(f"{source} has no distill: section (teacher, losses, ...)")
+        raise ConfigError(f"{origin.path} has no distill: section (teacher, losses, ...)")
     try:
         cfg = DistillConfig.model_validate(raw)
     except pydantic.ValidationError as err:
-        raise section_error(err, "distill", source) from None
+        raise section_error(err, "distill", origin, DistillConfig) from None
+    known = [n for n in LOSSES if n != "holistic"]
     for name, spec in cfg.losses.items():
+        key = f"distill.losses.{name}"
         if name == "holistic":
-            raise ConfigError(f"invalid config {source}: configure the adversarial term under distill.holistic")
+            raise ConfigError(origin.error(key, "configure the adversarial term under distill.holistic"))
         if name not in LOSSES:
-            raise ConfigError(f"invalid config {source}: distill.losses.{name}: unknown loss; "
-                              f"choose from {', '.join(n for n in LOSSES if n != 'holistic')}")
+            raise ConfigError(origin.error(key, f"unknown loss{did_you_mean(name, known, 'distill.losses.')}; "
+                                                f"choose from {', '.join(known)}"))
+        options = _options_model(name)
         try:
-            _options_model(name).model_validate(spec.options)
+            options.model_validate(spec.options)
         except pydantic.ValidationError as err:
             e = err.errors()[0]
-            key = f"distill.losses.{name}." + ".".join(str(p) for p in e["loc"])
-            raise ConfigError(f"invalid config {source}: {key}: "
-                              f"{'unknown option' if e['type'] == 'extra_forbidden' else e['msg']}") from None
+            option = ".".join(str(p) for p in e["loc"])
+            problem = (f"unknown option{did_you_mean(option, options.model_fields, key + '.')}"
+                       if e["type"] == "extra_forbidden" else e["msg"])
+            raise ConfigError(origin.error(f"{key}.{option}", problem)) from None
     if not cfg.losses and cfg.holistic is None:
-        raise ConfigError(f"invalid config {source}: distill.losses is empty and there is no distill.holistic")
+        raise ConfigError(origin.error("distill.losses", "empty, and there is no distill.holistic"))
     return cfg

@@ -144,7 +144,7 @@ def load_critic(cfg: RunConfig, weights: str) -> HolisticDistillation:
     """The holistic term of ``cfg``'s ``distill.holistic`` section with a trained critic's weights."""
     if not cfg.distill:
         raise ValueError(f"--critic needs a config with a distill.holistic section ({cfg.name} has no distill:)")
-    dcfg = parse_distill(cfg.distill)
+    dcfg = parse_distill(cfg.distill, cfg.origin)
     if dcfg.holistic is None:
         raise ValueError(f"--critic needs a config with a distill.holistic section ({cfg.name} has none)")
     if not Path(weights).is_file():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import keras
@@ -29,7 +28,8 @@ from skd_tf.distill.distiller import Distiller
 from skd_tf.evaluation import evaluate_network
 from skd_tf.losses import LOSSES, FeatureAutoEncoder, pretrain_autoencoder
 from skd_tf.models import at_input_size, build_model, load_model
-from skd_tf.training.run import fit_resumable, make_optimizer, setup_precision, write_json
+from skd_tf.training.checkpointing import DamagedState
+from skd_tf.training.run import fit_resumable, make_optimizer, run_directory, setup_precision, write_json
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -109,15 +109,16 @@ def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbac
     Returns the student's validation scores with its distances to the teacher (``teacher_distance``)
     and the gradient shares sampled during training (``gradient_share``); also written to ``eval.json``.
     """
-    dcfg = parse_distill(cfg.distill)
+    dcfg = parse_distill(cfg.distill, cfg.origin)
     strategy = make_strategy(dcfg.strategy)  # first: multi-worker must start before other TF work
     keras.utils.set_random_seed(cfg.seed)
     setup_precision(cfg.train)
     out = worker_dir(Path(cfg.train.out_dir), strategy)
-    if fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    with run_directory(out, json.dumps(cfg.model_dump(), indent=2), fresh):
+        return _distill(cfg, dcfg, strategy, out, verbose, extra_callbacks)
+
+
+def _distill(cfg: RunConfig, dcfg, strategy, out: Path, verbose: int, extra_callbacks) -> dict:
     size = tuple(cfg.data.crop_size)
 
     with strategy.scope():
@@ -168,7 +169,10 @@ def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> d
     autoencoder = ka_loss.autoencoder
     quality = {}
     if path.is_file():
-        autoencoder.load_weights(str(path))
+        try:
+            autoencoder.load_weights(str(path))
+        except Exception as err:  # a truncated or foreign file
+            raise DamagedState(path, err) from None
         quality = json.loads(report.read_text()) if report.is_file() else {}
     else:
         k = dcfg.knowledge_adaptation

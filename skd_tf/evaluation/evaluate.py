@@ -46,18 +46,25 @@ def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8
     ``{"miou", "per_class_iou", "pixel_accuracy", "num_images"}``.
     """
     ds, count = val_dataset(data, batch_size, limit)
-    predictors: dict[int, tf.types.experimental.GenericFunction] = {}  # by id of the rebuilt model
     cm = np.zeros((data.num_classes, data.num_classes), np.int64)
     bar = tqdm(total=count, desc="evaluate", unit="img", disable=not show_progress(progress), leave=False)
+    for labels, predictions in predicted_batches(network, ds):
+        cm += confusion_matrix(labels, predictions, data.num_classes, data.ignore_label).numpy()
+        bar.update(int(labels.shape[0]))
+    bar.close()
+    return {**scores_from_confusion(cm), "num_images": count}
+
+
+def predicted_batches(network: keras.Model, ds):
+    """Yields ``(labels, predicted labels)`` per ``(normalised images, labels)`` batch of ``ds``: the network
+    rebuilt for the batch's size (``sized_batches``), its logits bilinearly upsampled to the label size, the
+    argmax. Evaluation and ``skd-tf predict`` both predict through here."""
+    predictors: dict[int, tf.types.experimental.GenericFunction] = {}  # by id of the rebuilt model
     for images, labels, (model,) in sized_batches([network], ds):
         if id(model) not in predictors:
             predictors[id(model)] = tf.function(lambda x, m=model: m(x, training=False)["logits"])
         logits = upsample_logits(tf.cast(predictors[id(model)](images), tf.float32), labels)
-        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        cm += confusion_matrix(labels, predictions, data.num_classes, data.ignore_label).numpy()
-        bar.update(int(images.shape[0]))
-    bar.close()
-    return {**scores_from_confusion(cm), "num_images": count}
+        yield labels, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
 def format_scores(scores: dict, class_names: list[str]) -> str:
@@ -67,7 +74,10 @@ def format_scores(scores: dict, class_names: list[str]) -> str:
     for name, iou in zip(class_names, scores["per_class_iou"]):
         lines.append(f"{name:<{width}}  {'absent' if np.isnan(iou) else f'{100 * iou:6.2f}'}")
     lines.append("-" * (width + 9))
-    lines.append(f"{'mIoU':<{width}}  {100 * scores['miou']:6.2f}")
-    lines.append(f"{'pixel accuracy':<{width}}  {100 * scores['pixel_accuracy']:6.2f}")
+    if np.isnan(scores["miou"]):
+        lines.append("mIoU: none (every ground-truth pixel is the ignore label)")
+    else:
+        lines.append(f"{'mIoU':<{width}}  {100 * scores['miou']:6.2f}")
+        lines.append(f"{'pixel accuracy':<{width}}  {100 * scores['pixel_accuracy']:6.2f}")
     lines.append(f"({scores['num_images']} images)")
     return "\n".join(lines)

@@ -23,7 +23,9 @@ def confusion_matrix(labels, predictions, num_classes: int, ignore_label: int = 
 def scores_from_confusion(cm: np.ndarray) -> dict:
     """IoU_k = TP_k / (TP_k + FP_k + FN_k); mIoU averages the classes with a non-empty union.
 
-    Returns ``{"miou", "per_class_iou" (NaN for absent classes), "pixel_accuracy"}``.
+    Returns ``{"miou", "per_class_iou" (NaN for absent classes), "pixel_accuracy"}``. When no pixel is
+    labelled (every ground-truth pixel ignored) mIoU and pixel accuracy are NaN, as cityscapesScripts
+    reports them (there is nothing to score), and JSON records them as null.
     """
     cm = np.asarray(cm, np.float64)
     tp = np.diag(cm)
@@ -32,9 +34,9 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
         iou = np.where(union > 0, tp / union, np.nan)
     total = cm.sum()
     return {
-        "miou": float(np.nanmean(iou)) if np.any(union > 0) else 0.0,
+        "miou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
         "per_class_iou": [float(v) for v in iou],
-        "pixel_accuracy": float(tp.sum() / total) if total else 0.0,
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
     }
 
 

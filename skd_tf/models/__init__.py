@@ -72,9 +72,13 @@ def at_input_size(model: keras.Model, input_size: tuple[int, int]) -> keras.Mode
 def load_model(path) -> keras.Model:
     """Loads a ``.keras`` segmentation checkpoint written by this project."""
     import os
+    import zipfile
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
+        raise ValueError(f"cannot load checkpoint {path}: not a .keras file (a .keras checkpoint is a zip "
+                         f"archive; this file is truncated or of another format)")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # keras raises several types for a corrupt archive

@@ -25,6 +25,15 @@ class TrainingDiverged(RuntimeError):
     """A loss term became NaN or inf; training stopped and the last good state was kept."""
 
 
+class DamagedState(ValueError):
+    """The saved run state cannot be read (a truncated or foreign file): the run cannot resume."""
+
+    def __init__(self, path: Path, err: Exception):
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        super().__init__(f"cannot resume from {path}: the file is damaged ({first}); rerun with --fresh to "
+                         f"start over (this deletes {Path(path).parent.parent})")
+
+
 def seed_generators(model: keras.Model) -> list:
     """Every keras.random.SeedGenerator owned by ``model``'s layers, in a stable order."""
     found, seen = [], set()
@@ -41,14 +50,21 @@ def read_epoch(state_dir: str | os.PathLike) -> int:
     path = Path(state_dir) / STATE_JSON
     if not path.is_file() or not (Path(state_dir) / STATE_WEIGHTS).is_file():
         return 0
-    return int(json.loads(path.read_text())["epoch"])
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DamagedState(path, err) from None
 
 
 def restore(model: keras.Model, state_dir: str | os.PathLike) -> int:
     """Loads the saved weights and optimizer state into a built model; returns the epoch reached."""
     epoch = read_epoch(state_dir)
     if epoch:
-        model.load_weights(str(Path(state_dir) / STATE_WEIGHTS))
+        weights = Path(state_dir) / STATE_WEIGHTS
+        try:
+            model.load_weights(str(weights))
+        except Exception as err:  # h5py's OSError for a truncated file, Keras' ValueError for a foreign one
+            raise DamagedState(weights, err) from None
         states = json.loads((Path(state_dir) / STATE_JSON).read_text()).get("seed_generators", [])
         generators = seed_generators(model)
         if len(states) == len(generators):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -60,6 +62,39 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(clean(payload), indent=2) + "\n")
 
 
+def _holds_progress(out: Path) -> bool:
+    """Whether a run directory holds anything besides its config.json and TensorBoard logs."""
+    return any(p.is_file() and p.name != "config.json" and "logs" not in p.relative_to(out).parts
+               for p in out.rglob("*"))
+
+
+@contextmanager
+def run_directory(out: Path, config_json: str, fresh: bool = False):
+    """Prepares a run's ``out`` directory (emptied first with ``fresh``) with its ``config.json``.
+
+    When the body fails before the run saved anything (e.g. a bad image in the first batch), a directory
+    this run created is removed again, and an existing one gets its previous config.json back: a failed
+    start changes nothing on disk. A run that saved state keeps it (rerunning resumes).
+    """
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    previous = config_path.read_bytes() if config_path.is_file() else None
+    config_path.write_text(config_json)
+    try:
+        yield out
+    except BaseException:
+        if created and not _holds_progress(out):
+            shutil.rmtree(out, ignore_errors=True)
+        elif not created and previous is not None:
+            config_path.write_bytes(previous)
+        elif not created:
+            config_path.unlink(missing_ok=True)
+        raise
+
+
 def fit_resumable(model: keras.Model, network: keras.Model, cfg: RunConfig, out: Path, watch=("loss",),
                   verbose: int = 1, extra_callbacks=()) -> None:
     """Fits a built, compiled ``model`` for ``train.steps``, resuming from ``out/state``.
@@ -90,12 +125,11 @@ def train(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbacks
 
     Returns the validation scores written to ``eval.json``.
     """
-    out = Path(cfg.train.out_dir)
-    if fresh and out.exists():
-        import shutil
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    with run_directory(Path(cfg.train.out_dir), cfg.model_dump_json(indent=2), fresh) as out:
+        return _train(cfg, out, verbose, extra_callbacks)
+
+
+def _train(cfg: RunConfig, out: Path, verbose: int, extra_callbacks) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     setup_precision(cfg.train)
 
