@@ -19,7 +19,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from export.benchmark import BenchmarkError
+from export.benchmark import BenchmarkError, cpu_features
 
 BINARY_URL = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/"
               "nightly/latest/android_aarch64_benchmark_model")
@@ -81,9 +81,12 @@ def push(adb: str, serial: str, local: str, remote: str) -> None:
 
 
 def device_name(adb: str, serial: str) -> str:
+    """``android: <model> (<serial>)``, and the CPU's instruction-set features when the phone shows them."""
     proc = _adb(adb, serial, "shell", "getprop", "ro.product.model")
     model = proc.stdout.strip() if proc.returncode == 0 else ""
-    return f"android: {model or 'unknown model'} ({serial})"
+    info = _adb(adb, serial, "shell", "cat", "/proc/cpuinfo")
+    features = cpu_features(info.stdout) if info.returncode == 0 else []
+    return f"android: {model or 'unknown model'} ({serial})" + (f" [{' '.join(features)}]" if features else "")
 
 
 def command(remote_model: str, threads: int, delegate: str, runs: int, warmup: int, min_seconds: float,

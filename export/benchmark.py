@@ -42,14 +42,43 @@ def latency_stats(samples_ms: list[float]) -> dict:
             "std": float(a.std())}
 
 
+# The instruction-set features TFLite's CPU kernels (XNNPACK, ruy, the int8 GEMMs) pick code paths by, as
+# /proc/cpuinfo spells them, with the name a reader knows: int8 against float32 latency turns on them.
+CPU_FEATURES = (
+    ("avx2", "avx2"), ("fma", "fma"), ("avx512f", "avx512f"), ("avx512_vnni", "avx512_vnni"),
+    ("avx_vnni", "avx_vnni"), ("avx512_bf16", "avx512_bf16"), ("amx_int8", "amx_int8"), ("amx_bf16", "amx_bf16"),
+    ("asimddp", "dotprod"), ("i8mm", "i8mm"), ("asimdhp", "fp16"), ("bf16", "bf16"), ("sve", "sve"),
+)
+
+
+def cpu_features(cpuinfo: str) -> list[str]:
+    """The CPU_FEATURES present in a /proc/cpuinfo text (x86 ``flags``, ARM ``Features``), in that order."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return [name for flag, name in CPU_FEATURES if flag in flags]
+
+
+def describe_cpu(cpuinfo: str, fallback: str) -> str:
+    """``"<model name> x<count> [features]"`` from a /proc/cpuinfo text (ARM: the ``Hardware`` or
+    ``CPU part`` when there is no model name)."""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+             if line.split(":", 1)[0].strip() in ("model name", "Hardware")]
+    cores = sum(1 for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() == "processor")
+    cpu = f"{names[0]} x{cores or 1}" if names else f"{fallback} x{cores or 1}"
+    features = cpu_features(cpuinfo)
+    return f"{cpu} [{' '.join(features) if features else 'no SIMD extensions listed'}]"
+
+
 def host_device() -> str:
-    cpu = platform.processor() or platform.machine()
+    """``host: <OS> <arch>, <CPU model> x<cores> [<instruction-set features>]``."""
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = f"{names[0]} x{len(names)}" if names else cpu
+            cpu = describe_cpu(f.read(), platform.processor() or platform.machine())
     except OSError:
-        pass
+        cpu = platform.processor() or platform.machine()
     return f"host: {platform.system()} {platform.machine()}, {cpu}"
 
 
@@ -204,13 +233,29 @@ def export_facts(model: str) -> dict:
 
 # ----------------------------------------------------------------------------------------------- output
 
+def distinct_names(paths: list[str]) -> dict[str, str]:
+    """Each path's shortest trailing part that no other path shares: the file name, or as many parent
+    folders as it takes (``a/export/x.tflite`` and ``b/export/x.tflite`` → ``a/export/x.tflite`` …)."""
+    unique = list(dict.fromkeys(paths))
+    parts = {p: Path(p).parts for p in unique}
+    names = {}
+    for p in unique:
+        for depth in range(1, len(parts[p]) + 1):
+            tail = parts[p][-depth:]
+            if not any(q != p and parts[q][-depth:] == tail for q in unique):
+                break
+        names[p] = str(Path(*tail))
+    return names
+
+
 def format_table(results: list[dict]) -> str:
     """One row per model × configuration, latencies in ms."""
     rows = [("model", "KiB", "threads", "delegate", "init", "first", "mean", "median", "p5", "p95", "std",
              "runs", "RSS MB")]
+    names = distinct_names([r["model"] for r in results])
     for r in results:
         lat = r["latency_ms"]
-        rows.append((Path(r["model"]).name, f"{r['model_bytes'] / 1024:.0f}", str(r["threads"]), r["delegate"],
+        rows.append((names[r["model"]], f"{r['model_bytes'] / 1024:.0f}", str(r["threads"]), r["delegate"],
                      *(("-" if lat.get(k) is None else f"{lat[k]:.2f}")
                        for k in ("init", "first", "mean", "median", "p5", "p95", "std")),
                      str(r["runs"]), "-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"))

@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        resumable = args.command in ("train", "distill", "demo")
+        print(f"{name}: interrupted" + ("; rerun the same command to resume" if resumable else ""), file=sys.stderr)
         return 130
     except Exception as err:
         explained = _explain(err, args)

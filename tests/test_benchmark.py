@@ -163,6 +163,8 @@ elif args[0] == "push":
     print("%s: 1 file pushed, 0 skipped. 35.2 MB/s (245016 bytes in 0.007s)" % args[1])
 elif args[0] == "shell" and args[1:3] == ["getprop", "ro.product.model"]:
     print("Pixel 7")
+elif args[0] == "shell" and args[1:3] == ["cat", "/proc/cpuinfo"]:
+    print("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp i8mm bf16")
 elif args[0] == "shell" and "benchmark_model" in " ".join(args[1:]) and "chmod" not in args[1:]:
     sys.stdout.write(open(os.environ["FAKE_ADB_OUTPUT"]).read())
     sys.exit(int(os.environ.get("FAKE_ADB_EXIT", "0")))
@@ -208,7 +210,7 @@ def test_android_run_pushes_runs_and_parses(fake_adb, tiny_tflite, tmp_path):
     assert [(r["threads"], r["delegate"]) for r in results] == [(1, "xnnpack"), (1, "gpu"), (4, "xnnpack"),
                                                                 (4, "gpu")]
     r = results[0]
-    assert r["device"] == "android: Pixel 7 (R5CT123)" and r["runtime"] == "benchmark_model"
+    assert r["device"] == "android: Pixel 7 (R5CT123) [dotprod i8mm fp16 bf16]" and r["runtime"] == "benchmark_model"
     assert r["latency_ms"]["mean"] == pytest.approx(4.03162) and r["latency_ms"]["init"] == pytest.approx(31.825)
     assert r["peak_rss_mb"] == pytest.approx(12.5586) and r["runs"] == 248
     assert [row["node_type"] for row in r["op_profile"]] == ["TfLiteXNNPackDelegate", "ARG_MAX", "CAST"]
@@ -296,3 +298,34 @@ def test_tensorflow_interpreter_fallback(tiny_tflite):
     """When neither LiteRT nor tflite-runtime is wanted/installed, TensorFlow's own interpreter runs the model."""
     result = benchmark.measure(tiny_tflite, 1, False, warmup=0, runs=3, min_seconds=0.0, runtime_name="tensorflow")
     assert result["runtime"].startswith("tensorflow") and result["delegate"] == "none" and result["runs"] == 3
+
+
+X86_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni avx512_bf16 avx_vnni
+processor\t: 1
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni avx512_bf16 avx_vnni
+"""
+
+
+def test_device_names_the_cpu_and_the_features_int8_kernels_use():
+    assert benchmark.describe_cpu(X86_CPUINFO, "x86_64") == \
+        "AMD EPYC 9R14 x2 [avx2 fma avx512f avx512_vnni avx_vnni avx512_bf16]"
+    avx2_only = X86_CPUINFO.replace(" avx512f avx512_vnni avx512_bf16 avx_vnni", "")
+    assert benchmark.describe_cpu(avx2_only, "x86_64") == "AMD EPYC 9R14 x2 [avx2 fma]"
+    assert benchmark.cpu_features("Features\t: fp asimd asimddp\n") == ["dotprod"]
+    assert benchmark.host_device().startswith("host: ") and "[" in benchmark.host_device()
+
+
+def test_table_names_files_that_share_a_name_by_their_shortest_distinct_path():
+    paths = ["runs/r18/export/student_float32.tflite", "runs/lraspp/export/student_float32.tflite",
+             "runs/lraspp/export/student_int8.tflite"]
+    assert benchmark.distinct_names(paths) == {paths[0]: "r18/export/student_float32.tflite",
+                                               paths[1]: "lraspp/export/student_float32.tflite",
+                                               paths[2]: "student_int8.tflite"}
+    result = {"model_bytes": 1024, "threads": 1, "delegate": "xnnpack", "runs": 5, "peak_rss_mb": 10.0,
+              "latency_ms": {k: 1.0 for k in ("init", "first", "mean", "median", "p5", "p95", "std")},
+              "runtime": "ai-edge-litert", "device": "host"}
+    table = benchmark.format_table([{**result, "model": p} for p in paths])
+    assert "r18/export/student_float32.tflite" in table and "lraspp/export/student_float32.tflite" in table
