@@ -10,7 +10,9 @@ train_holdout``); the validation split that benchmarks/ablation.py reports is ne
 weight λ is chosen from a small grid of non-zero multiples of its literature value, one seed per point (seed
 0: every point of a variant starts from the same initialisation and data order as its baseline), on
 *several* data variants (data seed and class count), by the worst variant's paired gain
-mIoU(λ) − mIoU(baseline) (ties: the larger mean). The paper's terms are chained as in its table: pair-wise is swept with the
+mIoU(λ) − mIoU(baseline) (ties: the larger mean). When the grid's smallest weight is the best and still
+costs mIoU on a variant, the sweep continues down ×0.01, ×0.003, ×0.001 until a point costs nothing (its
+gradient share then says whether the method still acts at all). The paper's terms are chained as in its table: pair-wise is swept with the
 pixel-wise weight already chosen, holistic with both.
 
 Each point is its own ``skd-tf distill`` run in runs/sweep/; its small result is recorded as JSON under
@@ -54,6 +56,10 @@ METHOD_BY_KEY = {m[0]: m for m in METHODS}
 # data variants the weights are chosen on: (data seed, number of classes)
 VARIANTS = {"s0c6": (0, 6), "s1c8": (1, 8)}
 GRID = (0.03, 0.1, 0.3, 1.0)  # multiples of the literature weight
+# When a method's best point is the grid's smallest and still costs mIoU on some variant, the sweep goes on
+# down these multiples until a point costs nothing or they run out: at the weight where a method stops
+# hurting, its gradient share says how much it still acts (a harmless weight can also be an inert one).
+EXTENSION = (0.01, 0.003, 0.001)
 SEED = 0
 
 
@@ -110,6 +116,25 @@ def gains(results: Path, method: str, variants: list[str]) -> dict[float, dict[s
     return out
 
 
+def swept_grid(results: Path, method: str, variants: list[str], grid: list[float]) -> list[float]:
+    """``grid`` plus the extension points (EXTENSION multiples) recorded for ``method`` on every variant."""
+    literature = METHOD_BY_KEY[method][4]
+    table = gains(results, method, variants)
+    extra = [w for w in grid_of(literature, EXTENSION) if set(table.get(w, {})) == set(variants)]
+    return sorted(set(grid) | set(extra))
+
+
+def needs_lower_weight(results: Path, method: str, variants: list[str], grid: list[float]) -> float | None:
+    """The next EXTENSION weight to sweep for ``method``, or None: only while the chosen point is the smallest
+    swept weight and its worst variant's gain is negative."""
+    weights = swept_grid(results, method, variants, grid)
+    pick = choose(results, method, variants, weights)
+    if pick is None or pick != min(weights) or min(gains(results, method, variants)[pick].values()) >= 0:
+        return None
+    lower = [w for w in grid_of(METHOD_BY_KEY[method][4], EXTENSION) if w < pick]
+    return max(lower) if lower else None
+
+
 def choose(results: Path, method: str, variants: list[str], grid: list[float]) -> float | None:
     """The grid weight whose *worst* gain over the variants is largest (then the larger mean, then the smaller
     weight), once every (weight, variant) is recorded. Worst case rather than mean: the target is a method
@@ -125,16 +150,19 @@ def grid_of(literature: float, multiples: tuple[float, ...]) -> list[float]:
 
 
 def summary_markdown(results: Path, variants: list[str], multiples: tuple[float, ...]) -> tuple[str, dict]:
+    extended = [m for m in EXTENSION if any(
+        set(gains(results, k, variants).get(grid_of(lit, (m,))[0], {})) == set(variants) for k, *_, lit, _ in METHODS)]
+    columns = sorted(extended) + list(multiples)
     chosen, lines = {}, ["| method | literature λ | " + " | ".join(
-        f"×{m:g}" for m in multiples) + " | chosen λ |", "|---|---|" + "---|" * len(multiples) + "---|"]
+        f"×{m:g}" for m in columns) + " | chosen λ |", "|---|---|" + "---|" * len(columns) + "---|"]
     for key, label, _, _, literature, _ in METHODS:
         grid = grid_of(literature, multiples)
         table = gains(results, key, variants)
-        pick = choose(results, key, variants, grid)
+        pick = choose(results, key, variants, swept_grid(results, key, variants, grid))
         if pick is not None:
             chosen[key] = pick
         cells = []
-        for w in grid:
+        for w in grid_of(literature, tuple(columns)):
             per = table.get(w, {})
             cells.append("" if not per else f"{100 * statistics.mean(per.values()):+.2f} ("
                          + " / ".join(f"{100 * per[v]:+.1f}" if v in per else "–" for v in variants) + ")")
@@ -222,6 +250,41 @@ def ensure_variant(variant: str, runs: Path, results: Path, holdout: int,
     return teacher, fingerprint, teacher_miou
 
 
+def run_point(key: str, weight: float, fixed: list[str], variants: list[str], teachers: dict, runs: Path,
+              results: Path, args, start: float) -> None:
+    """Runs one weight of a method on every variant where it is not recorded with the current config, and
+    records each run's scores and diagnostics."""
+    label, config = METHOD_BY_KEY[key][1], METHOD_BY_KEY[key][2]
+    for variant in variants:
+        teacher, fingerprint, teacher_miou = teachers[variant]
+        sets = point_sets(key, variant, weight, fixed, args.holdout, args.overrides)
+        digest = current_digest(key, sets)
+        recorded = point_records(results, variant, key).get(weight, [])
+        if any(r.get("config_digest", digest) == digest for r in recorded):  # none: made before digests
+            continue
+        for path in results.glob(f"{variant}/*/{key}/{weight_label(weight)}.json"):
+            path.unlink()  # made with another config (e.g. an earlier chained weight): stale
+        print(f"{label} λ={weight:g} on {variant} ({(time.time() - start) / 60:.1f} min so far)"
+              + (" (recorded with an older config: rerun)" if recorded else ""), flush=True)
+        out = runs / variant / key / weight_label(weight)
+        if out.exists() and (recorded or stale_run(out, digest)):
+            shutil.rmtree(out)
+        began = time.time()
+        scores = _cli("distill", config, out, sets, teacher)
+        record = {"method": key, "variant": variant, "weight": weight, "fixed": fixed, "seed": SEED,
+                  "teacher": fingerprint, "teacher_miou": teacher_miou, "miou": scores["miou"],
+                  "per_class_iou": scores["per_class_iou"],
+                  "teacher_distance": scores.get("teacher_distance", {}),
+                  "gradient_share": scores.get("gradient_share", {}).get("mean", {}),
+                  "autoencoder": scores.get("autoencoder", {}).get("final"),
+                  "overrides": args.overrides, "config_digest": digest,
+                  "minutes": round((time.time() - began) / 60, 2), "host": host_cpu()}
+        target = results / variant / fingerprint / key / f"{weight_label(weight)}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(record, indent=1))
+        print(f"    mIoU {100 * scores['miou']:.2f} on the held-out images, recorded in {target}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -279,40 +342,18 @@ def main(argv: list[str] | None = None) -> int:
             _, label, config, _, literature, chain = methods[key]
             fixed = []
             for earlier in chain:
-                pick = choose(results, earlier, variants, grid_of(methods[earlier][4], multiples))
+                pick = choose(results, earlier, variants,
+                              swept_grid(results, earlier, variants, grid_of(methods[earlier][4], multiples)))
                 if pick is None:
                     raise SystemExit(f"{label} is swept with {methods[earlier][1]}'s weight chosen: sweep "
                                      f"{earlier} first (--methods {earlier},{key})")
                 fixed.append(f"{methods[earlier][3]}={pick:g}")
-            for weight in grid_of(literature, multiples):
-                for variant in variants:
-                    teacher, fingerprint, teacher_miou = teachers[variant]
-                    sets = point_sets(key, variant, weight, fixed, args.holdout, args.overrides)
-                    digest = current_digest(key, sets)
-                    recorded = point_records(results, variant, key).get(weight, [])
-                    if any(r.get("config_digest", digest) == digest for r in recorded):  # none: made before digests
-                        continue
-                    for path in results.glob(f"{variant}/*/{key}/{weight_label(weight)}.json"):
-                        path.unlink()  # made with another config (e.g. an earlier chained weight): stale
-                    print(f"{label} λ={weight:g} on {variant} ({(time.time() - start) / 60:.1f} min so far)"
-                          + (" (recorded with an older config: rerun)" if recorded else ""), flush=True)
-                    out = runs / variant / key / weight_label(weight)
-                    if out.exists() and (recorded or stale_run(out, digest)):
-                        shutil.rmtree(out)
-                    began = time.time()
-                    scores = _cli("distill", config, out, sets, teacher)
-                    record = {"method": key, "variant": variant, "weight": weight, "fixed": fixed, "seed": SEED,
-                              "teacher": fingerprint, "teacher_miou": teacher_miou, "miou": scores["miou"],
-                              "per_class_iou": scores["per_class_iou"],
-                              "teacher_distance": scores.get("teacher_distance", {}),
-                              "gradient_share": scores.get("gradient_share", {}).get("mean", {}),
-                              "autoencoder": scores.get("autoencoder", {}).get("final"),
-                              "overrides": args.overrides, "config_digest": digest,
-                              "minutes": round((time.time() - began) / 60, 2), "host": host_cpu()}
-                    target = results / variant / fingerprint / key / f"{weight_label(weight)}.json"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(json.dumps(record, indent=1))
-                    print(f"    mIoU {100 * scores['miou']:.2f} on the held-out images, recorded in {target}", flush=True)
+            grid = grid_of(literature, multiples)
+            for weight in grid:
+                run_point(key, weight, fixed, variants, teachers, runs, results, args, start)
+            while (lower := needs_lower_weight(results, key, variants, grid)) is not None:
+                print(f"{label}: the smallest weight still costs mIoU on a variant: trying λ={lower:g}", flush=True)
+                run_point(key, lower, fixed, variants, teachers, runs, results, args, start)
     table, chosen = summary_markdown(results, variants, multiples)
     print("\n" + table, flush=True)
     if chosen:

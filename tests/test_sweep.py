@@ -125,3 +125,33 @@ def test_a_run_left_by_another_config_is_not_reused(tmp_path):
     other = load_config(ROOT / "configs" / "synthetic_skd_pi.yaml", sets + ["distill.rampup_steps=7"])
     (tmp_path / "config.json").write_text(json.dumps(other.model_dump()))
     assert sweep.stale_run(tmp_path, digest)
+
+
+def test_a_method_that_costs_mioU_at_every_grid_weight_is_swept_lower(tmp_path, monkeypatch):
+    calls = []
+
+    def gain(method, weight, classes):  # SP-like: hurts in proportion to its weight, harmless from ×0.01 down
+        return -0.05 if classes == 8 and weight > 30.0 else 0.0
+
+    fake = fake_cli_factory(calls, gain)
+    monkeypatch.setattr(sweep, "run_cli", fake)
+    monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)
+    argv = ["--methods", "sp", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    assert sweep.main(argv) == 0
+    weights = sorted({float(s["distill.losses.sp.weight"]) for _, s in calls if "/sp/" in s["train.out_dir"]})
+    assert weights == [30.0, 90.0, 300.0, 900.0, 3000.0]  # the grid, then ×0.01 where it stops costing mIoU
+    assert json.loads((tmp_path / "results" / "chosen.json").read_text())["weights"]["sp"] == 30.0
+    table, _ = sweep.summary_markdown(tmp_path / "results", ["s0c6", "s1c8"], sweep.GRID)
+    assert table.splitlines()[0].startswith("| method | literature λ | ×0.01 | ×0.03 |")
+
+    def always_worse(method, weight, classes):
+        return -0.01 * (classes == 8)
+
+    calls.clear()
+    fake = fake_cli_factory(calls, always_worse)
+    monkeypatch.setattr(sweep, "run_cli", fake)
+    monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)
+    argv = ["--methods", "cc", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    assert sweep.main(argv) == 0  # goes down every extension multiple, then stops
+    weights = sorted({float(s["distill.losses.cc.weight"]) for _, s in calls if "/cc/" in s["train.out_dir"]})
+    assert weights == [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
