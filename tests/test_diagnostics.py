@@ -108,24 +108,47 @@ def test_evaluate_with_teacher_and_critic_writes_the_distances(tmp_path, capsys)
     assert main(argv[:-len(sets) * 2] + ["--critic", str(tmp_path / "missing.h5")]) == 2
 
 
-def test_rampup_scales_every_weight_by_the_step_fraction():
+def test_rampup_scales_the_students_gradient_and_leaves_helpers_at_full_weight():
+    from skd_tf.losses import FitNetDistillation
+
     teacher, student = models()
-    pixel = PixelwiseDistillation()
-    distiller = Distiller(teacher, student, {"pixel": (pixel, 3.0)}, 6, global_batch_size=2, rampup_steps=4)
+    pixel, fitnet = PixelwiseDistillation(), FitNetDistillation(8)
+    losses = {"pixel": (pixel, 3.0), "fitnet": (fitnet, 2.0)}
+    distiller = Distiller(teacher, student, losses, 6, global_batch_size=2, rampup_steps=4)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     distiller.build_state((32, 32, 3))
     images, labels = batch()
-    full = gradient_norms(Distiller(teacher, student, {"pixel": (pixel, 3.0)}, 6, global_batch_size=2),
-                          images, labels)["pixel"]
-    s_out, t_out = student(images, training=False), teacher(images, training=False)
+    full = gradient_norms(Distiller(teacher, student, losses, 6, global_batch_size=2), images, labels)
+    t_out = teacher(images, training=False)
+    helper = fitnet.trainable_variables
+    assert helper  # the regressor that maps student features to the teacher's
+
+    def gradients():
+        """d/dθ of CE + Σ λ·L as the training step sees it, for the student and for the regressor."""
+        with tf.GradientTape(persistent=True) as tape:
+            s_out = student(images, training=False)
+            terms, total = distiller._terms(s_out, t_out, labels, images)
+            ce = terms["ce"]
+            distill = 3.0 * pixel(s_out, t_out) + 2.0 * fitnet(s_out, t_out)  # unscaled, straight from the student
+        result = [tape.gradient(v, student.trainable_variables + helper) for v in (total, ce, distill)]
+        del tape
+        return terms, total, result
+
     for step in (0, 1, 3, 10):
         distiller.optimizer.iterations.assign(step)
         scale = min(1.0, (step + 1) / 4)
         assert float(distiller.distillation_scale()) == pytest.approx(scale)
-        terms, total = distiller._terms(s_out, t_out, labels, images)
-        assert float(total) == pytest.approx(float(terms["ce"]) + scale * 3.0 * float(terms["pixel"]), rel=1e-5)
-        # the sampled gradient share is the share of the term as the step weighs it
-        assert gradient_norms(distiller, images, labels)["pixel"] == pytest.approx(scale * full, rel=1e-4)
+        terms, total, (g_total, g_ce, g_distill) = gradients()
+        assert float(total) == pytest.approx(float(terms["ce"]) + 3.0 * float(terms["pixel"])
+                                             + 2.0 * float(terms["fitnet"]), rel=1e-5)  # logged at full weight
+        n = len(student.trainable_variables)
+        for g, c, d in zip(g_total[:n], g_ce[:n], g_distill[:n]):  # the student: CE + scale · distillation
+            if c is not None and d is not None:
+                np.testing.assert_allclose(g.numpy(), (c + scale * d).numpy(), rtol=1e-4, atol=1e-7)
+        for g, d in zip(g_total[n:], g_distill[n:]):  # the regressor: its full-weight gradient from step 0
+            np.testing.assert_allclose(g.numpy(), d.numpy(), rtol=1e-5, atol=1e-8)
+        # the sampled gradient share is the share of the term as the step weighs it (on the student)
+        assert gradient_norms(distiller, images, labels)["pixel"] == pytest.approx(scale * full["pixel"], rel=1e-4)
     distiller.optimizer.iterations.assign(0)
     distiller.fit(tf.data.Dataset.from_tensors((images, labels)), epochs=1, verbose=0)  # compiled, with the ramp
     assert int(distiller.optimizer.iterations) == 1

@@ -109,7 +109,8 @@ class DistillConfig(_Section):
     holistic: Optional[HolisticSpec] = None
     knowledge_adaptation: KnowledgeAdaptationSpec = KnowledgeAdaptationSpec()
     nan_check: bool = True
-    # every λ (λ_ho too) grows linearly from 0 to its value over the first N steps (0: full weight from step 1)
+    # the student's gradient from every λ (λ_ho too) grows linearly from 0 to full over the first N steps
+    # (0: full weight from step 1); the losses' own adapters learn at full weight throughout
     rampup_steps: int = Field(0, ge=0)
     # every N steps: each term's gradient norm relative to CE's (TensorBoard, gradient_shares.jsonl,
     # eval.json); 0 turns it off

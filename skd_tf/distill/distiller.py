@@ -11,6 +11,12 @@ from skd_tf.training.custom_fit import Prebuilt, record_step
 from skd_tf.training.trainer import supervised_losses
 
 
+def scale_gradient(x: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """``x`` in the forward pass (exactly); ``scale`` × the incoming gradient in the backward pass."""
+    frozen = tf.stop_gradient(x)
+    return frozen + tf.cast(scale, x.dtype) * (x - frozen)
+
+
 class Distiller(Prebuilt, keras.Model):
     """Trains ``student`` against a frozen ``teacher`` (SPEC §1.3–1.4).
 
@@ -24,8 +30,11 @@ class Distiller(Prebuilt, keras.Model):
       4. updates the student (and the trainable parts of the losses, such as
          adapters) on  L = CE + aux_weight·CE_aux + Σ_k λ_k·L_k − λ_ho·E[D(Q^S|I)],
          the critic term scored by the just-updated critic.
-    With ``rampup_steps`` R > 0 every λ (λ_ho included) is multiplied by min(1, (t + 1)/R) at step t, so the
-    labels alone drive the first steps and the distillation terms reach their weights at step R.
+    With ``rampup_steps`` R > 0 the gradient the *student* receives from every distillation term (λ_ho's
+    included) is multiplied by min(1, (t + 1)/R) at step t, so the labels alone drive the first steps and the
+    terms reach their weights at step R; the terms' own trainable parts (knowledge adaptation's adapter,
+    FitNet's regressor, a channel-aligning conv) learn at full weight from the first step, so the gradient
+    they pass on is already meaningful when it starts to count. The logged ``loss`` is CE + Σ_k λ_k·L_k.
     ``losses`` maps a name to ``(loss, λ)``. Each term (unweighted), the total,
     the critic loss and the critic's Wasserstein estimate E[D(Q^T)] − E[D(Q^S)]
     are metrics, so they appear in the progress bar and in TensorBoard.
@@ -120,9 +129,12 @@ class Distiller(Prebuilt, keras.Model):
         return loss
 
     def _terms(self, s_out, t_out, labels, images) -> tuple[dict, tf.Tensor]:
-        """All loss terms (each averaged over the global batch) and the weighted total."""
+        """All loss terms (each averaged over the global batch) and the weighted total; the distillation terms
+        read the student's outputs through ``scale_gradient`` (the ramp-up)."""
         terms, total = supervised_losses(s_out, labels, self.ignore_label, self.aux_weight, self.global_batch_size)
-        scale = self.distillation_scale()
+        if self.rampup_steps:
+            scale = self.distillation_scale()
+            s_out = tf.nest.map_structure(lambda x: scale_gradient(x, scale), s_out)
         for name, (loss, weight) in self.distill_losses.items():
             if hasattr(loss, "components"):
                 parts = loss.components(s_out, t_out, training=True)
@@ -131,10 +143,10 @@ class Distiller(Prebuilt, keras.Model):
             else:
                 value = loss(s_out, t_out, labels=labels, images=images)
                 terms[name] = value
-            total += scale * weight * value
+            total += weight * value
         if self.holistic is not None:
             terms["holistic"] = self.holistic(s_out, t_out, images=images)  # −E[D(Q^S|I)]
-            total += scale * self.holistic_weight * terms["holistic"]
+            total += self.holistic_weight * terms["holistic"]
         return terms, total
 
     def train_step(self, data):
