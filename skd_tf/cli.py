@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a teacher or a baseline student from a config",
-                       description="Train the config's model on its dataset with train.optimizer (SGD with momentum, the "
-                                   "paper's, or AdamW) and a poly learning rate, checkpointing "
+                       description="Train the config's model on its dataset with train.optimizer (SGD with "
+                                   "momentum, the paper's, or AdamW) and a poly learning rate, checkpointing "
                                    "every train.steps_per_epoch steps into train.out_dir (an interrupted run "
                                    "resumes from there), then evaluate it on the validation split.")
     _add_config_args(p)
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preprocess", dest="preprocess", action="store_const", const=False,
                    help="do not bake (x - mean) / std in; the app feeds normalised float images")
     p.add_argument("--input-size", help="HxW of the fixed model input (default: the config's eval size)")
-    p.add_argument("--int8-io", choices=["uint8", "int8"], help="integer input type of int8/qat models (default: export.int8_io, uint8)")
+    p.add_argument("--int8-io", choices=["uint8", "int8"],
+                   help="integer input type of int8/qat models (default: export.int8_io, uint8)")
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher)")
@@ -222,8 +223,6 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_config(args) -> int:
-    import yaml
-
     from skd_tf.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -241,13 +240,20 @@ def _cmd_config(args) -> int:
     if cfg.distill is None:
         del resolved["distill"]
     print(f"# {args.config}" + "".join(f" --set {o}" for o in args.overrides))
-    class Dumper(yaml.SafeDumper):  # sections as blocks, lists (sizes, mean, std) on one line
+    print(_config_yaml(resolved), end="")
+    return 0
+
+
+def _config_yaml(mapping: dict) -> str:
+    """YAML with sections as blocks and lists (sizes, mean, std) on one line."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
         pass
 
-    Dumper.add_representer(list, lambda dumper, v: dumper.represent_sequence("tag:yaml.org,2002:seq", v,
-                                                                             flow_style=True))
-    print(yaml.dump(resolved, Dumper=Dumper, sort_keys=False), end="")
-    return 0
+    Dumper.add_representer(list, lambda dumper, values: dumper.represent_sequence(
+        "tag:yaml.org,2002:seq", values, flow_style=True))
+    return yaml.dump(mapping, Dumper=Dumper, sort_keys=False)
 
 
 def _parse_size(text: str | None):
