@@ -105,10 +105,18 @@ def host_cpu() -> dict:
             "features": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})}
 
 
+# Bumped when a code change alters what a recorded run measures, so records made before it are rerun.
+# 2: `distill` builds the student before it loads the teacher, so a distilled student starts from the
+#    baseline's weights under the same seed (before, the teacher's loading drew from the generator first).
+PIPELINE = 2
+
+
 def resolved_digest(resolved: dict) -> str:
-    """12 hex digits of a resolved config (``RunConfig.model_dump()``, or a run's ``config.json``), leaving out
-    what names the run rather than what it trains: name, seed, out_dir and the teacher's path."""
+    """12 hex digits of a resolved config (``RunConfig.model_dump()``, or a run's ``config.json``) and
+    ``PIPELINE``, leaving out what names the run rather than what it trains: name, seed, out_dir and the
+    teacher's path."""
     resolved = json.loads(json.dumps(resolved, default=str))
+    resolved["pipeline"] = PIPELINE
     resolved.pop("name", None), resolved.pop("seed", None)
     resolved.get("train", {}).pop("out_dir", None)
     if resolved.get("distill"):

@@ -8,8 +8,9 @@ The last ``--holdout`` images of the synthetic training split are withheld (``da
 teacher, the baseline and every student, and each run is scored on them (``data.val_split:
 train_holdout``); the validation split that benchmarks/ablation.py reports is never looked at. A method's
 weight λ is chosen from a small grid of non-zero multiples of its literature value, one seed per point (seed
-0), on *several* data variants (data seed and class count), by the worst variant's gain mIoU(λ) − the mean
-baseline mIoU over the recorded baseline seeds (``--noise-seeds``; ties: the larger mean gain). When the grid's smallest weight is the best and still
+0: every point of a variant starts from the baseline's initial weights and sees its batches), on *several*
+data variants (data seed and class count), by the worst variant's paired gain mIoU(λ) − mIoU(baseline)
+(ties: the larger mean gain). When the grid's smallest weight is the best and still
 costs mIoU on a variant, the sweep continues down ×0.01, ×0.003, ×0.001 until a point costs nothing (its
 gradient share then says whether the method still acts at all). The paper's terms are chained as in its table: pair-wise is swept with the
 pixel-wise weight already chosen, holistic with both.
@@ -101,20 +102,15 @@ def point_records(results: Path, variant: str, method: str) -> dict[float, list[
 
 
 def baseline_reference(results: Path, variant: str, teacher: str) -> float | None:
-    """The baseline mIoU a point is compared with: the mean over every recorded baseline seed of the variant
-    and teacher (seed 0 alone when no --noise-seeds were run).
-
-    Not seed 0 alone: a distillation term changes the student's whole training trajectory, so a neutral
-    method lands anywhere in the baseline's seed-to-seed spread, not next to the seed-0 run. On s1c8 the
-    seed-0 baseline is 4.3 points above its 3-seed mean (46.89 vs 42.57), and pairing with it alone charged
-    every method with that luck.
-    """
-    runs = [json.loads(p.read_text())["miou"] for p in sorted((results / variant / teacher).glob("baseline*.json"))]
-    return statistics.mean(runs) if runs else None
+    """The baseline mIoU a point is paired with: the seed-0 baseline of its variant and teacher. Same seed =
+    same initial weights, dropout seeds and batches (``tests/test_distill.py`` checks that a zero-weight
+    distillation ends with the baseline's weights), so the difference is the method's."""
+    base = results / variant / teacher / "baseline.json"
+    return json.loads(base.read_text())["miou"] if base.exists() else None
 
 
 def gains(results: Path, method: str, variants: list[str]) -> dict[float, dict[str, float]]:
-    """{weight: {variant: mean over that variant's teachers of mIoU(point) − the baseline reference}}."""
+    """{weight: {variant: mean over that variant's teachers of mIoU(point) − its paired baseline's}}."""
     out: dict[float, dict[str, float]] = {}
     for variant in variants:
         for weight, records in point_records(results, variant, method).items():
@@ -180,8 +176,8 @@ def summary_markdown(results: Path, variants: list[str], multiples: tuple[float,
                          + " / ".join(f"{100 * per[v]:+.1f}" if v in per else "–" for v in variants) + ")")
         lines.append(f"| {label} | {literature:g} | " + " | ".join(cells) + f" | {'' if pick is None else f'{pick:g}'} |")
     note = (f"Mean over the variants (and each: {' / '.join(variants)}; data seed and class count "
-            f"{', '.join(f'{v} = {VARIANTS[v][0]}, {VARIANTS[v][1]}' for v in variants)}) of mIoU(λ) − the "
-            f"baseline's mean mIoU over its recorded seeds, in points; each point one run (seed {SEED}), scored on the "
+            f"{', '.join(f'{v} = {VARIANTS[v][0]}, {VARIANTS[v][1]}' for v in variants)}) of mIoU(λ) − "
+            f"mIoU(baseline), paired (seed {SEED}: the same initial weights and batches), in points, scored on the "
             f"training split's held-out images.")
     noise = baseline_noise(results, variants)
     if noise:

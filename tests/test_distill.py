@@ -92,6 +92,27 @@ def test_full_distillation_compiles_with_xla(tiny_teacher, tmp_path):
     assert np.isfinite(distill(cfg, verbose=0)["miou"])
 
 
+def test_a_distillation_with_zero_weight_ends_with_the_baseline_weights(tiny_teacher, tmp_path):
+    """Same seed, same student: `distill` builds the student before it loads the teacher, so it starts from the
+    weights and dropout seeds `train` gives the baseline and sees the same batches; the diagnostics sampled every
+    step leave no trace. With λ = 0 the two runs end equal — a distilled row differs from the baseline only by
+    its terms (the sweep and the ablation compare them)."""
+    from skd_tf.training.run import train
+
+    steps = ["train.steps=4", "train.steps_per_epoch=2"]
+    baseline = load_config(ROOT / "configs" / "synthetic_student.yaml",
+                           TINY + [f"train.out_dir={tmp_path / 'baseline'}", *steps])
+    train(baseline, verbose=0)
+    cfg = tiny("synthetic_skd_pi", tiny_teacher, tmp_path / "distilled", *steps, "distill.losses.pixel.weight=0",
+               "distill.diagnostics_every=1")
+    distill(cfg, verbose=0)
+    trained = load_model(str(tmp_path / "baseline" / "model.keras")).get_weights()
+    distilled = load_model(str(tmp_path / "distilled" / "model.keras")).get_weights()
+    assert len(trained) == len(distilled)
+    for a, b in zip(trained, distilled):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name,losses", SYNTHETIC_SINGLE.items())
 def test_synthetic_configs_build_and_evaluate_their_losses(name, losses):
     from skd_tf.distill.run import build_losses

@@ -122,8 +122,11 @@ def _distill(cfg: RunConfig, dcfg, strategy, out: Path, verbose: int, extra_call
     size = tuple(cfg.data.crop_size)
 
     with strategy.scope():
-        teacher = load_teacher(dcfg.teacher, cfg.data.num_classes, size)
+        # the student first, straight after the seed: it starts from the weights (and dropout seeds) that
+        # `skd-tf train` gives the baseline under the same seed, so a distilled row and the baseline differ only
+        # by the distillation terms (loading the teacher draws from the same global generator)
         student = build_model(cfg.model, cfg.data.num_classes, size, name="student")
+        teacher = load_teacher(dcfg.teacher, cfg.data.num_classes, size)
         losses = build_losses(dcfg, teacher, student)
         holistic = None
         if dcfg.holistic is not None:
