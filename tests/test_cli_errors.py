@@ -251,11 +251,11 @@ def test_version_and_config_show_everything(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"skd-tf {__version__}"
 
     assert main(["config", "--config", str(ROOT / "configs" / "synthetic_skd_full.yaml"),
-                 "--set", "train.steps=400"]) == 0
+                 "--set", "train.steps=400", "--set", "distill.losses.pixel.weight=7"]) == 0
     out = capsys.readouterr().out
     resolved = yaml.safe_load(out)
     assert resolved["train"]["steps"] == 400 and resolved["data"]["train_dir"] is None
-    assert resolved["distill"]["losses"]["pixel"] == {"weight": 10.0, "temperature": 1.0, "ignore_label": None}
+    assert resolved["distill"]["losses"]["pixel"] == {"weight": 7.0, "temperature": 1.0, "ignore_label": None}
     assert resolved["distill"]["holistic"]["n_critic"] == 5 and "export" not in resolved
     (tmp_path / "printed.yaml").write_text(out)  # what it prints is itself a config that resolves the same
     assert main(["config", "--config", str(tmp_path / "printed.yaml")]) == 0
