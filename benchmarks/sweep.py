@@ -124,20 +124,30 @@ def gains(results: Path, method: str, variants: list[str]) -> dict[float, dict[s
     return out
 
 
-def swept_grid(results: Path, method: str, variants: list[str], grid: list[float]) -> list[float]:
-    """``grid`` plus the extension points (EXTENSION multiples) recorded for ``method`` on every variant."""
+def _swept(table: dict, method: str, variants: list[str], grid: list[float]) -> list[float]:
     literature = METHOD_BY_KEY[method][4]
-    table = gains(results, method, variants)
     extra = [w for w in grid_of(literature, EXTENSION) if set(table.get(w, {})) == set(variants)]
     return sorted(set(grid) | set(extra))
+
+
+def _best(table: dict, variants: list[str], grid: list[float]) -> float | None:
+    if any(set(table.get(w, {})) != set(variants) for w in grid):
+        return None
+    return max(grid, key=lambda w: (min(table[w].values()), statistics.mean(table[w].values()), -w))
+
+
+def swept_grid(results: Path, method: str, variants: list[str], grid: list[float]) -> list[float]:
+    """``grid`` plus the extension points (EXTENSION multiples) recorded for ``method`` on every variant."""
+    return _swept(gains(results, method, variants), method, variants, grid)
 
 
 def needs_lower_weight(results: Path, method: str, variants: list[str], grid: list[float]) -> float | None:
     """The next EXTENSION weight to sweep for ``method``, or None: only while the chosen point is the smallest
     swept weight and its worst variant's gain is negative."""
-    weights = swept_grid(results, method, variants, grid)
-    pick = choose(results, method, variants, weights)
-    if pick is None or pick != min(weights) or min(gains(results, method, variants)[pick].values()) >= 0:
+    table = gains(results, method, variants)
+    weights = _swept(table, method, variants, grid)
+    pick = _best(table, variants, weights)
+    if pick is None or pick != min(weights) or min(table[pick].values()) >= 0:
         return None
     lower = [w for w in grid_of(METHOD_BY_KEY[method][4], EXTENSION) if w < pick]
     return max(lower) if lower else None
@@ -147,10 +157,7 @@ def choose(results: Path, method: str, variants: list[str], grid: list[float]) -
     """The grid weight whose *worst* gain over the variants is largest (then the larger mean, then the smaller
     weight), once every (weight, variant) is recorded. Worst case rather than mean: the target is a method
     that never costs the user accuracy on data it was not tuned on."""
-    table = gains(results, method, variants)
-    if any(set(table.get(w, {})) != set(variants) for w in grid):
-        return None
-    return max(grid, key=lambda w: (min(table[w].values()), statistics.mean(table[w].values()), -w))
+    return _best(gains(results, method, variants), variants, grid)
 
 
 def grid_of(literature: float, multiples: tuple[float, ...]) -> list[float]:
@@ -158,15 +165,16 @@ def grid_of(literature: float, multiples: tuple[float, ...]) -> list[float]:
 
 
 def summary_markdown(results: Path, variants: list[str], multiples: tuple[float, ...]) -> tuple[str, dict]:
+    tables = {key: gains(results, key, variants) for key, *_ in METHODS}  # each method's records, read once
     extended = [m for m in EXTENSION if any(
-        set(gains(results, k, variants).get(grid_of(lit, (m,))[0], {})) == set(variants) for k, *_, lit, _ in METHODS)]
+        set(tables[k].get(grid_of(lit, (m,))[0], {})) == set(variants) for k, *_, lit, _ in METHODS)]
     columns = sorted(extended) + list(multiples)
     chosen, lines = {}, ["| method | literature λ | " + " | ".join(
         f"×{m:g}" for m in columns) + " | chosen λ |", "|---|---|" + "---|" * len(columns) + "---|"]
     for key, label, _, _, literature, _ in METHODS:
         grid = grid_of(literature, multiples)
-        table = gains(results, key, variants)
-        pick = choose(results, key, variants, swept_grid(results, key, variants, grid))
+        table = tables[key]
+        pick = _best(table, variants, _swept(table, key, variants, grid))
         if pick is not None:
             chosen[key] = pick
         cells = []
