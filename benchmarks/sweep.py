@@ -56,10 +56,29 @@ METHOD_BY_KEY = {m[0]: m for m in METHODS}
 # data variants the weights are chosen on: (data seed, number of classes)
 VARIANTS = {"s0c6": (0, 6), "s1c8": (1, 8)}
 GRID = (0.03, 0.1, 0.3, 1.0)  # multiples of the literature weight
+# A feature- or relation-level term whose literature weight puts its gradient on the student far above
+# cross-entropy's is swept where that share is ~0.02-0.3 instead: the paired sweeps of pair-wise and KA cost
+# mIoU from a mean share of ~0.5 up, and the relational losses were designed for other feature scales. The
+# share at the literature weight (mean over 300 steps, no ramp-up, s0c6, diagnostics every 30 steps):
+#   skd-tf distill --config configs/synthetic_<m>.yaml --teacher runs/sweep/s0c6/teacher/model.keras
+#     --set data.holdout=500 --set data.val_split=train_holdout --set train.steps=300
+#     --set train.steps_per_epoch=300 --set distill.rampup_steps=0 --set distill.diagnostics_every=30
+# gave SP 25.7 (the sweep's own record at λ=3000), CC 2.7, IRG 3.4, RKD 17, AT 13, FitNet 0.16, CWD 3.4.
+# Each grid is three half-decade multiples whose shares reach up to ~0.3. Pixel-wise and CWD match logits
+# (their gradient points the way CE's does: pixel-wise gains most at a share of 7) and keep GRID.
+METHOD_GRID = {"sp": (0.001, 0.003, 0.01), "cc": (0.01, 0.03, 0.1), "irg": (0.003, 0.01, 0.03),
+               "rkd": (0.001, 0.003, 0.01), "at": (0.001, 0.003, 0.01), "fitnet": (0.1, 0.3, 1.0)}
 # When a method's best point is the grid's smallest and still costs mIoU on some variant, the sweep goes on
 # down these multiples until a point costs nothing or they run out: at the weight where a method stops
 # hurting, its gradient share says how much it still acts (a harmless weight can also be an inert one).
-EXTENSION = (0.01, 0.003, 0.001)
+# the rungs a grid and its extension are made of (half-decade multiples of the literature weight)
+LADDER = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def method_multiples(method: str, override: tuple[float, ...] | None = None) -> tuple[float, ...]:
+    """The multiples of ``method``'s literature weight that its sweep runs: ``override`` (``--grid``) when
+    given, else its entry in METHOD_GRID, else GRID."""
+    return override if override is not None else METHOD_GRID.get(method, GRID)
 SEED = 0
 
 
@@ -126,7 +145,8 @@ def gains(results: Path, method: str, variants: list[str]) -> dict[float, dict[s
 
 def _swept(table: dict, method: str, variants: list[str], grid: list[float]) -> list[float]:
     literature = METHOD_BY_KEY[method][4]
-    extra = [w for w in grid_of(literature, EXTENSION) if set(table.get(w, {})) == set(variants)]
+    lowest = min(grid)
+    extra = [w for w in grid_of(literature, LADDER) if w < lowest and set(table.get(w, {})) == set(variants)]
     return sorted(set(grid) | set(extra))
 
 
@@ -137,19 +157,20 @@ def _best(table: dict, variants: list[str], grid: list[float]) -> float | None:
 
 
 def swept_grid(results: Path, method: str, variants: list[str], grid: list[float]) -> list[float]:
-    """``grid`` plus the extension points (EXTENSION multiples) recorded for ``method`` on every variant."""
+    """``grid`` plus the lower points (below the grid, swept by the extension) recorded for ``method`` on
+    every variant."""
     return _swept(gains(results, method, variants), method, variants, grid)
 
 
 def needs_lower_weight(results: Path, method: str, variants: list[str], grid: list[float]) -> float | None:
-    """The next EXTENSION weight to sweep for ``method``, or None: only while the chosen point is the smallest
+    """The next LADDER weight below to sweep for ``method``, or None: only while the chosen point is the smallest
     swept weight and its worst variant's gain is negative."""
     table = gains(results, method, variants)
     weights = _swept(table, method, variants, grid)
     pick = _best(table, variants, weights)
     if pick is None or pick != min(weights) or min(table[pick].values()) >= 0:
         return None
-    lower = [w for w in grid_of(METHOD_BY_KEY[method][4], EXTENSION) if w < pick]
+    lower = [w for w in grid_of(METHOD_BY_KEY[method][4], LADDER) if w < pick]
     return max(lower) if lower else None
 
 
@@ -164,15 +185,17 @@ def grid_of(literature: float, multiples: tuple[float, ...]) -> list[float]:
     return [float(f"{literature * m:.4g}") for m in multiples]
 
 
-def summary_markdown(results: Path, variants: list[str], multiples: tuple[float, ...]) -> tuple[str, dict]:
+def summary_markdown(results: Path, variants: list[str],
+                     override: tuple[float, ...] | None = None) -> tuple[str, dict]:
+    """The sweep table (a column per ladder multiple any method swept) and the chosen weights."""
     tables = {key: gains(results, key, variants) for key, *_ in METHODS}  # each method's records, read once
-    extended = [m for m in EXTENSION if any(
-        set(tables[k].get(grid_of(lit, (m,))[0], {})) == set(variants) for k, *_, lit, _ in METHODS)]
-    columns = sorted(extended) + list(multiples)
+    columns = [m for m in LADDER if any(
+        m in method_multiples(k, override) or set(tables[k].get(grid_of(lit, (m,))[0], {})) == set(variants)
+        for k, *_, lit, _ in METHODS)]
     chosen, lines = {}, ["| method | literature λ | " + " | ".join(
         f"×{m:g}" for m in columns) + " | chosen λ |", "|---|---|" + "---|" * len(columns) + "---|"]
     for key, label, _, _, literature, _ in METHODS:
-        grid = grid_of(literature, multiples)
+        grid = grid_of(literature, method_multiples(key, override))
         table = tables[key]
         pick = _best(table, variants, _swept(table, key, variants, grid))
         if pick is not None:
@@ -308,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", help=f"only these (comma-separated, of {', '.join(m[0] for m in METHODS)})")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"data variants to choose on (default {','.join(VARIANTS)})")
-    parser.add_argument("--grid", default=",".join(f"{m:g}" for m in GRID),
-                        help="multiples of each literature weight (default %(default)s)")
+    parser.add_argument("--grid", help=f"multiples of each literature weight, for every method swept (default: "
+                                       f"{','.join(f'{m:g}' for m in GRID)}, or the method's METHOD_GRID entry: "
+                        + "; ".join(f"{k} {','.join(f'{m:g}' for m in v)}" for k, v in METHOD_GRID.items()) + ")")
     parser.add_argument("--holdout", type=int, default=500, help="training images held out (default %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value in every run's config (distill.* only in the distilled students'; "
@@ -331,12 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.methods.split(",") if args.methods else keys
     if unknown := [m for m in wanted if m not in keys]:
         raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(keys)}")
-    try:
-        multiples = tuple(float(v) for v in args.grid.split(","))
-    except ValueError:
-        raise SystemExit(f"--grid: expected comma-separated numbers, got {args.grid!r}") from None
-    if any(m <= 0 for m in multiples):
-        raise SystemExit("--grid: every multiple must be positive (a zero weight is the baseline)")
+    override = None
+    if args.grid:
+        try:
+            override = tuple(float(v) for v in args.grid.split(","))
+        except ValueError:
+            raise SystemExit(f"--grid: expected comma-separated numbers, got {args.grid!r}") from None
+        if any(m <= 0 for m in override):
+            raise SystemExit("--grid: every multiple must be positive (a zero weight is the baseline)")
     runs, results = Path(args.runs).resolve(), Path(args.results).resolve()
     methods = {m[0]: m for m in METHODS}
     start = time.time()
@@ -360,23 +386,25 @@ def main(argv: list[str] | None = None) -> int:
             fixed = []
             for earlier in chain:
                 pick = choose(results, earlier, variants,
-                              swept_grid(results, earlier, variants, grid_of(methods[earlier][4], multiples)))
+                              swept_grid(results, earlier, variants,
+                                         grid_of(methods[earlier][4], method_multiples(earlier, override))))
                 if pick is None:
                     raise SystemExit(f"{label} is swept with {methods[earlier][1]}'s weight chosen: sweep "
                                      f"{earlier} first (--methods {earlier},{key})")
                 fixed.append(f"{methods[earlier][3]}={pick:g}")
-            grid = grid_of(literature, multiples)
+            grid = grid_of(literature, method_multiples(key, override))
             for weight in grid:
                 run_point(key, weight, fixed, variants, teachers, runs, results, args, start)
             while (lower := needs_lower_weight(results, key, variants, grid)) is not None:
                 print(f"{label}: the smallest weight still costs mIoU on a variant: trying λ={lower:g}", flush=True)
                 run_point(key, lower, fixed, variants, teachers, runs, results, args, start)
-    table, chosen = summary_markdown(results, variants, multiples)
+    table, chosen = summary_markdown(results, variants, override)
     print("\n" + table, flush=True)
     if chosen:
         results.mkdir(parents=True, exist_ok=True)
         (results / "chosen.json").write_text(json.dumps(
-            {"variants": variants, "grid": list(multiples), "weights": chosen,
+            {"variants": variants, "grids": {k: list(method_multiples(k, override)) for k in chosen},
+             "weights": chosen,
              "keys": {k: methods[k][3] for k in chosen}, "configs": {k: methods[k][2] for k in chosen}}, indent=1))
     if args.readme:
         write_readme(results, table)

@@ -136,13 +136,17 @@ def test_a_method_that_costs_mioU_at_every_grid_weight_is_swept_lower(tmp_path, 
     fake = fake_cli_factory(calls, gain)
     monkeypatch.setattr(sweep, "run_cli", fake)
     monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)
-    argv = ["--methods", "sp", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    argv = ["--methods", "sp", "--grid", "0.03,0.1,0.3,1", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
     assert sweep.main(argv) == 0
     weights = sorted({float(s["distill.losses.sp.weight"]) for _, s in calls if "/sp/" in s["train.out_dir"]})
     assert weights == [30.0, 90.0, 300.0, 900.0, 3000.0]  # the grid, then ×0.01 where it stops costing mIoU
     assert json.loads((tmp_path / "results" / "chosen.json").read_text())["weights"]["sp"] == 30.0
     table, _ = sweep.summary_markdown(tmp_path / "results", ["s0c6", "s1c8"], sweep.GRID)
-    assert table.splitlines()[0].startswith("| method | literature λ | ×0.01 | ×0.03 |")
+    header = table.splitlines()[0]
+    assert header.startswith("| method | literature λ | ×0.01 | ×0.03 |") and "×0.003" not in header
+    sp_row = next(line for line in table.splitlines() if line.startswith("| similarity-preserving"))
+    assert sp_row.endswith("| 30 |")
 
     def always_worse(method, weight, classes):
         return -0.01 * (classes == 8)
@@ -152,6 +156,7 @@ def test_a_method_that_costs_mioU_at_every_grid_weight_is_swept_lower(tmp_path, 
     monkeypatch.setattr(sweep, "run_cli", fake)
     monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)
     argv = ["--methods", "cc", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
-    assert sweep.main(argv) == 0  # goes down every extension multiple, then stops
+    assert sweep.main(argv) == 0  # its own grid (METHOD_GRID: ×0.01-×0.1), then down every rung, then stops
     weights = sorted({float(s["distill.losses.cc.weight"]) for _, s in calls if "/cc/" in s["train.out_dir"]})
-    assert weights == [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
+    assert weights == [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    assert sweep.method_multiples("cc") == (0.01, 0.03, 0.1) and sweep.method_multiples("pi") == sweep.GRID
