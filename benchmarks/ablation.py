@@ -150,6 +150,12 @@ def load_records(results: Path, current: dict[str, str] | None = None) -> list[d
 
 # ------------------------------------------------------------------------------------------ running
 
+def log_of(out: Path) -> Path:
+    """The log file beside a run directory (``w0.003`` -> ``w0.003.log``: not Path.with_suffix, which would
+    make it ``w0.log`` and let ``w0.001`` write the same file)."""
+    return out.parent / f"{out.name}.log"
+
+
 def run_cli(args: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
@@ -174,7 +180,7 @@ def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs:
         args += ["--teacher", str(teacher)]
     started = time.time()
     if not (out / "eval.json").exists():
-        run_cli(args + [a for s in sets for a in ("--set", s)], out.with_suffix(".log"))
+        run_cli(args + [a for s in sets for a in ("--set", s)], log_of(out))
     scores = json.loads((out / "eval.json").read_text())
     if "teacher_distance" not in scores:  # a trained baseline: measure it like the distilled students
         scores["teacher_distance"] = trained_teacher_distance(config, out, teacher, sets[1:])
@@ -191,7 +197,7 @@ def trained_teacher_distance(config: str, out: Path, teacher: Path, sets: list[s
     if not distances.exists():
         run_cli(["evaluate", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet",
                  "--checkpoint", str(out / "model.keras"), "--teacher", str(teacher), "--json", str(distances)]
-                + [a for s in sets for a in ("--set", s)], out.with_suffix(".log"))
+                + [a for s in sets for a in ("--set", s)], log_of(out))
     return json.loads(distances.read_text())["teacher_distance"]
 
 
@@ -203,7 +209,7 @@ def add_critic_distance(record: dict, critic: Path, teacher: Path, runs: Path, e
         sets = [f"seed={record['seed']}"] + list(extra)  # distill.holistic.* options shape the critic
         run_cli(["evaluate", "--config", str(ROOT / "configs" / "synthetic_skd_full.yaml"), "--quiet",
                  "--checkpoint", str(out / "model.keras"), "--teacher", str(teacher), "--critic", str(critic),
-                 "--json", str(target)] + [a for s in sets for a in ("--set", s)], out.with_suffix(".log"))
+                 "--json", str(target)] + [a for s in sets for a in ("--set", s)], log_of(out))
     record["teacher_distance"]["critic"] = json.loads(target.read_text())["teacher_distance"]["critic"]
 
 
@@ -370,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             (["train.steps=600", "train.steps_per_epoch=200"] if args.quick else []) + \
             [e for e in args.overrides if not e.startswith(("distill.", "train.steps"))]
         run_cli(["train", "--config", str(ROOT / "configs/synthetic_teacher.yaml"), "--quiet"]
-                + [a for s in teacher_sets for a in ("--set", s)], teacher.with_suffix(".log"))
+                + [a for s in teacher_sets for a in ("--set", s)], log_of(teacher))
     fingerprint, teacher_miou = teacher_fingerprint(teacher)
     print(f"teacher {teacher} (mIoU {100 * teacher_miou:.2f}, fingerprint {fingerprint})", flush=True)
     if args.seed_list:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import (ROOT, config_digest, host_cpu, run_cli, stale_run, teacher_fingerprint,  # noqa: E402
+from ablation import (ROOT, config_digest, host_cpu, log_of, run_cli, stale_run, teacher_fingerprint,  # noqa: E402
                       trained_teacher_distance)
 
 # (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses)
@@ -94,7 +94,7 @@ def _cli(command: str, config: str, out: Path, sets: list[str], teacher: Path | 
         args = [command, "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet"]
         if teacher is not None:
             args += ["--teacher", str(teacher)]
-        run_cli(args + [a for s in sets + [f"train.out_dir={out}"] for a in ("--set", s)], out.with_suffix(".log"))
+        run_cli(args + [a for s in sets + [f"train.out_dir={out}"] for a in ("--set", s)], log_of(out))
     return json.loads((out / "eval.json").read_text())
 
 

@@ -25,6 +25,10 @@ def test_train_writes_model_scores_and_resumes_exactly(tmp_path, tiny_config):
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["miou"] == pytest.approx(scores["miou"])
     assert read_epoch(tmp_path / "run" / "state") == 2
+    timing = json.loads((tmp_path / "run" / "timing.json").read_text())
+    assert timing["steps"] == 4 and 0 < timing["median_step_s"] <= timing["first_step_s"]  # the first traces
+    assert timing["images_per_second"] == pytest.approx(4 / timing["median_step_s"])
+    assert timing["peak_rss_mib"] > 100  # TensorFlow alone takes more
 
     tiny_config["train"]["out_dir"] = str(tmp_path / "interrupted")
     interrupted = config_from_dict(tiny_config)

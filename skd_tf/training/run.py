@@ -6,6 +6,7 @@ Run directory layout (``train.out_dir``)::
     checkpoints/last.keras                     the network after the last finished epoch
     model.keras                                the final network
     eval.json                                  validation scores of the final network
+    timing.json                                seconds per training step, peak memory (StepTimer)
     logs/                                      TensorBoard
 """
 
@@ -26,6 +27,7 @@ from skd_tf.data import train_dataset
 from skd_tf.evaluation import evaluate_network
 from skd_tf.models import build_model
 from skd_tf.training.checkpointing import RunCheckpoint, restore, save_atomic
+from skd_tf.training.timing import StepTimer
 from skd_tf.training.trainer import SegmentationTrainer
 
 
@@ -113,7 +115,8 @@ def fit_resumable(model: keras.Model, network: keras.Model, cfg: RunConfig, out:
         ds = train_dataset(cfg.data, cfg.train.batch_size, cfg.seed, start_step=start_epoch * per_epoch)
         checkpoint = RunCheckpoint(state_dir, per_epoch, watch=watch,
                                    export=lambda m: save_atomic(network, out / "checkpoints" / "last.keras"))
-        callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "logs"), update_freq=50), *extra_callbacks]
+        callbacks = [checkpoint, keras.callbacks.TensorBoard(str(out / "logs"), update_freq=50),
+                     StepTimer(out / "timing.json", cfg.train.batch_size), *extra_callbacks]
         model.fit(ds, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=per_epoch, callbacks=callbacks,
                   verbose=fit_verbose(verbose), shuffle=False)
         checkpoint.raise_if_diverged()
