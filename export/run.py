@@ -27,16 +27,12 @@ from export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 from skd_tf.config import RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
-from skd_tf.models import at_input_size, load_model
+from skd_tf.models import at_input_size, load_model, output_stride
 from skd_tf.training.run import write_json
 
 
 class ExportError(ValueError):
     """A bad input to the export (size, data, checkpoint) explained in one line."""
-
-
-def output_stride(network) -> int:
-    return int(network.input.shape[1]) // int(network.output["logits"].shape[1])
 
 
 def representative_images(cfg: RunConfig, spec: ServingSpec, count: int, seed: int):

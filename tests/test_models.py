@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from skd_tf.config import ModelConfig
-from skd_tf.models import at_input_size, build_model, is_segmentation_model, load_model
+from skd_tf.models import at_input_size, build_model, is_segmentation_model, load_model, output_stride
 from skd_tf.models.backbones import copy_weights_by_name, resnet
 from skd_tf.models.layers import AdaptiveAveragePooling2D
 
@@ -27,9 +27,16 @@ def test_every_architecture_exposes_logits_and_features(kw):
     assert is_segmentation_model(model)
 
 
-def test_input_size_must_fit_the_stride():
-    with pytest.raises(ValueError, match="not divisible by the output stride 8"):
-        build_model(ModelConfig(width=0.125, head_channels=8), 3, (36, 32))
+@pytest.mark.parametrize("kw", ARCHS, ids=lambda kw: f"{kw['arch']}-{kw['backbone']}-os{kw['output_stride']}")
+def test_an_odd_input_size_gives_the_rounded_up_map(kw):
+    """769×769 crops (DeepLab's Cityscapes convention) give 97×97 maps at stride 8: every architecture
+    takes a size its stride does not divide, with ⌈H/stride⌉ rows, and evaluation reads the stride right."""
+    model = build_model(ModelConfig(width=0.125, head_channels=16, **kw), 5, (33, 49))
+    out = model(np.random.rand(1, 33, 49, 3).astype("float32"))
+    stride = 8 if kw["arch"] == "lraspp" else kw["output_stride"]
+    assert out["logits"].shape == (1, -(-33 // stride), -(-49 // stride), 5)
+    assert np.isfinite(np.asarray(out["logits"])).all()
+    assert output_stride(model) == stride
 
 
 def reference_adaptive_pool(x, bins):

@@ -14,18 +14,14 @@ from skd_tf.console import show_progress
 from skd_tf.data import val_dataset
 from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
 from skd_tf.losses.cross_entropy import upsample_logits
-from skd_tf.models import at_input_size
-
-
-def _stride(network: keras.Model) -> int:
-    return int(network.input.shape[1]) // int(network.output["logits"].shape[1])
+from skd_tf.models import at_input_size, output_stride
 
 
 def sized_batches(networks: list[keras.Model], ds):
     """Yields ``(images, labels, rebuilt)`` per batch of ``ds``: ``rebuilt`` are ``networks`` rebuilt for
     the batch's image size rounded up to a multiple of the first network's output stride (once per
     size), and ``images`` are resized to that size when they differ."""
-    stride = _stride(networks[0])
+    stride = output_stride(networks[0])
     rebuilt: dict[tuple[int, int], tuple[keras.Model, ...]] = {}
     for images, labels in ds:
         size = tuple(int(math.ceil(d / stride) * stride) for d in images.shape[1:3])

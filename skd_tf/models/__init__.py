@@ -25,8 +25,6 @@ SEGMENTATION_OUTPUTS = ("logits", "features")
 def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], name: str | None = None) -> keras.Model:
     """Builds the configured segmentation network for a fixed input size."""
     stride = cfg.output_stride
-    if input_size[0] % stride or input_size[1] % stride:
-        raise ValueError(f"input size {input_size[0]}x{input_size[1]} is not divisible by the output stride {stride}")
     inputs = keras.Input((input_size[0], input_size[1], 3), name="image")
     if cfg.backbone == "mobilenetv2":
         ends = backbones.mobilenetv2(inputs, stride, cfg.width, cfg.pretrained == "imagenet")
@@ -47,6 +45,16 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
     if cfg.pretrained == "imagenet" and cfg.backbone.startswith("resnet"):
         backbones.load_imagenet_weights(model, int(cfg.backbone[len("resnet"):]))
     return model
+
+
+def output_stride(network: keras.Model) -> int:
+    """The network's output stride: the power of two s that gives its ⌈H/s⌉×⌈W/s⌉ logits (a network built
+    for an odd input such as 769 has ⌈769/8⌉ = 97 logit rows, and 769 // 97 would say 7)."""
+    (height, width), (rows, cols) = network.input.shape[1:3], network.output["logits"].shape[1:3]
+    for stride in (1, 2, 4, 8, 16, 32, 64):
+        if -(-height // stride) == rows and -(-width // stride) == cols:
+            return stride
+    return height // rows
 
 
 def is_segmentation_model(model) -> bool:

@@ -1,0 +1,53 @@
+"""Every real config's path, one step at reduced size: benchmarks/real_size.py --tiny's settings, in-process.
+
+The Cityscapes configs read full-size (2048×1024) fabricated scenes through the real tfds builder; the
+distillation configs run at an odd crop (97: ⌈97/8⌉ = 13 maps, as 769 gives 97); ADE20K and pets read
+tfds-mocked records at those datasets' usual image sizes. Widths are reduced, depths are not.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow_datasets as tfds
+
+from skd_tf.cli import main
+from skd_tf.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import real_size  # noqa: E402
+from cityscapes_fabric import write_cityscapes_zips  # noqa: E402
+
+
+def run(command, name, out, extra=(), data_sets=()):
+    sets = list(real_size.TINY_SETS) + list(data_sets) + [
+        "train.steps=1", "train.steps_per_epoch=1", "model.pretrained=none", f"train.out_dir={out}"]
+    args = [command, "--config", str(ROOT / "configs" / f"{name}.yaml"), "--quiet", *extra]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    scores = json.loads((out / "eval.json").read_text())
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["steps"] == 1 and 0 <= scores["miou"] <= 1
+    return load_config(ROOT / "configs" / f"{name}.yaml", sets)
+
+
+def test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop(tmp_path):
+    write_cityscapes_zips(tmp_path / "manual", real_size.TINY_COUNTS)
+    data = [f"data.manual_dir={tmp_path / 'manual'}", f"data.data_dir={tmp_path / 'tfds'}"]
+    teacher = run("train", "cityscapes_teacher", tmp_path / "teacher", data_sets=data)
+    assert teacher.model.backbone == "resnet101" and teacher.model.output_stride == 8
+    run("train", "cityscapes_student", tmp_path / "student", data_sets=data)
+    crop = real_size.TINY_DISTILL_CROP
+    assert crop % 8  # the odd size is the point
+    for name in ("cityscapes_skd", "cityscapes_skd_reference_code"):
+        cfg = run("distill", name, tmp_path / name, ["--teacher", str(tmp_path / "teacher" / "model.keras")],
+                  data + [f"data.crop_size=[{crop},{crop}]"])
+        assert cfg.distill["holistic"] and cfg.data.crop_size == (crop, crop)
+
+
+@pytest.mark.parametrize("name", ["ade20k_student", "pets_student"])
+def test_tfds_configs_train_one_step_on_records_at_their_usual_size(tmp_path, name):
+    source = load_config(ROOT / "configs" / f"{name}.yaml").data.source
+    with tfds.testing.mock_data(as_dataset_fn=real_size.mock_records(source, 2)):
+        run("train", name, tmp_path / name, data_sets=[f"data.data_dir={tmp_path / 'tfds'}"])
