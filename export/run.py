@@ -23,6 +23,7 @@ import tensorflow as tf
 from export import checks
 from export.config import ExportConfig
 from export.convert import ServingSpec, convert, keras_logits_fn, serving_function
+from export.file_bytes import byte_breakdown
 from export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 from skd_tf.config import RunConfig
 from skd_tf.data import DataError, class_names
@@ -189,7 +190,8 @@ def export_student(cfg: RunConfig, checkpoint: str, ecfg: ExportConfig, quantiza
         exports[quantization] = {
             "file": str(path), "file_bytes": path.stat().st_size, "int8_io": ecfg.int8_io if quantization in
             ("int8", "qat") else None, "parity": parity, "deployability": deploy,
-            "analyzer_report": str(analysis_path), "seconds": round(time.time() - start, 1), **facts}
+            "analyzer_report": str(analysis_path), "bytes": byte_breakdown(path.read_bytes()),
+            "seconds": round(time.time() - start, 1), **facts}
         write_json(record_path, record)
     if "float32" in exports and "int8" in exports:
         record["int8_to_float32_size"] = exports["int8"]["file_bytes"] / exports["float32"]["file_bytes"]

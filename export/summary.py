@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from export.file_bytes import describe
+
 
 def format_export(record: dict, quantizations: list[str] | None = None) -> str:
     """One row per exported quantization: size, mIoUs, label agreement, logit parity, integer-only, GPU."""
@@ -22,4 +24,7 @@ def format_export(record: dict, quantizations: list[str] | None = None) -> str:
     lines.insert(1, "-" * len(lines[0]))
     if "int8_to_float32_size" in record:
         lines.append(f"int8 / float32 file size: {record['int8_to_float32_size']:.3f}")
+        breakdown = record["exports"]["int8"].get("bytes")
+        if breakdown:  # per-channel scales and zero points weigh on small networks: say so
+            lines.append(f"int8 file: {describe(breakdown)}")
     return "\n".join(lines)

@@ -73,6 +73,16 @@ def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
         assert deploy["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
     assert exports["qat"]["qat"]["steps"] == 2 and exports["qat"]["qat"]["teacher"].endswith("teacher.keras")
     assert exports["int8"]["file_bytes"] < 0.5 * exports["float32"]["file_bytes"]
+    for q, entry in exports.items():  # where the bytes go: the parts add up to the file
+        parts = entry["bytes"]
+        assert parts["total"] == entry["file_bytes"] and parts["structure"] >= 0
+        assert sum(v for k, v in parts.items() if k != "total") == parts["total"]
+    assert exports["float32"]["bytes"]["quantization"] == 0
+    per_channel = sum(12 * len(t["quantization_parameters"]["scales"])  # float32 scale + int64 zero point
+                      for t in runtime.make_interpreter(exports["int8"]["file"]).get_tensor_details())
+    tensors = len(runtime.make_interpreter(exports["int8"]["file"]).get_tensor_details())
+    assert per_channel <= exports["int8"]["bytes"]["quantization"] <= per_channel + 8 * tensors
+    assert "int8 file: weights" in result.stdout
     assert exports["float16"]["file_bytes"] < 0.6 * exports["float32"]["file_bytes"]
     assert (out / "saved_model" / "saved_model.pb").exists()
     assert "int8" in result.stdout and "report:" in result.stdout
