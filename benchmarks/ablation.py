@@ -91,18 +91,16 @@ def teacher_fingerprint(teacher: Path) -> tuple[str, float]:
 
 
 def host_cpu() -> dict:
-    """The CPU model and the instruction-set features that change rounding and speed."""
-    model, flags = "unknown", set()
+    """The CPU model and the instruction-set features that change rounding and speed (export.benchmark's
+    list: the one the latency tables name)."""
+    from export.benchmark import cpu_features
+
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(),
-            "features": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})}
+        text = ""
+    models = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    return {"model": models[0] if models else "unknown", "cores": os.cpu_count(), "features": cpu_features(text)}
 
 
 # Bumped when a code change alters what a recorded run measures, so records made before it are rerun.
