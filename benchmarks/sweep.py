@@ -75,10 +75,10 @@ METHOD_GRID = {"sp": (0.001, 0.003, 0.01), "cc": (0.01, 0.03, 0.1), "irg": (0.00
 LADDER = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
-def method_multiples(method: str, override: tuple[float, ...] | None = None) -> tuple[float, ...]:
-    """The multiples of ``method``'s literature weight that its sweep runs: ``override`` (``--grid``) when
-    given, else its entry in METHOD_GRID, else GRID."""
-    return override if override is not None else METHOD_GRID.get(method, GRID)
+def method_multiples(method: str, grids: dict[str, tuple[float, ...]] | None = None) -> tuple[float, ...]:
+    """The multiples of ``method``'s literature weight that its sweep runs: ``grids[method]`` (``--grid``,
+    for the methods it was given with) when there, else its entry in METHOD_GRID, else GRID."""
+    return (grids or {}).get(method) or METHOD_GRID.get(method, GRID)
 SEED = 0
 
 
@@ -186,16 +186,16 @@ def grid_of(literature: float, multiples: tuple[float, ...]) -> list[float]:
 
 
 def summary_markdown(results: Path, variants: list[str],
-                     override: tuple[float, ...] | None = None) -> tuple[str, dict]:
+                     grids: dict[str, tuple[float, ...]] | None = None) -> tuple[str, dict]:
     """The sweep table (a column per ladder multiple any method swept) and the chosen weights."""
     tables = {key: gains(results, key, variants) for key, *_ in METHODS}  # each method's records, read once
     columns = [m for m in LADDER if any(
-        m in method_multiples(k, override) or set(tables[k].get(grid_of(lit, (m,))[0], {})) == set(variants)
+        m in method_multiples(k, grids) or set(tables[k].get(grid_of(lit, (m,))[0], {})) == set(variants)
         for k, *_, lit, _ in METHODS)]
     chosen, lines = {}, ["| method | literature λ | " + " | ".join(
         f"×{m:g}" for m in columns) + " | chosen λ |", "|---|---|" + "---|" * len(columns) + "---|"]
     for key, label, _, _, literature, _ in METHODS:
-        grid = grid_of(literature, method_multiples(key, override))
+        grid = grid_of(literature, method_multiples(key, grids))
         table = tables[key]
         pick = _best(table, variants, _swept(table, key, variants, grid))
         if pick is not None:
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", help=f"only these (comma-separated, of {', '.join(m[0] for m in METHODS)})")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"data variants to choose on (default {','.join(VARIANTS)})")
-    parser.add_argument("--grid", help=f"multiples of each literature weight, for every method swept (default: "
+    parser.add_argument("--grid", help=f"multiples of each literature weight, for the --methods swept (default: "
                                        f"{','.join(f'{m:g}' for m in GRID)}, or the method's METHOD_GRID entry: "
                         + "; ".join(f"{k} {','.join(f'{m:g}' for m in v)}" for k, v in METHOD_GRID.items()) + ")")
     parser.add_argument("--holdout", type=int, default=500, help="training images held out (default %(default)s)")
@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--grid: expected comma-separated numbers, got {args.grid!r}") from None
         if any(m <= 0 for m in override):
             raise SystemExit("--grid: every multiple must be positive (a zero weight is the baseline)")
+    grids = {key: override for key in wanted} if override else {}  # --grid: only for the methods named
     runs, results = Path(args.runs).resolve(), Path(args.results).resolve()
     methods = {m[0]: m for m in METHODS}
     start = time.time()
@@ -387,23 +388,23 @@ def main(argv: list[str] | None = None) -> int:
             for earlier in chain:
                 pick = choose(results, earlier, variants,
                               swept_grid(results, earlier, variants,
-                                         grid_of(methods[earlier][4], method_multiples(earlier, override))))
+                                         grid_of(methods[earlier][4], method_multiples(earlier, grids))))
                 if pick is None:
                     raise SystemExit(f"{label} is swept with {methods[earlier][1]}'s weight chosen: sweep "
                                      f"{earlier} first (--methods {earlier},{key})")
                 fixed.append(f"{methods[earlier][3]}={pick:g}")
-            grid = grid_of(literature, method_multiples(key, override))
+            grid = grid_of(literature, method_multiples(key, grids))
             for weight in grid:
                 run_point(key, weight, fixed, variants, teachers, runs, results, args, start)
             while (lower := needs_lower_weight(results, key, variants, grid)) is not None:
                 print(f"{label}: the smallest weight still costs mIoU on a variant: trying λ={lower:g}", flush=True)
                 run_point(key, lower, fixed, variants, teachers, runs, results, args, start)
-    table, chosen = summary_markdown(results, variants, override)
+    table, chosen = summary_markdown(results, variants, grids)
     print("\n" + table, flush=True)
     if chosen:
         results.mkdir(parents=True, exist_ok=True)
         (results / "chosen.json").write_text(json.dumps(
-            {"variants": variants, "grids": {k: list(method_multiples(k, override)) for k in chosen},
+            {"variants": variants, "grids": {k: list(method_multiples(k, grids)) for k in chosen},
              "weights": chosen,
              "keys": {k: methods[k][3] for k in chosen}, "configs": {k: methods[k][2] for k in chosen}}, indent=1))
     if args.readme:

@@ -68,6 +68,10 @@ def test_sweep_chooses_the_best_mean_gain_over_variants_and_resumes(tmp_path, mo
     calls.clear()
     assert sweep.main(argv) == 0 and len(calls) == 8 and all("/pa/" in s["train.out_dir"] for _, s in calls)
     assert all(s["distill.losses.pixel.weight"] == "10" for _, s in calls)
+    # --grid for one method leaves the others' choices (and grids) alone
+    assert sweep.main(["--methods", "cc", "--grid", "0.1"] + argv[2:]) == 0
+    chosen = json.loads((tmp_path / "results" / "chosen.json").read_text())
+    assert chosen["weights"] == {"pi": 10.0, "pa": 3.0, "cc": 10.0} and chosen["grids"]["pi"] == list(sweep.GRID)
     with pytest.raises(SystemExit, match="sweep pi first"):
         sweep.main(["--methods", "pa", "--runs", str(tmp_path / "runs2"), "--results", str(tmp_path / "results2")])
     with pytest.raises(SystemExit, match="unknown nope"):
@@ -141,10 +145,11 @@ def test_a_method_that_costs_mioU_at_every_grid_weight_is_swept_lower(tmp_path, 
     assert sweep.main(argv) == 0
     weights = sorted({float(s["distill.losses.sp.weight"]) for _, s in calls if "/sp/" in s["train.out_dir"]})
     assert weights == [30.0, 90.0, 300.0, 900.0, 3000.0]  # the grid, then ×0.01 where it stops costing mIoU
-    assert json.loads((tmp_path / "results" / "chosen.json").read_text())["weights"]["sp"] == 30.0
-    table, _ = sweep.summary_markdown(tmp_path / "results", ["s0c6", "s1c8"], sweep.GRID)
+    chosen = json.loads((tmp_path / "results" / "chosen.json").read_text())
+    assert chosen["weights"]["sp"] == 30.0 and chosen["grids"]["sp"] == list(sweep.GRID)  # --grid: sp's only
+    table, _ = sweep.summary_markdown(tmp_path / "results", ["s0c6", "s1c8"], {"sp": sweep.GRID})
     header = table.splitlines()[0]
-    assert header.startswith("| method | literature λ | ×0.01 | ×0.03 |") and "×0.003" not in header
+    assert header.startswith("| method | literature λ | ×0.001 | ×0.003 | ×0.01 | ×0.03 |")  # METHOD_GRID's rungs
     sp_row = next(line for line in table.splitlines() if line.startswith("| similarity-preserving"))
     assert sp_row.endswith("| 30 |")
 
