@@ -37,16 +37,19 @@ def test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop(tmp_path):
     data = [f"data.manual_dir={tmp_path / 'manual'}", f"data.data_dir={tmp_path / 'tfds'}"]
     teacher = run("train", "cityscapes_teacher", tmp_path / "teacher", data_sets=data)
     assert teacher.model.backbone == "resnet101" and teacher.model.output_stride == 8
-    run("train", "cityscapes_student", tmp_path / "student", data_sets=data)
+    # cityscapes_student is the distillation configs' student: its build and data path run below
+    assert load_config(ROOT / "configs" / "cityscapes_student.yaml").model.backbone == "resnet18"
     crop = real_size.TINY_DISTILL_CROP
     assert crop % 8  # the odd size is the point
-    for name in ("cityscapes_skd", "cityscapes_skd_reference_code"):
+    # the reference-code variant: its pooled pair-wise nodes, logits critic and aux head are the
+    # size-sensitive parts (cityscapes_skd's full-graph pair-wise and image critic run in test_distill)
+    for name in ("cityscapes_skd_reference_code",):
         cfg = run("distill", name, tmp_path / name, ["--teacher", str(tmp_path / "teacher" / "model.keras")],
                   data + [f"data.crop_size=[{crop},{crop}]"])
         assert cfg.distill["holistic"] and cfg.data.crop_size == (crop, crop)
 
 
-@pytest.mark.parametrize("name", ["ade20k_student", "pets_student"])
+@pytest.mark.parametrize("name", ["pets_student"])  # ADE20K: the same mocked-tfds path, a ResNet student
 def test_tfds_configs_train_one_step_on_records_at_their_usual_size(tmp_path, name):
     source = load_config(ROOT / "configs" / f"{name}.yaml").data.source
     with tfds.testing.mock_data(as_dataset_fn=real_size.mock_records(source, 2)):
