@@ -71,7 +71,8 @@ def draw_scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), labels
 
 
-def _png(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 array (fast compression: these files are written once and read once)."""
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -89,8 +90,8 @@ def write_cityscapes_zips(folder: Path, counts: dict[str, int], seed: int = 0) -
             for i in range(counts.get(split, 0)):
                 image, label = draw_scene(seed * 100_000 + s * 10_000 + i)
                 stem = f"{city}_{i:06d}_000019"
-                zi.writestr(f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", _png(image))
-                zl.writestr(f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png", _png(label))
+                zi.writestr(f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", png_bytes(image))
+                zl.writestr(f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png", png_bytes(label))
     partial[0].replace(images)
     partial[1].replace(labels)
     return {images.name: images.stat().st_size, labels.name: labels.stat().st_size}

@@ -247,21 +247,14 @@ MOCK_DATASETS = {"scene_parse150": ((512, 683), range(0, 151)), "oxford_iiit_pet
 def mock_records(source: str, examples: int):
     """tfds ``_as_dataset`` stand-in: ``examples`` records of PNG image and label bytes at the dataset's usual
     size (tfds' own random mock draws the image and its mask at two unrelated sizes, which training refuses)."""
-    import io
-
     import numpy as np
     import tensorflow as tf
-    from PIL import Image
+    from cityscapes_fabric import png_bytes as png
 
     from skd_tf.data.sources import TFDS_SPECS
 
     _, image_key, label_key, _ = TFDS_SPECS[source]
     (height, width), values = MOCK_DATASETS[source]
-
-    def png(array) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(array).save(buf, format="PNG")
-        return buf.getvalue()
 
     def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
         rows = {image_key: [], label_key: []}
