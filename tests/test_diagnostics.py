@@ -81,6 +81,32 @@ def test_teacher_distances_are_zero_for_the_teacher_and_match_the_losses_on_the_
     assert distances["pixel_kl"] > 1e-3 and "critic" not in distances
 
 
+def eager_conv_calls(monkeypatch) -> list[bool]:
+    """From now on, whether each Conv2D call of any model runs eagerly (True) or in a compiled graph."""
+    seen, call = [], keras.layers.Conv2D.call
+
+    def recording(self, *args, **kwargs):
+        seen.append(tf.executing_eagerly())
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Conv2D, "call", recording)
+    return seen
+
+
+def test_the_teacher_runs_compiled_when_distances_are_measured_and_the_distiller_is_built(monkeypatch):
+    """An eagerly called functional model keeps every layer's output until it returns: a ResNet-101 teacher
+    took more than 24 GiB on one 1024×2048 image, 15 GiB on two 769×769 crops (benchmarks/real_size.py)."""
+    teacher, student = models()
+    seen = eager_conv_calls(monkeypatch)
+    teacher_distances(student, teacher, DATA, batch_size=4)
+    assert seen and not any(seen)
+    seen.clear()
+    distiller = Distiller(teacher, student, {"pixel": (PixelwiseDistillation(), 1.0)}, 6)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    distiller.build_state((32, 32, 3))
+    assert seen and not any(seen)
+
+
 def test_evaluate_with_teacher_and_critic_writes_the_distances(tmp_path, capsys):
     from skd_tf.cli import main
     from skd_tf.losses import HolisticDistillation

@@ -157,9 +157,14 @@ def autoencoder_quality(teacher, autoencoder: FeatureAutoEncoder, batches) -> di
     """
     error = spread = 0.0
     active, small, vectors = None, 0.0, 0
-    for images in batches:
+
+    @tf.function  # compiled: called eagerly, the teacher would hold every layer's output until it returns
+    def encode(images):
         features = as_float32(teacher(images, training=False)["features"])
-        reconstruction, code = autoencoder(features, training=False)
+        return (features, *autoencoder(features, training=False))
+
+    for images in batches:
+        features, reconstruction, code = encode(images)
         error += float(tf.reduce_sum(tf.square(reconstruction - features)))
         spread += float(tf.reduce_sum(tf.square(features - tf.reduce_mean(features, axis=[0, 1, 2]))))
         seen = tf.reduce_any(code > 0, axis=[0, 1, 2])

@@ -141,7 +141,8 @@ def _train(cfg: RunConfig, out: Path, verbose: int, extra_callbacks) -> dict:
                                   cfg.train.aux_weight, global_batch_size=cfg.train.batch_size)
     optimizer = make_optimizer(cfg.train)
     trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
-    trainer(tf.zeros((1, *cfg.data.crop_size, 3)))
+    # compiled: an eager call of a built functional model keeps every layer's output until it returns
+    tf.function(lambda x: trainer(x))(tf.zeros((1, *cfg.data.crop_size, 3)))
     optimizer.build(trainer.network.trainable_variables)
 
     fit_resumable(trainer, network, cfg, out, verbose=verbose, extra_callbacks=extra_callbacks)
