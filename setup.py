@@ -28,7 +28,7 @@ setup(
         "importlib_resources>=6",  # needed by tfds download_and_prepare (etils), not declared by it
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4"],
     },
     entry_points={"console_scripts": ["skd-tf=skd_tf.cli:main"]},
 )

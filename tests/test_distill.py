@@ -265,6 +265,8 @@ def run_python(code, *args, env=None):
 
 
 ONEDNN = pytest.mark.parametrize("onednn", ["1", "0"], ids=["onednn_on", "onednn_off"])
+# Under pytest-xdist (make test), the tests that share one replica_report stay in one worker process.
+SAME_REPORT = pytest.mark.xdist_group("replica_report")
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,6 +281,7 @@ def replica_report(onednn: str) -> dict:
 
 
 @ONEDNN
+@SAME_REPORT
 def test_each_terms_gradient_on_two_replicas_matches_one_device(onednn):
     """Step 1, every loss: the summed gradients of two replicas on halves of a batch equal one device's.
 
@@ -305,6 +308,7 @@ def test_each_terms_gradient_on_two_replicas_matches_one_device(onednn):
 
 
 @ONEDNN
+@SAME_REPORT
 def test_mirrored_paper_configuration_ends_with_the_single_device_weights(onednn):
     """Pixel + pair-wise + holistic (with its critic updates), 3 SGD steps of Distiller.fit, 1 vs 2 replicas.
 
