@@ -12,12 +12,16 @@ Stages, each its own process (its wall time and peak RSS measured by the parent)
   teacher     `skd-tf train` cityscapes_teacher (PSPNet ResNet-101 OS8, 512×512 crops, batch 8), then its
               whole-image (1024×2048) evaluation
   student     `skd-tf train` cityscapes_student (PSPNet ResNet-18, full width)
+  mobile_student   the same config with the phone-sized student: LR-ASPP on MobileNetV2 ×1.0 (output stride 16)
   skd         `skd-tf distill` cityscapes_skd from that teacher at 769×769 crops (an odd size: 769 → 97 at
               output stride 8)
   skd_reference_code   the same with cityscapes_skd_reference_code
   mock_tfds   one training step of ade20k_teacher/_student and pets_teacher/_student through tfds mock data
-  export      the distilled student to float32 and int8 TFLite at 1024×2048 and 512×1024
-  benchmark   those files' latency on this host, 1 and 2 threads
+  export      the deployed students to float32, float16 and int8 TFLite at 1024×2048 and 512×1024: PSPNet
+              ResNet-18 (the distilled one), LR-ASPP MobileNetV2 (also without the label head: logits out)
+              and the synthetic student (trained 2 steps)
+  benchmark   those files' latency (mean, p95; at least 5 runs and 3 s each) and peak RSS on this host, 1 and
+              2 threads
 
 Only step counts are reduced (``--steps``). A stage that the kernel kills for memory is retried at half the
 batch, and the record says so. Each stage's record (seconds, seconds per training step, peak RSS, the
@@ -40,8 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import ROOT, host_cpu, log_of  # noqa: E402
 
-STAGES = ("data", "pipeline", "teacher", "student", "skd", "skd_reference_code", "mock_tfds", "export",
-          "benchmark")
+STAGES = ("data", "pipeline", "teacher", "student", "mobile_student", "skd", "skd_reference_code", "mock_tfds",
+          "export", "benchmark")
 # The sizes --tiny shrinks: crops (kept odd where the real one is), evaluation at a resized 64×128 instead
 # of whole 1024×2048 images, export inputs, the networks' widths (same depth and layers: ResNet-101 stays
 # 101 layers deep) and the batch.
@@ -50,6 +54,10 @@ TINY_SETS = ["data.crop_size=[65,65]", "data.val_mode=resize", "data.val_size=[6
 TINY_DISTILL_CROP = 97
 TINY_EXPORT_SIZES = ("64x128",)
 EXPORT_SIZES = ("1024x2048", "512x1024")
+QUANTIZATIONS = ("float32", "float16", "int8")
+# cityscapes_student with the phone-sized network of pets_student
+MOBILE_SETS = ["model.arch=lraspp", "model.backbone=mobilenetv2", "model.output_stride=16", "model.width=1.0",
+               "model.head_channels=128", "model.aux_head=false"]
 DISTILL_CROP = 769
 # Images the fabricated dataset holds per split (the tfds builder needs train, val and test).
 COUNTS = {"train": 16, "val": 4, "test": 1}
@@ -223,6 +231,12 @@ def stage_student(plan: Plan) -> dict:
     return training_stage(plan, "train", "cityscapes_student", [], plan.runs / "student")
 
 
+def stage_mobile_student(plan: Plan) -> dict:
+    extra = sets(*MOBILE_SETS, *(["model.width=0.125", "model.head_channels=32"] if plan.tiny else []))
+    return {"model": "lraspp_mobilenetv2", **training_stage(plan, "train", "cityscapes_student", extra,
+                                                            plan.runs / "mobile_student")}
+
+
 def _distill(plan: Plan, name: str) -> dict:
     crop = TINY_DISTILL_CROP if plan.tiny else DISTILL_CROP
     teacher = plan.runs / "teacher" / "model.keras"
@@ -296,41 +310,97 @@ def stage_mock_tfds(plan: Plan) -> dict:
     return out
 
 
+def synthetic_student(plan: Plan) -> Path:
+    """The synthetic config's student after 2 training steps (its weights do not change its latency)."""
+    out = plan.runs / "synthetic_student"
+    if not (out / "model.keras").exists():
+        checked(cli("train", "--config", plan.config("synthetic_student"), "--fresh", "--quiet",
+                    *sets("train.steps=2", "train.steps_per_epoch=2", f"train.out_dir={out}",
+                          "data.synthetic.num_train=32", "data.synthetic.num_val=4")), log_of(out))
+    return out / "model.keras"
+
+
+def deployed_students(plan: Plan) -> dict[str, tuple[str, Path | None, list[str], list[str]]]:
+    """name → (config, checkpoint, overrides, export flags) of each student the export stage converts.
+
+    The files output the label map at input size (the default: logits upsampled, then argmax) — except
+    ``lraspp_mobilenetv2_logits``, the same network without that head (model-resolution logits): the head's
+    cost does not shrink with int8, and on a network as light as LR-ASPP it is a large part of the total."""
+    mobile = ("cityscapes_student", plan.runs / "mobile_student" / "model.keras", plan.data_sets() + MOBILE_SETS)
+    return {"pspnet_resnet18": ("cityscapes_skd", plan.runs / "cityscapes_skd" / "model.keras", plan.data_sets(), []),
+            "lraspp_mobilenetv2": (*mobile, []),
+            "lraspp_mobilenetv2_logits": (*mobile, ["--output", "logits"]),
+            "synthetic_student": ("synthetic_student", None, ["data.synthetic.num_train=32",
+                                                              "data.synthetic.num_val=4"], [])}
+
+
 def stage_export(plan: Plan) -> dict:
-    student = plan.runs / "cityscapes_skd" / "model.keras"
-    if not student.exists():
-        raise StageFailed(f"export needs the skd stage's {student}: run --stages skd first")
+    students = deployed_students(plan)
+    for name, (_, checkpoint, _, _) in students.items():
+        if checkpoint is not None and not checkpoint.exists():
+            stage = checkpoint.parent.name.replace("cityscapes_", "")
+            raise StageFailed(f"export needs {checkpoint} ({name}): run --stages {stage} first")
     out = {}
-    for size in TINY_EXPORT_SIZES if plan.tiny else EXPORT_SIZES:
-        folder = plan.runs / f"export_{size}"
-        result = checked(cli("export", "--config", plan.config("cityscapes_skd"), "--checkpoint", str(student),
-                             "--quantization", "float32,int8", "--input-size", size, "--out", str(folder),
-                             "--calibration-samples", "2" if plan.tiny else "8", "--eval-limit", "1",
-                             "--no-savedmodel", "--quiet", *sets(*plan.data_sets())), plan.runs / f"export_{size}.log")
-        record = json.loads((folder / "export.json").read_text())
-        out[size] = {"files": {q: {"bytes": (folder / f"cityscapes_skd_{q}.tflite").stat().st_size}
-                               for q in ("float32", "int8")}, "record": record, **result}
+    for name, (config, checkpoint, overrides, flags) in students.items():
+        checkpoint = checkpoint or synthetic_student(plan)
+        for size in TINY_EXPORT_SIZES if plan.tiny else EXPORT_SIZES:
+            folder = plan.runs / "export" / f"{name}_{size}"
+            result = checked(cli("export", "--config", plan.config(config), "--checkpoint", str(checkpoint),
+                                 "--quantization", ",".join(QUANTIZATIONS), "--input-size", size, "--out",
+                                 str(folder), "--calibration-samples", "2" if plan.tiny else "8",
+                                 "--eval-limit", "1", "--no-savedmodel", "--quiet", *flags,
+                                 *sets(f"name={name}", *overrides)), folder.with_name(f"{folder.name}.log"))
+            record = json.loads((folder / "export.json").read_text())
+            out[f"{name}_{size}"] = {
+                "student": name, "size": size, "record": record, **result,
+                "files": {q: {"bytes": (folder / f"{name}_{q}.tflite").stat().st_size} for q in QUANTIZATIONS}}
     return out
 
 
 def stage_benchmark(plan: Plan) -> dict:
-    models = sorted(str(p) for p in plan.runs.glob("export_*/*.tflite"))
+    models = sorted(str(p) for p in plan.runs.glob("export/*/*.tflite"))
     if not models:
         raise StageFailed("benchmark needs the export stage's .tflite files: run --stages export first")
     target = plan.runs / "benchmark.json"
-    result = checked([sys.executable, "-m", "export.benchmark", *models, "--threads", "1,2",
-                      "--runs", "2" if plan.tiny else "5", "--warmup", "1", "--json", str(target), "--quiet"],
-                     plan.runs / "benchmark.log")
-    rows = json.loads(target.read_text())
-    return {"rows": [{"model": str(Path(r["model"]).relative_to(plan.runs)), "threads": r["threads"],
-                      "bytes": r["model_bytes"], "mean_ms": r["latency_ms"]["mean"], "p95_ms": r["latency_ms"]["p95"],
-                      "peak_rss_mb": r["peak_rss_mb"], "device": r["device"]} for r in rows], **result}
+    timing = ["--runs", "2", "--warmup", "1"] if plan.tiny else ["--runs", "5", "--min-seconds", "3", "--warmup", "1"]
+    result = checked([sys.executable, "-m", "export.benchmark", *models, "--threads", "1,2", *timing,
+                      "--json", str(target), "--quiet"], plan.runs / "benchmark.log")
+    rows = []
+    for r in json.loads(target.read_text()):
+        path = Path(r["model"])
+        student, size = path.parent.name.rsplit("_", 1)  # export/<student>_<HxW>/<student>_<quantization>.tflite
+        rows.append({"model": str(path.relative_to(plan.runs)), "student": student, "size": size,
+                     "quantization": path.stem[len(student) + 1:], "threads": r["threads"],
+                     "bytes": r["model_bytes"], "mean_ms": r["latency_ms"]["mean"], "p95_ms": r["latency_ms"]["p95"],
+                     "peak_rss_mb": r["peak_rss_mb"], "device": r["device"]})
+    return {"rows": rows, **result}
 
 
 # ----------------------------------------------------------------------------------------------- report
 
 def _f(value, digits=1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def deployment_table(rows: list[dict]) -> str:
+    """One line per student, input size and thread count: each quantization's mean (p95) ms, peak RSS and
+    file size, and int8's latency and size as fractions of float32's."""
+    by = {(r["student"], r["size"], r["threads"], r["quantization"]): r for r in rows}
+    keys = sorted({k[:3] for k in by}, key=lambda k: (k[0], -int(k[1].split("x")[0]), k[2]))
+    quants = [q for q in QUANTIZATIONS if any(k[3] == q for k in by)]
+    text = ("| student | input | threads | " + " | ".join(f"{q} ms mean (p95)" for q in quants) +
+            " | int8/float32 latency | MiB " + "/".join(quants) + " | int8/float32 size | peak RSS MB "
+            + "/".join(quants) + " |\n|" + "---|" * (len(quants) + 7) + "\n")
+    for key in keys:
+        cells = [by.get((*key, q)) for q in quants]
+        fp32, int8 = by.get((*key, "float32")), by.get((*key, "int8"))
+        ratio = (f"{int8['mean_ms'] / fp32['mean_ms']:.2f}", f"{int8['bytes'] / fp32['bytes']:.3f}") \
+            if fp32 and int8 else ("–", "–")
+        text += (f"| {key[0]} | {key[1].replace('x', '×')} | {key[2]} | " +
+                 " | ".join(f"{c['mean_ms']:.1f} ({c['p95_ms']:.1f})" if c else "–" for c in cells) +
+                 f" | {ratio[0]} | " + "/".join(f"{c['bytes'] / 2**20:.2f}" if c else "–" for c in cells) +
+                 f" | {ratio[1]} | " + "/".join(f"{c['peak_rss_mb']:.0f}" if c else "–" for c in cells) + " |\n")
+    return text
 
 
 def markdown(results: Path) -> str:
@@ -340,11 +410,12 @@ def markdown(results: Path) -> str:
         return "no stage recorded yet\n"
     lines = ["| stage | config | batch (config's) | s/step (first) | images/s | mIoU | wall s | peak RSS GiB |",
              "|---|---|---|---|---|---|---|---|"]
-    for stage in ("teacher", "student", "skd", "skd_reference_code"):
+    for stage in ("teacher", "student", "mobile_student", "skd", "skd_reference_code"):
         r = records.get(stage)
         if r:
             crop = f" at {r['crop']}²" if "crop" in r else ""
-            lines.append(f"| {stage} | {r['config']}{crop} | {r['batch_size']} ({r['config_batch_size']}) | "
+            model = f" ({r['model']})" if "model" in r else ""
+            lines.append(f"| {stage} | {r['config']}{model}{crop} | {r['batch_size']} ({r['config_batch_size']}) | "
                          f"{_f(r['median_step_s'])} ({_f(r['first_step_s'])}) | {_f(r['images_per_second'], 2)} | "
                          f"{_f(None if r['miou'] is None else 100 * r['miou'], 2)} | {_f(r['seconds'])} | "
                          f"{r['peak_rss_mib'] / 1024:.1f} |")
@@ -355,9 +426,7 @@ def markdown(results: Path) -> str:
             f"| {k.split('_')[0]} | {v['pipeline_images_per_second']:.2f} | {v['decode_images_per_second']:.2f} |\n"
             for k, v in p.items() if k.endswith("_cores"))
     if "benchmark" in records:
-        text += "\n| file | threads | MiB | mean ms | p95 ms | peak RSS MB |\n|---|---|---|---|---|---|\n" + "".join(
-            f"| {r['model']} | {r['threads']} | {r['bytes'] / 2**20:.1f} | {r['mean_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['peak_rss_mb']:.0f} |\n" for r in records["benchmark"]["rows"])
+        text += "\n" + deployment_table(records["benchmark"]["rows"])
     hosts = {json.dumps(r.get("host"), sort_keys=True) for r in records.values() if r.get("host")}
     for host in sorted(hosts):
         h = json.loads(host)

@@ -54,3 +54,18 @@ def test_tfds_configs_train_one_step_on_records_at_their_usual_size(tmp_path, na
     source = load_config(ROOT / "configs" / f"{name}.yaml").data.source
     with tfds.testing.mock_data(as_dataset_fn=real_size.mock_records(source, 2)):
         run("train", name, tmp_path / name, data_sets=[f"data.data_dir={tmp_path / 'tfds'}"])
+
+
+def test_the_deployment_table_puts_each_quantization_beside_float32():
+    def row(student, q, threads, ms, size):
+        return {"student": student, "size": "512x1024", "quantization": q, "threads": threads, "mean_ms": ms,
+                "p95_ms": ms + 1, "bytes": size * 2**20, "peak_rss_mb": 100}
+
+    rows = [row("lraspp_mobilenetv2", "float32", 2, 40.0, 4.0), row("lraspp_mobilenetv2", "int8", 2, 10.0, 1.0),
+            row("lraspp_mobilenetv2", "float16", 2, 41.0, 2.0), row("pspnet_resnet18", "float32", 1, 100.0, 50.0)]
+    lines = real_size.deployment_table(rows).splitlines()
+    assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
+    assert lines[0].index("float32 ms") < lines[0].index("float16 ms") < lines[0].index("int8 ms")
+    assert lines[2] == ("| lraspp_mobilenetv2 | 512×1024 | 2 | 40.0 (41.0) | 41.0 (42.0) | 10.0 (11.0) | 0.25 | "
+                        "4.00/2.00/1.00 | 0.250 | 100/100/100 |")
+    assert lines[3].startswith("| pspnet_resnet18 | 512×1024 | 1 | 100.0 (101.0) | – | – | – |")
