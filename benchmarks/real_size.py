@@ -324,8 +324,8 @@ def deployed_students(plan: Plan) -> dict[str, tuple[str, Path | None, list[str]
     """name → (config, checkpoint, overrides, export flags) of each student the export stage converts.
 
     The files output the label map at input size (the default: logits upsampled, then argmax) — except
-    ``lraspp_mobilenetv2_logits``, the same network without that head (model-resolution logits): the head's
-    cost does not shrink with int8, and on a network as light as LR-ASPP it is a large part of the total."""
+    ``lraspp_mobilenetv2_logits``, the same network without that head (model-resolution logits): the head
+    shrinks less with int8 than the network does, and on a network as light as LR-ASPP it weighs."""
     mobile = ("cityscapes_student", plan.runs / "mobile_student" / "model.keras", plan.data_sets() + MOBILE_SETS)
     return {"pspnet_resnet18": ("cityscapes_skd", plan.runs / "cityscapes_skd" / "model.keras", plan.data_sets(), []),
             "lraspp_mobilenetv2": (*mobile, []),
