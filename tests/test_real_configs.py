@@ -49,7 +49,7 @@ def test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop(tmp_path):
         assert cfg.distill["holistic"] and cfg.data.crop_size == (crop, crop)
 
 
-@pytest.mark.parametrize("name", ["pets_student"])  # ADE20K: the same mocked-tfds path, a ResNet student
+@pytest.mark.parametrize("name", ["pets_student", "ade20k_student"])
 def test_tfds_configs_train_one_step_on_records_at_their_usual_size(tmp_path, name):
     source = load_config(ROOT / "configs" / f"{name}.yaml").data.source
     with tfds.testing.mock_data(as_dataset_fn=real_size.mock_records(source, 2)):
