@@ -20,6 +20,7 @@ setup(
         "pyyaml>=6,<7",
         "pillow>=10,<13",
         "tqdm>=4.66,<5",
+        "scipy>=1.11,<2",  # connected components of the error split (evaluation.errors), t-quantiles
         "matplotlib>=3.8,<4",
         "tensorboard>=2.20,<3",
         "ai-edge-litert>=2.3,<3",  # TFLite runtime (interpreter, analyzer, litert-benchmark)

@@ -211,6 +211,26 @@ def add_critic_distance(record: dict, critic: Path, teacher: Path, runs: Path, e
     record["teacher_distance"]["critic"] = json.loads(target.read_text())["teacher_distance"]["critic"]
 
 
+def add_error_split(record: dict, runs: Path) -> None:
+    """The row's wrong validation pixels split by kind (``skd-tf evaluate --errors``: whole objects misread,
+    objects split between classes, edges lost to the background, background taken for objects)."""
+    out = runs / record["config"] / f"seed{record['seed']}"
+    command = dict((c, cmd) for _, _, c, cmd, _ in ROWS)[record["config"]]
+    sets = [f"seed={record['seed']}"] + [e for e in record["overrides"]
+                                         if command == "distill" or not e.startswith("distill.")]
+    record["errors"] = measured_errors(ROOT / "configs" / f"{record['config']}.yaml", out / "model.keras",
+                                       out / "errors.json", sets)
+
+
+def measured_errors(config: Path, checkpoint: Path, target: Path, sets: list[str]) -> dict:
+    """``skd-tf evaluate --errors`` of ``checkpoint`` into ``target`` (once), returning its error split."""
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        run_cli(["evaluate", "--config", str(config), "--quiet", "--checkpoint", str(checkpoint), "--errors",
+                 "--json", str(target)] + [a for s in sets for a in ("--set", s)], log_of(target.parent))
+    return json.loads(target.read_text())["errors"]
+
+
 # ------------------------------------------------------------------------------------------ table
 
 def summarise(records: list[dict]) -> dict:
@@ -239,10 +259,19 @@ def summarise(records: list[dict]) -> dict:
                          for name in ("pixel_kl", "pairwise", "critic") if any(name in d for d in distances)},
             "gradient_share": {name: statistics.mean(s[name] for s in shares if name in s)
                                for name in sorted({n for s in shares for n in s})},
+            "errors": mean_errors([r["errors"] for r in by_row[key].values() if "errors" in r]),
         })
     teachers = sorted({(r["teacher"], r["teacher_miou"]) for r in records})
     hosts = sorted({f"{r['host']['model']} ({', '.join(r['host']['features']) or 'no AVX2'})" for r in records})
     return {"rows": rows, "teachers": [{"fingerprint": t, "miou": m} for t, m in teachers], "hosts": hosts}
+
+
+ERROR_KINDS = ("whole_object", "split", "edge", "spill", "objects_misread")
+
+
+def mean_errors(splits: list[dict]) -> dict | None:
+    """The mean of each error kind over ``splits`` (None when there are none)."""
+    return {k: statistics.mean(e[k] for e in splits) for k in ERROR_KINDS} if splits else None
 
 
 def _interval(d: dict | None) -> str:
@@ -270,7 +299,28 @@ def markdown(summary: dict, note: str) -> str:
             f"| {r['row']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | {_interval(r['vs_baseline'])} | "
             f"{_interval(r['vs_previous'])} | {gap} | {d.get('pixel_kl', float('nan')):.3f} | "
             f"{d.get('pairwise', float('nan')):.4f} | {critic} | {shares} | {r['seeds']} |")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return "\n".join(lines) + "\n\n" + note + "\n" + error_markdown(summary)
+
+
+def error_markdown(summary: dict) -> str:
+    """The second table: where each row's wrong pixels are (empty when no record has its error split)."""
+    rows = [("teacher", summary.get("teacher_errors"))] + [(r["row"], r.get("errors")) for r in summary["rows"]]
+    rows = [(label, e) for label, e in rows if e]
+    if not rows:
+        return ""
+    lines = ["", "| method | wrong pixels (%) | whole objects misread | objects split | edges lost | background "
+             "taken | objects misread (%) |", "|---|---|---|---|---|---|---|"]
+    for label, e in rows:
+        wrong = sum(e[k] for k in ERROR_KINDS[:4])
+        lines.append(f"| {label} | {100 * wrong:.2f} | " + " | ".join(f"{100 * e[k]:.2f}" for k in ERROR_KINDS[:4])
+                     + f" | {100 * e['objects_misread']:.1f} |")
+    return "\n".join(lines) + (
+        "\n\nWrong validation pixels by kind (`skd-tf evaluate --errors`), % of all pixels, mean over the seeds: an "
+        "object is a connected region of one class; *whole objects misread* = pixels predicted as the object's "
+        "majority prediction when that is not its class (or is background: missed); *objects split* = pixels "
+        "given a third class, neither the object's nor its majority's; *edges lost* = pixels of a found object "
+        "predicted background; *background taken* = background predicted as an object. Pair-wise distillation "
+        "makes the pixels of one object alike, so what it can fix is the split column.\n")
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -311,6 +361,9 @@ def write_readme(table: str) -> None:
 
 def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str]) -> dict:
     summary = summarise(load_records(results, digests))
+    teacher_splits = [json.loads((results / t["fingerprint"] / "teacher_errors.json").read_text())
+                      for t in summary["teachers"] if (results / t["fingerprint"] / "teacher_errors.json").exists()]
+    summary["teacher_errors"] = mean_errors(teacher_splits)
     mode = "`python benchmarks/ablation.py --quick`" if args.quick else "`python benchmarks/ablation.py`"
     note = (f"From {mode} (records in `{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}`); "
             f"host(s): {'; '.join(summary['hosts'])}. Paired Δ: same seed = same initialisation, data order "
@@ -404,6 +457,15 @@ def main(argv: list[str] | None = None) -> int:
                 (runs / record["config"] / f"seed{record['seed']}" / "model.keras").exists():
             add_critic_distance(record, critic, teacher, runs, record["overrides"])
             path.write_text(json.dumps(record, indent=1))
+        if "errors" not in record and (runs / record["config"] / f"seed{record['seed']}" / "model.keras").exists():
+            add_error_split(record, runs)
+            path.write_text(json.dumps(record, indent=1))
+    teacher_errors = results / fingerprint / "teacher_errors.json"
+    if not teacher_errors.exists():
+        teacher_errors.parent.mkdir(parents=True, exist_ok=True)
+        teacher_errors.write_text(json.dumps(measured_errors(
+            ROOT / "configs/synthetic_teacher.yaml", teacher, runs / "teacher_errors" / f"{fingerprint}.json",
+            [e for e in extra if not e.startswith("distill.")]), indent=1))
     publish(results, runs, args, png, digests)
     return 0
 

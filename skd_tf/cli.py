@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "distance, and the critic's estimate with --critic")
     p.add_argument("--critic", help="critic.weights.h5 of a holistic distillation run (needs --teacher and the "
                                     "config's distill.holistic section)")
+    p.add_argument("--errors", action="store_true",
+                   help="also split the wrong pixels by kind: whole objects misread, objects split between classes, "
+                        "object pixels lost to the background, background taken for an object")
     _add_output_args(p)
 
     p = sub.add_parser("export", help="convert a student checkpoint to checked TFLite files",
@@ -173,7 +176,7 @@ def _cmd_distill(args) -> int:
 def _cmd_evaluate(args) -> int:
     from skd_tf.config import load_config
     from skd_tf.data import class_names
-    from skd_tf.evaluation import evaluate_network, format_scores
+    from skd_tf.evaluation import evaluate_network, format_errors, format_scores
     from skd_tf.models import load_model
     from skd_tf.training.run import write_json
 
@@ -192,8 +195,11 @@ def _cmd_evaluate(args) -> int:
 
         teacher = load_teacher(args.teacher, cfg.data.num_classes, tuple(network.input.shape[1:3]))
         holistic = load_critic(cfg, args.critic) if args.critic else None
-    scores = evaluate_network(network, cfg.data, cfg.eval.batch_size, args.limit, progress=not args.quiet)
+    scores = evaluate_network(network, cfg.data, cfg.eval.batch_size, args.limit, progress=not args.quiet,
+                              errors=args.errors)
     print(format_scores(scores, class_names(cfg.data)))
+    if args.errors:
+        print(format_errors(scores["errors"]))
     if args.teacher:
         scores["teacher_distance"] = teacher_distances(network, teacher, cfg.data, cfg.eval.batch_size, args.limit,
                                                        holistic)

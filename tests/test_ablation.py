@@ -62,6 +62,9 @@ def test_ablation_records_each_run_once_and_resumes(tmp_path, monkeypatch):
                 if "skd_full" in args[2]:
                     (out / "critic.weights.h5").write_bytes(b"")
             (out / "eval.json").write_text(json.dumps(scores))
+        elif "--errors" in args:
+            split = {"whole_object": 0.02, "split": 0.01, "edge": 0.03, "spill": 0.04, "objects_misread": 0.1}
+            Path(args[args.index("--json") + 1]).write_text(json.dumps({"errors": split}))
         else:
             distance = {"pixel_kl": 1.0, "pairwise": 0.1} | ({"critic": 0.3} if "--critic" in args else {})
             Path(args[args.index("--json") + 1]).write_text(json.dumps({"teacher_distance": distance}))
@@ -72,9 +75,14 @@ def test_ablation_records_each_run_once_and_resumes(tmp_path, monkeypatch):
     assert ablation.main(argv) == 0
     records = ablation.load_records(tmp_path / "results")
     assert len(records) == 6 and all("critic" in r["teacher_distance"] for r in records)
-    assert calls.count("train") == 2 and calls.count("distill") == 4 and calls.count("evaluate") == 2 + 6
+    # 2 baseline distances, 6 critic scores, 6 students' error splits and the teacher's
+    assert calls.count("train") == 2 and calls.count("distill") == 4 and calls.count("evaluate") == 2 + 6 + 6 + 1
+    assert all(r["errors"]["split"] == 0.01 for r in records)
     summary = json.loads((tmp_path / "runs" / "ablation.json").read_text())
     rows = {r["key"]: r for r in summary["rows"]}
+    assert summary["teacher_errors"]["spill"] == 0.04 and rows["pi"]["errors"]["edge"] == pytest.approx(0.03)
+    table = (tmp_path / "runs" / "ablation.md").read_text()
+    assert "| teacher | 10.00 | 2.00 | 1.00 | 3.00 | 4.00 | 10.0 |" in table
     assert rows["pi"]["vs_baseline"]["mean"] == pytest.approx(0.05) and rows["pi"]["gradient_share"] == {"pixel": 2.0}
     assert (tmp_path / "runs" / "ablation.png").stat().st_size > 1000
     calls.clear()

@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from skd_tf.config import DataConfig
 from skd_tf.console import show_progress
-from skd_tf.data import val_dataset
+from skd_tf.data import class_names, val_dataset
+from skd_tf.evaluation.errors import COUNTS, error_counts, error_fractions
 from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
 from skd_tf.losses.cross_entropy import upsample_logits
 from skd_tf.models import at_input_size, output_stride
@@ -33,22 +34,33 @@ def sized_batches(networks: list[keras.Model], ds):
 
 
 def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8,
-                     limit: int | None = None, progress: bool = True) -> dict:
+                     limit: int | None = None, progress: bool = True, errors: bool = False) -> dict:
     """Scores ``network`` on ``data.val_split``.
 
     Each batch runs through the network rebuilt for that batch's image size
     (rounded up to a multiple of the output stride, the image resized to it),
     and the logits are upsampled to the label size before the argmax. Returns
-    ``{"miou", "per_class_iou", "pixel_accuracy", "num_images"}``.
+    ``{"miou", "per_class_iou", "pixel_accuracy", "num_images"}``; with ``errors``
+    also ``"errors"``: the wrong pixels split by kind (``error_counts``, as
+    ``error_fractions``), objects being regions of any class but "background".
     """
     ds, count = val_dataset(data, batch_size, limit)
     cm = np.zeros((data.num_classes, data.num_classes), np.int64)
+    names = class_names(data)
+    background = names.index("background") if "background" in names else None
+    kinds = dict.fromkeys(COUNTS, 0)
     bar = tqdm(total=count, desc="evaluate", unit="img", disable=not show_progress(progress), leave=False)
     for labels, predictions in predicted_batches(network, ds):
         cm += confusion_matrix(labels, predictions, data.num_classes, data.ignore_label).numpy()
+        if errors:
+            batch = error_counts(labels.numpy(), predictions.numpy(), data.num_classes, background, data.ignore_label)
+            kinds = {k: kinds[k] + v for k, v in batch.items()}
         bar.update(int(labels.shape[0]))
     bar.close()
-    return {**scores_from_confusion(cm), "num_images": count}
+    scores = {**scores_from_confusion(cm), "num_images": count}
+    if errors:
+        scores["errors"] = error_fractions(kinds)
+    return scores
 
 
 def predicted_batches(network: keras.Model, ds):
