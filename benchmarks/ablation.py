@@ -320,7 +320,8 @@ def error_markdown(summary: dict) -> str:
         "majority prediction when that is not its class (or is background: missed); *objects split* = pixels "
         "given a third class, neither the object's nor its majority's; *edges lost* = pixels of a found object "
         "predicted background; *background taken* = background predicted as an object. Pair-wise distillation "
-        "makes the pixels of one object alike, so what it can fix is the split column.\n")
+        "copies which pixels' features are alike: within an object that is the split column; between two objects "
+        "of different classes it would show as fewer whole objects misread.\n")
 
 
 def plot(summary: dict, path: Path) -> None:
