@@ -21,12 +21,6 @@ def test_train_writes_model_scores_and_resumes_exactly(tmp_path, tiny_config):
     full = config_from_dict(tiny_config)
     scores = train(full, verbose=0)
     assert set(scores) == {"miou", "per_class_iou", "pixel_accuracy", "num_images"}
-    assert main(["evaluate", "--config", str(path), "--checkpoint", str(model), "--json", str(target),
-                 "--quiet", "--limit", "4", "--errors"]) == 0
-    assert "objects split between classes" in capsys.readouterr().out
-    errors = json.loads(target.read_text())["errors"]  # the kinds partition the wrong pixels
-    wrong = sum(errors[k] for k in ("whole_object", "split", "edge", "spill"))
-    assert wrong == pytest.approx(1 - scores["pixel_accuracy"], abs=1e-9) and 0 <= errors["objects_misread"] <= 1
     assert scores["num_images"] == 6 and 0 <= scores["miou"] <= 1
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["miou"] == pytest.approx(scores["miou"])
