@@ -164,6 +164,12 @@ def run_cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"skd-tf {args[0]} failed (log {log}): {tail[0]}")
 
 
+def row_overrides(command: str, extra: list[str]) -> list[str]:
+    """The overrides a row's run takes: all of ``extra`` for ``distill``, without the ``distill.*`` ones for
+    ``train`` (and ``evaluate`` of a trained model)."""
+    return [e for e in extra if command == "distill" or not e.startswith("distill.")]
+
+
 def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs: Path, extra: list[str],
             fresh: bool = False, digest: str | None = None) -> dict:
     """Trains one (row, seed) (resuming an interrupted run; ``fresh``, or a run left by another config: from
@@ -171,8 +177,7 @@ def run_row(key: str, config: str, command: str, seed: int, teacher: Path, runs:
     out = runs / config / f"seed{seed}"
     if out.exists() and (fresh or (digest and stale_run(out, digest))):
         shutil.rmtree(out)
-    sets = [f"seed={seed}", f"train.out_dir={out}"] + [e for e in extra if command == "distill"
-                                                         or not e.startswith("distill.")]
+    sets = [f"seed={seed}", f"train.out_dir={out}"] + row_overrides(command, extra)
     args = [command, "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet"]
     if command == "distill":
         args += ["--teacher", str(teacher)]
@@ -216,8 +221,7 @@ def add_error_split(record: dict, runs: Path) -> None:
     objects split between classes, edges lost to the background, background taken for objects)."""
     out = runs / record["config"] / f"seed{record['seed']}"
     command = dict((c, cmd) for _, _, c, cmd, _ in ROWS)[record["config"]]
-    sets = [f"seed={record['seed']}"] + [e for e in record["overrides"]
-                                         if command == "distill" or not e.startswith("distill.")]
+    sets = [f"seed={record['seed']}"] + row_overrides(command, record["overrides"])
     record["errors"] = measured_errors(ROOT / "configs" / f"{record['config']}.yaml", out / "model.keras",
                                        out / "errors.json", sets)
 
@@ -411,10 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = (QUICK if args.quick else []) + list(args.overrides)
     png = Path(args.plot or (ROOT / "benchmarks/ablation.png" if not (args.quick or args.results)
                              else runs / "ablation.png"))
-    # a trained row gets only the non-distill overrides (as run_row passes them)
-    digests = {config: config_digest(config, extra if command == "distill" else
-                                     [e for e in extra if not e.startswith("distill.")])
-               for _, _, config, command, _ in ROWS}
+    digests = {config: config_digest(config, row_overrides(command, extra)) for _, _, config, command, _ in ROWS}
     if args.table_only:
         publish(results, runs, args, png, digests)
         return 0
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher_errors.parent.mkdir(parents=True, exist_ok=True)
         teacher_errors.write_text(json.dumps(measured_errors(
             ROOT / "configs/synthetic_teacher.yaml", teacher, runs / "teacher_errors" / f"{fingerprint}.json",
-            [e for e in extra if not e.startswith("distill.")]), indent=1))
+            row_overrides("train", extra)), indent=1))
     publish(results, runs, args, png, digests)
     return 0
 
