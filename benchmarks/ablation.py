@@ -3,6 +3,7 @@
     python benchmarks/ablation.py                   # 12 rows; 5 seeds for the SKD rows and KA, 3 for the others
     python benchmarks/ablation.py --seed-list 3,4   # only these seeds (e.g. the ones a new machine should add)
     python benchmarks/ablation.py --quick           # 1 seed, 200 steps per student: a plumbing check
+    python benchmarks/ablation.py --table-only --any-config --results R   # the table of an archive of records
 
 Rows: the baseline student, + pixel-wise, + pair-wise, + holistic (the paper's three), then knowledge
 adaptation, SP, CC, IRG, RKD, CWD, FitNet and attention transfer. Each (row, seed) is its own
@@ -409,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
                                        "committed records, else <runs>/ablation.png)")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--table-only", action="store_true", help="run nothing; rebuild the table from the records")
+    parser.add_argument("--any-config", action="store_true",
+                        help="with --table-only: every record under --results, whatever config made it (an archive "
+                             "of an earlier config); without it only the records of the configs as they are now")
     args = parser.parse_args(argv)
+    if args.any_config and not args.table_only:
+        parser.error("--any-config only rebuilds a table (--table-only); runs always use the configs as they are now")
     runs = Path(args.runs or ("runs/ablation_quick" if args.quick else "runs/ablation")).resolve()
     results = Path(args.results or (runs / "results" if args.quick else ROOT / "benchmarks/results/ablation")).resolve()
     extra = (QUICK if args.quick else []) + list(args.overrides)
@@ -417,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                              else runs / "ablation.png"))
     digests = {config: config_digest(config, row_overrides(command, extra)) for _, _, config, command, _ in ROWS}
     if args.table_only:
-        publish(results, runs, args, png, digests)
+        publish(results, runs, args, png, None if args.any_config else digests)
         return 0
     rows = [r for r in ROWS if not args.rows or r[0] in args.rows.split(",")]
     if args.rows and len(rows) != len(args.rows.split(",")):

@@ -94,5 +94,13 @@ def test_ablation_records_each_run_once_and_resumes(tmp_path, monkeypatch):
     assert ablation.main(argv) == 0 and calls.count("distill") == 1
     assert json.loads(stale.read_text())["miou"] == pytest.approx(0.56)
     assert not (tmp_path / "runs" / "synthetic_skd_pi" / "seed1" / "stale-marker").exists()
+    # a table keeps only the records of the configs as they are now, unless --any-config (an archive)
+    stale.write_text(json.dumps(json.loads(stale.read_text()) | {"config_digest": "old"}))
+    for flags, seeds in (([], 1), (["--any-config"], 2)):
+        assert ablation.main(argv + ["--table-only"] + flags) == 0
+        rows = {r["key"]: r for r in json.loads((tmp_path / "runs" / "ablation.json").read_text())["rows"]}
+        assert rows["pi"]["seeds"] == seeds
+    with pytest.raises(SystemExit):
+        ablation.main(argv + ["--any-config"])
     with pytest.raises(SystemExit, match="unknown key"):
         ablation.main(argv[:1] + ["baseline,nope"] + argv[2:])
