@@ -4,6 +4,7 @@
     python benchmarks/ablation.py --seed-list 3,4   # only these seeds (e.g. the ones a new machine should add)
     python benchmarks/ablation.py --quick           # 1 seed, 200 steps per student: a plumbing check
     python benchmarks/ablation.py --table-only --any-config --results R   # the table of an archive of records
+    python benchmarks/ablation.py --table-only --seed-list 0,1,2,3,4     # the table of these seeds' records
 
 Rows: the baseline student, + pixel-wise, + pair-wise, + holistic (the paper's three), then knowledge
 adaptation, SP, CC, IRG, RKD, CWD, FitNet and attention transfer. Each (row, seed) is its own
@@ -365,8 +366,10 @@ def write_readme(table: str) -> None:
     readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
 
 
-def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str]) -> dict:
-    summary = summarise(load_records(results, digests))
+def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str],
+            seeds: set[int] | None = None) -> dict:
+    """Builds the table (and PNG) from the records under ``results`` (of ``seeds`` only, when given)."""
+    summary = summarise([r for r in load_records(results, digests) if seeds is None or r["seed"] in seeds])
     teacher_splits = [json.loads((results / t["fingerprint"] / "teacher_errors.json").read_text())
                       for t in summary["teachers"] if (results / t["fingerprint"] / "teacher_errors.json").exists()]
     summary["teacher_errors"] = mean_errors(teacher_splits)
@@ -377,6 +380,8 @@ def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str]) 
             f"baseline) per seed, averaged. Distances to the teacher on the validation split: pixel KL, "
             f"pair-wise distance of the head features, and the full-SKD critic's Wasserstein estimate "
             f"(lower = closer). Gradient share = ‖∇(λ·L)‖ / ‖∇CE‖ averaged over the run.")
+    if seeds is not None:
+        note += f" Seeds {', '.join(map(str, sorted(seeds)))} only (`--seed-list`)."
     table = markdown(summary, note)
     print("\n" + table, flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -397,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 200 steps per student (a plumbing check)")
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 for every row (default: 5 for the SKD rows "
                                                   "and KA, 3 for the others; 1 with --quick)")
-    parser.add_argument("--seed-list", help="run only these seeds (comma-separated)")
+    parser.add_argument("--seed-list", help="run only these seeds (comma-separated); with --table-only, a table "
+                                            "of these seeds' records (e.g. the seeds every row has)")
     parser.add_argument("--rows", help=f"only these rows (comma-separated keys of {', '.join(k for k, *_ in ROWS)})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value in every run's config (recorded with the result)")
@@ -419,11 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs or ("runs/ablation_quick" if args.quick else "runs/ablation")).resolve()
     results = Path(args.results or (runs / "results" if args.quick else ROOT / "benchmarks/results/ablation")).resolve()
     extra = (QUICK if args.quick else []) + list(args.overrides)
-    png = Path(args.plot or (ROOT / "benchmarks/ablation.png" if not (args.quick or args.results)
+    seed_subset = args.table_only and args.seed_list
+    if seed_subset and args.readme:
+        parser.error("--readme publishes the table of every recorded seed: drop --seed-list")
+    png = Path(args.plot or (ROOT / "benchmarks/ablation.png" if not (args.quick or args.results or seed_subset)
                              else runs / "ablation.png"))
     digests = {config: config_digest(config, row_overrides(command, extra)) for _, _, config, command, _ in ROWS}
     if args.table_only:
-        publish(results, runs, args, png, None if args.any_config else digests)
+        seeds = {int(v) for v in args.seed_list.split(",")} if args.seed_list else None
+        publish(results, runs, args, png, None if args.any_config else digests, seeds)
         return 0
     rows = [r for r in ROWS if not args.rows or r[0] in args.rows.split(",")]
     if args.rows and len(rows) != len(args.rows.split(",")):

@@ -80,6 +80,7 @@ def method_multiples(method: str, grids: dict[str, tuple[float, ...]] | None = N
     for the methods it was given with) when there, else its entry in METHOD_GRID, else GRID."""
     return (grids or {}).get(method) or METHOD_GRID.get(method, GRID)
 SEED = 0
+DEFAULT_HOLDOUT = 500  # training images held out; records made before "holdout" was recorded all used it
 
 
 def variant_sets(variant: str, holdout: int) -> list[str]:
@@ -128,13 +129,25 @@ def baseline_reference(results: Path, variant: str, teacher: str) -> float | Non
     return json.loads(base.read_text())["miou"] if base.exists() else None
 
 
+def made_with_current_config(record: dict) -> bool:
+    """True when ``record`` was made with its method's config file as it is now: its own ``--set``s (variant,
+    held-out count, chained weights, weight, overrides) on today's config give its recorded digest. Records
+    without a digest predate digests and count."""
+    if "config_digest" not in record:
+        return True
+    sets = point_sets(record["method"], record["variant"], record["weight"], record["fixed"],
+                      record.get("holdout", DEFAULT_HOLDOUT), record["overrides"])
+    return current_digest(record["method"], sets) == record["config_digest"]
+
+
 def gains(results: Path, method: str, variants: list[str]) -> dict[float, dict[str, float]]:
-    """{weight: {variant: mean over that variant's teachers of mIoU(point) − its paired baseline's}}."""
+    """{weight: {variant: mean over that variant's teachers of mIoU(point) − its paired baseline's}}, over the
+    points made with the current config (a point of an earlier config is left out until it is rerun)."""
     out: dict[float, dict[str, float]] = {}
     for variant in variants:
         for weight, records in point_records(results, variant, method).items():
             deltas = []
-            for r in records:
+            for r in filter(made_with_current_config, records):
                 base = baseline_reference(results, variant, r["teacher"])
                 if base is not None:
                     deltas.append(r["miou"] - base)
@@ -238,6 +251,24 @@ def calibrated_losses(results: Path = ROOT / "benchmarks/results/sweep") -> dict
     return {record["keys"][k].split(".")[-2]: w for k, w in record["weights"].items()}
 
 
+def calibration_options(results: Path = ROOT / "benchmarks/results/sweep") -> dict[str, str]:
+    """{loss config name: the loss options other than its weight that the chosen points were swept with},
+    e.g. {"ka": "adapter_depth=1"} — the calibrated λ holds with them (README losses table)."""
+    chosen = results / "chosen.json"
+    if not chosen.exists():
+        return {}
+    record = json.loads(chosen.read_text())
+    out = {}
+    for key, weight in record["weights"].items():
+        prefix = record["keys"][key].rsplit(".", 1)[0] + "."  # distill.losses.<name>.
+        points = [r for v in record["variants"] for r in point_records(results, v, key).get(weight, [])]
+        options = sorted({o[len(prefix):] for r in filter(made_with_current_config, points)
+                          for o in r["overrides"] if o.startswith(prefix) and o != record["keys"][key]})
+        if options:
+            out[prefix.split(".")[-2]] = ", ".join(options)
+    return out
+
+
 SWEEP_START, SWEEP_END = "<!-- sweep:start -->", "<!-- sweep:end -->"
 
 
@@ -264,7 +295,7 @@ def write_losses_table(results: Path) -> None:
     text = readme.read_text()
     start = text.index("| config name | loss | formula |")
     end = text.index("\n\n", start)
-    readme.write_text(text[:start] + markdown_table(calibrated_losses(results)) + text[end:])
+    readme.write_text(text[:start] + markdown_table(calibrated_losses(results), calibration_options(results)) + text[end:])
 
 
 def ensure_variant(variant: str, runs: Path, results: Path, holdout: int,
@@ -317,7 +348,7 @@ def run_point(key: str, weight: float, fixed: list[str], variants: list[str], te
                   "teacher_distance": scores.get("teacher_distance", {}),
                   "gradient_share": scores.get("gradient_share", {}).get("mean", {}),
                   "autoencoder": scores.get("autoencoder", {}).get("final"),
-                  "overrides": args.overrides, "config_digest": digest,
+                  "overrides": args.overrides, "holdout": args.holdout, "config_digest": digest,
                   "minutes": round((time.time() - began) / 60, 2), "host": host_cpu()}
         target = results / variant / fingerprint / key / f"{weight_label(weight)}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -334,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", help=f"multiples of each literature weight, for the --methods swept (default: "
                                        f"{','.join(f'{m:g}' for m in GRID)}, or the method's METHOD_GRID entry: "
                         + "; ".join(f"{k} {','.join(f'{m:g}' for m in v)}" for k, v in METHOD_GRID.items()) + ")")
-    parser.add_argument("--holdout", type=int, default=500, help="training images held out (default %(default)s)")
+    parser.add_argument("--holdout", type=int, default=DEFAULT_HOLDOUT, help="training images held out (default %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value in every run's config (distill.* only in the distilled students'; "
                              "e.g. train.steps=200 for a plumbing check)")

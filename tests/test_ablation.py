@@ -102,5 +102,12 @@ def test_ablation_records_each_run_once_and_resumes(tmp_path, monkeypatch):
         assert rows["pi"]["seeds"] == seeds
     with pytest.raises(SystemExit):
         ablation.main(argv + ["--any-config"])
+    # a table of some seeds only: every row's count follows, the note says so
+    assert ablation.main(argv + ["--table-only", "--any-config", "--seed-list", "1"]) == 0
+    summary = json.loads((tmp_path / "runs" / "ablation.json").read_text())
+    assert {r["key"]: r["seeds"] for r in summary["rows"]} == {"baseline": 1, "pi": 1, "full": 1}
+    assert "Seeds 1 only" in (tmp_path / "runs" / "ablation.md").read_text()
+    with pytest.raises(SystemExit):
+        ablation.main(argv + ["--table-only", "--seed-list", "1", "--readme"])
     with pytest.raises(SystemExit, match="unknown key"):
         ablation.main(argv[:1] + ["baseline,nope"] + argv[2:])

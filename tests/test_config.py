@@ -68,5 +68,5 @@ def test_readme_losses_table_matches_the_registry_and_the_sweep():
     import sweep
 
     readme = root.joinpath("README.md").read_text()
-    assert markdown_table(sweep.calibrated_losses()) in readme, \
+    assert markdown_table(sweep.calibrated_losses(), sweep.calibration_options()) in readme, \
         "regenerate with: python benchmarks/sweep.py --table-only --readme"

@@ -120,6 +120,40 @@ def test_choice_is_the_best_worst_case_not_the_best_mean(tmp_path):
     assert sweep.choose(tmp_path, "pi", ["s0c6", "s1c8"], [0.3, 1.0, 3.0]) is None  # 3.0 not measured yet
 
 
+def test_the_table_leaves_out_a_point_made_with_an_earlier_config(tmp_path):
+    block = tmp_path / "s0c6" / "t"
+    (block / "pi").mkdir(parents=True)
+    (block / "baseline.json").write_text(json.dumps({"miou": 0.5}))
+    for weight, holdout, config_then in [(1.0, 500, []), (3.0, 300, []), (10.0, 500, ["distill.rampup_steps=7"])]:
+        sets = sweep.point_sets("pi", "s0c6", weight, [], holdout, [])
+        record = {"method": "pi", "variant": "s0c6", "weight": weight, "fixed": [], "overrides": [], "teacher": "t",
+                  "miou": 0.6, "config_digest": sweep.current_digest("pi", sets + config_then)}
+        if holdout != sweep.DEFAULT_HOLDOUT:
+            record["holdout"] = holdout
+        (block / "pi" / f"w{weight:g}.json").write_text(json.dumps(record))
+    # λ = 10 was made when the config file ramped up over 7 steps (its digest no longer matches): left out
+    assert sweep.gains(tmp_path, "pi", ["s0c6"]) == {1.0: {"s0c6": pytest.approx(0.1)},
+                                                     3.0: {"s0c6": pytest.approx(0.1)}}
+
+
+def test_the_losses_table_names_the_options_a_weight_was_chosen_with(tmp_path):
+    (tmp_path / "chosen.json").write_text(json.dumps({"variants": ["s0c6"], "weights": {"ka": 0.03, "pi": 3.0},
+                                                      "keys": {"ka": "distill.losses.ka.weight",
+                                                               "pi": "distill.losses.pixel.weight"}}))
+    for key, weight, overrides in [("ka", 0.03, ["distill.losses.ka.adapter_depth=1", "train.steps=400"]),
+                                   ("ka", 0.1, ["distill.losses.ka.beta=5"]), ("pi", 3.0, [])]:
+        sets = sweep.point_sets(key, "s0c6", weight, [], 500, overrides)
+        (tmp_path / "s0c6" / "t" / key).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "s0c6" / "t" / key / f"w{weight:g}.json").write_text(json.dumps(
+            {"method": key, "variant": "s0c6", "weight": weight, "fixed": [], "overrides": overrides,
+             "config_digest": sweep.current_digest(key, sets)}))
+    # only the chosen point's loss options count (not λ = 0.1's, not the training override)
+    assert sweep.calibration_options(tmp_path) == {"ka": "adapter_depth=1"}
+    from skd_tf.losses import markdown_table
+    assert "| 0.03 (with adapter_depth=1) |" in markdown_table(sweep.calibrated_losses(tmp_path),
+                                                               sweep.calibration_options(tmp_path))
+
+
 def test_a_run_left_by_another_config_is_not_reused(tmp_path):
     sets = sweep.point_sets("pi", "s0c6", 3.0, [], 500, [])
     digest = sweep.current_digest("pi", sets)

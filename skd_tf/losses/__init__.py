@@ -55,14 +55,17 @@ __all__ = [
 ]
 
 
-def markdown_table(calibrated: dict[str, float] | None = None) -> str:
+def markdown_table(calibrated: dict[str, float] | None = None, options: dict[str, str] | None = None) -> str:
     """The README's losses table: config name, formula, what it reads, default weight and its source, and
-    (``calibrated``: {config name: λ}) the weight benchmarks/sweep.py chose for the synthetic configs."""
-    calibrated = calibrated or {}
+    (``calibrated``: {config name: λ}) the weight benchmarks/sweep.py chose for the synthetic configs, with
+    (``options``: {config name: text}) the loss options it was chosen with."""
+    calibrated, options = calibrated or {}, options or {}
     rows = ["| config name | loss | formula | reads | default weight (literature) | synthetic configs (calibrated) |",
             "|---|---|---|---|---|---|"]
     for name, (cls, reads, weight, source, formula) in LOSSES.items():
         formula = formula.replace("|", "\\|")  # a bar inside a cell must be escaped in markdown
         chosen = f"{calibrated[name]:g}" if name in calibrated else "not yet calibrated"
+        if name in options:
+            chosen += f" (with {options[name]})"
         rows.append(f"| `{name}` | {cls.__name__} | {formula} | {reads} | {weight:g} ({source}) | {chosen} |")
     return "\n".join(rows)
