@@ -280,7 +280,8 @@ def mean_errors(splits: list[dict]) -> dict | None:
     return {k: statistics.mean(e[k] for e in splits) for k in ERROR_KINDS} if splits else None
 
 
-def _interval(d: dict | None) -> str:
+def interval_cell(d: dict | None) -> str:
+    """A paired difference as a table cell, in points: "+1.23 [+0.45, +2.01]" (empty for none)."""
     if d is None:
         return ""
     if d["low"] is None:
@@ -302,8 +303,8 @@ def markdown(summary: dict, note: str) -> str:
         gap = "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:+.0f} %"
         critic = "" if "critic" not in d else f"{d['critic']:.3f}"
         lines.append(
-            f"| {r['row']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | {_interval(r['vs_baseline'])} | "
-            f"{_interval(r['vs_previous'])} | {gap} | {d.get('pixel_kl', float('nan')):.3f} | "
+            f"| {r['row']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | {interval_cell(r['vs_baseline'])} | "
+            f"{interval_cell(r['vs_previous'])} | {gap} | {d.get('pixel_kl', float('nan')):.3f} | "
             f"{d.get('pairwise', float('nan')):.4f} | {critic} | {shares} | {r['seeds']} |")
     return "\n".join(lines) + "\n\n" + note + "\n" + error_markdown(summary)
 

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import ROWS, config_digest, load_records, paired_difference, row_overrides  # noqa: E402
+from ablation import (ROWS, config_digest, interval_cell, load_records, paired_difference,  # noqa: E402
+                      row_overrides)
 
 COMMAND = {config: command for _, _, config, command, _ in ROWS}
 LABEL = {key: label for key, label, *_ in ROWS}
@@ -65,11 +66,7 @@ def effects(folders: list[Path], rows: list[str], any_config: bool = False) -> d
 
 def markdown(found: dict[str, dict], folders: list[Path]) -> str:
     def cell(d: dict | None) -> str:
-        if d is None:
-            return "–"
-        if d["low"] is None:
-            return f"{100 * d['mean']:+.2f} (1 pair)"
-        return f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] ({d['n']})"
+        return "–" if d is None else interval_cell(d) + ("" if d["low"] is None else f" ({d['n']})")
 
     lines = ["| method | " + " | ".join(f.name for f in folders) + " | pooled | pairs above the baseline |",
              "|---|" + "---|" * len(folders) + "---|---|"]
