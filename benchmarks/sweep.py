@@ -263,7 +263,7 @@ def calibration_options(results: Path = ROOT / "benchmarks/results/sweep") -> di
         prefix = record["keys"][key].rsplit(".", 1)[0] + "."  # distill.losses.<name>.
         points = [r for v in record["variants"] for r in point_records(results, v, key).get(weight, [])]
         options = sorted({o[len(prefix):] for r in filter(made_with_current_config, points)
-                          for o in r["overrides"] if o.startswith(prefix) and o != record["keys"][key]})
+                          for o in r["overrides"] if o.startswith(prefix) and not o.startswith(record["keys"][key] + "=")})
         if options:
             out[prefix.split(".")[-2]] = ", ".join(options)
     return out

@@ -140,7 +140,7 @@ def test_the_losses_table_names_the_options_a_weight_was_chosen_with(tmp_path):
     (tmp_path / "chosen.json").write_text(json.dumps({"variants": ["s0c6"], "weights": {"ka": 0.03, "pi": 3.0},
                                                       "keys": {"ka": "distill.losses.ka.weight",
                                                                "pi": "distill.losses.pixel.weight"}}))
-    for key, weight, overrides in [("ka", 0.03, ["distill.losses.ka.adapter_depth=1", "train.steps=400"]),
+    for key, weight, overrides in [("ka", 0.03, ["distill.losses.ka.adapter_depth=1", "distill.losses.ka.weight=0.03", "train.steps=400"]),
                                    ("ka", 0.1, ["distill.losses.ka.beta=5"]), ("pi", 3.0, [])]:
         sets = sweep.point_sets(key, "s0c6", weight, [], 500, overrides)
         (tmp_path / "s0c6" / "t" / key).mkdir(parents=True, exist_ok=True)
