@@ -14,6 +14,7 @@ count (each record's own `--set`s on today's config give its digest); `--any-con
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -26,21 +27,25 @@ COMMAND = {config: command for _, _, config, command, _ in ROWS}
 LABEL = {key: label for key, label, *_ in ROWS}
 
 
-def made_with_current_config(record: dict, cache: dict[tuple, str]) -> bool:
+@functools.cache
+def current_digest(config: str, overrides: tuple[str, ...]) -> str:
+    """The digest of ``config`` as it is now with ``overrides`` (a row's records share it: loaded once)."""
+    return config_digest(config, list(overrides))
+
+
+def made_with_current_config(record: dict) -> bool:
     """True when ``record``'s config with its own overrides still resolves to its recorded digest."""
     if "config_digest" not in record:
         return True
-    key = (record["config"], tuple(row_overrides(COMMAND[record["config"]], record["overrides"])))
-    if key not in cache:
-        cache[key] = config_digest(key[0], list(key[1]))
-    return cache[key] == record["config_digest"]
+    overrides = tuple(row_overrides(COMMAND[record["config"]], record["overrides"]))
+    return current_digest(record["config"], overrides) == record["config_digest"]
 
 
-def blocks(folder: Path, any_config: bool, cache: dict[tuple, str]) -> dict[str, dict[tuple, float]]:
+def blocks(folder: Path, any_config: bool) -> dict[str, dict[tuple, float]]:
     """{row key: {(teacher, seed): mIoU}} of one record folder."""
     out: dict[str, dict[tuple, float]] = {}
     for r in load_records(folder):
-        if any_config or made_with_current_config(r, cache):
+        if any_config or made_with_current_config(r):
             out.setdefault(r["row"], {})[(r["teacher"], r["seed"])] = r["miou"]
     return out
 
@@ -48,8 +53,7 @@ def blocks(folder: Path, any_config: bool, cache: dict[tuple, str]) -> dict[str,
 def effects(folders: list[Path], rows: list[str], any_config: bool = False) -> dict[str, dict]:
     """{row: {"per_folder": {folder name: paired difference}, "pooled": paired difference over all pairs,
     "positive": pairs above the baseline}} (differences as ``ablation.paired_difference``, in mIoU units)."""
-    cache: dict[tuple, str] = {}
-    per_folder = {f: blocks(f, any_config, cache) for f in folders}
+    per_folder = {f: blocks(f, any_config) for f in folders}
     out = {}
     for row in rows:
         pooled_row, pooled_base, entry = {}, {}, {"per_folder": {}}
