@@ -29,7 +29,10 @@ setup(
         "importlib_resources>=6",  # needed by tfds download_and_prepare (etils), not declared by it
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4"],
+        # Reading PyTorch checkpoints (`skd-tf import`, `model.pretrained: file.pth`); nothing else needs torch.
+        "torch": ["torch>=2.1,<3"],
+        # 2.13.0 is the CPU build of torch (a plain `torch` resolves to a multi-GB CUDA build).
+        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "torch==2.13.0"],
     },
     entry_points={"console_scripts": ["skd-tf=skd_tf.cli:main"]},
 )

@@ -84,7 +84,7 @@ def _atomic_write(path: Path, content: bytes) -> None:
 
 def prepare_network(checkpoint: str, cfg: RunConfig, ecfg: ExportConfig):
     """The checkpoint rebuilt at the export input size, with every input check done first."""
-    network = load_model(checkpoint)
+    network = load_model(checkpoint, cfg.data)
     classes = int(network.output["logits"].shape[-1])
     if classes != cfg.data.num_classes:
         raise ExportError(f"{checkpoint} predicts {classes} classes but the config's data has "
@@ -104,7 +104,7 @@ def _teacher_for_qat(cfg: RunConfig, ecfg: ExportConfig, size):
         return None, None
     from skd_tf.distill.run import load_teacher
 
-    return load_teacher(path, cfg.data.num_classes, size), path
+    return load_teacher(path, cfg.data.num_classes, size, cfg.data), path
 
 
 def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, quantization: str,

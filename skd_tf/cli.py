@@ -1,5 +1,5 @@
 """The ``skd-tf`` command line: ``train``, ``distill``, ``evaluate``, ``predict``, ``export``, ``benchmark``,
-``demo`` and ``config``."""
+``import``, ``demo`` and ``config``."""
 
 from __future__ import annotations
 
@@ -121,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "as `python -m export.benchmark`.")
     add_arguments(p)
 
+    p = sub.add_parser("import", help="a published PyTorch checkpoint (.pth) as an skd-tf .keras model",
+                       description="Read a PyTorch checkpoint (either serialization; a bare state_dict or one nested "
+                                   "under state_dict/model; with or without DataParallel's 'module.' prefix), build "
+                                   "the config's network, set every weight from it strictly (every tensor used once, "
+                                   "every weight set, BatchNorm statistics included; otherwise one error naming the "
+                                   "unmatched tensors, and nothing written) and save a .keras model that evaluate, "
+                                   "export, predict and distill take. The network's input convention "
+                                   "(model.input_convention: channel order, mean, std, value range) is built in. "
+                                   "Needs PyTorch: pip install 'skd-tf[torch]'.")
+    _add_config_args(p)
+    p.add_argument("--checkpoint", required=True, help="the PyTorch checkpoint (.pth)")
+    p.add_argument("--out", help="the .keras file to write (default: <train.out_dir>/model.keras)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also read checkpoints that pickle Python objects besides tensors (runs their code: "
+                        "only for files you trust)")
+    _add_output_args(p)
+
     p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset, with a report",
                        description="Train the synthetic teacher and baseline student, distil the student (pixel + "
                                    "pair-wise + holistic), evaluate all three, export the distilled student to "
@@ -183,7 +200,7 @@ def _cmd_evaluate(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")
-    network = load_model(args.checkpoint)
+    network = load_model(args.checkpoint, cfg.data)
     classes = int(network.output["logits"].shape[-1])
     if classes != cfg.data.num_classes:
         raise ValueError(f"{args.checkpoint} predicts {classes} classes but the config has {cfg.data.num_classes}")
@@ -193,7 +210,7 @@ def _cmd_evaluate(args) -> int:
         from skd_tf.distill.diagnostics import format_distances, load_critic, teacher_distances
         from skd_tf.distill.run import load_teacher
 
-        teacher = load_teacher(args.teacher, cfg.data.num_classes, tuple(network.input.shape[1:3]))
+        teacher = load_teacher(args.teacher, cfg.data.num_classes, tuple(network.input.shape[1:3]), cfg.data)
         holistic = load_critic(cfg, args.critic) if args.critic else None
     scores = evaluate_network(network, cfg.data, cfg.eval.batch_size, args.limit, progress=not args.quiet,
                               errors=args.errors)
@@ -309,6 +326,19 @@ def _cmd_benchmark(args) -> int:
     return 0
 
 
+def _cmd_import(args) -> int:
+    from skd_tf.config import load_config
+    from skd_tf.importing import import_checkpoint
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or str(Path(cfg.train.out_dir) / "model.keras")
+    record = import_checkpoint(cfg, args.checkpoint, out, allow_pickle=args.allow_pickle)
+    print(f"{record['tensors']} tensors of {args.checkpoint} -> {record['model']} ({cfg.model.arch}, "
+          f"{cfg.data.num_classes} classes, {record['parameters']:,} parameters)")
+    print(f"input convention: {record['input_convention']}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from skd_tf.demo.run import run_demo
 
@@ -320,7 +350,8 @@ def _cmd_demo(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "distill": _cmd_distill, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-            "export": _cmd_export, "benchmark": _cmd_benchmark, "demo": _cmd_demo, "config": _cmd_config}
+            "export": _cmd_export, "benchmark": _cmd_benchmark, "import": _cmd_import, "demo": _cmd_demo,
+            "config": _cmd_config}
 
 
 def _explain(err: Exception, args) -> str | None:

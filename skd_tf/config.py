@@ -122,20 +122,54 @@ class DataConfig(_Section):
         return tuple(self.val_size or self.crop_size)
 
 
+class InputConventionConfig(_Section):
+    """What a network trained elsewhere expects: its input is (value_scale·pixel − mean)/std per channel,
+    channels in ``channel_order`` (mean and std listed in that order). See skd_tf.models.input_convention."""
+
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    value_scale: float = Field(1.0, gt=0)  # 1 for pixels in 0..255, 1/255 for 0..1
+
+
+ESPNET_ARCHS = ("espnet", "espnet_c")
+
+
 class ModelConfig(_Section):
     """A segmentation network: backbone + head (see skd_tf.models)."""
 
-    arch: Literal["pspnet", "deeplabv3", "lraspp"] = "pspnet"
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2"] = "resnet18"
+    arch: Literal["pspnet", "deeplabv3", "lraspp", "espnet", "espnet_c"] = "pspnet"
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2", "espnet"] = "resnet18"
     output_stride: Literal[8, 16, 32] = 8
     width: float = Field(1.0, gt=0, le=4)
     head_channels: int = Field(512, ge=4)
     aux_head: bool = False
     dropout: float = Field(0.1, ge=0, lt=1)
-    pretrained: Literal["none", "imagenet"] = "none"
+    # "none", "imagenet" (keras.applications' weights), or a PyTorch checkpoint (.pth) whose tensors
+    # initialise the backbone strictly (skd_tf.models.torch_weights)
+    pretrained: str = "none"
+    # ESPNet's depth multipliers p and q: ESP blocks at 1/4 and at 1/8 (the SKD code's (2, 8))
+    espnet_blocks: tuple[int, int] = (2, 8)
+    # the input a network trained elsewhere expects; None: the pipeline's own (data.mean, data.std)
+    input_convention: Optional[InputConventionConfig] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _espnet_backbone(cls, raw):
+        if isinstance(raw, dict) and raw.get("arch") in ESPNET_ARCHS and "backbone" not in raw:
+            raw = {**raw, "backbone": "espnet"}
+        return raw
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
+        if (self.arch in ESPNET_ARCHS) != (self.backbone == "espnet"):
+            raise ValueError("model.arch 'espnet' / 'espnet_c' and model.backbone 'espnet' go together")
+        if self.arch in ESPNET_ARCHS:
+            if self.pretrained == "imagenet":
+                raise ValueError("model.pretrained 'imagenet' has no ESPNet weights; name an ESPNet-C .pth")
+            if min(self.espnet_blocks) < 0:
+                raise ValueError("model.espnet_blocks must be two counts >= 0")
+            return self
         if self.arch == "lraspp" and self.backbone != "mobilenetv2":
             raise ValueError("model.arch 'lraspp' needs model.backbone 'mobilenetv2'")
         if self.arch != "lraspp" and self.backbone == "mobilenetv2":
@@ -143,6 +177,11 @@ class ModelConfig(_Section):
         if self.backbone == "mobilenetv2" and self.output_stride == 8:
             raise ValueError("model.output_stride 8 is not available for mobilenetv2 (use 16 or 32)")
         return self
+
+    @property
+    def pretrained_file(self) -> Optional[str]:
+        """The checkpoint path of ``pretrained`` (None for "none" and "imagenet")."""
+        return None if self.pretrained in ("none", "imagenet") else os.path.expanduser(self.pretrained)
 
 
 class TrainConfig(_Section):

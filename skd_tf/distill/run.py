@@ -53,9 +53,10 @@ def worker_dir(out: Path, strategy: tf.distribute.Strategy) -> Path:
     return out / f"{resolver.task_type}{resolver.task_id}"
 
 
-def load_teacher(path: str, num_classes: int, input_size) -> keras.Model:
-    """The frozen teacher at the training input size; errors name the file and the mismatch."""
-    teacher = load_model(path)
+def load_teacher(path: str, num_classes: int, input_size, data=None) -> keras.Model:
+    """The frozen teacher at the training input size, fed ``data``'s normalisation converted to its own
+    input convention when it has one; errors name the file and the mismatch."""
+    teacher = load_model(path, data)
     classes = int(teacher.output["logits"].shape[-1])
     if classes != num_classes:
         raise ValueError(f"teacher {path} predicts {classes} classes but the student config has {num_classes}")
@@ -125,8 +126,9 @@ def _distill(cfg: RunConfig, dcfg, strategy, out: Path, verbose: int, extra_call
         # the student first, straight after the seed: it starts from the weights (and dropout seeds) that
         # `skd-tf train` gives the baseline under the same seed, so a distilled row and the baseline differ only
         # by the distillation terms (loading the teacher draws from the same global generator)
-        student = build_model(cfg.model, cfg.data.num_classes, size, name="student")
-        teacher = load_teacher(dcfg.teacher, cfg.data.num_classes, size)
+        student = build_model(cfg.model, cfg.data.num_classes, size, name="student",
+                              pipeline=(cfg.data.mean, cfg.data.std))
+        teacher = load_teacher(dcfg.teacher, cfg.data.num_classes, size, cfg.data)
         losses = build_losses(dcfg, teacher, student)
         holistic = None
         if dcfg.holistic is not None:

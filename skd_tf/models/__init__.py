@@ -15,36 +15,78 @@ from __future__ import annotations
 
 import keras
 
-from skd_tf.config import ModelConfig
-from skd_tf.models import backbones, heads
+from skd_tf.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from skd_tf.models import backbones, espnet, heads
+from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_conventions
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
 
 SEGMENTATION_OUTPUTS = ("logits", "features")
 
 
-def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], name: str | None = None) -> keras.Model:
-    """Builds the configured segmentation network for a fixed input size."""
+def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], name: str | None = None,
+                pipeline: tuple = (IMAGENET_MEAN, IMAGENET_STD)) -> keras.Model:
+    """Builds the configured segmentation network for a fixed input size.
+
+    ``pipeline`` is the (mean, std) the data pipeline normalises with (``data.mean``, ``data.std``); a
+    network with ``cfg.input_convention`` converts that input to its own first (``ConvertInput``).
+    ``cfg.pretrained`` naming a PyTorch checkpoint initialises the backbone from it, strictly.
+    """
     stride = cfg.output_stride
     inputs = keras.Input((input_size[0], input_size[1], 3), name="image")
-    if cfg.backbone == "mobilenetv2":
-        ends = backbones.mobilenetv2(inputs, stride, cfg.width, cfg.pretrained == "imagenet")
+    x = inputs
+    if cfg.input_convention is not None:
+        x = ConvertInput(pipeline[0], pipeline[1], **cfg.input_convention.model_dump(), name="input_convention")(x)
+    ends = None
+    if cfg.arch in ("espnet", "espnet_c"):
+        features, logits = espnet.espnet(x, num_classes, tuple(cfg.espnet_blocks), decoder=cfg.arch == "espnet")
     else:
-        ends = backbones.resnet(inputs, int(cfg.backbone[len("resnet"):]), stride, cfg.width)
-    if cfg.arch == "pspnet":
-        features, logits = heads.pspnet_head(ends["out"], num_classes, cfg.head_channels, dropout=cfg.dropout)
-    elif cfg.arch == "deeplabv3":
-        features, logits = heads.deeplabv3_head(ends["out"], num_classes, cfg.head_channels, stride, cfg.dropout)
-    else:
-        features, logits = heads.lraspp_head(ends["out"], ends["stride8"], num_classes, cfg.head_channels)
+        if cfg.backbone == "mobilenetv2":
+            ends = backbones.mobilenetv2(x, stride, cfg.width, cfg.pretrained == "imagenet")
+        else:
+            ends = backbones.resnet(x, int(cfg.backbone[len("resnet"):]), stride, cfg.width)
+        if cfg.arch == "pspnet":
+            features, logits = heads.pspnet_head(ends["out"], num_classes, cfg.head_channels, dropout=cfg.dropout)
+        elif cfg.arch == "deeplabv3":
+            features, logits = heads.deeplabv3_head(ends["out"], num_classes, cfg.head_channels, stride, cfg.dropout)
+        else:
+            features, logits = heads.lraspp_head(ends["out"], ends["stride8"], num_classes, cfg.head_channels)
     outputs = {"logits": keras.layers.Identity(name="logits")(logits),
                "features": keras.layers.Identity(name="features")(features)}
     if cfg.aux_head:
+        if ends is None:
+            raise ValueError(f"model.aux_head is not available for model.arch {cfg.arch!r}")
         outputs["aux_logits"] = keras.layers.Identity(name="aux_logits")(
             heads.aux_head(ends["aux"], num_classes, max(cfg.head_channels // 2, 8), cfg.dropout))
     model = keras.Model(inputs, outputs, name=name or f"{cfg.arch}_{cfg.backbone}")
     if cfg.pretrained == "imagenet" and cfg.backbone.startswith("resnet"):
         backbones.load_imagenet_weights(model, int(cfg.backbone[len("resnet"):]))
+    if cfg.pretrained_file:
+        load_pretrained_backbone(model, cfg, cfg.pretrained_file)
     return model
+
+
+def backbone_scope(cfg: ModelConfig) -> tuple[str, ...]:
+    """The torch module prefixes of the layers a backbone checkpoint initialises."""
+    if cfg.arch in ("espnet", "espnet_c"):
+        return espnet.ENCODER_SCOPE
+    raise ValueError(f"model.pretrained: a PyTorch checkpoint initialises ESPNet's encoder so far, not "
+                     f"{cfg.arch} on {cfg.backbone} (use pretrained: none or imagenet)")
+
+
+def load_pretrained_backbone(model: keras.Model, cfg: ModelConfig, path: str) -> int:
+    """Initialises the backbone layers of ``model`` from the PyTorch checkpoint ``path``: every backbone
+    weight is set and every checkpoint tensor under the backbone's modules is used (its classifier and the
+    model's head stay out). Returns the number of tensors used."""
+    import os
+
+    from skd_tf.models.torch_checkpoint import CheckpointError, read_state_dict
+    from skd_tf.models.torch_weights import assign_state_dict
+
+    scope = backbone_scope(cfg)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"model.pretrained: {path} not found (see the README's \"Published weights\" "
+                              f"for where each file comes from)")
+    return assign_state_dict(model, read_state_dict(path), scope=scope, source=path)
 
 
 def output_stride(network: keras.Model) -> int:
@@ -77,8 +119,11 @@ def at_input_size(model: keras.Model, input_size: tuple[int, int]) -> keras.Mode
     return rebuilt
 
 
-def load_model(path) -> keras.Model:
-    """Loads a ``.keras`` segmentation checkpoint written by this project."""
+def load_model(path, data=None) -> keras.Model:
+    """Loads a ``.keras`` segmentation checkpoint written by this project (or imported by ``skd-tf import``).
+
+    With ``data`` (a DataConfig), a network that converts its input (``ConvertInput``) is rebound to
+    that config's normalisation, so it is fed exactly its own convention."""
     import os
     import zipfile
 
@@ -94,8 +139,9 @@ def load_model(path) -> keras.Model:
     if not is_segmentation_model(model):
         raise ValueError(f"{path} is not an skd-tf segmentation model (its outputs must be a dict "
                          f"with {' and '.join(SEGMENTATION_OUTPUTS)})")
-    return model
+    return for_pipeline(model, data.mean, data.std) if data is not None else model
 
 
-__all__ = ["SEGMENTATION_OUTPUTS", "AdaptiveAveragePooling2D", "ResizeLike", "at_input_size",
-           "build_model", "is_segmentation_model", "load_model"]
+__all__ = ["SEGMENTATION_OUTPUTS", "AdaptiveAveragePooling2D", "ConvertInput", "ResizeLike", "at_input_size",
+           "build_model", "for_pipeline", "input_conventions", "is_segmentation_model", "load_model",
+           "load_pretrained_backbone"]

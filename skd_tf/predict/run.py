@@ -40,7 +40,7 @@ class KerasPredictor:
     def __init__(self, checkpoint: str, data: DataConfig):
         from skd_tf.models import load_model
 
-        self.network = load_model(checkpoint)
+        self.network = load_model(checkpoint, data)
         self.data = data
         self.num_classes = int(self.network.output["logits"].shape[-1])
         if self.num_classes != data.num_classes:

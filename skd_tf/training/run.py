@@ -136,7 +136,7 @@ def _train(cfg: RunConfig, out: Path, verbose: int, extra_callbacks) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     setup_precision(cfg.train)
 
-    network = build_model(cfg.model, cfg.data.num_classes, cfg.data.crop_size)
+    network = build_model(cfg.model, cfg.data.num_classes, cfg.data.crop_size, pipeline=(cfg.data.mean, cfg.data.std))
     trainer = SegmentationTrainer(network, cfg.data.num_classes, cfg.data.ignore_label,
                                   cfg.train.aux_weight, global_batch_size=cfg.train.batch_size)
     optimizer = make_optimizer(cfg.train)

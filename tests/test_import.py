@@ -1,0 +1,231 @@
+"""`skd-tf import`: PyTorch checkpoints (both serializations, nested, DataParallel names) imported strictly into
+Keras twins whose logits match torch's; the input convention built in; every bad input refused in one line."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from skd_tf.cli import main  # noqa: E402
+from skd_tf.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, config_from_dict  # noqa: E402
+from skd_tf.importing import import_checkpoint  # noqa: E402
+from skd_tf.models import build_model, for_pipeline, load_model  # noqa: E402
+from skd_tf.models.input_convention import ConvertInput, conversion  # noqa: E402
+from skd_tf.models.torch_checkpoint import CheckpointError, read_state_dict  # noqa: E402
+from skd_tf.models.torch_weights import expected_tensors  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_nets import ESPNet, randomise  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference-weights"
+SKD_ESPNET = {"mean": [73.18188461, 82.93553322, 72.41519599], "std": [45.3199, 46.1528, 44.9148],
+              "channel_order": "bgr"}
+
+
+def espnet_config(tmp_path, arch="espnet", classes=5, convention=None, size=(64, 64)) -> dict:
+    model = {"arch": arch, "backbone": "espnet"}
+    if convention:
+        model["input_convention"] = convention
+    return {"name": arch, "seed": 0,
+            "data": {"source": "synthetic", "num_classes": classes, "crop_size": list(size), "val_size": list(size),
+                     "synthetic": {"num_train": 8, "num_val": 4, "image_size": size[0]}},
+            "model": model,
+            "train": {"batch_size": 2, "steps": 2, "steps_per_epoch": 2, "out_dir": str(tmp_path / "run")},
+            "eval": {"batch_size": 2}}
+
+
+def torch_logits(net, images_nchw: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(images_nchw))[0].numpy().transpose(0, 2, 3, 1)
+
+
+def assert_parity(keras_logits: np.ndarray, reference: np.ndarray) -> None:
+    """The issue's bar: max |Δ| ≤ 1e-4 · max |logit| in float32, labels ≥ 99.99 % equal."""
+    assert keras_logits.shape == reference.shape
+    scale = np.abs(reference).max()
+    assert np.abs(keras_logits - reference).max() <= 1e-4 * scale, (np.abs(keras_logits - reference).max(), scale)
+    assert (keras_logits.argmax(-1) == reference.argmax(-1)).mean() >= 0.9999
+
+
+@pytest.mark.parametrize("arch,size", [("espnet_c", (97, 129)), ("espnet", (96, 136))])
+def test_random_espnet_imports_with_torch_logits(tmp_path, arch, size):
+    """Random weights and BN statistics, the zip serialization nested under state_dict with DataParallel names;
+    Keras logits on an odd-sized input equal torch's (ESPNet's decoder needs multiples of 8 in torch)."""
+    net = randomise(ESPNet(5, decoder=arch == "espnet"), seed=1)
+    path = tmp_path / "net.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+    cfg = config_from_dict(espnet_config(tmp_path, arch))
+    record = import_checkpoint(cfg, str(path), tmp_path / "net.keras")
+    assert record["tensors"] == sum(1 for k in net.state_dict() if not k.endswith("num_batches_tracked"))
+    model = load_model(tmp_path / "net.keras")
+    from skd_tf.models import at_input_size
+
+    model = at_input_size(model, size)
+    x = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
+    assert_parity(model(x, training=False)["logits"].numpy(), torch_logits(net, x.transpose(0, 3, 1, 2)))
+
+
+def test_espnet_runs_at_sizes_torch_cannot(tmp_path):
+    """At 97×129 torch's ESPNet decoder fails; the Keras twin crops its upsampled maps and gives full-size logits."""
+    model = build_model(ModelConfig(arch="espnet", backbone="espnet"), 5, (97, 129))
+    assert tuple(model.output["logits"].shape[1:]) == (97, 129, 5)
+    with pytest.raises(ValueError, match="at least 5 classes"):
+        build_model(ModelConfig(arch="espnet", backbone="espnet"), 4, (32, 32))
+
+
+def test_legacy_and_zip_serializations_read_the_same(tmp_path):
+    net = randomise(ESPNet(4, decoder=False), seed=2)
+    torch.save(net.state_dict(), tmp_path / "zip.pth")
+    torch.save(net.state_dict(), tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    torch.save({"model": net.state_dict()}, tmp_path / "nested.pth", _use_new_zipfile_serialization=False)
+    a, b, c = (read_state_dict(tmp_path / f) for f in ("zip.pth", "legacy.pth", "nested.pth"))
+    assert list(a) == list(b) == list(c) == list(net.state_dict())
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+        np.testing.assert_array_equal(a[name], c[name])
+
+
+def test_input_convention_feeds_the_network_its_own_input(tmp_path):
+    """The pipeline feeds (rgb − ImageNet mean)/std; the imported network must see (bgr − its mean)/its std."""
+    net = randomise(ESPNet(5, decoder=False), seed=3)
+    torch.save(net.state_dict(), tmp_path / "net.pth", _use_new_zipfile_serialization=False)
+    cfg = config_from_dict(espnet_config(tmp_path, "espnet_c", convention=SKD_ESPNET))
+    import_checkpoint(cfg, str(tmp_path / "net.pth"), tmp_path / "net.keras")
+    model = load_model(tmp_path / "net.keras", cfg.data)
+    rgb = np.random.default_rng(4).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    pipeline = (rgb - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    own = (rgb[..., ::-1] - np.asarray(SKD_ESPNET["mean"], np.float32)) / np.asarray(SKD_ESPNET["std"], np.float32)
+    assert_parity(model(pipeline, training=False)["logits"].numpy(),
+                  torch_logits(net, np.ascontiguousarray(own.transpose(0, 3, 1, 2))))
+    # a config with another normalisation rebinds the conversion, the network still sees the same input
+    other = cfg.data.model_copy(update={"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5)})
+    rebound = load_model(tmp_path / "net.keras", other)
+    assert_parity(rebound((rgb - 127.5) / 127.5, training=False)["logits"].numpy(),
+                  model(pipeline, training=False)["logits"].numpy())
+
+
+def test_conversion_matches_numpy():
+    matrix, bias = conversion((10.0, 20.0, 30.0), (2.0, 4.0, 8.0), "bgr", (1.0, 2.0, 3.0), (0.5, 0.25, 2.0), 1 / 255)
+    x = np.array([[0.5, -1.0, 2.0]], np.float32)
+    rgb = x * np.array([2.0, 4.0, 8.0]) + np.array([10.0, 20.0, 30.0])
+    expected = (rgb[:, ::-1] / 255 - np.array([1.0, 2.0, 3.0])) / np.array([0.5, 0.25, 2.0])
+    np.testing.assert_allclose(x @ matrix + bias, expected, rtol=1e-6)
+    layer = ConvertInput((10.0, 20.0, 30.0), (2.0, 4.0, 8.0), "bgr", (1.0, 2.0, 3.0), (0.5, 0.25, 2.0), 1 / 255)
+    np.testing.assert_allclose(np.asarray(layer(x[None, None])), expected[None, None], rtol=1e-6)
+    assert "BGR in 0..1" in layer.describe()
+
+
+def test_for_pipeline_leaves_models_without_conversion_alone():
+    model = build_model(ModelConfig(arch="espnet_c", backbone="espnet"), 3, (32, 32))
+    assert for_pipeline(model, (1, 2, 3), (4, 5, 6)) is model
+
+
+@pytest.mark.skipif(not (SHARED / "manifests").is_dir(), reason="shared/reference-weights is not beside the repo")
+@pytest.mark.parametrize("arch,classes,manifest", [
+    ("espnet", 19, "skd_espnet_cityscapes_espnet_ours_64"), ("espnet_c", 19, "skd_espnet_cityscapes_espnet_c_ours_60"),
+    ("espnet", 11, "skd_espnet_camvid_espnet_sdpkdpcity_65.1"), ("espnet_c", 11, "skd_espnet_camvid_espnet-c_base56.7")])
+def test_keras_twins_have_the_published_names_and_shapes(arch, classes, manifest):
+    listed = json.loads((SHARED / "manifests" / f"{manifest}.json").read_text())["tensors"]
+    listed = {k.removeprefix("module."): tuple(v) for k, v in listed.items() if not k.endswith("num_batches_tracked")}
+    model = build_model(ModelConfig(arch=arch, backbone="espnet"), classes, (64, 64))
+    assert dict(expected_tensors(model)) == listed
+
+
+@pytest.mark.skipif(not (SHARED / "skd-cvpr19").is_dir(), reason="shared/reference-weights is not beside the repo")
+def test_the_authors_cityscapes_espnet_imports_with_torch_logits(tmp_path):
+    """The real ESPNet_Ours_64.pth (legacy serialization): strict import, logits equal to torch's at 64×128."""
+    path = SHARED / "skd-cvpr19" / "cityscapes" / "ESPNet_Ours_64.pth"
+    net = ESPNet(19).eval()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in read_state_dict(path).items()}, strict=True)
+    cfg = config_from_dict(espnet_config(tmp_path, "espnet", 19, size=(64, 128)))
+    import_checkpoint(cfg, str(path), tmp_path / "espnet.keras")
+    model = load_model(tmp_path / "espnet.keras")
+    x = np.random.default_rng(5).normal(size=(1, 64, 128, 3)).astype(np.float32)
+    assert_parity(model(x, training=False)["logits"].numpy(), torch_logits(net, x.transpose(0, 3, 1, 2)))
+
+
+def test_pretrained_espnet_c_initialises_the_espnet_encoder_only(tmp_path):
+    encoder = randomise(ESPNet(5, decoder=False), seed=6)
+    torch.save(encoder.state_dict(), tmp_path / "enc.pth")
+    cfg = ModelConfig(arch="espnet", backbone="espnet", pretrained=str(tmp_path / "enc.pth"))
+    model = build_model(cfg, 5, (32, 32))
+    np.testing.assert_array_equal(model.get_layer("level3.7.bn.bn").get_weights()[2],
+                                  encoder.state_dict()["level3.7.bn.bn.running_mean"].numpy())
+    fresh = build_model(ModelConfig(arch="espnet", backbone="espnet"), 5, (32, 32))
+    for name in ("br", "up_l3.0", "conv.conv"):  # the decoder is not in an encoder's checkpoint
+        assert model.get_layer(name).get_weights()[0].shape == fresh.get_layer(name).get_weights()[0].shape
+    assert not np.allclose(model.get_layer("br").get_weights()[2], encoder.state_dict()["b3.bn.running_mean"][:5])
+    # an encoder tensor missing from the checkpoint is an error, not a silently random layer
+    state = encoder.state_dict()
+    del state["level2.1.d8.conv.weight"]
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"model weights the checkpoint lacks: level2\.1\.d8\.conv\.weight"):
+        build_model(cfg.model_copy(update={"pretrained": str(tmp_path / "partial.pth")}), 5, (32, 32))
+
+
+def write_config(tmp_path, **kw) -> Path:
+    path = tmp_path / "espnet.yaml"
+    path.write_text(yaml.safe_dump(espnet_config(tmp_path, **kw)))
+    return path
+
+
+def refused_import(capfd, tmp_path, checkpoint, config, extra=()) -> str:
+    out = tmp_path / "out" / "model.keras"
+    capfd.readouterr()
+    code = main(["import", "--quiet", "--config", str(config), "--checkpoint", str(checkpoint), "--out", str(out),
+                 *extra])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("skd-tf import: error: "), err
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+    return err[0]
+
+
+def test_bad_checkpoints_are_refused_in_one_line(tmp_path, capfd, monkeypatch):
+    espnet_c = randomise(ESPNet(5, decoder=False))
+    torch.save(espnet_c.state_dict(), tmp_path / "espnet_c.pth")
+    espnet = randomise(ESPNet(7))
+    torch.save(espnet.state_dict(), tmp_path / "espnet7.pth", _use_new_zipfile_serialization=False)
+    config = write_config(tmp_path, arch="espnet", classes=5)
+
+    message = refused_import(capfd, tmp_path, tmp_path / "espnet_c.pth", config)  # another architecture
+    assert "model weights the checkpoint lacks: classifier_1.conv.weight (5, 256, 1, 1)" in message
+    assert "checkpoint tensors the model has no place for: classifier.conv.weight (5, 256, 1, 1)" in message
+
+    message = refused_import(capfd, tmp_path, tmp_path / "espnet7.pth", config)  # another class count
+    assert "shapes differ: classifier_1.conv.weight (7, 256, 1, 1) in the checkpoint, (5, 256, 1, 1)" in message
+    assert "the checkpoint is for 7 classes" in message and "--set data.num_classes=7" in message
+
+    for name, keep in (("espnet7.pth", 0.5), ("espnet_c.pth", 0.6)):  # legacy and zip, truncated
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[: int(len(data) * keep)])
+        assert "truncated or damaged" in refused_import(capfd, tmp_path, tmp_path / f"cut_{name}", config)
+
+    assert "not a PyTorch checkpoint" in refused_import(capfd, tmp_path, config, config)
+    assert "checkpoint not found" in refused_import(capfd, tmp_path, tmp_path / "missing.pth", config)
+
+    torch.save({"state_dict": espnet.state_dict(), "args": Path("x")}, tmp_path / "pickled.pth")
+    assert "--allow-pickle" in refused_import(capfd, tmp_path, tmp_path / "pickled.pth",
+                                              write_config(tmp_path, arch="espnet", classes=7))
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    assert "pip install 'skd-tf[torch]'" in refused_import(capfd, tmp_path, tmp_path / "espnet7.pth", config)
+
+
+def test_import_cli_writes_a_model_that_evaluate_takes(tmp_path, capfd):
+    net = randomise(ESPNet(5), seed=8)
+    torch.save(net.state_dict(), tmp_path / "net.pth")
+    config = write_config(tmp_path, convention=SKD_ESPNET)
+    out = tmp_path / "imported" / "model.keras"
+    assert main(["import", "--quiet", "--config", str(config), "--checkpoint", str(tmp_path / "net.pth"),
+                 "--out", str(out)]) == 0
+    printed = capfd.readouterr().out
+    assert "input convention: BGR in 0..255, mean [73.1819, 82.9355, 72.4152]" in printed
+    assert main(["evaluate", "--quiet", "--config", str(config), "--checkpoint", str(out)]) == 0
+    scores = json.loads((out.parent / "eval.json").read_text())
+    assert scores["num_images"] == 4 and 0 <= scores["miou"] <= 1
