@@ -19,8 +19,8 @@ from skd_tf.models.input_convention import ConvertInput, conversion  # noqa: E40
 from skd_tf.models.torch_checkpoint import CheckpointError, read_state_dict  # noqa: E402
 from skd_tf.models.torch_weights import expected_tensors  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_nets import ESPNet, randomise  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from torch_nets import ESPNet, SkdPSPNet, randomise  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference-weights"
 SKD_ESPNET = {"mean": [73.18188461, 82.93553322, 72.41519599], "std": [45.3199, 46.1528, 44.9148],
@@ -229,3 +229,101 @@ def test_import_cli_writes_a_model_that_evaluate_takes(tmp_path, capfd):
     assert main(["evaluate", "--quiet", "--config", str(config), "--checkpoint", str(out)]) == 0
     scores = json.loads((out.parent / "eval.json").read_text())
     assert scores["num_images"] == 4 and 0 <= scores["miou"] <= 1
+
+
+SKD_PSPNET = {"mean": [104.00698793, 116.66876762, 122.67891434], "std": [1.0, 1.0, 1.0], "channel_order": "bgr"}
+
+
+def skd_pspnet_config(depth: int, **kw) -> ModelConfig:
+    return ModelConfig(arch="skd_pspnet", backbone=f"resnet{depth}", head_channels=512 if depth == 101 else 128,
+                       aux_head=True, **kw)
+
+
+@pytest.mark.parametrize("depth,size", [(18, (97, 129)), (101, (65, 73))])
+def test_skd_reference_pspnet_imports_with_torch_logits(tmp_path, depth, size):
+    """The reference code's PSPNet (deep stem, ceil-mode pool, leaky-ReLU pyramid with align_corners, dsn head):
+    random weights and BN statistics in the legacy serialization with DataParallel names; logits, aux logits and
+    features equal torch's on an odd input, names and shapes those of the published files."""
+    net = randomise(SkdPSPNet(depth, 19), seed=depth)
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "net.pth",
+               _use_new_zipfile_serialization=False)
+    tensors = read_state_dict(tmp_path / "net.pth")
+    model = build_model(skd_pspnet_config(depth), 19, size)
+    from skd_tf.models.torch_weights import assign_state_dict
+
+    assert assign_state_dict(model, tensors) == len(expected_tensors(model))
+    x = np.random.default_rng(0).normal(size=(1, *size, 3)).astype(np.float32)
+    with torch.no_grad():
+        logits, features, aux = (t.numpy().transpose(0, 2, 3, 1) for t in net(torch.from_numpy(x.transpose(0, 3, 1, 2))))
+    out = model(x, training=False)
+    assert_parity(out["logits"].numpy(), logits)
+    assert_parity(out["aux_logits"].numpy(), aux)
+    np.testing.assert_allclose(out["features"].numpy(), features, atol=1e-4 * np.abs(features).max())
+
+
+@pytest.mark.skipif(not (SHARED / "manifests").is_dir(), reason="shared/reference-weights is not beside the repo")
+@pytest.mark.parametrize("depth,manifest", [(18, "skd_pspnet_resnet18_student"), (101, "skd_pspnet_resnet101_teacher")])
+def test_skd_pspnet_has_the_published_names_and_shapes(depth, manifest):
+    listed = json.loads((SHARED / "manifests" / f"{manifest}.json").read_text())["tensors"]
+    listed = {k.removeprefix("module."): tuple(v) for k, v in listed.items() if not k.endswith("num_batches_tracked")}
+    assert dict(expected_tensors(build_model(skd_pspnet_config(depth), 19, (64, 64)))) == listed
+
+
+def test_imagenet_backbone_initialises_the_student_strictly(tmp_path):
+    """A deep-stem ImageNet ResNet-18 (resnet18-imagenet.pth's layout, with an ImageNet classifier) sets every
+    backbone weight; a torchvision (7×7-stem) ResNet-18 is refused with the tensors that differ — the mismatch
+    the reference code's users skipped silently."""
+    backbone = {k: v for k, v in randomise(SkdPSPNet(18, 5), seed=9).state_dict().items()
+                if k.split(".")[0] in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "layer1", "layer2", "layer3",
+                                       "layer4")}
+    torch.save({**backbone, "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}, tmp_path / "r18.pth")
+    model = build_model(skd_pspnet_config(18, pretrained=str(tmp_path / "r18.pth")), 5, (64, 64))
+    np.testing.assert_array_equal(model.get_layer("layer4.1.bn2").get_weights()[3],
+                                  backbone["layer4.1.bn2.running_var"].numpy())
+    np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0],
+                                  backbone["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+    standard_stem = {k: v for k, v in backbone.items()
+                     if not k.startswith(("conv2", "bn2", "conv3", "bn3", "layer1.0.downsample"))}
+    standard_stem["conv1.weight"] = torch.zeros(64, 3, 7, 7)
+    standard_stem["layer1.0.conv1.weight"] = torch.zeros(64, 64, 3, 3)
+    torch.save(standard_stem, tmp_path / "torchvision_r18.pth")
+    with pytest.raises(CheckpointError) as err:
+        build_model(skd_pspnet_config(18, pretrained=str(tmp_path / "torchvision_r18.pth")), 5, (64, 64))
+    assert "conv1.weight (64, 3, 7, 7) in the checkpoint, (64, 3, 3, 3) in the model" in str(err.value)
+    assert "layer1.0.conv1.weight (64, 64, 3, 3) in the checkpoint, (64, 128, 3, 3) in the model" in str(err.value)
+    assert "model weights the checkpoint lacks: conv2.weight (64, 64, 3, 3)" in str(err.value)
+    with pytest.raises(CheckpointError, match="not found"):
+        build_model(skd_pspnet_config(18, pretrained=str(tmp_path / "missing.pth")), 5, (64, 64))
+
+
+def test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student(tmp_path, capfd):
+    """The README's "Reproducing the paper" at toy size: import the teacher, evaluate it, distil the student
+    from an ImageNet-layout backbone with the paper's losses, each network fed its own input convention."""
+    teacher = randomise(SkdPSPNet(18, 5), seed=11)
+    torch.save({f"module.{k}": v for k, v in teacher.state_dict().items()}, tmp_path / "teacher.pth",
+               _use_new_zipfile_serialization=False)
+    backbone = {k: v for k, v in randomise(SkdPSPNet(18, 5), seed=12).state_dict().items()
+                if not k.startswith(("pspmodule", "head", "dsn"))}
+    torch.save(backbone, tmp_path / "resnet18-imagenet.pth")
+    base = espnet_config(tmp_path, classes=5)
+    base["model"] = {"arch": "skd_pspnet", "backbone": "resnet18", "head_channels": 128, "aux_head": True,
+                     "input_convention": SKD_PSPNET}
+    base["train"].update({"steps": 1, "steps_per_epoch": 1, "batch_size": 2, "aux_weight": 0.4})
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"],
+                                                                              "out_dir": str(tmp_path / "teacher")}}))
+    student = {**base, "model": {**base["model"], "pretrained": str(tmp_path / "resnet18-imagenet.pth"),
+                                 "input_convention": {"channel_order": "rgb", "mean": [123.675, 116.28, 103.53],
+                                                      "std": [58.395, 57.12, 57.375]}},
+               "train": {**base["train"], "out_dir": str(tmp_path / "skd")},
+               "distill": {"teacher": str(tmp_path / "teacher" / "model.keras"),
+                           "losses": {"pixel": {"weight": 10.0}, "pairwise": {"weight": 10.0}}}}
+    (tmp_path / "skd.yaml").write_text(yaml.safe_dump(student))
+    assert main(["import", "--quiet", "--config", str(tmp_path / "teacher.yaml"),
+                 "--checkpoint", str(tmp_path / "teacher.pth")]) == 0
+    assert main(["evaluate", "--quiet", "--config", str(tmp_path / "teacher.yaml"),
+                 "--checkpoint", str(tmp_path / "teacher" / "model.keras")]) == 0
+    assert main(["distill", "--quiet", "--config", str(tmp_path / "skd.yaml")]) == 0
+    distilled = load_model(tmp_path / "skd" / "model.keras")
+    conventions = [layer.channel_order for layer in distilled.layers if isinstance(layer, ConvertInput)]
+    assert conventions == ["rgb"]
+    assert json.loads((tmp_path / "skd" / "eval.json").read_text())["num_images"] == 4

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 
 from skd_tf.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
-from skd_tf.models import backbones, espnet, heads
+from skd_tf.models import backbones, espnet, heads, skd_pspnet
 from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_conventions
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
 
@@ -36,9 +36,12 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
     x = inputs
     if cfg.input_convention is not None:
         x = ConvertInput(pipeline[0], pipeline[1], **cfg.input_convention.model_dump(), name="input_convention")(x)
-    ends = None
+    ends, aux_logits = None, None
     if cfg.arch in ("espnet", "espnet_c"):
         features, logits = espnet.espnet(x, num_classes, tuple(cfg.espnet_blocks), decoder=cfg.arch == "espnet")
+    elif cfg.arch == "skd_pspnet":
+        features, logits, aux_logits = skd_pspnet.skd_pspnet(x, num_classes, int(cfg.backbone[len("resnet"):]),
+                                                             cfg.head_channels, cfg.dropout, cfg.aux_head)
     else:
         if cfg.backbone == "mobilenetv2":
             ends = backbones.mobilenetv2(x, stride, cfg.width, cfg.pretrained == "imagenet")
@@ -52,7 +55,9 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
             features, logits = heads.lraspp_head(ends["out"], ends["stride8"], num_classes, cfg.head_channels)
     outputs = {"logits": keras.layers.Identity(name="logits")(logits),
                "features": keras.layers.Identity(name="features")(features)}
-    if cfg.aux_head:
+    if aux_logits is not None:
+        outputs["aux_logits"] = keras.layers.Identity(name="aux_logits")(aux_logits)
+    elif cfg.aux_head:
         if ends is None:
             raise ValueError(f"model.aux_head is not available for model.arch {cfg.arch!r}")
         outputs["aux_logits"] = keras.layers.Identity(name="aux_logits")(
@@ -69,7 +74,10 @@ def backbone_scope(cfg: ModelConfig) -> tuple[str, ...]:
     """The torch module prefixes of the layers a backbone checkpoint initialises."""
     if cfg.arch in ("espnet", "espnet_c"):
         return espnet.ENCODER_SCOPE
-    raise ValueError(f"model.pretrained: a PyTorch checkpoint initialises ESPNet's encoder so far, not "
+    if cfg.arch == "skd_pspnet":
+        return skd_pspnet.BACKBONE_SCOPE
+    raise ValueError(f"model.pretrained: a PyTorch checkpoint initialises ESPNet's encoder and skd_pspnet's ResNet "
+                     f"so far, not "
                      f"{cfg.arch} on {cfg.backbone} (use pretrained: none or imagenet)")
 
 

@@ -24,22 +24,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from skd_tf.models.torch_layers import CropLike
+
 BN_EPS = 1e-3
 # the encoder's torch modules: what an ESPNet-C checkpoint initialises in an ESPNet (model.pretrained)
 ENCODER_SCOPE = ("level1", "b1", "level2_0", "level2", "b2", "level3_0", "level3", "b3")
-
-
-@keras.saving.register_keras_serializable(package="skd_tf")
-class CropLike(keras.layers.Layer):
-    """Crops its first input to the spatial size of its second (rows and columns kept from the top left)."""
-
-    def call(self, inputs):
-        x, reference = inputs
-        return x[:, : reference.shape[1], : reference.shape[2], :]
-
-    def compute_output_shape(self, input_shapes):
-        x, reference = input_shapes
-        return (x[0], reference[1], reference[2], x[3])
 
 
 def _conv(x, filters, kernel, name, strides=1, dilation=1):

@@ -1,7 +1,7 @@
-"""PyTorch networks whose state_dicts have the published checkpoints' names and shapes, for the import tests.
+"""PyTorch networks whose state_dicts have the published checkpoints' names and shapes: the torch side of the import checks.
 
-Written for these tests from the architecture description (ESPNet, Mehta et al. 2018, as the SKD reference
-code configures it: see skd_tf/models/espnet.py); ``benchmarks/import_reference.py`` checks them on the
+Written for skd-tf from the architecture descriptions (ESPNet, Mehta et al. 2018, as the SKD reference code
+configures it, skd_tf/models/espnet.py; the SKD reference PSPNet, skd_tf/models/skd_pspnet.py); ``benchmarks/import_reference.py`` checks them on the
 authors' real checkpoints (they load strictly and agree with the authors' own network code). Imported only
 where torch is installed.
 """
@@ -139,7 +139,8 @@ def randomise(net: nn.Module, seed: int = 0) -> nn.Module:
                 tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
             elif name.endswith("running_mean"):
                 tensor.copy_(0.2 * torch.randn(tensor.shape, generator=gen))
-            elif name.endswith("bn.weight") or name.endswith("br.weight"):
+            elif name.endswith("bn.weight") or name.endswith("br.weight") or (
+                    tensor.dim() == 1 and name.endswith(".weight") and not name.endswith("act.weight")):
                 tensor.copy_(0.8 + 0.4 * torch.rand(tensor.shape, generator=gen))
             elif name.endswith("act.weight"):
                 tensor.copy_(0.1 + 0.3 * torch.rand(tensor.shape, generator=gen))
@@ -147,3 +148,84 @@ def randomise(net: nn.Module, seed: int = 0) -> nn.Module:
                 fan_in = max(tensor[0].numel() if tensor.dim() > 1 else 1, 1)
                 tensor.copy_(torch.randn(tensor.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
     return net.eval()
+
+
+class ABN(nn.BatchNorm2d):
+    """InPlaceABNSync: BatchNorm then leaky ReLU (slope 0.01); same tensors as a BatchNorm2d."""
+
+    def forward(self, x):
+        return nn.functional.leaky_relu(super().forward(x), 0.01)
+
+
+class Block(nn.Module):
+    """The SKD reference code's BasicBlock / Bottleneck (stride on the 3×3 convolution)."""
+
+    def __init__(self, cin, planes, stride, dilation, bottleneck):
+        super().__init__()
+        out = planes * (4 if bottleneck else 1)
+        self.bottleneck = bottleneck
+        if bottleneck:
+            self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.conv3, self.bn3 = nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out)
+        else:
+            self.conv1 = nn.Conv2d(cin, planes, 3, stride, dilation, dilation, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation, bias=False), nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or cin != out:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+    def forward(self, x):
+        relu = nn.functional.relu
+        y = relu(self.bn1(self.conv1(x)))
+        if self.bottleneck:
+            y = self.bn3(self.conv3(relu(self.bn2(self.conv2(y)))))
+        else:
+            y = self.bn2(self.conv2(y))
+        return relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+
+class SkdPSPNet(nn.Module):
+    """The SKD reference code's PSPNet (ResNet-18 student or ResNet-101 teacher); ``forward`` returns
+    (logits, features, dsn logits)."""
+
+    def __init__(self, depth, classes):
+        super().__init__()
+        bottleneck = depth >= 50
+        blocks = {18: (2, 2, 2, 2), 101: (3, 4, 23, 3)}[depth]
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64)
+        self.conv2, self.bn2 = nn.Conv2d(64, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)
+        self.conv3, self.bn3 = nn.Conv2d(64, 128, 3, 1, 1, bias=False), nn.BatchNorm2d(128)
+        cin = 128
+        for i, ((planes, stride, dilation), count) in enumerate(
+                zip(((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4)), blocks), start=1):
+            layer = []
+            for b in range(count):
+                layer.append(Block(cin, planes, stride if b == 0 else 1, dilation, bottleneck))
+                cin = planes * (4 if bottleneck else 1)
+            setattr(self, f"layer{i}", nn.Sequential(*layer))
+        width = 512 if bottleneck else 128
+        self.pspmodule = nn.Module()
+        self.pspmodule.stages = nn.ModuleList([nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(cin, width, 1, bias=False),
+                                                             ABN(width)) for b in (1, 2, 3, 6)])
+        self.pspmodule.bottleneck = nn.Sequential(nn.Conv2d(cin + 4 * width, width, 3, 1, 1, bias=False), ABN(width),
+                                                  nn.Dropout2d(0.1))
+        self.head = nn.Conv2d(width, classes, 1)
+        self.dsn = nn.Sequential(nn.Conv2d(cin // 2, width, 3, 1, 1), ABN(width), nn.Dropout2d(0.1),
+                                 nn.Conv2d(width, classes, 1))
+
+    def forward(self, x):
+        relu = nn.functional.relu
+        x = relu(self.bn1(self.conv1(x)))
+        x = relu(self.bn2(self.conv2(x)))
+        x = relu(self.bn3(self.conv3(x)))
+        x = nn.functional.max_pool2d(x, 3, 2, 1, ceil_mode=True)
+        x3 = self.layer3(self.layer2(self.layer1(x)))
+        x4 = self.layer4(x3)
+        h, w = x4.shape[2:]
+        priors = [nn.functional.interpolate(stage(x4), (h, w), mode="bilinear", align_corners=True)
+                  for stage in self.pspmodule.stages]
+        features = self.pspmodule.bottleneck(torch.cat(priors + [x4], 1))
+        return self.head(features), features, self.dsn(x3)

@@ -1,0 +1,291 @@
+"""The SKD authors' six ESPNet / ESPNet-C checkpoints: imported, exported to TFLite and checked against PyTorch.
+
+    python benchmarks/import_reference.py ../shared/reference-weights/skd-cvpr19 [--reference-code DIR] [--readme]
+
+For each file: ``skd-tf import`` with its config (configs/{cityscapes,camvid}_espnet[_c].yaml), the torch
+network (benchmarks/torch_nets.py; with ``--reference-code`` also the authors' own ``network/ESPnet.py`` from a
+checkout of irfanICMLL/structure_knowledge_distillation, branch cvpr_19) loaded strictly from the same file,
+then on natural photos at the evaluation size (512×1024 Cityscapes, 360×480 CamVid): Keras vs PyTorch logits,
+and the labels of PyTorch fp32, Keras, TFLite float32, float16 and int8 (int8 calibrated on fabricated street
+scenes, benchmarks/cityscapes_fabric.py, never on the photos it is checked on). Each photo is fed as each
+network expects: PyTorch the reference loader's BGR minus its means over its stds, Keras and TFLite the
+pipeline's RGB (the conversion is inside the imported model). Labels are compared at the input size (logits
+upsampled bilinearly, then argmax). Latency: ``skd-tf benchmark``'s measurement of the label files, 1 and 2
+threads. Writes benchmarks/results/import_reference.json and, with ``--readme``, the README table.
+
+The photos: every ``--images`` file, by default the colour photos shipped inside installed packages
+(matplotlib's grace_hopper.jpg; scikit-image's astronaut, chelsea, coffee, motorcycle_left/right, rocket
+when scikit-image is installed: pip install scikit-image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# (file under the folder, config, decoder, classes, evaluation size)
+FILES = [
+    ("cityscapes/ESPNet_Ours_64.pth", "cityscapes_espnet", True, 19, (512, 1024)),
+    ("cityscapes/ESPNet_C_Ours_60.pth", "cityscapes_espnet_c", False, 19, (512, 1024)),
+    ("camvid/espnet/base_57.8.pth", "camvid_espnet", True, 11, (360, 480)),
+    ("camvid/espnet/SD+KD+CITY_65.1.pth", "camvid_espnet", True, 11, (360, 480)),
+    ("camvid/espnet-c/BASE56.7.pth", "camvid_espnet_c", False, 11, (360, 480)),
+    ("camvid/espnet-c/OURS60.3.pth", "camvid_espnet_c", False, 11, (360, 480)),
+]
+PACKAGE_PHOTOS = [("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")] + [
+    ("skimage", f"data/{name}") for name in ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
+                                             "motorcycle_right.png", "rocket.jpg")]
+QUANTIZATIONS = ("float32", "float16", "int8")
+RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
+README_START, README_END = "<!-- import_reference:start -->", "<!-- import_reference:end -->"
+
+
+def package_photos() -> list[Path]:
+    found = []
+    for package, rel in PACKAGE_PHOTOS:
+        spec = importlib.util.find_spec(package)
+        if spec and spec.origin and (Path(spec.origin).parent / rel).is_file():
+            found.append(Path(spec.origin).parent / rel)
+    return found
+
+
+def load_photos(paths: list[Path], size) -> np.ndarray:
+    """uint8 RGB N×H×W×3, each photo resized bilinearly to ``size`` (as the reference loader's cv2.resize)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+                     for p in paths])
+
+
+def street_scenes(count: int, size, seed: int = 1000) -> np.ndarray:
+    from cityscapes_fabric import draw_scene
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(draw_scene(seed + i)[0]).resize((size[1], size[0]), Image.BILINEAR))
+                     for i in range(count)])
+
+
+def torch_network(module, decoder: bool, classes: int, state: dict):
+    import torch
+
+    if module is None:
+        from torch_nets import ESPNet
+
+        net = ESPNet(classes, decoder=decoder)
+    else:
+        net = (module.ESPNet if decoder else module.ESPNet_Encoder)(classes, p=2, q=8)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return net.eval()
+
+
+def torch_logits(net, rgb: np.ndarray, convention) -> np.ndarray:
+    """NHWC logits of ``net`` on uint8 RGB photos fed as the reference loader feeds them."""
+    import torch
+
+    order = [2, 1, 0] if convention.channel_order == "bgr" else [0, 1, 2]
+    x = (rgb[..., order].astype(np.float32) * convention.value_scale - np.asarray(convention.mean, np.float32)) \
+        / np.asarray(convention.std, np.float32)
+    out = []
+    with torch.no_grad():
+        for image in x:
+            out.append(net(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None])))[0][0].numpy())
+    return np.stack(out).transpose(0, 2, 3, 1)
+
+
+def labels_at(logits: np.ndarray, size) -> np.ndarray:
+    import tensorflow as tf
+
+    if tuple(logits.shape[1:3]) != tuple(size):
+        logits = tf.image.resize(logits, size, method="bilinear").numpy()
+    return logits.argmax(-1).astype(np.uint8)
+
+
+def boundary_share(reference: np.ndarray, wrong: np.ndarray) -> float | None:
+    """Share of the wrong pixels that lie on a label boundary of ``reference`` (a 3×3 neighbour differs)."""
+    if not wrong.any():
+        return None
+    padded = np.pad(reference, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    edge = np.zeros(reference.shape, bool)
+    h, w = reference.shape[1:]
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            edge |= padded[:, dy:dy + h, dx:dx + w] != reference
+    return float((edge & wrong).sum() / wrong.sum())
+
+
+def export_file(network, cfg, size, quantization: str, calibration: np.ndarray, path: Path) -> None:
+    from export import checks
+    from export.convert import ServingSpec, convert, keras_logits_fn, serving_function
+    from export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
+
+    spec = ServingSpec(tuple(size), cfg.data.num_classes, "labels", True, tuple(cfg.data.mean), tuple(cfg.data.std))
+    integer = quantization == "int8"
+
+    def representative():
+        for raw in calibration:
+            yield [checks.model_input(raw[None].astype(np.float32), spec).astype(np.float32)]
+
+    content = convert(serving_function(keras_logits_fn(network), spec, integer_model=integer), quantization,
+                      representative if integer else None, "uint8", float_output=False)
+    if integer:
+        content = raw_pixel_input(content)
+    path.write_bytes(shorten_tensor_names(content))
+
+
+def tflite_labels(path: Path, rgb: np.ndarray) -> np.ndarray:
+    from export.runtime import make_interpreter, run
+
+    interpreter = make_interpreter(str(path), 2)
+    return np.stack([run(interpreter, image[None].astype(np.float32))[0] for image in rgb]).astype(np.uint8)
+
+
+def latency(path: Path, threads: int) -> float:
+    from export.benchmark import run_isolated
+
+    settings = argparse.Namespace(warmup=3, runs=20, min_seconds=3.0, seed=0, runtime=None)
+    return float(run_isolated(str(path), threads, True, settings)["latency_ms"]["mean"])
+
+
+def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, calibration_count: int) -> dict:
+    from skd_tf.config import load_config
+    from skd_tf.importing import import_checkpoint
+    from skd_tf.models import at_input_size, input_conventions, load_model
+    from skd_tf.models.torch_checkpoint import read_state_dict
+
+    rel, config, decoder, classes, size = entry
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml")
+    stem = rel.replace("/", "_").replace("+", "p").removesuffix(".pth")
+    keras_path = out / f"{stem}.keras"
+    imported = import_checkpoint(cfg, str(folder / rel), keras_path)
+    state = read_state_dict(folder / rel)
+    network = at_input_size(load_model(keras_path, cfg.data), size)
+    convention = cfg.model.input_convention
+    rgb = load_photos(photos, size)
+    twin = torch_logits(torch_network(None, decoder, classes, state), rgb, convention)
+    row = {"file": rel, "config": config, "input_size": list(size), "tensors": imported["tensors"],
+           "parameters": imported["parameters"], "photos": len(photos)}
+    if reference is not None:
+        authors = torch_logits(torch_network(reference, decoder, classes, state), rgb, convention)
+        row["torch_twin_vs_authors_max_abs"] = float(np.abs(authors - twin).max())
+    pipeline = (rgb.astype(np.float32) - np.asarray(cfg.data.mean, np.float32)) / np.asarray(cfg.data.std, np.float32)
+    keras = np.concatenate([network(pipeline[i:i + 1], training=False)["logits"].numpy() for i in range(len(rgb))])
+    row["logits_max_abs_diff"] = float(np.abs(keras - twin).max())
+    row["logits_max_abs"] = float(np.abs(twin).max())
+    torch_labels = labels_at(twin, size)
+    row["keras_vs_torch_labels"] = float((labels_at(keras, size) == torch_labels).mean())
+    calibration = street_scenes(calibration_count, size)
+    for quantization in QUANTIZATIONS:
+        path = out / f"{stem}_{quantization}.tflite"
+        start = time.time()
+        export_file(network, cfg, size, quantization, calibration, path)
+        labels = tflite_labels(path, rgb)
+        wrong = labels != torch_labels
+        row[quantization] = {"file_bytes": path.stat().st_size, "labels_vs_torch": float(1 - wrong.mean()),
+                             "wrong_on_boundaries": boundary_share(torch_labels, wrong),
+                             "latency_ms": {str(t): latency(path, t) for t in (1, 2)},
+                             "seconds": round(time.time() - start, 1)}
+    return row
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def table(record: dict) -> str:
+    lines = [f"{record['host']}; {record['photos']} natural photos ({', '.join(record['photo_names'])}), int8 "
+             f"calibrated on {record['calibration']} fabricated street scenes.", "",
+             "| file | params | Keras vs PyTorch: max \\|Δ logit\\| / max \\|logit\\|, labels | TFLite labels vs "
+             "PyTorch: float32 / float16 / int8 | size float32 / float16 / int8 | latency float32 / float16 / int8, "
+             "1 thread | 2 threads |", "|---|---|---|---|---|---|---|"]
+    for row in record["rows"]:
+        files = [row[q] for q in QUANTIZATIONS]
+        lines.append(
+            f"| {row['file']} ({row['input_size'][0]}×{row['input_size'][1]}) | {row['parameters'] / 1e3:.0f} k | "
+            f"{row['logits_max_abs_diff'] / row['logits_max_abs']:.1e}, {percent(row['keras_vs_torch_labels'])} | "
+            + " / ".join(percent(f["labels_vs_torch"]) for f in files) + " | "
+            + " / ".join(f"{f['file_bytes'] / 2**20:.2f}" for f in files) + " MiB | "
+            + " / ".join(f"{f['latency_ms']['1']:.0f}" for f in files) + " ms | "
+            + " / ".join(f"{f['latency_ms']['2']:.0f}" for f in files) + " ms |")
+    if any("torch_twin_vs_authors_max_abs" in row for row in record["rows"]):
+        worst = max(row.get("torch_twin_vs_authors_max_abs", 0.0) for row in record["rows"])
+        lines += ["", f"The authors' own network code (`--reference-code`) and benchmarks/torch_nets.py give logits "
+                      f"that differ by at most {worst:.1e} on these photos."]
+    return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    if README_START not in content:
+        raise SystemExit(f"README.md has no {README_START} marker")
+    head, rest = content.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", help="the skd-cvpr19 folder (cityscapes/, camvid/)")
+    parser.add_argument("--reference-code", help="a checkout of the SKD code (branch cvpr_19): also compare with "
+                                                 "its network/ESPnet.py")
+    parser.add_argument("--images", nargs="*", help="photos to check on (default: those shipped in packages)")
+    parser.add_argument("--calibration", type=int, default=100, help="street scenes for int8 calibration")
+    parser.add_argument("--out", default="runs/import_reference", help="where the .keras/.tflite files go")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--table-only", action="store_true", help="print (and --readme) the recorded table")
+    args = parser.parse_args()
+    if args.table_only:
+        text = table(json.loads(RESULTS.read_text()))
+    else:
+        if not args.folder:
+            parser.error("the checkpoint folder is required (or --table-only)")
+        from skd_tf.console import QUIET, start_tensorflow
+
+        start_tensorflow(QUIET)
+        from export.benchmark import host_device
+
+        folder = Path(args.folder)
+        missing = [rel for rel, *_ in FILES if not (folder / rel).is_file()]
+        if missing:
+            raise SystemExit(f"{folder} lacks {', '.join(missing)} (branch cvpr_19 of the SKD repository, "
+                             f"folder checkpoint/; see the README's 'Published weights')")
+        photos = [Path(p) for p in args.images] if args.images else package_photos()
+        if not photos:
+            raise SystemExit("no photos: pass --images or pip install scikit-image")
+        reference = None
+        if args.reference_code:
+            spec = importlib.util.spec_from_file_location("skd_reference_espnet",
+                                                          Path(args.reference_code) / "network" / "ESPnet.py")
+            reference = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(reference)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for entry in FILES:
+            print(f"{entry[0]} ...", flush=True)
+            rows.append(check_file(folder, entry, photos, reference, out, args.calibration))
+            print(json.dumps(rows[-1]), flush=True)
+        record = {"host": host_device(), "photos": len(photos), "photo_names": [p.name for p in photos],
+                  "calibration": args.calibration, "rows": rows}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        text = table(record)
+    print(text)
+    if args.readme:
+        write_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
