@@ -110,6 +110,10 @@ def host_cpu() -> dict:
 #    baseline's weights under the same seed (before, the teacher's loading drew from the generator first).
 PIPELINE = 2
 
+# Config keys added after runs were recorded, with the default every earlier run had: left out of the digest at
+# that default, so a new option does not make every record look stale.
+ADDED_KEYS = {("model", "espnet_blocks"): [2, 8], ("model", "input_convention"): None}
+
 
 def resolved_digest(resolved: dict) -> str:
     """12 hex digits of a resolved config (``RunConfig.model_dump()``, or a run's ``config.json``) and
@@ -121,6 +125,9 @@ def resolved_digest(resolved: dict) -> str:
     resolved.get("train", {}).pop("out_dir", None)
     if resolved.get("distill"):
         resolved["distill"].pop("teacher", None)
+    for (section, key), default in ADDED_KEYS.items():
+        if key in resolved.get(section, {}) and resolved[section][key] == default:
+            del resolved[section][key]
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
 
 

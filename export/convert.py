@@ -131,6 +131,9 @@ def _explain(err: Exception) -> Exception:
     if not ops:  # older converters only put the op names in the message
         ops = set(re.findall(r"\btf\.(\w+)\(", text)) if ("not supported" in text or "Flex" in text) else set()
     if not ops:
+        if type(err).__name__ == "ConverterError":  # the MLIR message: the first "error: ..." is the cause
+            found = re.search(r"error: (.*)", text)
+            return ValueError(f"TFLite conversion failed: {(found.group(1) if found else text.splitlines()[0])[:300]}")
         return err
     where = f" (from layers: {', '.join(sorted(layers - {''}))})" if layers - {""} else ""
     return UnsupportedOpsError(

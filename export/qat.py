@@ -2,7 +2,7 @@
 
 The Keras 3 student is mirrored into tf_keras (``tf_keras_mirror``), its layers
 annotated for 8-bit quantization by tensorflow-model-optimization (our custom
-pooling/resize layers and Multiply get output fake-quant only), and fine-tuned
+layers, Multiply, PReLU and LeakyReLU get output fake-quant only), and fine-tuned
 with fake quantization in the loop on
 
     L = CE(z^S, y) + λ_pi · L_pi(z^S, z^T)
@@ -73,17 +73,27 @@ def quantization_aware(network):
 
     base = mirror(network)
     output_only = _output_quantize_config()
-    special = tuple(CUSTOM_LAYERS.values()) + (tf_keras.layers.Multiply,)
+    # tfmot has no 8-bit scheme for these: fake-quantize their outputs (PReLU's α is quantized at conversion)
+    special = tuple(CUSTOM_LAYERS.values()) + (tf_keras.layers.Multiply, tf_keras.layers.PReLU,
+                                               tf_keras.layers.LeakyReLU)
     annotate = tfmot.quantization.keras.quantize_annotate_layer
 
+    # tfmot quantizes a BatchNormalization only folded into the convolution before it
+    standalone = {layer.name for layer in base.layers if isinstance(layer, tf_keras.layers.BatchNormalization)
+                  and not isinstance(layer.inbound_nodes[0].inbound_layers,
+                                     (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D))}
+
     def annotated(layer):
-        if isinstance(layer, special):
+        if isinstance(layer, special) or layer.name in standalone:
             return annotate(layer, quantize_config=output_only())
         return annotate(layer)
 
-    annotated_model = tf_keras.models.clone_model(base, clone_function=annotated)
-    with tfmot.quantization.keras.quantize_scope({**CUSTOM_LAYERS, "OutputQuantizeConfig": output_only}):
-        return tfmot.quantization.keras.quantize_apply(annotated_model)
+    try:
+        annotated_model = tf_keras.models.clone_model(base, clone_function=annotated)
+        with tfmot.quantization.keras.quantize_scope({**CUSTOM_LAYERS, "OutputQuantizeConfig": output_only}):
+            return tfmot.quantization.keras.quantize_apply(annotated_model)
+    except RuntimeError as err:  # tfmot's word for a layer it has no 8-bit scheme for
+        raise ValueError(f"QAT cannot quantize this network: {str(err).splitlines()[0]}") from None
 
 
 def freeze_batch_norm(qat_model) -> int:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
+from skd_tf.models.input_convention import conversion
 from skd_tf.models.layers import cell_averaging_matrix
+from skd_tf.models.torch_layers import ceil_mode_size
 
 # config keys that are Keras 3-only or irrelevant once the weights are copied
 _DROPPED_KEYS = ("name", "dtype", "build_config", "seed")
@@ -61,7 +63,68 @@ class ResizeLike(tf_keras.layers.Layer):
         return {**super().get_config(), "interpolation": self.interpolation}
 
 
-CUSTOM_LAYERS = {"AdaptiveAveragePooling2D": AdaptiveAveragePooling2D, "ResizeLike": ResizeLike}
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class ConvertInput(tf_keras.layers.Layer):
+    """tf_keras twin of ``skd_tf.models.input_convention.ConvertInput``."""
+
+    def __init__(self, pipeline_mean, pipeline_std, channel_order="rgb", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                 value_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = dict(pipeline_mean=list(pipeline_mean), pipeline_std=list(pipeline_std),
+                             channel_order=channel_order, mean=list(mean), std=list(std), value_scale=value_scale)
+
+    def call(self, x):
+        matrix, bias = conversion(*(self.settings[k] for k in ("pipeline_mean", "pipeline_std", "channel_order",
+                                                                "mean", "std", "value_scale")))
+        return tf.matmul(x, tf.constant(matrix, x.dtype)) + tf.constant(bias, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class CropLike(tf_keras.layers.Layer):
+    """tf_keras twin of ``skd_tf.models.torch_layers.CropLike``."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        return x[:, : int(reference.shape[1]), : int(reference.shape[2]), :]
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class CeilModeMaxPool2D(tf_keras.layers.Layer):
+    """tf_keras twin of ``skd_tf.models.torch_layers.CeilModeMaxPool2D``."""
+
+    def __init__(self, pool=3, strides=2, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool, self.strides, self.padding = int(pool), int(strides), int(padding)
+
+    def call(self, x):
+        pads = [[0, 0]]
+        for size in (int(x.shape[1]), int(x.shape[2])):
+            out = ceil_mode_size(size, self.pool, self.strides, self.padding)
+            pads.append([self.padding, (out - 1) * self.strides + self.pool - size - self.padding])
+        return tf.nn.max_pool2d(tf.pad(x, pads + [[0, 0]]), self.pool, self.strides, "VALID")
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool, "strides": self.strides, "padding": self.padding}
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class ResizeLikeAlignCorners(tf_keras.layers.Layer):
+    """tf_keras twin of ``skd_tf.models.torch_layers.ResizeLikeAlignCorners``."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        size = (int(reference.shape[1]), int(reference.shape[2]))
+        if tuple(x.shape[1:3]) == size:
+            return tf.identity(x)
+        return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+
+
+CUSTOM_LAYERS = {"AdaptiveAveragePooling2D": AdaptiveAveragePooling2D, "ResizeLike": ResizeLike,
+                 "ConvertInput": ConvertInput, "CropLike": CropLike, "CeilModeMaxPool2D": CeilModeMaxPool2D,
+                 "ResizeLikeAlignCorners": ResizeLikeAlignCorners}
 
 
 def _layer_from(entry: dict):
@@ -70,6 +133,8 @@ def _layer_from(entry: dict):
               if k not in _DROPPED_KEYS and not k.endswith(_DROPPED_SUFFIXES)}
     if cls_name == "BatchNormalization":
         config["synchronized"] = False  # QAT fine-tuning runs on one device
+    if cls_name == "LeakyReLU" and "negative_slope" in config:  # Keras 2 calls the slope alpha
+        config["alpha"] = config.pop("negative_slope")
     cls = CUSTOM_LAYERS.get(cls_name) or getattr(tf_keras.layers, cls_name, None)
     if cls is None:
         raise ValueError(f"layer {entry['name']!r} of class {cls_name} has no tf_keras counterpart")

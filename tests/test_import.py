@@ -252,6 +252,9 @@ def test_skd_reference_pspnet_imports_with_torch_logits(tmp_path, depth, size):
     from skd_tf.models.torch_weights import assign_state_dict
 
     assert assign_state_dict(model, tensors) == len(expected_tensors(model))
+    from skd_tf.models import output_stride
+
+    assert output_stride(model) == 8  # ⌊H/8⌋ + 1 logit rows after the ceil-mode pool
     x = np.random.default_rng(0).normal(size=(1, *size, 3)).astype(np.float32)
     with torch.no_grad():
         logits, features, aux = (t.numpy().transpose(0, 2, 3, 1) for t in net(torch.from_numpy(x.transpose(0, 3, 1, 2))))
@@ -327,3 +330,9 @@ def test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student(tmp
     conventions = [layer.channel_order for layer in distilled.layers if isinstance(layer, ConvertInput)]
     assert conventions == ["rgb"]
     assert json.loads((tmp_path / "skd" / "eval.json").read_text())["num_images"] == 4
+    # the reference network's layers (ceil-mode pool, align_corners resize, leaky ReLU) lower to builtins
+    assert main(["export", "--quiet", "--config", str(tmp_path / "skd.yaml"), "--checkpoint",
+                 str(tmp_path / "skd" / "model.keras"), "--quantization", "float32", "--no-savedmodel",
+                 "--eval-limit", "2", "--out", str(tmp_path / "export")]) == 0
+    parity = json.loads((tmp_path / "export" / "export.json").read_text())["exports"]["float32"]["parity"]
+    assert parity["argmax_agreement"] >= 0.999, parity

@@ -99,10 +99,14 @@ def load_pretrained_backbone(model: keras.Model, cfg: ModelConfig, path: str) ->
 
 def output_stride(network: keras.Model) -> int:
     """The network's output stride: the power of two s that gives its ⌈H/s⌉×⌈W/s⌉ logits (a network built
-    for an odd input such as 769 has ⌈769/8⌉ = 97 logit rows, and 769 // 97 would say 7)."""
+    for an odd input such as 769 has ⌈769/8⌉ = 97 logit rows, and 769 // 97 would say 7), or ⌊H/s⌋+1 rows
+    after a ceil-mode pool (the SKD reference PSPNet: 65 rows for 512)."""
     (height, width), (rows, cols) = network.input.shape[1:3], network.output["logits"].shape[1:3]
     for stride in (1, 2, 4, 8, 16, 32, 64):
         if -(-height // stride) == rows and -(-width // stride) == cols:
+            return stride
+    for stride in (2, 4, 8, 16, 32, 64):  # a ceil-mode pool (skd_pspnet) adds a row: 512 -> 65 at stride 8
+        if height // stride + 1 == rows and width // stride + 1 == cols:
             return stride
     return height // rows
 
