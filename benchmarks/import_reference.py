@@ -298,9 +298,26 @@ def main() -> int:
     parser.add_argument("--diagnosis-size", default="256x512",
                         help="HxW at which the first file's int8 error is followed stage by stage")
     parser.add_argument("--table-only", action="store_true", help="print (and --readme) the recorded table")
+    parser.add_argument("--retime", action="store_true",
+                        help="only re-measure the latency of the recorded files in --out (on an idle machine)")
     args = parser.parse_args()
     if args.table_only:
         text = table(json.loads(RESULTS.read_text()))
+    elif args.retime:
+        from export.benchmark import host_device
+
+        record = json.loads(RESULTS.read_text())
+        for row in record["rows"]:
+            stem = row["file"].replace("/", "_").replace("+", "p").removesuffix(".pth")
+            for quantization in QUANTIZATIONS:
+                path = Path(args.out) / f"{stem}_{quantization}.tflite"
+                if not path.is_file():
+                    raise SystemExit(f"{path} is missing: run without --retime first")
+                row[quantization]["latency_ms"] = {str(t): latency(path, t) for t in (1, 2)}
+            print(row["file"], {q: row[q]["latency_ms"] for q in QUANTIZATIONS}, flush=True)
+        record["host"] = host_device()
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        text = table(record)
     else:
         if not args.folder:
             parser.error("the checkpoint folder is required (or --table-only)")

@@ -229,3 +229,124 @@ class SkdPSPNet(nn.Module):
                   for stage in self.pspmodule.stages]
         features = self.pspmodule.bottleneck(torch.cat(priors + [x4], 1))
         return self.head(features), features, self.dsn(x3)
+
+
+class TorchvisionResNet(nn.Module):
+    """torchvision's ResNet-18/34/50/101 layout (7×7 stem, 3×3/2 max-pool, 64 stem channels, stride on the
+    3×3 convolution, ``fc`` classifier): the ImageNet files ``model.pretrained`` reads for the ResNet
+    backbones. ``forward`` returns layer4's map."""
+
+    def __init__(self, depth, classes=1000):
+        super().__init__()
+        bottleneck = depth >= 50
+        blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        cin = 64
+        for i, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
+            layer = []
+            for b in range(count):
+                layer.append(Block(cin, planes, 2 if b == 0 and i > 1 else 1, 1, bottleneck))
+                cin = planes * (4 if bottleneck else 1)
+            setattr(self, f"layer{i}", nn.Sequential(*layer))
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(nn.functional.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class CirkdBlock(nn.Module):
+    """CIRKD's BasicBlockV1b / BottleneckV1b with its (dilation, previous_dilation) pair."""
+
+    def __init__(self, cin, planes, stride, dilations, bottleneck):
+        super().__init__()
+        out = planes * (4 if bottleneck else 1)
+        self.bottleneck = bottleneck
+        if bottleneck:
+            self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilations[0], dilations[0], bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.conv3, self.bn3 = nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out)
+        else:
+            self.conv1 = nn.Conv2d(cin, planes, 3, stride, dilations[0], dilations[0], bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilations[1], dilations[1], bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or cin != out:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+    forward = Block.forward
+
+
+def _cbr(cin, cout, k, dilation=1):
+    return [nn.Conv2d(cin, cout, k, padding=dilation * (k - 1) // 2, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class CirkdNet(nn.Module):
+    """CIRKD's DeepLabV3 or PSPNet on resnet{18,101}_v1s with the auxiliary FCN head; ``forward`` returns
+    (logits, features, aux logits)."""
+
+    def __init__(self, kind, depth, classes):
+        super().__init__()
+        bottleneck = depth >= 50
+        self.pretrained = nn.Module()
+        p = self.pretrained
+        p.conv1, p.bn1 = nn.Conv2d(3, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64)
+        p.conv2, p.bn2 = nn.Conv2d(64, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)
+        p.conv3, p.bn3 = nn.Conv2d(64, 128, 3, 1, 1, bias=False), nn.BatchNorm2d(128)
+        cin = 128
+        for i, ((planes, stride, dilation), count) in enumerate(
+                zip(((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4)), {18: (2, 2, 2, 2), 101: (3, 4, 23, 3)}[depth]),
+                start=1):
+            layer = []
+            for b in range(count):
+                dil = ({1: 1, 2: 1, 4: 2}[dilation], dilation) if b == 0 else (dilation, dilation)
+                layer.append(CirkdBlock(cin, planes, stride if b == 0 else 1, dil, bottleneck))
+                cin = planes * (4 if bottleneck else 1)
+            setattr(p, f"layer{i}", nn.Sequential(*layer))
+        self.kind = kind
+        self.head = nn.Module()
+        if kind == "deeplabv3":
+            aspp = nn.Module()
+            aspp.b0 = nn.Sequential(*_cbr(cin, 512, 1))
+            for i, rate in enumerate((12, 24, 36), start=1):
+                branch = nn.Module()
+                branch.block = nn.Sequential(*_cbr(cin, 512, 3, rate))
+                setattr(aspp, f"b{i}", branch)
+            aspp.b4 = nn.Module()
+            aspp.b4.gap = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_cbr(cin, 512, 1))
+            aspp.project = nn.Sequential(*_cbr(5 * 512, 512, 1), nn.Dropout(0.5))
+            self.head.aspp = aspp
+            self.head.block = nn.Sequential(*_cbr(512, 512, 3), nn.Dropout(0.1), nn.Conv2d(512, classes, 1))
+        else:
+            self.head.psp = nn.Module()
+            for i in range(1, 5):
+                setattr(self.head.psp, f"conv{i}", nn.Sequential(*_cbr(cin, cin // 4, 1)))
+            width = 128 if depth < 50 else 256
+            self.head.block = nn.Sequential(*_cbr(2 * cin, width, 3), nn.Dropout(0.1))
+            self.head.classifier = nn.Conv2d(width, classes, 1)
+        self.auxlayer = nn.Module()
+        self.auxlayer.block = nn.Sequential(*_cbr(cin // 2, cin // 8, 3), nn.Dropout(0.1), nn.Conv2d(cin // 8, classes, 1))
+
+    def forward(self, x):
+        p, relu = self.pretrained, nn.functional.relu
+        x = relu(p.bn1(p.conv1(x)))
+        x = relu(p.bn2(p.conv2(x)))
+        x = relu(p.bn3(p.conv3(x)))
+        x3 = p.layer3(p.layer2(p.layer1(nn.functional.max_pool2d(x, 3, 2, 1))))
+        x4 = p.layer4(x3)
+        size = x4.shape[2:]
+        up = lambda t: nn.functional.interpolate(t, size, mode="bilinear", align_corners=True)  # noqa: E731
+        if self.kind == "deeplabv3":
+            a = self.head.aspp
+            y = torch.cat([a.b0(x4), a.b1.block(x4), a.b2.block(x4), a.b3.block(x4), up(a.b4.gap(x4))], 1)
+            features = self.head.block[0:4](a.project(y))
+            logits = self.head.block[4](features)
+        else:
+            pooled = [up(getattr(self.head.psp, f"conv{i}")(nn.functional.adaptive_avg_pool2d(x4, b)))
+                      for i, b in zip(range(1, 5), (1, 2, 3, 6))]
+            features = self.head.block(torch.cat([x4] + pooled, 1))
+            logits = self.head.classifier(features)
+        return logits, features, self.auxlayer.block(x3)

@@ -140,7 +140,9 @@ class ModelConfig(_Section):
 
     # skd_pspnet: the SKD reference code's PSPNet (deep stem, leaky-ReLU pyramid, "dsn" auxiliary head), whose
     # published teacher and student checkpoints import exactly (skd_tf.models.skd_pspnet)
-    arch: Literal["pspnet", "deeplabv3", "lraspp", "espnet", "espnet_c", "skd_pspnet"] = "pspnet"
+    # cirkd_deeplabv3 / cirkd_pspnet: CIRKD's networks on its deep-stem ResNet (skd_tf.models.cirkd)
+    arch: Literal["pspnet", "deeplabv3", "lraspp", "espnet", "espnet_c", "skd_pspnet", "cirkd_deeplabv3",
+                  "cirkd_pspnet"] = "pspnet"
     backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2", "espnet"] = "resnet18"
     output_stride: Literal[8, 16, 32] = 8
     width: float = Field(1.0, gt=0, le=4)
@@ -172,13 +174,13 @@ class ModelConfig(_Section):
             if min(self.espnet_blocks) < 0:
                 raise ValueError("model.espnet_blocks must be two counts >= 0")
             return self
-        if self.arch == "skd_pspnet":
+        if self.arch in ("skd_pspnet", "cirkd_deeplabv3", "cirkd_pspnet"):
             if self.backbone not in ("resnet18", "resnet101") or self.output_stride != 8 or self.width != 1.0:
-                raise ValueError("model.arch 'skd_pspnet' is the reference code's network: backbone resnet18 or "
-                                 "resnet101, output_stride 8, width 1.0")
+                raise ValueError(f"model.arch {self.arch!r} is a published network: backbone resnet18 or "
+                                 f"resnet101, output_stride 8, width 1.0")
             if self.pretrained == "imagenet":
-                raise ValueError("model.arch 'skd_pspnet' has a deep stem keras.applications' ImageNet weights do "
-                                 "not fit; name the deep-stem ImageNet checkpoint (resnet18-imagenet.pth)")
+                raise ValueError(f"model.arch {self.arch!r} has a deep stem keras.applications' ImageNet weights "
+                                 f"do not fit; name the deep-stem ImageNet checkpoint (resnet18-imagenet.pth)")
             return self
         if self.arch == "lraspp" and self.backbone != "mobilenetv2":
             raise ValueError("model.arch 'lraspp' needs model.backbone 'mobilenetv2'")

@@ -20,7 +20,7 @@ from skd_tf.models.torch_checkpoint import CheckpointError, read_state_dict  # n
 from skd_tf.models.torch_weights import expected_tensors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from torch_nets import ESPNet, SkdPSPNet, randomise  # noqa: E402
+from torch_nets import CirkdNet, ESPNet, SkdPSPNet, TorchvisionResNet, randomise  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference-weights"
 SKD_ESPNET = {"mean": [73.18188461, 82.93553322, 72.41519599], "std": [45.3199, 46.1528, 44.9148],
@@ -336,3 +336,83 @@ def test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student(tmp
                  "--eval-limit", "2", "--out", str(tmp_path / "export")]) == 0
     parity = json.loads((tmp_path / "export" / "export.json").read_text())["exports"]["float32"]["parity"]
     assert parity["argmax_agreement"] >= 0.999, parity
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_torchvision_imagenet_resnet_initialises_the_resnet_backbones(tmp_path, depth):
+    """pspnet / deeplabv3 on resnet18|34|50|101 take a torchvision ImageNet file (classifier left out): every
+    backbone weight set from its tensor under torchvision's name; a deep-stem file is refused."""
+    net = randomise(TorchvisionResNet(depth), seed=depth)
+    torch.save(net.state_dict(), tmp_path / "tv.pth")
+    cfg = ModelConfig(arch="deeplabv3", backbone=f"resnet{depth}", head_channels=16,
+                      pretrained=str(tmp_path / "tv.pth"))
+    model = build_model(cfg, 5, (32, 32))
+    state = net.state_dict()
+    np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
+                                  state["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(model.get_layer("conv3_block1_0_bn").get_weights()[2],
+                                  state["layer2.0.downsample.1.running_mean"].numpy())
+    last = "conv5_block2_2_conv" if depth == 18 else "conv5_block3_3_conv"
+    torch_last = "layer4.1.conv2.weight" if depth == 18 else "layer4.2.conv3.weight"
+    np.testing.assert_array_equal(model.get_layer(last).get_weights()[0],
+                                  state[torch_last].numpy().transpose(2, 3, 1, 0))
+    if depth == 18:
+        deep = {k: v for k, v in randomise(SkdPSPNet(18, 5)).state_dict().items() if k.startswith(("conv", "bn", "layer"))}
+        torch.save(deep, tmp_path / "deep.pth")
+        with pytest.raises(CheckpointError, match=r"conv1\.weight \(64, 3, 3, 3\) in the checkpoint, \(64, 3, 7, 7\)"):
+            build_model(cfg.model_copy(update={"pretrained": str(tmp_path / "deep.pth")}), 5, (32, 32))
+
+
+@pytest.mark.parametrize("kind,depth,size", [("deeplabv3", 18, (97, 129)), ("pspnet", 18, (97, 129)),
+                                             ("deeplabv3", 101, (65, 73))])
+def test_cirkd_networks_import_with_torch_logits(tmp_path, kind, depth, size):
+    """CIRKD's DeepLabV3 / PSPNet (resnet*_v1s with its previous_dilation rule, ASPP or pyramid with
+    align_corners, FCN auxiliary head), saved nested under "model": logits, aux logits, features equal torch's."""
+    net = randomise(CirkdNet(kind, depth, 19), seed=depth + len(kind))
+    cfg = config_from_dict({**espnet_config(tmp_path, classes=19, size=size),
+                            "model": {"arch": f"cirkd_{kind}", "backbone": f"resnet{depth}", "aux_head": True}})
+    if depth == 18:
+        torch.save({"model": net.state_dict(), "epoch": 7}, tmp_path / "net.pth")
+        import_checkpoint(cfg, str(tmp_path / "net.pth"), tmp_path / "net.keras")
+        model = load_model(tmp_path / "net.keras")
+    else:  # the file round trip is the ResNet-18's; 250 MB of ResNet-101 would only cost time
+        from skd_tf.models.torch_weights import assign_state_dict
+
+        model = build_model(cfg.model, 19, size)
+        assign_state_dict(model, {k: v.numpy() for k, v in net.state_dict().items()})
+    x = np.random.default_rng(1).normal(size=(1, *size, 3)).astype(np.float32)
+    with torch.no_grad():
+        logits, features, aux = (t.numpy().transpose(0, 2, 3, 1) for t in net(torch.from_numpy(x.transpose(0, 3, 1, 2))))
+    out = model(x, training=False)
+    assert_parity(out["logits"].numpy(), logits)
+    assert_parity(out["aux_logits"].numpy(), aux)
+    np.testing.assert_allclose(out["features"].numpy(), features, atol=1e-4 * np.abs(features).max())
+
+
+@pytest.mark.skipif(not (SHARED / "manifests").is_dir(), reason="shared/reference-weights is not beside the repo")
+@pytest.mark.parametrize("arch,depth,manifest", [
+    ("cirkd_deeplabv3", 101, "cirkd_deeplabv3_resnet101_citys"), ("cirkd_deeplabv3", 18, "cirkd_deeplabv3_resnet18_citys"),
+    ("cirkd_pspnet", 18, "cirkd_psp_resnet18_citys")])
+def test_cirkd_networks_have_the_published_names_and_shapes(arch, depth, manifest):
+    listed = json.loads((SHARED / "manifests" / f"{manifest}.json").read_text())["tensors"]
+    listed = {k: tuple(v) for k, v in listed.items() if not k.endswith("num_batches_tracked")}
+    model = build_model(ModelConfig(arch=arch, backbone=f"resnet{depth}", aux_head=True), 19, (64, 64))
+    assert dict(expected_tensors(model)) == listed
+
+
+@pytest.mark.skipif(not (SHARED / "manifests").is_dir(), reason="shared/reference-weights is not beside the repo")
+def test_cirkd_imagenet_backbone_layout_initialises_cirkd_and_skd_students(tmp_path):
+    """resnet18-imagenet.pth (CIRKD's ImageNet backbone, manifest layout, no prefix) initialises both CIRKD's
+    student ("pretrained." names) and the SKD reference student."""
+    listed = json.loads((SHARED / "manifests" / "cirkd_resnet18_imagenet.json").read_text())["tensors"]
+    rng = np.random.default_rng(0)
+    state = {k: torch.from_numpy(rng.normal(size=v).astype(np.float32)) if v else torch.tensor(1)
+             for k, v in listed.items()}
+    torch.save(state, tmp_path / "resnet18-imagenet.pth")
+    for arch in ("cirkd_deeplabv3", "skd_pspnet"):
+        cfg = ModelConfig(arch=arch, backbone="resnet18", head_channels=128, aux_head=True,
+                          pretrained=str(tmp_path / "resnet18-imagenet.pth"))
+        model = build_model(cfg, 19, (64, 64))
+        layer = "pretrained.layer3.1.conv2" if arch == "cirkd_deeplabv3" else "layer3.1.conv2"
+        np.testing.assert_array_equal(model.get_layer(layer).get_weights()[0],
+                                      state["layer3.1.conv2.weight"].numpy().transpose(2, 3, 1, 0))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 
 from skd_tf.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
-from skd_tf.models import backbones, espnet, heads, skd_pspnet
+from skd_tf.models import backbones, cirkd, espnet, heads, skd_pspnet
 from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_conventions
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
 
@@ -42,6 +42,10 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
     elif cfg.arch == "skd_pspnet":
         features, logits, aux_logits = skd_pspnet.skd_pspnet(x, num_classes, int(cfg.backbone[len("resnet"):]),
                                                              cfg.head_channels, cfg.dropout, cfg.aux_head)
+    elif cfg.arch in ("cirkd_deeplabv3", "cirkd_pspnet"):
+        builder = cirkd.cirkd_deeplabv3 if cfg.arch == "cirkd_deeplabv3" else cirkd.cirkd_pspnet
+        features, logits, aux_logits = builder(x, num_classes, int(cfg.backbone[len("resnet"):]), cfg.dropout,
+                                               cfg.aux_head)
     else:
         if cfg.backbone == "mobilenetv2":
             ends = backbones.mobilenetv2(x, stride, cfg.width, cfg.pretrained == "imagenet")
@@ -70,15 +74,21 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
     return model
 
 
-def backbone_scope(cfg: ModelConfig) -> tuple[str, ...]:
-    """The torch module prefixes of the layers a backbone checkpoint initialises."""
+def backbone_scope(cfg: ModelConfig, model: keras.Model) -> tuple[tuple[str, ...], dict | None]:
+    """The torch module prefixes a backbone checkpoint initialises, and {Keras name: torch path} where the
+    layers are not named after torch's modules (None where they are)."""
     if cfg.arch in ("espnet", "espnet_c"):
-        return espnet.ENCODER_SCOPE
+        return espnet.ENCODER_SCOPE, None
     if cfg.arch == "skd_pspnet":
-        return skd_pspnet.BACKBONE_SCOPE
-    raise ValueError(f"model.pretrained: a PyTorch checkpoint initialises ESPNet's encoder and skd_pspnet's ResNet "
-                     f"so far, not "
-                     f"{cfg.arch} on {cfg.backbone} (use pretrained: none or imagenet)")
+        return skd_pspnet.BACKBONE_SCOPE, None
+    if cfg.arch.startswith("cirkd_"):  # an ImageNet file holds the backbone without the "pretrained." prefix
+        start = len(cirkd.PREFIX) + 1
+        return skd_pspnet.BACKBONE_SCOPE, {layer.name: layer.name[start:] for layer in model.layers
+                                           if layer.name.startswith(cirkd.PREFIX + ".")}
+    if cfg.backbone.startswith("resnet"):
+        return backbones.TORCHVISION_SCOPE, backbones.torchvision_names(model)
+    raise ValueError(f"model.pretrained: a PyTorch checkpoint initialises ResNet, skd_pspnet and ESPNet backbones, "
+                     f"not {cfg.backbone} (use pretrained: imagenet for keras.applications' MobileNetV2)")
 
 
 def load_pretrained_backbone(model: keras.Model, cfg: ModelConfig, path: str) -> int:
@@ -90,11 +100,11 @@ def load_pretrained_backbone(model: keras.Model, cfg: ModelConfig, path: str) ->
     from skd_tf.models.torch_checkpoint import CheckpointError, read_state_dict
     from skd_tf.models.torch_weights import assign_state_dict
 
-    scope = backbone_scope(cfg)
+    scope, names = backbone_scope(cfg, model)
     if not os.path.isfile(path):
         raise CheckpointError(f"model.pretrained: {path} not found (see the README's \"Published weights\" "
                               f"for where each file comes from)")
-    return assign_state_dict(model, read_state_dict(path), scope=scope, source=path)
+    return assign_state_dict(model, read_state_dict(path), scope=scope, source=path, names=names)
 
 
 def output_stride(network: keras.Model) -> int:

@@ -98,7 +98,8 @@ def load_imagenet_weights(model: keras.Model, depth: int) -> int:
     """
     factory = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}.get(depth)
     if factory is None:
-        raise ValueError(f"keras.applications has no ImageNet ResNet-{depth}; use pretrained: none")
+        raise ValueError(f"keras.applications has no ImageNet ResNet-{depth}: set model.pretrained to torchvision's "
+                         f"ImageNet file (resnet{depth}-*.pth), or none")
     return copy_weights_by_name(factory(include_top=False, weights="imagenet"), model)
 
 
@@ -130,6 +131,34 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
         gamma, beta, mean, variance = target_layers[bn_name].get_weights()
         target_layers[bn_name].set_weights([gamma, beta, mean - bias, variance])
     return copied
+
+
+TORCHVISION_SCOPE = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+
+
+def torchvision_names(model: keras.Model) -> dict[str, str]:
+    """{Keras layer name: torchvision module path} of the ResNet built by ``resnet``: ``conv1_conv`` → ``conv1``,
+    ``conv3_block2_1_bn`` → ``layer2.1.bn1``, ``conv4_block1_0_conv`` → ``layer3.0.downsample.0``, so a
+    torchvision ImageNet ResNet (``resnet18-f37072fd.pth``, ...) initialises it. Same tensors and shapes; two
+    differences stay (the network is fine-tuned from them, not evaluated as torchvision's): stride-2 3×3
+    convolutions pad as Keras' "same" (bottom/right) where torch pads both sides, and the bottleneck blocks of
+    ResNet-50/101 stride in their first 1×1 convolution (keras.applications) where torchvision's stride in
+    the 3×3 one."""
+    import re
+
+    names = {"conv1_conv": "conv1", "conv1_bn": "bn1"}
+    pattern = re.compile(r"conv(\d)_block(\d+)_(\d)_(conv|bn)$")
+    for layer in model.layers:
+        found = pattern.match(layer.name)
+        if not found:
+            continue
+        stage, block, index, kind = int(found[1]), int(found[2]), int(found[3]), found[4]
+        prefix = f"layer{stage - 1}.{block - 1}"
+        if index == 0:
+            names[layer.name] = f"{prefix}.downsample.{0 if kind == 'conv' else 1}"
+        else:
+            names[layer.name] = f"{prefix}.{kind}{index}"
+    return names
 
 
 MOBILENETV2_ENDPOINTS = {"stride4": "block_2_add", "stride8": "block_5_add",

@@ -63,12 +63,13 @@ def _torch_layout(layer) -> list[tuple[str, tuple, callable]]:
     return [kernel] + [("bias", s, np.asarray) for s in shapes[1:]]
 
 
-def expected_tensors(model: keras.Model, scope: tuple[str, ...] | None = None) -> "OrderedDict[str, tuple]":
+def expected_tensors(model: keras.Model, scope: tuple[str, ...] | None = None,
+                     names: dict[str, str] | None = None) -> "OrderedDict[str, tuple]":
     """``{torch name: torch shape}`` of every weight of ``model`` (under ``scope`` when given)."""
     expected = OrderedDict()
-    for layer in _weighted_layers(model, scope):
+    for layer, prefix in _weighted_layers(model, scope, names):
         for suffix, shape, _ in _torch_layout(layer):
-            expected[f"{layer.name}.{suffix}"] = shape
+            expected[f"{prefix}.{suffix}"] = shape
     return expected
 
 
@@ -76,12 +77,16 @@ def _in_scope(name: str, scope) -> bool:
     return scope is None or any(name == p or name.startswith(p + ".") for p in scope)
 
 
-def _weighted_layers(model: keras.Model, scope):
+def _weighted_layers(model: keras.Model, scope, names=None):
+    """``(layer, torch module path)`` of every layer holding weights (under ``scope``). Without ``names`` a
+    layer's name is its torch path; with ``names`` ({Keras name: torch path}) only the layers it names count."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):  # a nested model's layers keep their own names
-            yield from _weighted_layers(layer, scope)
-        elif layer.weights and _in_scope(layer.name, scope):
-            yield layer
+            yield from _weighted_layers(layer, scope, names)
+            continue
+        prefix = layer.name if names is None else names.get(layer.name)
+        if layer.weights and prefix is not None and _in_scope(prefix, scope):
+            yield layer, prefix
 
 
 def _listing(items, more: int) -> str:
@@ -113,17 +118,18 @@ def mismatch_report(tensors: dict, expected: dict, scope=None) -> str | None:
 
 
 def assign_state_dict(model: keras.Model, tensors: dict, scope: tuple[str, ...] | None = None,
-                      source: str = "the checkpoint") -> int:
+                      source: str = "the checkpoint", names: dict[str, str] | None = None) -> int:
     """Sets every weight of ``model`` (under ``scope``) from ``tensors``, strictly; returns how many
-    checkpoint tensors were used. Raises CheckpointError, changing nothing, when they do not match."""
-    layers = list(_weighted_layers(model, scope))
+    checkpoint tensors were used. Raises CheckpointError, changing nothing, when they do not match.
+    ``names`` maps Keras layer names to torch module paths where they differ (then only those layers count)."""
+    layers = list(_weighted_layers(model, scope, names))
     if not layers:
         raise CheckpointError(f"{model.name} has no layers under {', '.join(scope or ())} to load {source} into")
-    expected = expected_tensors(model, scope)
+    expected = expected_tensors(model, scope, names)
     problem = mismatch_report(tensors, expected, scope)
     if problem:
         raise CheckpointError(f"{source} does not fit {model.name}: {problem}")
-    for layer in layers:
-        layer.set_weights([to_keras(np.asarray(tensors[f"{layer.name}.{suffix}"], np.float32))
+    for layer, prefix in layers:
+        layer.set_weights([to_keras(np.asarray(tensors[f"{prefix}.{suffix}"], np.float32))
                            for suffix, _, to_keras in _torch_layout(layer)])
     return len(expected)
