@@ -263,7 +263,8 @@ def table(record: dict) -> str:
     if "int8_diagnosis" in record:
         d = record["int8_diagnosis"]
         growth = ", ".join(f"{name} {100 * value:.0f} %" for name, value in d["relative_rms_error"].items())
-        amplified = ", ".join(f"{v['drowned']} of {v['channels']} at {name}" for name, v in d["bn_channels_drowned"].items())
+        amplified = ", ".join(f"{v['drowned']} of {v['channels']} at {name}"
+                              for name, v in d["bn_channels_drowned"].items())
         lines += ["", f"Where int8 loses ({d['file']}, {d['input_size'][0]}×{d['input_size'][1]}, each cut converted "
                       f"alone): relative RMS error of the int8 output after each stage: {growth}. The BatchNorms after "
                       f"the concatenations (ESPNet's BR) rescale every channel by |γ/√(σ²+ε)|, but int8 gives their "

@@ -1,9 +1,10 @@
-"""PyTorch networks whose state_dicts have the published checkpoints' names and shapes: the torch side of the import checks.
+"""PyTorch networks whose state_dicts have the published checkpoints' names and shapes: the torch side of the
+import checks (tests/test_import.py, benchmarks/import_reference.py).
 
-Written for skd-tf from the architecture descriptions (ESPNet, Mehta et al. 2018, as the SKD reference code
-configures it, skd_tf/models/espnet.py; the SKD reference PSPNet, skd_tf/models/skd_pspnet.py); ``benchmarks/import_reference.py`` checks them on the
-authors' real checkpoints (they load strictly and agree with the authors' own network code). Imported only
-where torch is installed.
+Written for skd-tf from the architecture descriptions (ESPNet as the SKD reference code configures it,
+skd_tf/models/espnet.py; the SKD reference PSPNet, skd_tf/models/skd_pspnet.py; CIRKD's networks,
+skd_tf/models/cirkd.py; torchvision's ResNet layout). Each gives logits bit-identical to the published code
+with the same weights (checked against it; see the README). Imported only where torch is installed.
 """
 
 from __future__ import annotations
@@ -158,21 +159,26 @@ class ABN(nn.BatchNorm2d):
 
 
 class Block(nn.Module):
-    """The SKD reference code's BasicBlock / Bottleneck (stride on the 3×3 convolution)."""
+    """torchvision-style BasicBlock / Bottleneck (stride on the 3×3 convolution); ``dilations``: of a
+    BasicBlock's two 3×3 convolutions (a Bottleneck's one 3×3 takes the first) — CIRKD's
+    (dilation, previous_dilation), the SKD code's (d, d)."""
 
-    def __init__(self, cin, planes, stride, dilation, bottleneck):
+    def __init__(self, cin, planes, stride, dilations, bottleneck):
         super().__init__()
+        if isinstance(dilations, int):
+            dilations = (dilations, dilations)
         out = planes * (4 if bottleneck else 1)
         self.bottleneck = bottleneck
         if bottleneck:
             self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation, bias=False)
+            self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilations[0], dilations[0], bias=False)
             self.bn2 = nn.BatchNorm2d(planes)
             self.conv3, self.bn3 = nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out)
         else:
-            self.conv1 = nn.Conv2d(cin, planes, 3, stride, dilation, dilation, bias=False)
+            self.conv1 = nn.Conv2d(cin, planes, 3, stride, dilations[0], dilations[0], bias=False)
             self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation, bias=False), nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilations[1], dilations[1], bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or cin != out:
             self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
@@ -208,8 +214,8 @@ class SkdPSPNet(nn.Module):
             setattr(self, f"layer{i}", nn.Sequential(*layer))
         width = 512 if bottleneck else 128
         self.pspmodule = nn.Module()
-        self.pspmodule.stages = nn.ModuleList([nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(cin, width, 1, bias=False),
-                                                             ABN(width)) for b in (1, 2, 3, 6)])
+        self.pspmodule.stages = nn.ModuleList([
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(cin, width, 1, bias=False), ABN(width)) for b in (1, 2, 3, 6)])
         self.pspmodule.bottleneck = nn.Sequential(nn.Conv2d(cin + 4 * width, width, 3, 1, 1, bias=False), ABN(width),
                                                   nn.Dropout2d(0.1))
         self.head = nn.Conv2d(width, classes, 1)
@@ -255,30 +261,6 @@ class TorchvisionResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-class CirkdBlock(nn.Module):
-    """CIRKD's BasicBlockV1b / BottleneckV1b with its (dilation, previous_dilation) pair."""
-
-    def __init__(self, cin, planes, stride, dilations, bottleneck):
-        super().__init__()
-        out = planes * (4 if bottleneck else 1)
-        self.bottleneck = bottleneck
-        if bottleneck:
-            self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilations[0], dilations[0], bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.conv3, self.bn3 = nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out)
-        else:
-            self.conv1 = nn.Conv2d(cin, planes, 3, stride, dilations[0], dilations[0], bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilations[1], dilations[1], bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or cin != out:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-
-    forward = Block.forward
-
-
 def _cbr(cin, cout, k, dilation=1):
     return [nn.Conv2d(cin, cout, k, padding=dilation * (k - 1) // 2, dilation=dilation, bias=False),
             nn.BatchNorm2d(cout), nn.ReLU()]
@@ -303,7 +285,7 @@ class CirkdNet(nn.Module):
             layer = []
             for b in range(count):
                 dil = ({1: 1, 2: 1, 4: 2}[dilation], dilation) if b == 0 else (dilation, dilation)
-                layer.append(CirkdBlock(cin, planes, stride if b == 0 else 1, dil, bottleneck))
+                layer.append(Block(cin, planes, stride if b == 0 else 1, dil, bottleneck))
                 cin = planes * (4 if bottleneck else 1)
             setattr(p, f"layer{i}", nn.Sequential(*layer))
         self.kind = kind
@@ -328,7 +310,8 @@ class CirkdNet(nn.Module):
             self.head.block = nn.Sequential(*_cbr(2 * cin, width, 3), nn.Dropout(0.1))
             self.head.classifier = nn.Conv2d(width, classes, 1)
         self.auxlayer = nn.Module()
-        self.auxlayer.block = nn.Sequential(*_cbr(cin // 2, cin // 8, 3), nn.Dropout(0.1), nn.Conv2d(cin // 8, classes, 1))
+        self.auxlayer.block = nn.Sequential(*_cbr(cin // 2, cin // 8, 3), nn.Dropout(0.1),
+                                            nn.Conv2d(cin // 8, classes, 1))
 
     def forward(self, x):
         p, relu = self.pretrained, nn.functional.relu

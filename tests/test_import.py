@@ -52,6 +52,18 @@ def assert_parity(keras_logits: np.ndarray, reference: np.ndarray) -> None:
     assert (keras_logits.argmax(-1) == reference.argmax(-1)).mean() >= 0.9999
 
 
+def assert_outputs_match(model, net, x: np.ndarray) -> None:
+    """Logits and auxiliary logits at the parity bar, features within 1e-4 of their largest value, for a torch
+    ``net`` returning (logits, features, aux logits)."""
+    with torch.no_grad():
+        outputs = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+        logits, features, aux = (t.numpy().transpose(0, 2, 3, 1) for t in outputs)
+    out = model(x, training=False)
+    assert_parity(out["logits"].numpy(), logits)
+    assert_parity(out["aux_logits"].numpy(), aux)
+    np.testing.assert_allclose(out["features"].numpy(), features, atol=1e-4 * np.abs(features).max())
+
+
 @pytest.mark.parametrize("arch,size", [("espnet_c", (97, 129)), ("espnet", (96, 136))])
 def test_random_espnet_imports_with_torch_logits(tmp_path, arch, size):
     """Random weights and BN statistics, the zip serialization nested under state_dict with DataParallel names;
@@ -256,12 +268,7 @@ def test_skd_reference_pspnet_imports_with_torch_logits(tmp_path, depth, size):
 
     assert output_stride(model) == 8  # ⌊H/8⌋ + 1 logit rows after the ceil-mode pool
     x = np.random.default_rng(0).normal(size=(1, *size, 3)).astype(np.float32)
-    with torch.no_grad():
-        logits, features, aux = (t.numpy().transpose(0, 2, 3, 1) for t in net(torch.from_numpy(x.transpose(0, 3, 1, 2))))
-    out = model(x, training=False)
-    assert_parity(out["logits"].numpy(), logits)
-    assert_parity(out["aux_logits"].numpy(), aux)
-    np.testing.assert_allclose(out["features"].numpy(), features, atol=1e-4 * np.abs(features).max())
+    assert_outputs_match(model, net, x)
 
 
 @pytest.mark.skipif(not (SHARED / "manifests").is_dir(), reason="shared/reference-weights is not beside the repo")
@@ -308,7 +315,7 @@ def test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student(tmp
     backbone = {k: v for k, v in randomise(SkdPSPNet(18, 5), seed=12).state_dict().items()
                 if not k.startswith(("pspmodule", "head", "dsn"))}
     torch.save(backbone, tmp_path / "resnet18-imagenet.pth")
-    base = espnet_config(tmp_path, classes=5)
+    base = espnet_config(tmp_path, classes=5, size=(32, 32))
     base["model"] = {"arch": "skd_pspnet", "backbone": "resnet18", "head_channels": 128, "aux_head": True,
                      "input_convention": SKD_PSPNET}
     base["train"].update({"steps": 1, "steps_per_epoch": 1, "batch_size": 2, "aux_weight": 0.4})
@@ -357,7 +364,8 @@ def test_torchvision_imagenet_resnet_initialises_the_resnet_backbones(tmp_path, 
     np.testing.assert_array_equal(model.get_layer(last).get_weights()[0],
                                   state[torch_last].numpy().transpose(2, 3, 1, 0))
     if depth == 18:
-        deep = {k: v for k, v in randomise(SkdPSPNet(18, 5)).state_dict().items() if k.startswith(("conv", "bn", "layer"))}
+        deep = {k: v for k, v in randomise(SkdPSPNet(18, 5)).state_dict().items()
+                if k.startswith(("conv", "bn", "layer"))}
         torch.save(deep, tmp_path / "deep.pth")
         with pytest.raises(CheckpointError, match=r"conv1\.weight \(64, 3, 3, 3\) in the checkpoint, \(64, 3, 7, 7\)"):
             build_model(cfg.model_copy(update={"pretrained": str(tmp_path / "deep.pth")}), 5, (32, 32))
@@ -381,12 +389,7 @@ def test_cirkd_networks_import_with_torch_logits(tmp_path, kind, depth, size):
         model = build_model(cfg.model, 19, size)
         assign_state_dict(model, {k: v.numpy() for k, v in net.state_dict().items()})
     x = np.random.default_rng(1).normal(size=(1, *size, 3)).astype(np.float32)
-    with torch.no_grad():
-        logits, features, aux = (t.numpy().transpose(0, 2, 3, 1) for t in net(torch.from_numpy(x.transpose(0, 3, 1, 2))))
-    out = model(x, training=False)
-    assert_parity(out["logits"].numpy(), logits)
-    assert_parity(out["aux_logits"].numpy(), aux)
-    np.testing.assert_allclose(out["features"].numpy(), features, atol=1e-4 * np.abs(features).max())
+    assert_outputs_match(model, net, x)
 
 
 @pytest.mark.skipif(not (SHARED / "manifests").is_dir(), reason="shared/reference-weights is not beside the repo")

@@ -25,7 +25,7 @@ from __future__ import annotations
 from keras import layers
 
 from skd_tf.models.layers import AdaptiveAveragePooling2D
-from skd_tf.models.skd_pspnet import conv, norm
+from skd_tf.models.skd_pspnet import block, conv, deep_stem, norm
 from skd_tf.models.torch_layers import ResizeLikeAlignCorners
 
 BLOCKS = {18: (2, 2, 2, 2), 101: (3, 4, 23, 3)}
@@ -40,33 +40,13 @@ def _conv_bn_relu(x, filters, kernel, name, dilation=1, conv_index=0):
     return layers.ReLU(name=f"{name}.{conv_index + 2}")(norm(x, f"{name}.{conv_index + 1}"))
 
 
-def _block(x, planes, stride, dilations, name, bottleneck):
-    """``BasicBlockV1b`` (3×3 at dilations[0], 3×3 at dilations[1]) or ``BottleneckV1b`` (3×3 at dilations[0])."""
-    expansion = 4 if bottleneck else 1
-    shortcut = x
-    if stride != 1 or x.shape[-1] != planes * expansion:
-        shortcut = norm(conv(x, planes * expansion, 1, f"{name}.downsample.0", strides=stride), f"{name}.downsample.1")
-    relu = layers.ReLU
-    if bottleneck:
-        y = relu(name=f"{name}.relu1")(norm(conv(x, planes, 1, f"{name}.conv1"), f"{name}.bn1"))
-        y = relu(name=f"{name}.relu2")(norm(conv(y, planes, 3, f"{name}.conv2", stride, dilations[0]), f"{name}.bn2"))
-        y = norm(conv(y, planes * 4, 1, f"{name}.conv3"), f"{name}.bn3")
-    else:
-        y = relu(name=f"{name}.relu1")(norm(conv(x, planes, 3, f"{name}.conv1", stride, dilations[0]), f"{name}.bn1"))
-        y = norm(conv(y, planes, 3, f"{name}.conv2", dilation=dilations[1]), f"{name}.bn2")
-    return relu(name=f"{name}.relu")(layers.Add(name=f"{name}.add")([y, shortcut]))
-
-
 def resnet_v1s(image, depth: int) -> dict:
     """CIRKD's dilated ``resnet{depth}_v1s``; returns ``{"layer3": ..., "layer4": ...}``."""
     if depth not in BLOCKS:
         raise ValueError(f"CIRKD's networks exist here on ResNet-{' and ResNet-'.join(map(str, BLOCKS))}, "
                          f"not ResNet-{depth}")
-    x = image
-    for i, (filters, stride) in enumerate(((64, 2), (64, 1), (128, 1)), start=1):
-        x = conv(x, filters, 3, f"{PREFIX}.conv{i}", strides=stride)
-        x = layers.ReLU(name=f"{PREFIX}.relu{i}")(norm(x, f"{PREFIX}.bn{i}"))
-    x = layers.ZeroPadding2D(1, name=f"{PREFIX}.maxpool_pad")(x)  # zeros = −∞ after a ReLU
+    # a plain 3×3/2 max-pool; zero padding stands in for −∞ after the stem's ReLU
+    x = layers.ZeroPadding2D(1, name=f"{PREFIX}.maxpool_pad")(deep_stem(image, f"{PREFIX}."))
     x = layers.MaxPooling2D(3, strides=2, name=f"{PREFIX}.maxpool")(x)
     bottleneck, ends = depth >= 50, {}
     for index, ((planes, stride, dilation), count) in enumerate(
@@ -76,7 +56,7 @@ def resnet_v1s(image, depth: int) -> dict:
                 dilations = ({1: 1, 2: 1, 4: 2}[dilation], dilation)
             else:
                 dilations = (dilation, dilation)
-            x = _block(x, planes, stride if b == 0 else 1, dilations, f"{PREFIX}.layer{index}.{b}", bottleneck)
+            x = block(x, planes, stride if b == 0 else 1, dilations, f"{PREFIX}.layer{index}.{b}", bottleneck)
         ends[f"layer{index}"] = x
     return ends
 

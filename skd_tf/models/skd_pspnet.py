@@ -50,20 +50,34 @@ def norm(x, name, leaky=False):
     return layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act")(x) if leaky else x
 
 
-def block(x, planes, stride, dilation, name, bottleneck):
-    """BasicBlock or Bottleneck of the reference code (with its ``downsample`` projection when the shape changes)."""
+def block(x, planes, stride, dilations, name, bottleneck):
+    """A torchvision-style BasicBlock or Bottleneck (stride on the 3×3 convolution), with its ``downsample``
+    projection when the shape changes. ``dilations``: of the first and second 3×3 convolutions of a
+    BasicBlock; a Bottleneck's single 3×3 uses the first."""
     expansion = 4 if bottleneck else 1
     shortcut = x
     if stride != 1 or x.shape[-1] != planes * expansion:
         shortcut = norm(conv(x, planes * expansion, 1, f"{name}.downsample.0", strides=stride), f"{name}.downsample.1")
     if bottleneck:
         y = layers.ReLU(name=f"{name}.relu1")(norm(conv(x, planes, 1, f"{name}.conv1"), f"{name}.bn1"))
-        y = layers.ReLU(name=f"{name}.relu2")(norm(conv(y, planes, 3, f"{name}.conv2", stride, dilation), f"{name}.bn2"))
+        y = layers.ReLU(name=f"{name}.relu2")(norm(conv(y, planes, 3, f"{name}.conv2", stride, dilations[0]),
+                                                   f"{name}.bn2"))
         y = norm(conv(y, planes * 4, 1, f"{name}.conv3"), f"{name}.bn3")
     else:
-        y = layers.ReLU(name=f"{name}.relu1")(norm(conv(x, planes, 3, f"{name}.conv1", stride, dilation), f"{name}.bn1"))
-        y = norm(conv(y, planes, 3, f"{name}.conv2", dilation=dilation), f"{name}.bn2")
+        y = layers.ReLU(name=f"{name}.relu1")(norm(conv(x, planes, 3, f"{name}.conv1", stride, dilations[0]),
+                                                   f"{name}.bn1"))
+        y = norm(conv(y, planes, 3, f"{name}.conv2", dilation=dilations[1]), f"{name}.bn2")
     return layers.ReLU(name=f"{name}.relu")(layers.Add(name=f"{name}.add")([y, shortcut]))
+
+
+def deep_stem(image, prefix: str = ""):
+    """Three 3×3 convolutions 64-64-128 (the first with stride 2), each with BatchNorm and ReLU
+    (``conv1``/``bn1`` ... ``conv3``/``bn3`` under ``prefix``)."""
+    x = image
+    for i, (filters, stride) in enumerate(((64, 2), (64, 1), (128, 1)), start=1):
+        x = layers.ReLU(name=f"{prefix}relu{i}")(norm(conv(x, filters, 3, f"{prefix}conv{i}", strides=stride),
+                                                       f"{prefix}bn{i}"))
+    return x
 
 
 def deep_stem_resnet(image, depth: int) -> dict:
@@ -71,14 +85,11 @@ def deep_stem_resnet(image, depth: int) -> dict:
     if depth not in BLOCKS:
         raise ValueError(f"the SKD reference PSPNet exists for ResNet-{' and ResNet-'.join(map(str, BLOCKS))}, "
                          f"not ResNet-{depth}")
-    x = image
-    for i, (filters, stride) in enumerate(((64, 2), (64, 1), (128, 1)), start=1):
-        x = layers.ReLU(name=f"relu{i}")(norm(conv(x, filters, 3, f"conv{i}", strides=stride), f"bn{i}"))
-    x = CeilModeMaxPool2D(3, 2, 1, name="maxpool")(x)
+    x = CeilModeMaxPool2D(3, 2, 1, name="maxpool")(deep_stem(image))
     ends = {}
     for index, ((planes, stride, dilation), count) in enumerate(zip(STAGES, BLOCKS[depth]), start=1):
         for b in range(count):
-            x = block(x, planes, stride if b == 0 else 1, dilation, f"layer{index}.{b}", depth >= 50)
+            x = block(x, planes, stride if b == 0 else 1, (dilation, dilation), f"layer{index}.{b}", depth >= 50)
         ends[f"layer{index}"] = x
     return ends
 
