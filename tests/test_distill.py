@@ -174,6 +174,35 @@ def test_critic_loss_weight_scales_the_critic_step():
         np.testing.assert_allclose(scaled, 0.1 * full, rtol=1e-3, atol=1e-7)
 
 
+def test_evaluation_changes_no_variable():
+    """Distiller.evaluate with knowledge adaptation (an adapter with a batch norm) and a holistic critic: every
+    variable of the student, the losses, the critic and the optimizers is the same before and after, twice."""
+    from skd_tf.distill.distiller import Distiller
+    from skd_tf.losses import FeatureAutoEncoder, HolisticDistillation, KnowledgeAdaptation
+
+    keras.utils.set_random_seed(0)
+    teacher = build_model(ModelConfig(width=0.25, head_channels=8), 3, (32, 32), name="teacher")
+    student = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32), name="student")
+    ka = KnowledgeAdaptation(FeatureAutoEncoder(8, code_channels=4), adapter_depth=1)
+    distiller = Distiller(teacher, student, {"ka": (ka, 1.0)}, 3, holistic=HolisticDistillation(critic_width=0.0625),
+                          global_batch_size=2)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), critic_optimizer=keras.optimizers.SGD(0.01))
+    distiller.build_state((32, 32, 3))
+    rng = np.random.default_rng(0)
+    images = (3.0 * rng.normal(size=(4, 32, 32, 3)) + 1.0).astype("float32")  # far from the BN's initial stats
+    labels = rng.integers(0, 3, (4, 32, 32)).astype("int32")
+    distiller.train_step((tf.constant(images[:2]), tf.constant(labels[:2])))
+    watched = [v for v in distiller.variables if "tracker" not in v.path and "mean_io_u" not in v.path]
+    before = [v.numpy().copy() for v in watched]
+    assert any("adapter" in v.path and "moving_mean" in v.path for v in watched)
+    for _ in range(2):
+        distiller.evaluate(images, labels, batch_size=2, verbose=0)
+    after = [v.numpy() for v in watched]
+    assert len(after) == len(before)
+    changed = [v.path for v, b, a in zip(watched, before, after) if not np.array_equal(b, a)]
+    assert not changed, changed
+
+
 def test_teacher_errors(tiny_teacher, tmp_path):
     cfg = tiny("synthetic_skd_pi", tmp_path / "missing.keras", tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):

@@ -130,16 +130,18 @@ class Distiller(Prebuilt, keras.Model):
         self.critic_optimizer.apply(tape.gradient(scaled, variables), variables)
         return loss
 
-    def _terms(self, s_out, t_out, labels, images) -> tuple[dict, tf.Tensor]:
+    def _terms(self, s_out, t_out, labels, images, training: bool) -> tuple[dict, tf.Tensor]:
         """All loss terms (each averaged over the global batch) and the weighted total; the distillation terms
-        read the student's outputs through ``scale_gradient`` (the ramp-up)."""
+        read the student's outputs through ``scale_gradient`` (the ramp-up). ``training`` is the mode of the
+        losses' own layers (knowledge adaptation's adapter and its batch norm): off in evaluation, which must
+        change no variable."""
         terms, total = supervised_losses(s_out, labels, self.ignore_label, self.aux_weight, self.global_batch_size)
         if self.rampup_steps:
             scale = self.distillation_scale()
             s_out = tf.nest.map_structure(lambda x: scale_gradient(x, scale), s_out)
         for name, (loss, weight) in self.distill_losses.items():
             if hasattr(loss, "components"):
-                parts = loss.components(s_out, t_out, training=True)
+                parts = loss.components(s_out, t_out, training=training)
                 terms.update(parts)
                 value = loss.combine(parts)
             else:
@@ -163,7 +165,7 @@ class Distiller(Prebuilt, keras.Model):
                     for _ in range(self.n_critic):
                         extra["critic"] = self._critic_step(s_out["logits"], t_out["logits"], images)
                     extra["wasserstein"] = self.holistic.wasserstein_estimate(s_out, t_out, images)
-            terms, total = self._terms(s_out, t_out, labels, images)
+            terms, total = self._terms(s_out, t_out, labels, images, training=True)
             scaled = self.optimizer.scale_loss(total)
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return self._record({**terms, **extra, "loss": total}, labels, s_out["logits"])
@@ -171,7 +173,7 @@ class Distiller(Prebuilt, keras.Model):
     def test_step(self, data):
         images, labels = data
         s_out, t_out = self.student(images, training=False), self.teacher(images, training=False)
-        terms, total = self._terms(s_out, t_out, labels, images)
+        terms, total = self._terms(s_out, t_out, labels, images, training=False)
         return self._record({**terms, "loss": total}, labels, s_out["logits"])
 
     def _record(self, values: dict, labels, logits) -> dict:
