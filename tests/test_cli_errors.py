@@ -243,6 +243,33 @@ def test_predict_refuses_bad_inputs_in_one_line(tmp_path, capfd, trained):
     assert capfd.readouterr().err.startswith(f"skd-tf predict: error: cannot decode {broken / 'images' / 'im1.png'}")
 
 
+def test_predict_follows_the_exif_orientation_and_names_undecodable_files(tmp_path, capfd, trained):
+    """A phone photo stored sideways with EXIF orientation 6 gets labels for the photo as viewers show it (the
+    same as for the upright pixels); a file that is not an image is refused in our words, without TensorFlow's
+    internals."""
+    _, config, model = trained
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)  # portrait, as shown
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": the stored pixels are the photo turned left
+    Image.fromarray(np.rot90(upright, 1)).save(tmp_path / "phone.png", exif=exif)
+    Image.fromarray(np.rot90(upright, 1)).save(tmp_path / "camera.jpg", exif=exif, quality=95)
+    assert main(["predict", "--quiet", "--model", str(model), "--config", str(config), str(tmp_path / "upright.png"),
+                 str(tmp_path / "phone.png"), str(tmp_path / "camera.jpg"), "--out", str(tmp_path / "p")]) == 0
+    shown = label_png(tmp_path / "p" / "upright_labels.png")
+    assert shown.shape == (40, 24)
+    np.testing.assert_array_equal(label_png(tmp_path / "p" / "phone_labels.png"), shown)
+    assert label_png(tmp_path / "p" / "camera_labels.png").shape == (40, 24)
+    with Image.open(tmp_path / "p" / "camera_overlay.png") as overlay:
+        assert overlay.size == (24, 40)
+    (tmp_path / "notes.png").write_text("not a picture")
+    line = refused(capfd, tmp_path, ["predict", "--model", str(model), "--config", str(config),
+                                     str(tmp_path / "notes.png"), "--out", str(tmp_path / "q")])
+    assert line == (f"skd-tf predict: error: cannot decode {tmp_path / 'notes.png'}: not an image file Pillow can "
+                    f"read (JPEG, PNG, ...)")
+
+
 def test_version_and_config_show_everything(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

@@ -26,12 +26,19 @@ from skd_tf.predict.images import find_images, output_paths, save_labels, save_o
 
 
 def read_image(path: Path) -> tf.Tensor:
-    """The file's pixels as uint8 H×W×3 (errors name the file)."""
+    """The file's pixels as uint8 H×W×3 as every viewer shows them: turned by the EXIF orientation a phone
+    writes instead of rotating the pixels (Pillow's ``exif_transpose``; TensorFlow's decoder ignores it, and a
+    portrait photo would get the labels of its sideways pixels). Errors name the file, in our words."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
-        return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:
-        words = (err.message.strip().splitlines() or ["unreadable"])[0]
-        raise DataError(f"cannot decode {path}: {words}") from None
+        with Image.open(path) as image:
+            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except UnidentifiedImageError:
+        raise DataError(f"cannot decode {path}: not an image file Pillow can read (JPEG, PNG, ...)") from None
+    except (OSError, SyntaxError, ValueError) as err:  # a truncated or damaged file
+        raise DataError(f"cannot decode {path}: the file is truncated or damaged ({err})") from None
+    return tf.constant(pixels, tf.uint8)
 
 
 class KerasPredictor:
