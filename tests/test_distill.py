@@ -263,10 +263,24 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_teacher, tmp_pat
 
     a = load_model(tmp_path / "whole" / "model.keras").get_weights()
     b = load_model(tmp_path / "killed" / "model.keras").get_weights()
+    assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-    critic_a, critic_b = (tmp_path / d / "critic.weights.h5" for d in ("whole", "killed"))
-    assert critic_a.read_bytes() != b"" and critic_b.is_file()
+    critic_a, critic_b = (h5_arrays(tmp_path / d / "critic.weights.h5") for d in ("whole", "killed"))
+    assert list(critic_a) == list(critic_b) and len(critic_a) > 0
+    for name in critic_a:
+        np.testing.assert_allclose(critic_a[name], critic_b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def h5_arrays(path) -> dict:
+    """Every dataset of a Keras ``.weights.h5`` file, by its path in the file."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
+                     else None)
+    return arrays
 
 
 from replica_gradients import ALL_LOSSES  # noqa: E402  (the same ten losses as the per-term check)
@@ -380,6 +394,7 @@ def test_multi_worker_run_ends_with_identical_weights_on_both_workers(tiny_teach
         assert proc.returncode == 0, output
     chief = load_model(tmp_path / "mw" / "model.keras").get_weights()
     other = load_model(tmp_path / "mw" / "worker1" / "model.keras").get_weights()
+    assert len(chief) == len(other) > 0
     for a, b in zip(chief, other):
         np.testing.assert_array_equal(a, b)
 

@@ -39,6 +39,7 @@ def test_train_writes_model_scores_and_resumes_exactly(tmp_path, tiny_config):
 
     a = load_model(tmp_path / "run" / "model.keras").get_weights()
     b = load_model(tmp_path / "interrupted" / "model.keras").get_weights()
+    assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
