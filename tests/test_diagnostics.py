@@ -153,7 +153,7 @@ def test_rampup_scales_the_students_gradient_and_leaves_helpers_at_full_weight()
         """d/dθ of CE + Σ λ·L as the training step sees it, for the student and for the regressor."""
         with tf.GradientTape(persistent=True) as tape:
             s_out = student(images, training=False)
-            terms, total = distiller._terms(s_out, t_out, labels, images)
+            terms, total = distiller._terms(s_out, t_out, labels, images, training=True)
             ce = terms["ce"]
             distill = 3.0 * pixel(s_out, t_out) + 2.0 * fitnet(s_out, t_out)  # unscaled, straight from the student
         result = [tape.gradient(v, student.trainable_variables + helper) for v in (total, ce, distill)]
