@@ -290,14 +290,17 @@ def test_version_and_config_show_everything(tmp_path, capsys):
 
 
 def test_an_interrupt_in_the_first_second_prints_no_traceback():
-    """A real SIGINT while the command loads TensorFlow (the window that used to print a traceback): the child
-    says when main() starts, the signal follows at once, and main() must end with the shell's code for an
-    interrupt and one line — not with a traceback, nor with the missing config's exit 2 (that would mean
-    the signal came too late to test anything)."""
+    """A real SIGINT while the command loads its modules and TensorFlow (the window that used to print a
+    traceback): the child says when main() has started, the signal follows at once, and main() must end with
+    the shell's code for an interrupt and one line — not with a traceback, nor with the missing config's exit 2
+    (that would mean the signal came too late to test anything)."""
     import signal
 
-    code = ("import sys; from skd_tf.cli import main; print('ready', flush=True); "
-            "sys.exit(main(['config', '--config', 'x.yaml']))")
+    # "ready" is printed from inside main()'s guarded start (its first call builds the parser), so the signal
+    # cannot land in the few bytecodes between this script and main()
+    code = ("import sys\nfrom skd_tf import cli\nbuild = cli.build_parser\n"
+            "def announced():\n    print('ready', flush=True)\n    return build()\n"
+            "cli.build_parser = announced\nsys.exit(cli.main(['config', '--config', 'x.yaml']))")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
