@@ -51,6 +51,17 @@ RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
 README_START, README_END = "<!-- import_reference:start -->", "<!-- import_reference:end -->"
 
 
+def file_stem(rel: str) -> str:
+    """The name the imported and exported files of a checkpoint get in --out."""
+    return rel.replace("/", "_").replace("+", "p").removesuffix(".pth")
+
+
+def config_of(name: str):
+    from skd_tf.config import load_config
+
+    return load_config(ROOT / "configs" / f"{name}.yaml")
+
+
 def package_photos() -> list[Path]:
     found = []
     for package, rel in PACKAGE_PHOTOS:
@@ -125,6 +136,8 @@ def boundary_share(reference: np.ndarray, wrong: np.ndarray) -> float | None:
 
 
 def export_file(network, cfg, size, quantization: str, calibration: np.ndarray, path: Path) -> None:
+    """export.run.export_one's conversion, calibrated on ``calibration`` (export_one draws from the config's
+    training data, which is the user's Cityscapes / CamVid and not on this machine)."""
     from export import checks
     from export.convert import ServingSpec, convert, keras_logits_fn, serving_function
     from export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
@@ -158,14 +171,13 @@ def latency(path: Path, threads: int) -> float:
 
 
 def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, calibration_count: int) -> dict:
-    from skd_tf.config import load_config
     from skd_tf.importing import import_checkpoint
-    from skd_tf.models import at_input_size, input_conventions, load_model
+    from skd_tf.models import at_input_size, load_model
     from skd_tf.models.torch_checkpoint import read_state_dict
 
     rel, config, decoder, classes, size = entry
-    cfg = load_config(ROOT / "configs" / f"{config}.yaml")
-    stem = rel.replace("/", "_").replace("+", "p").removesuffix(".pth")
+    cfg = config_of(config)
+    stem = file_stem(rel)
     keras_path = out / f"{stem}.keras"
     imported = import_checkpoint(cfg, str(folder / rel), keras_path)
     state = read_state_dict(folder / rel)
@@ -309,7 +321,7 @@ def main() -> int:
 
         record = json.loads(RESULTS.read_text())
         for row in record["rows"]:
-            stem = row["file"].replace("/", "_").replace("+", "p").removesuffix(".pth")
+            stem = file_stem(row["file"])
             for quantization in QUANTIZATIONS:
                 path = Path(args.out) / f"{stem}_{quantization}.tflite"
                 if not path.is_file():
@@ -350,14 +362,12 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
         record = {"host": host_device(), "photos": len(photos), "photo_names": [p.name for p in photos],
                   "calibration": args.calibration, "rows": rows}
-        from skd_tf.config import load_config
         from skd_tf.models import at_input_size, load_model
 
         rel, config, *_ = FILES[0]
-        cfg = load_config(ROOT / "configs" / f"{config}.yaml")
+        cfg = config_of(config)
         size = tuple(int(v) for v in args.diagnosis_size.lower().split("x"))
-        stem = rel.replace("/", "_").replace("+", "p").removesuffix(".pth")
-        network = at_input_size(load_model(out / f"{stem}.keras", cfg.data), size)
+        network = at_input_size(load_model(out / f"{file_stem(rel)}.keras", cfg.data), size)
         record["int8_diagnosis"] = {"file": rel, "input_size": list(size),
                                     **int8_error_growth(network, cfg, street_scenes(32, size),
                                                         load_photos(photos, size))}

@@ -17,7 +17,7 @@ import tf_keras
 
 from skd_tf.models.input_convention import conversion
 from skd_tf.models.layers import cell_averaging_matrix
-from skd_tf.models.torch_layers import ceil_mode_size
+from skd_tf.models.torch_layers import ceil_mode_pads
 
 # config keys that are Keras 3-only or irrelevant once the weights are copied
 _DROPPED_KEYS = ("name", "dtype", "build_config", "seed")
@@ -100,11 +100,8 @@ class CeilModeMaxPool2D(tf_keras.layers.Layer):
         self.pool, self.strides, self.padding = int(pool), int(strides), int(padding)
 
     def call(self, x):
-        pads = [[0, 0]]
-        for size in (int(x.shape[1]), int(x.shape[2])):
-            out = ceil_mode_size(size, self.pool, self.strides, self.padding)
-            pads.append([self.padding, (out - 1) * self.strides + self.pool - size - self.padding])
-        return tf.nn.max_pool2d(tf.pad(x, pads + [[0, 0]]), self.pool, self.strides, "VALID")
+        pads = [list(ceil_mode_pads(int(n), self.pool, self.strides, self.padding)) for n in x.shape[1:3]]
+        return tf.nn.max_pool2d(tf.pad(x, [[0, 0], *pads, [0, 0]]), self.pool, self.strides, "VALID")
 
     def get_config(self):
         return {**super().get_config(), "pool": self.pool, "strides": self.strides, "padding": self.padding}

@@ -133,6 +133,8 @@ class InputConventionConfig(_Section):
 
 
 ESPNET_ARCHS = ("espnet", "espnet_c")
+# published networks on a deep-stem ResNet-18/101 whose checkpoints import tensor for tensor
+DEEP_STEM_ARCHS = ("skd_pspnet", "cirkd_deeplabv3", "cirkd_pspnet")
 
 
 class ModelConfig(_Section):
@@ -174,7 +176,7 @@ class ModelConfig(_Section):
             if min(self.espnet_blocks) < 0:
                 raise ValueError("model.espnet_blocks must be two counts >= 0")
             return self
-        if self.arch in ("skd_pspnet", "cirkd_deeplabv3", "cirkd_pspnet"):
+        if self.arch in DEEP_STEM_ARCHS:
             if self.backbone not in ("resnet18", "resnet101") or self.output_stride != 8 or self.width != 1.0:
                 raise ValueError(f"model.arch {self.arch!r} is a published network: backbone resnet18 or "
                                  f"resnet101, output_stride 8, width 1.0")

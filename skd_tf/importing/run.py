@@ -15,6 +15,12 @@ from skd_tf.models.torch_weights import assign_state_dict, expected_tensors, mis
 from skd_tf.training.checkpointing import save_atomic
 
 
+def _network(cfg: RunConfig, num_classes: int):
+    """The config's network as the checkpoint will fill it (no backbone initialisation of its own)."""
+    return build_model(cfg.model.model_copy(update={"pretrained": "none"}), num_classes, tuple(cfg.data.crop_size),
+                       name=cfg.name, pipeline=(cfg.data.mean, cfg.data.std))
+
+
 def class_count_hint(cfg: RunConfig, tensors: dict, expected: dict) -> str:
     """`` (the checkpoint is for K classes ...)`` when the network built for K classes instead of the config's
     data.num_classes takes the checkpoint exactly, else ``""``."""
@@ -22,8 +28,7 @@ def class_count_hint(cfg: RunConfig, tensors: dict, expected: dict) -> str:
     candidates = {int(tensors[n].shape[0]) for n, shape in expected.items()
                   if n in tensors and shape[0] == k and tensors[n].ndim == len(shape) and tensors[n].shape[0] != k}
     for other in sorted(candidates)[:2]:
-        network = build_model(cfg.model.model_copy(update={"pretrained": "none"}), other, tuple(cfg.data.crop_size))
-        if mismatch_report(tensors, expected_tensors(network)) is None:
+        if mismatch_report(tensors, expected_tensors(_network(cfg, other))) is None:
             return (f" (the checkpoint is for {other} classes and the config's data.num_classes is {k}: "
                     f"--set data.num_classes={other}, or the config for that data set)")
     return ""
@@ -36,9 +41,7 @@ def import_checkpoint(cfg: RunConfig, checkpoint: str, out: str | os.PathLike, a
     if out.suffix != ".keras":
         raise ValueError(f"--out must name a .keras file (got {out})")
     tensors = read_state_dict(checkpoint, allow_pickle)
-    size = tuple(cfg.data.crop_size)
-    network = build_model(cfg.model.model_copy(update={"pretrained": "none"}), cfg.data.num_classes, size,
-                          name=cfg.name, pipeline=(cfg.data.mean, cfg.data.std))
+    network = _network(cfg, cfg.data.num_classes)
     try:
         used = assign_state_dict(network, tensors, source=checkpoint)
     except CheckpointError as err:
@@ -50,4 +53,4 @@ def import_checkpoint(cfg: RunConfig, checkpoint: str, out: str | os.PathLike, a
             "parameters": int(network.count_params()),
             "input_convention": conventions[0].describe() if conventions else
             f"the pipeline's: RGB in 0..255, mean {list(cfg.data.mean)}, std {list(cfg.data.std)}",
-            "input_size": list(size)}
+            "input_size": list(cfg.data.crop_size)}

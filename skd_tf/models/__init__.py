@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from skd_tf.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from skd_tf.config import ESPNET_ARCHS, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from skd_tf.models import backbones, cirkd, espnet, heads, skd_pspnet
 from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_conventions
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
@@ -37,7 +37,7 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
     if cfg.input_convention is not None:
         x = ConvertInput(pipeline[0], pipeline[1], **cfg.input_convention.model_dump(), name="input_convention")(x)
     ends, aux_logits = None, None
-    if cfg.arch in ("espnet", "espnet_c"):
+    if cfg.arch in ESPNET_ARCHS:
         features, logits = espnet.espnet(x, num_classes, tuple(cfg.espnet_blocks), decoder=cfg.arch == "espnet")
     elif cfg.arch == "skd_pspnet":
         features, logits, aux_logits = skd_pspnet.skd_pspnet(x, num_classes, int(cfg.backbone[len("resnet"):]),
@@ -77,7 +77,7 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
 def backbone_scope(cfg: ModelConfig, model: keras.Model) -> tuple[tuple[str, ...], dict | None]:
     """The torch module prefixes a backbone checkpoint initialises, and {Keras name: torch path} where the
     layers are not named after torch's modules (None where they are)."""
-    if cfg.arch in ("espnet", "espnet_c"):
+    if cfg.arch in ESPNET_ARCHS:
         return espnet.ENCODER_SCOPE, None
     if cfg.arch == "skd_pspnet":
         return skd_pspnet.BACKBONE_SCOPE, None

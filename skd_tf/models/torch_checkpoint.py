@@ -10,7 +10,6 @@ read: it is an optional extra (``pip install 'skd-tf[torch]'``).
 from __future__ import annotations
 
 import os
-import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -37,14 +36,13 @@ LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
 def _load(path: str, allow_pickle: bool):
-    is_zip = zipfile.is_zipfile(path)
     with open(path, "rb") as f:
         head = f.read(len(LEGACY_MAGIC))
-    if not is_zip and not head.startswith(b"PK") and head != LEGACY_MAGIC:
+    is_zip = head.startswith(b"PK")  # torch's zip format (a cut one still has its header)
+    if not is_zip and head != LEGACY_MAGIC:
         raise CheckpointError(f"cannot read {path}: not a PyTorch checkpoint (neither torch's zip archive nor its "
                               f"legacy pickle)")
     torch = _import_torch()
-    is_zip = is_zip or head.startswith(b"PK")  # a cut zip has lost its central directory, not its header
     try:
         # weights_only refuses pickled code: a checkpoint is data, and a hostile one would run on load
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
@@ -59,11 +57,9 @@ def _load(path: str, allow_pickle: bool):
         raise CheckpointError(f"cannot read {path}: not a PyTorch checkpoint ({text[:160]})") from None
 
 
-def _is_tensor(value) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach") and hasattr(value, "shape")
-
-
 def _state_dict(obj, path: str) -> dict:
+    from torch import is_tensor as _is_tensor  # torch is there: _load imported it
+
     if isinstance(obj, dict) and obj and all(_is_tensor(v) for v in obj.values()):
         return obj
     if isinstance(obj, dict):

@@ -34,6 +34,12 @@ def ceil_mode_size(size: int, pool: int, stride: int, padding: int) -> int:
     return out - 1 if (out - 1) * stride >= size + padding else out
 
 
+def ceil_mode_pads(size: int, pool: int, stride: int, padding: int) -> tuple[int, int]:
+    """(before, after) zero padding that makes a valid pooling give ``ceil_mode_size`` outputs."""
+    out = ceil_mode_size(size, pool, stride, padding)
+    return padding, (out - 1) * stride + pool - size - padding
+
+
 @keras.saving.register_keras_serializable(package="skd_tf")
 class CeilModeMaxPool2D(keras.layers.Layer):
     """torch's ``MaxPool2d(pool, stride, padding, ceil_mode=True)`` on a non-negative input (it follows a ReLU).
@@ -47,12 +53,9 @@ class CeilModeMaxPool2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.pool, self.strides, self.padding = int(pool), int(strides), int(padding)
 
-    def _pads(self, size: int) -> tuple[int, int]:
-        out = ceil_mode_size(size, self.pool, self.strides, self.padding)
-        return self.padding, (out - 1) * self.strides + self.pool - size - self.padding
-
     def call(self, x):
-        (top, bottom), (left, right) = self._pads(x.shape[1]), self._pads(x.shape[2])
+        (top, bottom), (left, right) = (ceil_mode_pads(n, self.pool, self.strides, self.padding)
+                                        for n in (x.shape[1], x.shape[2]))
         x = ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
         return ops.max_pool(x, self.pool, strides=self.strides, padding="valid")
 
