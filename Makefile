@@ -1,10 +1,11 @@
-# skd-tf: `make demo` runs the main job, `make test` the test suite. Both create .venv when missing.
+# skd-tf: `make demo` runs the main job, `make test` the test suite, `make docs` the documentation site.
+# Each creates .venv when missing.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +27,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/skd-tf demo
 
+# The documentation site (docs/ + the API reference from the docstrings) into site/; `make test` builds it
+# strictly too. Browse it with `$(BIN)/mkdocs serve`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -10,7 +10,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["skd_tf", "skd_tf.*", "export", "export.*"]),
+    packages=find_packages(include=["skd_tf", "skd_tf.*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
@@ -32,7 +32,10 @@ setup(
         # Reading PyTorch checkpoints (`skd-tf import`, `model.pretrained: file.pth`); nothing else needs torch.
         "torch": ["torch>=2.1,<3"],
         # 2.13.0 is the CPU build of torch (a plain `torch` resolves to a multi-GB CUDA build).
-        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "torch==2.13.0"],
+        # The documentation site: mkdocs with the Material theme and the API reference from the docstrings.
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"],
+        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "torch==2.13.0",
+                "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"],
     },
     entry_points={"console_scripts": ["skd-tf=skd_tf.cli:main"]},
 )

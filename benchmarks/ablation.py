@@ -36,23 +36,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# (key, label, config, command, seeds wanted by default)
+sys.path.insert(0, str(ROOT))
+from skd_tf.console import QUIET, start_tensorflow  # noqa: E402
+
+start_tensorflow(QUIET)  # the loss registry's module imports TensorFlow: without its start-up lines
+from skd_tf.losses import LOSSES  # noqa: E402
+
+SKD_CHAIN = ("pixel", "pairwise", "holistic")  # the paper's rows add these one by one
+# (key, label, config, command, seeds wanted by default): the paper's chain, then every other loss of the
+# registry alone (its config synthetic_<name>), in the order the tables show them
 ROWS = [
     ("baseline", "baseline student", "synthetic_student", "train", 5),
     ("pi", "+ pixel-wise", "synthetic_skd_pi", "distill", 5),
     ("pi_pa", "+ pixel-wise + pair-wise", "synthetic_skd_pi_pa", "distill", 5),
     ("full", "+ pixel-wise + pair-wise + holistic", "synthetic_skd_full", "distill", 5),
-    ("ka", "knowledge adaptation", "synthetic_ka", "distill", 5),
-    ("sp", "similarity-preserving (SP)", "synthetic_sp", "distill", 3),
-    ("cc", "correlation congruence (CC)", "synthetic_cc", "distill", 3),
-    ("irg", "instance relation graph (IRG)", "synthetic_irg", "distill", 3),
-    ("rkd", "relational KD (RKD)", "synthetic_rkd", "distill", 3),
-    ("cwd", "channel-wise (CWD)", "synthetic_cwd", "distill", 3),
-    ("fitnet", "FitNet", "synthetic_fitnet", "distill", 3),
-    ("at", "attention transfer", "synthetic_at", "distill", 3),
-]
+] + [(name, LOSSES[name].label, f"synthetic_{name}", "distill", 5 if name == "ka" else 3)
+     for name in ("ka", "sp", "cc", "irg", "rkd", "cwd", "fitnet", "at")]
+assert {r[0] for r in ROWS} | set(SKD_CHAIN) >= set(LOSSES), "a registered loss without an ablation row"
 PREVIOUS = {"pi_pa": "pi", "full": "pi_pa"}  # the paper's chain: each SKD row against the one before
-README_START, README_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+DOCS_PAGE = "results.md"  # the docs page whose <!-- ablation:start/end --> block holds the table
 QUICK = ["train.steps=200", "train.steps_per_epoch=100", "distill.knowledge_adaptation.pretrain_steps=50",
          "distill.diagnostics_every=50"]
 
@@ -93,9 +95,9 @@ def teacher_fingerprint(teacher: Path) -> tuple[str, float]:
 
 
 def host_cpu() -> dict:
-    """The CPU model and the instruction-set features that change rounding and speed (export.benchmark's
+    """The CPU model and the instruction-set features that change rounding and speed (skd_tf.benchmark.device's
     list: the one the latency tables name)."""
-    from export.benchmark import cpu_features
+    from skd_tf.benchmark.device import cpu_features
 
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -364,16 +366,6 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"README.md has no {README_START} ... {README_END} block")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
-
-
 def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str],
             seeds: set[int] | None = None) -> dict:
     """Builds the table (and PNG) from the records under ``results`` (of ``seeds`` only, when given)."""
@@ -398,9 +390,11 @@ def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str],
     if summary["rows"]:
         plot(summary, png)
         print(f"plot: {png}", flush=True)
-    if args.readme:
-        write_readme(table)
-        print("README.md updated", flush=True)
+    if args.docs:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from docs_pages import write_block
+
+        print(f"{write_block(DOCS_PAGE, 'ablation', table).relative_to(ROOT)} updated", flush=True)
     return summary
 
 
@@ -422,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "with --quick, <runs>/results)")
     parser.add_argument("--plot", help="the PNG of paired differences (default benchmarks/ablation.png for the "
                                        "committed records, else <runs>/ablation.png)")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help=f"write the table into docs/{DOCS_PAGE} (--readme: the old name)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; rebuild the table from the records")
     parser.add_argument("--any-config", action="store_true",
                         help="with --table-only: every record under --results, whatever config made it (an archive "
@@ -434,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results or (runs / "results" if args.quick else ROOT / "benchmarks/results/ablation")).resolve()
     extra = (QUICK if args.quick else []) + list(args.overrides)
     seed_subset = args.table_only and args.seed_list
-    if seed_subset and args.readme:
-        parser.error("--readme publishes the table of every recorded seed: drop --seed-list")
+    if seed_subset and args.docs:
+        parser.error("--docs publishes the table of every recorded seed: drop --seed-list")
     png = Path(args.plot or (ROOT / "benchmarks/ablation.png" if not (args.quick or args.results or seed_subset)
                              else runs / "ablation.png"))
     digests = {config: config_digest(config, row_overrides(command, extra)) for _, _, config, command, _ in ROWS}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.benchmark import run_isolated  # noqa: E402
+from skd_tf.benchmark.measure import Settings, run_isolated  # noqa: E402
 
 
 def litert_mean(model: str, threads: int, runs: int, warmup: int) -> float:
@@ -44,7 +44,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements per tool")
     args = parser.parse_args()
-    settings = argparse.Namespace(warmup=args.warmup, runs=args.runs, min_seconds=0.0, seed=0, runtime=None)
+    settings = Settings(warmup=args.warmup, runs=args.runs)
     print(f"{'model':<40} {'ours (ms)':>10} {'litert (ms)':>12} {'ratio':>7}")
     worst = 0.0
     for model in args.models:

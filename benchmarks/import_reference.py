@@ -1,6 +1,6 @@
 """The SKD authors' six ESPNet / ESPNet-C checkpoints: imported, exported to TFLite and checked against PyTorch.
 
-    python benchmarks/import_reference.py ../shared/reference-weights/skd-cvpr19 [--reference-code DIR] [--readme]
+    python benchmarks/import_reference.py ../shared/reference-weights/skd-cvpr19 [--reference-code DIR] [--docs]
 
 For each file: ``skd-tf import`` with its config (configs/{cityscapes,camvid}_espnet[_c].yaml), the torch
 network (benchmarks/torch_nets.py; with ``--reference-code`` also the authors' own ``network/ESPnet.py`` from a
@@ -11,7 +11,7 @@ scenes, benchmarks/cityscapes_fabric.py, never on the photos it is checked on). 
 network expects: PyTorch the reference loader's BGR minus its means over its stds, Keras and TFLite the
 pipeline's RGB (the conversion is inside the imported model). Labels are compared at the input size (logits
 upsampled bilinearly, then argmax). Latency: ``skd-tf benchmark``'s measurement of the label files, 1 and 2
-threads. Writes benchmarks/results/import_reference.json and, with ``--readme``, the README table.
+threads. Writes benchmarks/results/import_reference.json and, with ``--docs``, the table of docs/published-weights.md.
 
 The photos: every ``--images`` file, by default the colour photos shipped inside installed packages
 (matplotlib's grace_hopper.jpg; scikit-image's astronaut, chelsea, coffee, motorcycle_left/right, rocket
@@ -48,7 +48,6 @@ PACKAGE_PHOTOS = [("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")] + [
                                              "motorcycle_right.png", "rocket.jpg")]
 QUANTIZATIONS = ("float32", "float16", "int8")
 RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
-README_START, README_END = "<!-- import_reference:start -->", "<!-- import_reference:end -->"
 
 
 def file_stem(rel: str) -> str:
@@ -136,11 +135,11 @@ def boundary_share(reference: np.ndarray, wrong: np.ndarray) -> float | None:
 
 
 def export_file(network, cfg, size, quantization: str, calibration: np.ndarray, path: Path) -> None:
-    """export.run.export_one's conversion, calibrated on ``calibration`` (export_one draws from the config's
+    """skd_tf.export.run.export_one's conversion, calibrated on ``calibration`` (export_one draws from the config's
     training data, which is the user's Cityscapes / CamVid and not on this machine)."""
-    from export import checks
-    from export.convert import ServingSpec, convert, keras_logits_fn, serving_function
-    from export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
+    from skd_tf.export import checks
+    from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
+    from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 
     spec = ServingSpec(tuple(size), cfg.data.num_classes, "labels", True, tuple(cfg.data.mean), tuple(cfg.data.std))
     integer = quantization == "int8"
@@ -157,16 +156,16 @@ def export_file(network, cfg, size, quantization: str, calibration: np.ndarray, 
 
 
 def tflite_labels(path: Path, rgb: np.ndarray) -> np.ndarray:
-    from export.runtime import make_interpreter, run
+    from skd_tf.benchmark.runtime import make_interpreter, run
 
     interpreter = make_interpreter(str(path), 2)
     return np.stack([run(interpreter, image[None].astype(np.float32))[0] for image in rgb]).astype(np.uint8)
 
 
 def latency(path: Path, threads: int) -> float:
-    from export.benchmark import run_isolated
+    from skd_tf.benchmark.measure import Settings, run_isolated
 
-    settings = argparse.Namespace(warmup=3, runs=20, min_seconds=3.0, seed=0, runtime=None)
+    settings = Settings(warmup=3, runs=20, min_seconds=3.0)
     return float(run_isolated(str(path), threads, True, settings)["latency_ms"]["mean"])
 
 
@@ -221,8 +220,8 @@ def int8_error_growth(network, cfg, calibration: np.ndarray, photos: np.ndarray)
     import keras
     import tensorflow as tf
 
-    from export.convert import convert
-    from export.runtime import make_interpreter, run
+    from skd_tf.export.convert import convert
+    from skd_tf.benchmark.runtime import make_interpreter, run
 
     def normalise(raw):
         return (raw.astype(np.float32) - np.asarray(cfg.data.mean, np.float32)) / np.asarray(cfg.data.std, np.float32)
@@ -289,16 +288,6 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if README_START not in content:
-        raise SystemExit(f"README.md has no {README_START} marker")
-    head, rest = content.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", help="the skd-cvpr19 folder (cityscapes/, camvid/)")
@@ -307,17 +296,18 @@ def main() -> int:
     parser.add_argument("--images", nargs="*", help="photos to check on (default: those shipped in packages)")
     parser.add_argument("--calibration", type=int, default=100, help="street scenes for int8 calibration")
     parser.add_argument("--out", default="runs/import_reference", help="where the .keras/.tflite files go")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help="write the table into docs/published-weights.md (--readme: the old name)")
     parser.add_argument("--diagnosis-size", default="256x512",
                         help="HxW at which the first file's int8 error is followed stage by stage")
-    parser.add_argument("--table-only", action="store_true", help="print (and --readme) the recorded table")
+    parser.add_argument("--table-only", action="store_true", help="print (and --docs) the recorded table")
     parser.add_argument("--retime", action="store_true",
                         help="only re-measure the latency of the recorded files in --out (on an idle machine)")
     args = parser.parse_args()
     if args.table_only:
         text = table(json.loads(RESULTS.read_text()))
     elif args.retime:
-        from export.benchmark import host_device
+        from skd_tf.benchmark.device import host_device
 
         record = json.loads(RESULTS.read_text())
         for row in record["rows"]:
@@ -337,13 +327,13 @@ def main() -> int:
         from skd_tf.console import QUIET, start_tensorflow
 
         start_tensorflow(QUIET)
-        from export.benchmark import host_device
+        from skd_tf.benchmark.device import host_device
 
         folder = Path(args.folder)
         missing = [rel for rel, *_ in FILES if not (folder / rel).is_file()]
         if missing:
             raise SystemExit(f"{folder} lacks {', '.join(missing)} (branch cvpr_19 of the SKD repository, "
-                             f"folder checkpoint/; see the README's 'Published weights')")
+                             f"folder checkpoint/; see docs/published-weights.md)")
         photos = [Path(p) for p in args.images] if args.images else package_photos()
         if not photos:
             raise SystemExit("no photos: pass --images or pip install scikit-image")
@@ -375,8 +365,10 @@ def main() -> int:
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         text = table(record)
     print(text)
-    if args.readme:
-        write_readme(text)
+    if args.docs:
+        from docs_pages import write_block
+
+        write_block("published-weights.md", "import_reference", text)
     return 0
 
 

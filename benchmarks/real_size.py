@@ -26,7 +26,7 @@ Stages, each its own process (its wall time and peak RSS measured by the parent)
 Only step counts are reduced (``--steps``). A stage that the kernel kills for memory is retried at half the
 batch, and the record says so. Each stage's record (seconds, seconds per training step, peak RSS, the
 batch it ran, mIoU where it evaluates, the host CPU) goes to ``--results``/<stage>.json; a later run skips the
-recorded stages (``--fresh`` reruns them), and ``--table`` prints the records as the README's tables.
+recorded stages (``--fresh`` reruns them), and ``--table`` prints the records as the tables of docs/real-size.md.
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ def stage_benchmark(plan: Plan) -> dict:
         raise StageFailed("benchmark needs the export stage's .tflite files: run --stages export first")
     target = plan.runs / "benchmark.json"
     timing = ["--runs", "2", "--warmup", "1"] if plan.tiny else ["--runs", "5", "--min-seconds", "3", "--warmup", "1"]
-    result = checked([sys.executable, "-m", "export.benchmark", *models, "--threads", "1,2", *timing,
+    result = checked([sys.executable, "-m", "skd_tf.benchmark", *models, "--threads", "1,2", *timing,
                       "--json", str(target), "--quiet"], plan.runs / "benchmark.log")
     rows = []
     for r in json.loads(target.read_text()):

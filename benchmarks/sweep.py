@@ -33,24 +33,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import (ROOT, config_digest, host_cpu, log_of, run_cli, stale_run, teacher_fingerprint,  # noqa: E402
+from ablation import (LOSSES, ROOT, config_digest, host_cpu, log_of, run_cli, stale_run, teacher_fingerprint,  # noqa: E402
                       trained_teacher_distance)
 
-# (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses)
+# (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses);
+# the literature weight is the loss registry's (skd_tf.losses.registry)
 METHODS = [
-    ("pi", "pixel-wise", "synthetic_skd_pi", "distill.losses.pixel.weight", 10.0, ()),
-    ("pa", "pair-wise (with pixel-wise)", "synthetic_skd_pi_pa", "distill.losses.pairwise.weight", 10.0, ("pi",)),
-    ("ho", "holistic (with pixel- and pair-wise)", "synthetic_skd_full", "distill.holistic.weight", 0.1,
-     ("pi", "pa")),
-    ("ka", "knowledge adaptation", "synthetic_ka", "distill.losses.ka.weight", 1.0, ()),
-    ("sp", "similarity-preserving", "synthetic_sp", "distill.losses.sp.weight", 3000.0, ()),
-    ("cc", "correlation congruence", "synthetic_cc", "distill.losses.cc.weight", 100.0, ()),
-    ("irg", "instance relation graph", "synthetic_irg", "distill.losses.irg.weight", 1.0, ()),
-    ("rkd", "relational KD", "synthetic_rkd", "distill.losses.rkd.weight", 1.0, ()),
-    ("cwd", "channel-wise", "synthetic_cwd", "distill.losses.cwd.weight", 3.0, ()),
-    ("fitnet", "FitNet", "synthetic_fitnet", "distill.losses.fitnet.weight", 1.0, ()),
-    ("at", "attention transfer", "synthetic_at", "distill.losses.at.weight", 1000.0, ()),
-]
+    ("pi", "pixel-wise", "synthetic_skd_pi", "distill.losses.pixel.weight", LOSSES["pixel"].weight, ()),
+    ("pa", "pair-wise (with pixel-wise)", "synthetic_skd_pi_pa", "distill.losses.pairwise.weight",
+     LOSSES["pairwise"].weight, ("pi",)),
+    ("ho", "holistic (with pixel- and pair-wise)", "synthetic_skd_full", "distill.holistic.weight",
+     LOSSES["holistic"].weight, ("pi", "pa")),
+] + [(name, LOSSES[name].label, f"synthetic_{name}", f"distill.losses.{name}.weight", LOSSES[name].weight, ())
+     for name in ("ka", "sp", "cc", "irg", "rkd", "cwd", "fitnet", "at")]
 METHOD_BY_KEY = {m[0]: m for m in METHODS}
 
 # data variants the weights are chosen on: (data seed, number of classes)
@@ -253,7 +248,7 @@ def calibrated_losses(results: Path = ROOT / "benchmarks/results/sweep") -> dict
 
 def calibration_options(results: Path = ROOT / "benchmarks/results/sweep") -> dict[str, str]:
     """{loss config name: the loss options other than its weight that the chosen points were swept with},
-    e.g. {"ka": "adapter_depth=1"} — the calibrated λ holds with them (README losses table)."""
+    e.g. {"ka": "adapter_depth=1"} — the calibrated λ holds with them (the losses table of docs/losses.md)."""
     chosen = results / "chosen.json"
     if not chosen.exists():
         return {}
@@ -269,33 +264,29 @@ def calibration_options(results: Path = ROOT / "benchmarks/results/sweep") -> di
     return out
 
 
-SWEEP_START, SWEEP_END = "<!-- sweep:start -->", "<!-- sweep:end -->"
 
 
-def write_readme(results: Path, table: str) -> None:
-    """README.md: the sweep table between its markers, and the losses table with the calibrated weights."""
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if SWEEP_START not in text or SWEEP_END not in text:
-        raise SystemExit(f"README.md has no {SWEEP_START} ... {SWEEP_END} block")
-    head, rest = text.split(SWEEP_START, 1)
-    readme.write_text(f"{head}{SWEEP_START}\n{table}{SWEEP_END}{rest.split(SWEEP_END, 1)[1]}")
+def write_docs(results: Path, table: str) -> None:
+    """docs/results.md: the sweep table between its markers; docs/losses.md: the losses table with the
+    calibrated weights."""
+    from docs_pages import write_block
+
+    write_block("results.md", "sweep", table)
     write_losses_table(results)
 
 
 def write_losses_table(results: Path) -> None:
-    """Replaces README.md's losses table with one that has the calibrated weights."""
+    """Replaces docs/losses.md's losses table with one that has the calibrated weights."""
     sys.path.insert(0, str(ROOT))
     from skd_tf.console import QUIET, start_tensorflow
 
     start_tensorflow(QUIET)  # the losses module imports TensorFlow: without its start-up noise
     from skd_tf.losses import markdown_table
 
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start = text.index("| config name | loss | formula |")
-    end = text.index("\n\n", start)
-    readme.write_text(text[:start] + markdown_table(calibrated_losses(results), calibration_options(results)) + text[end:])
+    from docs_pages import replace_table
+
+    replace_table("losses.md", "| config name | loss | formula |",
+                  markdown_table(calibrated_losses(results), calibration_options(results)))
 
 
 def ensure_variant(variant: str, runs: Path, results: Path, holdout: int,
@@ -376,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the baseline under seeds 0..N-1 too, to show the seed-to-seed spread "
                              "(default %(default)s: seed 0 only)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; print the choice from the records")
-    parser.add_argument("--readme", action="store_true",
-                        help="write the sweep table and the chosen weights (losses table) into README.md")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help="write the sweep table (docs/results.md) and the chosen weights (the losses table of "
+                             "docs/losses.md); --readme: the old name")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
@@ -438,9 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             {"variants": variants, "grids": {k: list(method_multiples(k, grids)) for k in chosen},
              "weights": chosen,
              "keys": {k: methods[k][3] for k in chosen}, "configs": {k: methods[k][2] for k in chosen}}, indent=1))
-    if args.readme:
-        write_readme(results, table)
-        print("README.md: sweep and losses tables updated", flush=True)
+    if args.docs:
+        write_docs(results, table)
+        print("docs/results.md (sweep) and docs/losses.md (losses table) updated", flush=True)
     return 0
 
 

@@ -4,7 +4,7 @@ import checks (tests/test_import.py, benchmarks/import_reference.py).
 Written for skd-tf from the architecture descriptions (ESPNet as the SKD reference code configures it,
 skd_tf/models/espnet.py; the SKD reference PSPNet, skd_tf/models/skd_pspnet.py; CIRKD's networks,
 skd_tf/models/cirkd.py; torchvision's ResNet layout). Each gives logits bit-identical to the published code
-with the same weights (checked against it; see the README). Imported only where torch is installed.
+with the same weights (checked against it; see docs/published-weights.md). Imported only where torch is installed.
 """
 
 from __future__ import annotations

@@ -111,14 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     _add_output_args(p)
 
-    from export.benchmark import add_arguments
+    from skd_tf.benchmark.cli import add_arguments
 
     p = sub.add_parser("benchmark", help="latency of .tflite models on this host or an Android phone",
                        description="Time .tflite models with the LiteRT interpreter (tflite-runtime or TensorFlow's "
                                    "as fallbacks), each thread count in a fresh process: init, first inference, "
                                    "mean/median/p5/p95/min/max/std latency, peak RSS. --android runs TFLite's "
                                    "benchmark_model on a phone over adb. The same module runs without TensorFlow "
-                                   "as `python -m export.benchmark`.")
+                                   "as `python -m skd_tf.benchmark`, or `python -m benchmark` in a copy of its folder.")
     add_arguments(p)
 
     p = sub.add_parser("import", help="a published PyTorch checkpoint (.pth) as an skd-tf .keras model",
@@ -255,7 +255,7 @@ def _cmd_config(args) -> int:
 
         resolved["distill"] = resolved_distill(parse_distill(cfg.distill, cfg.origin))
     if cfg.export is not None:
-        from export.config import parse_export
+        from skd_tf.export.config import parse_export
 
         resolved["export"] = parse_export(cfg.export, source=cfg.origin).model_dump(mode="json")
     else:
@@ -290,9 +290,9 @@ def _parse_size(text: str | None):
 
 
 def _cmd_export(args) -> int:
-    from export.config import QUANTIZATIONS, parse_export
-    from export.run import export_student
-    from export.summary import format_export
+    from skd_tf.export.config import QUANTIZATIONS, parse_export
+    from skd_tf.export.run import export_student
+    from skd_tf.export.summary import format_export
     from skd_tf.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -316,8 +316,9 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_benchmark(args) -> int:
-    from export.benchmark import BenchmarkError, run
-    from export.runtime import RuntimeUnavailable
+    from skd_tf.benchmark.cli import run
+    from skd_tf.benchmark.errors import BenchmarkError
+    from skd_tf.benchmark.runtime import RuntimeUnavailable
 
     try:
         run(args)
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a Ctrl-C while the parser's imports load is an interruption too, not a traceback
         args = build_parser().parse_args(argv)
         name = f"skd-tf {args.command}"
-        from export.native_log import show_native_notes
+        from skd_tf.benchmark.native_log import show_native_notes
         from skd_tf.console import QUIET, start_tensorflow
 
         show_native_notes(_verbosity(args) >= 2)

@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from export.native_log import native_stderr
+from skd_tf.benchmark.native_log import native_stderr
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _verbosity = NORMAL

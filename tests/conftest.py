@@ -1,10 +1,12 @@
 """Shared test settings: quiet TensorFlow, two logical CPU devices, tiny configs."""
 
-import os
+import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from skd_tf.console import QUIET, start_tensorflow
 
-import pytest  # noqa: E402
+# TensorFlow started as the commands start it: its start-up lines on a CPU-only host (cuInit, cudart_stub,
+# CPU-feature notices) filtered out, so nothing of it lands in (or after) pytest's report
+start_tensorflow(QUIET)
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPUs let tf.distribute tests run a 2-replica MirroredStrategy.

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import android, benchmark
-from export.convert import ServingSpec, convert, keras_logits_fn, serving_function
+from skd_tf.benchmark import android, cli, device, measure, report
+from skd_tf.benchmark.errors import BenchmarkError
+from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
 from tests import benchmark_outputs as outputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_host_benchmark_json_plot_and_real_image(tiny_tflite, tmp_path, capsys):
     image = tmp_path / "street.png"
     Image.fromarray(np.random.RandomState(0).randint(0, 256, (48, 40, 3)).astype(np.uint8)).save(image)
     out = tmp_path / "bench.json"
-    code = benchmark.main([tiny_tflite, "--threads", "1,2", "--xnnpack", "both", "--runs", "5", "--warmup", "1",
+    code = cli.main([tiny_tflite, "--threads", "1,2", "--xnnpack", "both", "--runs", "5", "--warmup", "1",
                            "--json", str(out), "--plot", str(tmp_path / "lat.png"), "--input", str(image)])
     assert code == 0
     results = json.loads(out.read_text())
@@ -51,7 +52,7 @@ def test_host_benchmark_json_plot_and_real_image(tiny_tflite, tmp_path, capsys):
         assert set(r) >= {"runtime", "model", "model_bytes", "threads", "delegate", "device", "latency_ms", "runs",
                           "peak_rss_mb"}
         lat = r["latency_ms"]
-        assert set(lat) == set(benchmark.LATENCY_KEYS)
+        assert set(lat) == set(measure.LATENCY_KEYS)
         assert lat["min"] <= lat["p5"] <= lat["median"] <= lat["p95"] <= lat["max"]
         assert lat["min"] <= lat["mean"] <= lat["max"] and lat["init"] > 0 and lat["first"] > 0
         assert r["runs"] == 5 and r["model_bytes"] == os.path.getsize(tiny_tflite)
@@ -64,7 +65,7 @@ def test_host_benchmark_json_plot_and_real_image(tiny_tflite, tmp_path, capsys):
 
 
 def test_latency_statistics_by_hand():
-    stats = benchmark.latency_stats([4.0, 1.0, 3.0, 2.0, 10.0])
+    stats = measure.latency_stats([4.0, 1.0, 3.0, 2.0, 10.0])
     assert stats["mean"] == 4.0 and stats["median"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 10.0
     assert stats["p5"] == pytest.approx(1.2) and stats["p95"] == pytest.approx(8.8)
     assert stats["std"] == pytest.approx(np.sqrt((0 + 9 + 1 + 4 + 36) / 5))
@@ -77,7 +78,7 @@ def test_pareto_points_pick_each_files_fastest_configuration(tmp_path):
                {"model": str(tmp_path / "a.tflite"), "latency_ms": {"mean": 2.0}},
                {"model": str(tmp_path / "b.tflite"), "latency_ms": {"mean": 5.0}},
                {"model": str(tmp_path / "c.tflite"), "latency_ms": {"mean": 1.0}}]
-    assert sorted(benchmark.pareto_points(results, [record])) == [(2.0, 50.0, "a.tflite"), (5.0, 52.0, "b.tflite")]
+    assert sorted(report.pareto_points(results, [record])) == [(2.0, 50.0, "a.tflite"), (5.0, 52.0, "b.tflite")]
 
 
 def test_host_bad_inputs(tiny_tflite, tmp_path, capsys):
@@ -95,7 +96,7 @@ def test_host_bad_inputs(tiny_tflite, tmp_path, capsys):
              ([tiny_tflite, "--input", str(tmp_path / "missing.png")], "input image not found"),
              ([str(flex), "--runs", "1"], "needs Flex (Select TF) ops that ai_edge_litert cannot run: FlexErf")]
     for argv, message in cases:
-        assert benchmark.main(argv) == 2, argv
+        assert cli.main(argv) == 2, argv
         lines = capsys.readouterr().err.strip().splitlines()
         assert lines[-1].startswith("benchmark: error:") and message in lines[-1], (message, lines)
         assert not any("Traceback" in line for line in lines)
@@ -114,9 +115,9 @@ def _bare_env(tmp_path, packages):
 
 
 def _board_copy(tmp_path):
-    """What is copied to a board: the export package's files, without the rest of the project."""
+    """What is copied to a board: the benchmark package's folder alone, without the rest of the project."""
     board = tmp_path / "board"
-    shutil.copytree(REPO / "export", board / "export", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "skd_tf" / "benchmark", board / "benchmark", ignore=shutil.ignore_patterns("__pycache__"))
     return board
 
 
@@ -130,7 +131,7 @@ def test_device_only_benchmark_without_tensorflow(tiny_tflite, tmp_path, package
     assert probe.returncode != 0  # the environment really has no TensorFlow
     board = _board_copy(tmp_path)
     out = tmp_path / "result.json"
-    proc = subprocess.run([str(python), "-m", "export.benchmark", tiny_tflite, "--threads", "1,2", "--runs", "5",
+    proc = subprocess.run([str(python), "-m", "benchmark", tiny_tflite, "--threads", "1,2", "--runs", "5",
                            "--json", str(out)], cwd=board, capture_output=True, text=True,
                           env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -202,7 +203,7 @@ def fake_adb(tmp_path, monkeypatch):
 def test_android_run_pushes_runs_and_parses(fake_adb, tiny_tflite, tmp_path):
     fake_adb.use_output(outputs.OP_PROFILING)
     out = tmp_path / "android.json"
-    code = benchmark.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary, "--threads", "1,4",
+    code = cli.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary, "--threads", "1,4",
                            "--delegate", "xnnpack,gpu", "--taskset", "f0", "--op-profiling", "--runs", "50",
                            "--json", str(out)])
     assert code == 0
@@ -235,21 +236,21 @@ def test_android_run_pushes_runs_and_parses(fake_adb, tiny_tflite, tmp_path):
 ])
 def test_android_device_errors(fake_adb, tiny_tflite, monkeypatch, capsys, devices, extra, message):
     monkeypatch.setenv("FAKE_ADB_DEVICES", devices)
-    assert benchmark.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary, *extra]) == 2
+    assert cli.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary, *extra]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_android_push_failure_crash_and_missing_binary(fake_adb, tiny_tflite, monkeypatch, capsys):
-    assert benchmark.main([tiny_tflite, "--android"]) == 2
+    assert cli.main([tiny_tflite, "--android"]) == 2
     assert android.BINARY_URL in capsys.readouterr().err
-    assert benchmark.main([tiny_tflite, "--android", "--benchmark-binary", "/nonexistent/benchmark_model"]) == 2
+    assert cli.main([tiny_tflite, "--android", "--benchmark-binary", "/nonexistent/benchmark_model"]) == 2
     assert "benchmark binary not found" in capsys.readouterr().err
     monkeypatch.setenv("FAKE_ADB_PUSH_FAIL", "1")
-    assert benchmark.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary]) == 2
+    assert cli.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary]) == 2
     assert "No space left on device" in capsys.readouterr().err
     monkeypatch.delenv("FAKE_ADB_PUSH_FAIL")
     fake_adb.use_output(outputs.CRASH, exit_code=1)
-    assert benchmark.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary]) == 2
+    assert cli.main([tiny_tflite, "--android", "--benchmark-binary", fake_adb.binary]) == 2
     err = capsys.readouterr().err
     assert "no inference timings" in err and "Didn't find op for builtin opcode" in err
 
@@ -290,13 +291,13 @@ def test_parse_op_profile():
 
 
 def test_parse_crash():
-    with pytest.raises(benchmark.BenchmarkError, match="Didn't find op for builtin opcode 'FULLY_CONNECTED'"):
+    with pytest.raises(BenchmarkError, match="Didn't find op for builtin opcode 'FULLY_CONNECTED'"):
         android.parse_output(outputs.CRASH)
 
 
 def test_tensorflow_interpreter_fallback(tiny_tflite):
     """When neither LiteRT nor tflite-runtime is wanted/installed, TensorFlow's own interpreter runs the model."""
-    result = benchmark.measure(tiny_tflite, 1, False, warmup=0, runs=3, min_seconds=0.0, runtime_name="tensorflow")
+    result = measure.measure(tiny_tflite, 1, False, warmup=0, runs=3, min_seconds=0.0, runtime_name="tensorflow")
     assert result["runtime"].startswith("tensorflow") and result["delegate"] == "none" and result["runs"] == 3
 
 
@@ -310,22 +311,22 @@ flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni avx512_bf16 avx_vnni
 
 
 def test_device_names_the_cpu_and_the_features_int8_kernels_use():
-    assert benchmark.describe_cpu(X86_CPUINFO, "x86_64") == \
+    assert device.describe_cpu(X86_CPUINFO, "x86_64") == \
         "AMD EPYC 9R14 x2 [avx2 fma avx512f avx512_vnni avx_vnni avx512_bf16]"
     avx2_only = X86_CPUINFO.replace(" avx512f avx512_vnni avx512_bf16 avx_vnni", "")
-    assert benchmark.describe_cpu(avx2_only, "x86_64") == "AMD EPYC 9R14 x2 [avx2 fma]"
-    assert benchmark.cpu_features("Features\t: fp asimd asimddp\n") == ["dotprod"]
-    assert benchmark.host_device().startswith("host: ") and "[" in benchmark.host_device()
+    assert device.describe_cpu(avx2_only, "x86_64") == "AMD EPYC 9R14 x2 [avx2 fma]"
+    assert device.cpu_features("Features\t: fp asimd asimddp\n") == ["dotprod"]
+    assert device.host_device().startswith("host: ") and "[" in device.host_device()
 
 
 def test_table_names_files_that_share_a_name_by_their_shortest_distinct_path():
     paths = ["runs/r18/export/student_float32.tflite", "runs/lraspp/export/student_float32.tflite",
              "runs/lraspp/export/student_int8.tflite"]
-    assert benchmark.distinct_names(paths) == {paths[0]: "r18/export/student_float32.tflite",
+    assert report.distinct_names(paths) == {paths[0]: "r18/export/student_float32.tflite",
                                                paths[1]: "lraspp/export/student_float32.tflite",
                                                paths[2]: "student_int8.tflite"}
     result = {"model_bytes": 1024, "threads": 1, "delegate": "xnnpack", "runs": 5, "peak_rss_mb": 10.0,
               "latency_ms": {k: 1.0 for k in ("init", "first", "mean", "median", "p5", "p95", "std")},
               "runtime": "ai-edge-litert", "device": "host"}
-    table = benchmark.format_table([{**result, "model": p} for p in paths])
+    table = report.format_table([{**result, "model": p} for p in paths])
     assert "r18/export/student_float32.tflite" in table and "lraspp/export/student_float32.tflite" in table

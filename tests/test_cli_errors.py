@@ -182,7 +182,7 @@ def label_png(path: Path) -> np.ndarray:
 def test_predict_keras_and_tflite_over_a_folder_match_evaluation(tmp_path, trained):
     """predict's labels are evaluate's predictions (for .tflite: the export check's), at each image's own size;
     the overlay blends the class colours into the image."""
-    from export.benchmark import palette
+    from skd_tf.benchmark.labels import palette
     from skd_tf.config import load_config
     from skd_tf.data import val_dataset
     from skd_tf.evaluation import predicted_batches
@@ -215,8 +215,8 @@ def test_predict_keras_and_tflite_over_a_folder_match_evaluation(tmp_path, train
     assert tflite.stat().st_mode & 0o044 == 0o044  # readable like every other output, not mkstemp's 0600
     assert main(["predict", "--model", str(tflite), str(data / "images" / "*.png"), "--out", str(tmp_path / "t"),
                  "--quiet"]) == 0
-    from export import runtime
-    from export.checks import raw_validation_images
+    from skd_tf.benchmark import runtime
+    from skd_tf.export.checks import raw_validation_images
 
     interpreter = runtime.make_interpreter(str(tflite))
     for (raw, _), image_path, keras_labels in zip(raw_validation_images(cfg.data, (32, 32)), images, expected):

@@ -58,7 +58,7 @@ def test_overrides_and_missing_file(tmp_path, tiny_config):
         load_config(path, ["train.steps=7"])
 
 
-def test_readme_losses_table_matches_the_registry_and_the_sweep():
+def test_docs_losses_table_matches_the_registry_and_the_sweep():
     import sys
 
     from skd_tf.losses import markdown_table
@@ -67,6 +67,6 @@ def test_readme_losses_table_matches_the_registry_and_the_sweep():
     sys.path.insert(0, str(root / "benchmarks"))
     import sweep
 
-    readme = root.joinpath("README.md").read_text()
-    assert markdown_table(sweep.calibrated_losses(), sweep.calibration_options()) in readme, \
-        "regenerate with: python benchmarks/sweep.py --table-only --readme"
+    page = root.joinpath("docs", "losses.md").read_text()
+    assert markdown_table(sweep.calibrated_losses(), sweep.calibration_options()) in page, \
+        "regenerate with: python benchmarks/sweep.py --table-only --docs"

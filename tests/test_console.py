@@ -71,7 +71,7 @@ def test_a_piped_training_run_logs_one_line_per_epoch(tmp_path):
 
 
 def test_native_stderr_drops_tflite_notes_and_keeps_the_rest(capfd):
-    from export import native_log as console
+    from skd_tf.benchmark import native_log as console
 
     with console.native_stderr(console.without_tflite_notes):
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nfully_quantize: 0, inference_type: 6\n"

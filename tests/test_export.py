@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from export import runtime
-from export.convert import ServingSpec, UnsupportedOpsError, convert, keras_logits_fn, serving_function
+from skd_tf.benchmark import runtime
+from skd_tf.export.convert import ServingSpec, UnsupportedOpsError, convert, keras_logits_fn, serving_function
 from skd_tf.cli import main as cli_main
 from skd_tf.config import config_from_dict
 from skd_tf.models import build_model
@@ -119,7 +119,7 @@ def test_qat_on_the_mobilenet_lraspp_student(tmp_path):
 @pytest.mark.parametrize("model", [dict(), dict(arch="deeplabv3", output_stride=16),
                                    dict(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.35)])
 def test_tf_keras_mirror_computes_the_same_logits(tmp_path, model):
-    from export.tf_keras_mirror import mirror
+    from skd_tf.export.tf_keras_mirror import mirror
 
     cfg = config_from_dict(tiny_config_dict(tmp_path, head_channels=16, **model))
     net = build_model(cfg.model, cfg.data.num_classes, (48, 48))
@@ -200,3 +200,20 @@ def test_empty_representative_dataset_is_an_error_and_writes_nothing(tmp_path, c
     err = capsys.readouterr().err
     assert "representative dataset is empty" in err and "no .jpg or .png files" in err
     assert not list(tmp_path.rglob("*.tflite"))
+
+
+def test_the_private_litert_apis_we_use_exist(tmp_path):
+    """Interpreter._get_ops_details (op lists) and _pywrap_analyzer_wrapper (the GPU-compatibility report) are
+    private LiteRT APIs: if an upgrade removes or changes them, this names which, before any export does."""
+    from ai_edge_litert import _pywrap_analyzer_wrapper
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = keras.Input((8, 8, 3))
+    tiny_tflite_file = str(tmp_path / "tiny.tflite")
+    net = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+    Path(tiny_tflite_file).write_bytes(tf.lite.TFLiteConverter.from_keras_model(net).convert())
+    interpreter = Interpreter(model_path=tiny_tflite_file)
+    ops = interpreter._get_ops_details()
+    assert ops and {"op_name", "inputs", "outputs"} <= set(ops[0]), "Interpreter._get_ops_details changed"
+    report = _pywrap_analyzer_wrapper.ModelAnalyzer(tiny_tflite_file, True, True)
+    assert "Subgraph#0" in report and "GPU" in report, "LiteRT's model analyzer report changed"

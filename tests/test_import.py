@@ -307,7 +307,7 @@ def test_imagenet_backbone_initialises_the_student_strictly(tmp_path):
 
 
 def test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student(tmp_path, capfd):
-    """The README's "Reproducing the paper" at toy size: import the teacher, evaluate it, distil the student
+    """docs/published-weights.md's "Reproducing the paper" at toy size: import the teacher, evaluate it, distil the student
     from an ImageNet-layout backbone with the paper's losses, each network fed its own input convention."""
     teacher = randomise(SkdPSPNet(18, 5), seed=11)
     torch.save({f"module.{k}": v for k, v in teacher.state_dict().items()}, tmp_path / "teacher.pth",

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from export import runtime
-from export.benchmark import draw_pareto, host_device, palette, pareto_points
-from export.checks import labels_from_logits, model_input, raw_validation_images
-from export.convert import ServingSpec
+from skd_tf.benchmark import runtime
+from skd_tf.benchmark.device import host_device
+from skd_tf.benchmark.labels import palette
+from skd_tf.benchmark.report import draw_pareto, pareto_points
+from skd_tf.export.checks import labels_from_logits, model_input, raw_validation_images
+from skd_tf.export.convert import ServingSpec
 from skd_tf.config import RunConfig
 from skd_tf.data import class_names
 from skd_tf.models import at_input_size, load_model

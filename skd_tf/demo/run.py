@@ -49,9 +49,9 @@ def _say(message: str, quiet: bool) -> None:
 def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bool = False, quiet: bool = False,
              threads: int = 2, timed_runs: int = 100) -> Path:
     """Runs every stage; returns the path of report.md."""
-    from export.benchmark import run_isolated
-    from export.config import parse_export
-    from export.run import export_student
+    from skd_tf.benchmark.measure import Settings, run_isolated
+    from skd_tf.export.config import parse_export
+    from skd_tf.export.run import export_student
     from skd_tf.distill.run import distill
     from skd_tf.demo.report import write_report
     from skd_tf.training.run import train
@@ -109,7 +109,7 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
         _say("6/7 latency: reusing benchmark.json", quiet)
     else:
         _say(f"6/7 benchmarking {len(files)} TFLite files on this host ({threads} threads, XNNPACK)", quiet)
-        settings = type("Settings", (), {"warmup": 10, "runs": timed_runs, "min_seconds": 0.0, "seed": 0, "runtime": None})
+        settings = Settings(warmup=10, runs=timed_runs)
         bench = []
         for i, f in enumerate(files, start=1):
             if not quiet:

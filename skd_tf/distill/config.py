@@ -29,8 +29,6 @@ from pydantic import ConfigDict, Field
 from skd_tf.config import ConfigError, ConfigOrigin, _Section, as_origin, did_you_mean, section_error
 from skd_tf.losses import LOSSES, HolisticDistillation
 
-# options the distiller sets itself (or that need a model to exist) and users do not
-_INTERNAL = {"self", "kwargs", "global_batch_size", "autoencoder", "teacher_channels", "align_channels", "seed"}
 
 
 class LossSpec(_Section):
@@ -47,14 +45,14 @@ class LossSpec(_Section):
 @lru_cache(maxsize=None)
 def _options_model(name: str) -> type[pydantic.BaseModel]:
     """A pydantic model of the keyword arguments of the loss class registered as ``name``."""
-    cls = LOSSES[name][0]
-    hints = typing.get_type_hints(cls.__init__)
+    entry = LOSSES[name]
+    hints = typing.get_type_hints(entry.cls.__init__)
     fields = {}
-    for param in inspect.signature(cls.__init__).parameters.values():
-        if param.name in _INTERNAL or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+    for param in list(inspect.signature(entry.cls.__init__).parameters.values())[1:]:  # after self
+        if param.name in entry.config_options or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
         fields[param.name] = (hints.get(param.name, typing.Any), param.default)
-    return pydantic.create_model(f"{cls.__name__}Options", __config__=ConfigDict(extra="forbid"), **fields)
+    return pydantic.create_model(f"{entry.cls.__name__}Options", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 class HolisticSpec(_Section):

@@ -6,7 +6,9 @@ import keras
 import tensorflow as tf
 
 from skd_tf.evaluation.metrics import MeanIoU
+from skd_tf.losses.base import DistillationLoss
 from skd_tf.losses.holistic import HolisticDistillation
+from skd_tf.models.outputs import FeatureSource, segmentation_outputs
 from skd_tf.training.custom_fit import Prebuilt, record_step
 from skd_tf.training.trainer import supervised_losses
 
@@ -35,40 +37,54 @@ class Distiller(Prebuilt, keras.Model):
     terms reach their weights at step R; the terms' own trainable parts (knowledge adaptation's adapter,
     FitNet's regressor, a channel-aligning conv) learn at full weight from the first step, so the gradient
     they pass on is already meaningful when it starts to count. The logged ``loss`` is CE + Σ_k λ_k·L_k.
-    ``losses`` maps a name to ``(loss, λ)``. Each term (unweighted), the total,
+    ``losses`` maps a name to ``(loss, λ)`` or to a loss (λ = 1); a list of losses or ``(loss, λ)`` pairs is
+    named by each loss's ``name``. Each term (unweighted), the total,
     the critic loss and the critic's Wasserstein estimate E[D(Q^T)] − E[D(Q^S)]
     are metrics, so they appear in the progress bar and in TensorBoard.
-    Compile with ``compile(optimizer=..., critic_optimizer=...)``.
+
+    Models: this project's (dict outputs ``logits``, ``features``, optional ``aux_logits``) as they are;
+    any functional Keras model whose output is a logits tensor, with its features read from the layer named
+    by ``teacher_features`` / ``student_features`` or by a function of the model
+    (``skd_tf.models.segmentation_outputs``). ``num_classes`` defaults to the student's logits' last axis.
+    ``critic_loss_weight`` None scales the critic's objective by ``holistic_weight`` (the reference code's
+    λ_ho, as the configs do). ``global_batch_size`` (the batch of one step over all replicas) is given to
+    every loss, which must not have been given another; None keeps each loss's own (one device).
+    Compile with ``compile(optimizer=..., critic_optimizer=...)``; a student with a static input size has
+    every variable built by ``compile``, otherwise call ``build_state((H, W, 3))`` before ``fit``.
     """
 
-    def __init__(self, teacher: keras.Model, student: keras.Model, losses: dict, num_classes: int,
+    def __init__(self, teacher: keras.Model, student: keras.Model, losses=None, num_classes: int | None = None,
                  holistic: HolisticDistillation | None = None, holistic_weight: float = 0.1, n_critic: int = 1,
                  ignore_label: int = 255, aux_weight: float = 0.4, global_batch_size: int | None = None,
-                 critic_loss_weight: float = 1.0, rampup_steps: int = 0, **kwargs):
+                 critic_loss_weight: float | None = None, rampup_steps: int = 0,
+                 teacher_features: FeatureSource = None, student_features: FeatureSource = None, **kwargs):
         super().__init__(**kwargs)
-        self.teacher = teacher
+        self.teacher = segmentation_outputs(teacher, teacher_features, "teacher")
         self.teacher.trainable = False
-        self.student = student
-        self.distill_losses = dict(losses)
+        self.student = segmentation_outputs(student, student_features, "student")
+        self.distill_losses = weighted_losses(losses)
+        _check_outputs(self.distill_losses, holistic, self.teacher, self.student)
         for loss, _ in self.distill_losses.values():
-            loss.global_batch_size = global_batch_size
+            _set_global_batch(loss, global_batch_size)
         self.holistic = holistic
         if holistic is not None:
-            holistic.global_batch_size = global_batch_size
+            _set_global_batch(holistic, global_batch_size)
         self.holistic_weight = holistic_weight
         self.n_critic = n_critic
-        self.critic_loss_weight = critic_loss_weight
+        self.critic_loss_weight = holistic_weight if critic_loss_weight is None else critic_loss_weight
         self.rampup_steps = int(rampup_steps)
         self.ignore_label = ignore_label
         self.aux_weight = aux_weight
         self.global_batch_size = global_batch_size
-        self.has_aux = "aux_logits" in student.output
+        self.has_aux = "aux_logits" in self.student.output
         names = ["loss", "ce"] + (["aux_ce"] if self.has_aux else [])
         for name, (loss, _) in self.distill_losses.items():
-            names += list(loss.component_names()) if hasattr(loss, "component_names") else [name]
+            names += list(loss.component_names()) or [name]
         if holistic is not None:
             names += ["holistic", "critic", "wasserstein"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        if num_classes is None:
+            num_classes = int(self.student.output["logits"].shape[-1])
         self.miou = MeanIoU(num_classes, ignore_label, name="miou")
         self.critic_optimizer = None
 
@@ -83,10 +99,15 @@ class Distiller(Prebuilt, keras.Model):
         return list(self.trackers.values()) + [self.miou]
 
     def compile(self, optimizer, critic_optimizer=None, **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
+        """Keras' ``compile`` with the critic's own optimizer (needed when there is a holistic term); builds
+        every variable when the student's input size is static."""
         if self.holistic is not None and critic_optimizer is None:
             raise ValueError("a holistic term needs compile(critic_optimizer=...)")
+        super().compile(optimizer=optimizer, **kwargs)
         self.critic_optimizer = critic_optimizer
+        shape = tuple(self.student.input.shape[1:])
+        if all(d is not None for d in shape):
+            self.build_state(shape)
 
     def call(self, images, training=False):
         return self.student(images, training=training)
@@ -100,7 +121,9 @@ class Distiller(Prebuilt, keras.Model):
         return variables
 
     def build_state(self, image_shape) -> None:
-        """Creates every variable eagerly (models, losses, critic, optimizers) before ``fit``."""
+        """Creates every variable eagerly (models, losses, critic, optimizers) before ``fit``; once."""
+        if self.built and self.optimizer.built:
+            return
         images = tf.zeros((2, *image_shape))
         labels = tf.zeros((2, *image_shape[:2]), tf.int32)
         # The models are built: compiled, their calls create nothing, and they free each layer's output once
@@ -140,7 +163,7 @@ class Distiller(Prebuilt, keras.Model):
             scale = self.distillation_scale()
             s_out = tf.nest.map_structure(lambda x: scale_gradient(x, scale), s_out)
         for name, (loss, weight) in self.distill_losses.items():
-            if hasattr(loss, "components"):
+            if loss.component_names():
                 parts = loss.components(s_out, t_out, training=training)
                 terms.update(parts)
                 value = loss.combine(parts)
@@ -154,7 +177,7 @@ class Distiller(Prebuilt, keras.Model):
         return terms, total
 
     def train_step(self, data):
-        images, labels = data
+        images, labels = data[0], data[1]  # (x, y) or, from train_on_batch / evaluate, (x, y, sample_weight)
         t_out = tf.nest.map_structure(tf.stop_gradient, self.teacher(images, training=False))
         variables = self.student_variables
         extra = {}
@@ -171,10 +194,51 @@ class Distiller(Prebuilt, keras.Model):
         return self._record({**terms, **extra, "loss": total}, labels, s_out["logits"])
 
     def test_step(self, data):
-        images, labels = data
+        images, labels = data[0], data[1]  # (x, y) or, from train_on_batch / evaluate, (x, y, sample_weight)
         s_out, t_out = self.student(images, training=False), self.teacher(images, training=False)
         terms, total = self._terms(s_out, t_out, labels, images, training=False)
         return self._record({**terms, "loss": total}, labels, s_out["logits"])
 
     def _record(self, values: dict, labels, logits) -> dict:
         return record_step(self.trackers, values, self.miou, labels, logits)
+
+
+def weighted_losses(losses) -> dict:
+    """``{name: (loss, λ)}`` from a dict of losses or ``(loss, λ)`` pairs, or a list of either (named by
+    ``loss.name``); λ defaults to 1."""
+    if losses is None:
+        return {}
+    items = losses.items() if isinstance(losses, dict) else [(None, entry) for entry in losses]
+    result = {}
+    for name, entry in items:
+        loss, weight = entry if isinstance(entry, tuple) else (entry, 1.0)
+        if not isinstance(loss, DistillationLoss):
+            raise TypeError(f"losses: {name or entry!r} is not a loss layer (skd_tf.losses.PixelwiseDistillation(), "
+                            f"or your own subclass of skd_tf.losses.DistillationLoss)")
+        if isinstance(loss, HolisticDistillation):
+            raise ValueError("the holistic term goes in Distiller(holistic=..., holistic_weight=λ), not in losses: "
+                             "it has its own critic and optimizer")
+        name = name or loss.name
+        if name in result:
+            raise ValueError(f"losses: two losses are named {name!r}; name them (a dict, or name=...)")
+        result[name] = (loss, float(weight))
+    return result
+
+
+def _check_outputs(losses: dict, holistic, teacher, student) -> None:
+    for name, (loss, _) in losses.items():
+        if "features" in loss.reads:
+            for role, model in (("teacher", teacher), ("student", student)):
+                if "features" not in model.output:
+                    raise ValueError(f"loss {name!r} reads features, and the {role} has none: give "
+                                     f"Distiller({role}_features=<layer name or function of the model>)")
+
+
+def _set_global_batch(loss, global_batch_size: int | None) -> None:
+    if global_batch_size is None:
+        return
+    own = getattr(loss, "global_batch_size", None)
+    if own is not None and own != global_batch_size:
+        raise ValueError(f"{loss.name} was made with global_batch_size={own}, the Distiller with "
+                         f"{global_batch_size}: give it once, to the Distiller")
+    loss.global_batch_size = global_batch_size

@@ -20,13 +20,14 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from skd_tf.atomic import atomic_path
 from skd_tf.config import RunConfig
 from skd_tf.data import train_dataset, val_dataset
 from skd_tf.distill.config import DistillConfig, parse_distill
 from skd_tf.distill.diagnostics import GradientShareLogger, read_gradient_shares, teacher_distances
 from skd_tf.distill.distiller import Distiller
 from skd_tf.evaluation import evaluate_network
-from skd_tf.losses import LOSSES, FeatureAutoEncoder, pretrain_autoencoder
+from skd_tf.losses import LOSSES, pretrain_autoencoder
 from skd_tf.models import at_input_size, build_model, load_model
 from skd_tf.training.checkpointing import DamagedState
 from skd_tf.training.run import fit_resumable, make_optimizer, run_directory, setup_precision, write_json
@@ -66,26 +67,10 @@ def load_teacher(path: str, num_classes: int, input_size, data=None) -> keras.Mo
 
 
 def build_losses(dcfg: DistillConfig, teacher: keras.Model, student: keras.Model) -> dict:
-    """``{name: (loss, λ)}`` for every configured loss, with the arguments that depend on the models."""
-    t_features = int(teacher.output["features"].shape[-1])
-    s_features = int(student.output["features"].shape[-1])
-    losses = {}
-    for name, spec in dcfg.losses.items():
-        cls = LOSSES[name][0]
-        options = spec.options
-        if name == "fitnet":
-            options["teacher_channels"] = t_features
-        if name == "cwd" and options.get("reads", "logits") == "features" and s_features != t_features:
-            options["align_channels"] = t_features
-        if name == "ka":
-            k = dcfg.knowledge_adaptation
-            stride = k.code_stride
-            if stride == "auto":
-                ratio = teacher.output["features"].shape[1] / student.output["features"].shape[1]
-                stride = 2 if ratio >= 2 else 1
-            options["autoencoder"] = FeatureAutoEncoder(t_features, k.code_channels, stride, name="ka_autoencoder")
-        losses[name] = (cls(name=f"{name}_loss", **options), spec.weight)
-    return losses
+    """``{name: (loss, λ)}`` for every configured loss, with the arguments that depend on the models
+    (each registry entry's ``model_arguments``)."""
+    return {name: (LOSSES[name].build(spec.options, teacher, student, dcfg.knowledge_adaptation), spec.weight)
+            for name, spec in dcfg.losses.items()}
 
 
 def _optimizers(cfg: RunConfig, dcfg: DistillConfig):
@@ -153,7 +138,8 @@ def _distill(cfg: RunConfig, dcfg, strategy, out: Path, verbose: int, extra_call
     fit_resumable(distiller, student, cfg, out, watch=distiller.term_names if dcfg.nan_check else (),
                   verbose=verbose, extra_callbacks=callbacks)
     if holistic is not None:
-        holistic.critic.save_weights(str(out / "critic.weights.h5"))
+        with atomic_path(out / "critic.weights.h5") as tmp:
+            holistic.critic.save_weights(str(tmp))
     scores = evaluate_network(student, cfg.data, cfg.eval.batch_size, progress=verbose > 0)
     scores["teacher_distance"] = teacher_distances(student, teacher, cfg.data, cfg.eval.batch_size,
                                                    holistic=holistic)
@@ -190,9 +176,8 @@ def _pretrain_ka(cfg, dcfg, teacher, ka_loss, out: Path, strategy, verbose) -> d
         with strategy.scope():
             result = pretrain_autoencoder(teacher, autoencoder, ds, k.pretrain_steps, k.pretrain_learning_rate,
                                           verbose=verbose, alpha=k.alpha, probe_batches=probe)
-        tmp = out / "incoming.weights.h5"
-        autoencoder.save_weights(str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            autoencoder.save_weights(str(tmp))
         quality = {"final": result["curve"][-1], "curve": result["curve"], "last_loss": result["loss"]}
         write_json(report, quality)
         if verbose:

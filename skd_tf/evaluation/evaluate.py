@@ -14,7 +14,7 @@ from skd_tf.console import show_progress
 from skd_tf.data import class_names, val_dataset
 from skd_tf.evaluation.errors import COUNTS, error_counts, error_fractions
 from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
-from skd_tf.losses.cross_entropy import upsample_logits
+from skd_tf.models.logits import upsample_logits
 from skd_tf.models import at_input_size, output_stride
 
 

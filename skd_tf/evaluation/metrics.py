@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from skd_tf.losses.cross_entropy import upsample_logits
+from skd_tf.models.logits import upsample_logits
 
 
 def confusion_matrix(labels, predictions, num_classes: int, ignore_label: int = 255) -> tf.Tensor:

@@ -105,5 +105,18 @@ class DistillationLoss(keras.layers.Layer):
     def per_example(self, student, teacher, labels=None, images=None):
         raise NotImplementedError
 
+    def component_names(self) -> tuple[str, ...]:
+        """The names of the parts the Distiller logs separately (empty: the loss is logged whole)."""
+        return ()
+
+    def components(self, student, teacher, training=False) -> dict:
+        """``{part name: value}`` for a loss with parts (``component_names``); ``combine`` weighs them into
+        the loss. ``training`` is the mode of the loss's own layers (an adapter's batch norm)."""
+        raise NotImplementedError(f"{type(self).__name__} has no parts")
+
+    def combine(self, parts: dict):
+        """The loss from its parts (``components``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no parts")
+
     def get_config(self):
         return {**super().get_config(), "global_batch_size": self.global_batch_size}

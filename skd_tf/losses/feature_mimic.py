@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from skd_tf.losses.base import DistillationLoss, l2_normalize, resize_to
-from skd_tf.models.layers import cell_averaging_matrix
+from skd_tf.models.layers import adaptive_average_pool
 
 
 class FitNetDistillation(DistillationLoss):
@@ -29,20 +29,6 @@ class FitNetDistillation(DistillationLoss):
 
     def get_config(self):
         return {**super().get_config(), "teacher_channels": self.teacher_channels}
-
-
-def adaptive_average_pool(feature_map, size):
-    """Average-pools a B×H×W×C map to at most ``size`` = (h, w) per axis (only axes larger than
-    the target shrink), with torch's adaptive cells [⌊ih/n⌋, ⌈(i+1)H/n⌉). Needs static H and W."""
-    height, width = feature_map.shape[1], feature_map.shape[2]
-    if height is None or width is None:
-        raise ValueError("adaptive_average_pool needs static spatial sizes")
-    h, w = min(height, int(size[0])), min(width, int(size[1]))
-    if (h, w) == (height, width):
-        return feature_map
-    rows = tf.constant(cell_averaging_matrix(height, h), feature_map.dtype)
-    cols = tf.constant(cell_averaging_matrix(width, w), feature_map.dtype)
-    return tf.einsum("ih,jw,bhwc->bijc", rows, cols, feature_map)
 
 
 def attention_map(feature_map, p: float = 2.0):
@@ -72,11 +58,15 @@ class AttentionTransfer(DistillationLoss):
 
     def per_example(self, student, teacher, labels=None, images=None):
         if self.match == "pool_larger":
-            student, teacher = adaptive_average_pool(student, teacher.shape[1:3]), \
-                adaptive_average_pool(teacher, student.shape[1:3])
+            student, teacher = _pool_to_smaller(student, teacher), _pool_to_smaller(teacher, student)
         else:
             student = resize_to(student, teacher)
         return tf.reduce_mean(tf.square(attention_map(student, self.p) - attention_map(teacher, self.p)), -1)
 
     def get_config(self):
         return {**super().get_config(), "p": self.p, "match": self.match}
+
+
+def _pool_to_smaller(x, other):
+    """``x`` adaptive-average-pooled down to ``other``'s size along each axis where ``x`` is larger."""
+    return adaptive_average_pool(x, (min(x.shape[1], other.shape[1]), min(x.shape[2], other.shape[2])))

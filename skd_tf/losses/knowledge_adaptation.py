@@ -224,8 +224,7 @@ class KnowledgeAdaptation(DistillationLoss):
         return {"ka_adapt": average_over_global_batch(adapt, self.global_batch_size),
                 "ka_affinity": average_over_global_batch(affinity, self.global_batch_size)}
 
-    @staticmethod
-    def component_names() -> tuple[str, str]:
+    def component_names(self) -> tuple[str, str]:
         return ("ka_adapt", "ka_affinity")
 
     def combine(self, terms: dict):

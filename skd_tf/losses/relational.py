@@ -123,7 +123,7 @@ class InstanceRelationGraph(RelationalLoss):
     lacks one of those outputs. Takes the models' output dicts.
     One edge term, on the head features: KD-Zoo averages edge terms over three
     backbone layers; a segmentation model's head features are the layer the other
-    feature losses read, so we keep one (a deliberate difference, README).
+    feature losses read, so we keep one (a deliberate difference, docs/losses.md).
     """
 
     def __init__(self, vertex_weight: float = 0.1, edge_weight: float = 5.0, transform_weight: float = 5.0,

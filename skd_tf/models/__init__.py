@@ -19,8 +19,8 @@ from skd_tf.config import ESPNET_ARCHS, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from skd_tf.models import backbones, cirkd, espnet, heads, skd_pspnet
 from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_conventions
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
+from skd_tf.models.outputs import SEGMENTATION_OUTPUTS, is_segmentation_model, segmentation_outputs
 
-SEGMENTATION_OUTPUTS = ("logits", "features")
 
 
 def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], name: str | None = None,
@@ -102,7 +102,7 @@ def load_pretrained_backbone(model: keras.Model, cfg: ModelConfig, path: str) ->
 
     scope, names = backbone_scope(cfg, model)
     if not os.path.isfile(path):
-        raise CheckpointError(f"model.pretrained: {path} not found (see the README's \"Published weights\" "
+        raise CheckpointError(f"model.pretrained: {path} not found (see docs/published-weights.md "
                               f"for where each file comes from)")
     return assign_state_dict(model, read_state_dict(path), scope=scope, source=path, names=names)
 
@@ -119,12 +119,6 @@ def output_stride(network: keras.Model) -> int:
         if height // stride + 1 == rows and width // stride + 1 == cols:
             return stride
     return height // rows
-
-
-def is_segmentation_model(model) -> bool:
-    """True for a model whose outputs are this project's dict with logits and features."""
-    outputs = getattr(model, "output", None)
-    return isinstance(outputs, dict) and all(k in outputs for k in SEGMENTATION_OUTPUTS)
 
 
 def at_input_size(model: keras.Model, input_size: tuple[int, int]) -> keras.Model:
@@ -166,4 +160,4 @@ def load_model(path, data=None) -> keras.Model:
 
 __all__ = ["SEGMENTATION_OUTPUTS", "AdaptiveAveragePooling2D", "ConvertInput", "ResizeLike", "at_input_size",
            "build_model", "for_pipeline", "input_conventions", "is_segmentation_model", "load_model",
-           "load_pretrained_backbone"]
+           "load_pretrained_backbone", "segmentation_outputs"]

@@ -13,6 +13,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 
@@ -25,6 +26,27 @@ def cell_averaging_matrix(n: int, bins: int) -> np.ndarray:
     return m
 
 
+def adaptive_average_pool(x, size):
+    """Average-pools a B×H×W×C map (static H, W) to ``size`` = (h, w) cells as PyTorch's adaptive pooling:
+    cell (i, j) averages rows [⌊iH/h⌋, ⌈(i+1)H/h⌉) and columns [⌊jW/w⌋, ⌈(j+1)W/w⌉). The one implementation
+    behind the pyramid's layer, its tf_keras mirror (QAT) and the attention-transfer loss."""
+    height, width = x.shape[1], x.shape[2]
+    if height is None or width is None:
+        raise ValueError("adaptive average pooling needs a static spatial shape; build the model with a fixed "
+                         "input size")
+    h, w = int(size[0]), int(size[1])
+    if (h, w) == (height, width):
+        return x
+    if height % h == 0 and width % w == 0:
+        return tf.nn.avg_pool2d(x, (height // h, width // w), (height // h, width // w), "VALID")
+    # Overlapping cells: two small averaging matrices (h×H and w×W) applied along each axis.
+    # That lowers to ~10 ops (RESHAPE/TRANSPOSE/FULLY_CONNECTED) where slicing out h·w cells
+    # took ~2hw ops, each with its own tensors: a third of a tiny int8 student's file.
+    rows = tf.constant(cell_averaging_matrix(height, h), x.dtype)
+    cols = tf.constant(cell_averaging_matrix(width, w), x.dtype)
+    return tf.einsum("jw,biwc->bijc", cols, tf.einsum("ih,bhwc->biwc", rows, x))
+
+
 @keras.saving.register_keras_serializable(package="skd_tf")
 class AdaptiveAveragePooling2D(keras.layers.Layer):
     """Average-pools an H×W map to ``bins``×``bins`` cells, as PyTorch's adaptive pooling.
@@ -33,24 +55,16 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     When b divides H and W this is a plain average pool with kernel = stride = H/b.
     """
 
+    # Not keras.layers.AdaptiveAveragePooling2D (Keras 3.15): it computes the same cells (max |Δ| 6e-8 at
+    # 13×17 → 6×6, 3, 2, 1) and lowers to AVERAGE_POOL_2D + GATHER + CONCATENATION, but the QAT path needs a
+    # tf_keras twin of the very same maths (tf_keras has no such layer), and saved models name this class.
+
     def __init__(self, bins: int, **kwargs):
         super().__init__(**kwargs)
         self.bins = int(bins)
 
     def call(self, x):
-        h, w = x.shape[1], x.shape[2]
-        if h is None or w is None:
-            raise ValueError(f"{self.name} needs a static spatial shape; build the model with a fixed input size")
-        b = self.bins
-        if h % b == 0 and w % b == 0:
-            return ops.average_pool(x, (h // b, w // b), strides=(h // b, w // b), padding="valid")
-        # Overlapping cells: two small averaging matrices (b×H and b×W) applied along each axis.
-        # That lowers to ~10 ops (RESHAPE/TRANSPOSE/FULLY_CONNECTED) where slicing out b² cells
-        # took ~2b² ops, each with its own tensors: a third of a tiny int8 student's file.
-        rows = ops.convert_to_tensor(cell_averaging_matrix(h, b), dtype=x.dtype)
-        cols = ops.convert_to_tensor(cell_averaging_matrix(w, b), dtype=x.dtype)
-        y = ops.einsum("ih,bhwc->biwc", rows, x)
-        return ops.einsum("jw,biwc->bijc", cols, y)
+        return adaptive_average_pool(x, (self.bins, self.bins))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.bins, self.bins, input_shape[3])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.benchmark import palette
+from skd_tf.benchmark.labels import palette
 from skd_tf.data import DataError
 from skd_tf.data.sources import IMAGE_SUFFIXES
 

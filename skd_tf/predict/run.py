@@ -3,7 +3,7 @@
 Both kinds of model see an image exactly as evaluation does (``skd_tf.data.pipeline.val_transform``):
 resized to ``data.eval_size`` with ``val_mode: resize`` or kept whole, then normalised. A .keras network
 then predicts through ``predicted_batches`` (evaluation's own loop: rebuilt for the size, logits
-upsampled, argmax). A .tflite file is fed what the export check feeds it (``export.checks``): the raw
+upsampled, argmax). A .tflite file is fed what the export check feeds it (``skd_tf.export.checks``): the raw
 pixels, rounded, at the file's fixed input size, normalised only when the file does not do it itself.
 The label map is computed at evaluation's resolution and resized (nearest) to the image's own size.
 """
@@ -63,12 +63,12 @@ class KerasPredictor:
 
 
 class TFLitePredictor:
-    """Labels of an exported .tflite file, computed as the export check (``export.checks.parity``) does."""
+    """Labels of an exported .tflite file, computed as the export check (``skd_tf.export.checks.parity``) does."""
 
     def __init__(self, path: str, cfg: RunConfig | None, threads: int = 1):
-        from export import runtime
-        from export.benchmark import export_facts
-        from export.convert import ServingSpec
+        from skd_tf.benchmark import runtime
+        from skd_tf.benchmark.report import export_facts
+        from skd_tf.export.convert import ServingSpec
 
         runtime.check_model_file(path)
         self.interpreter = runtime.make_interpreter(path, threads)
@@ -80,7 +80,7 @@ class TFLitePredictor:
             spec = ServingSpec(size, int(facts["num_classes"]), output, bool(facts["preprocess"]),
                                tuple(facts["mean"]), tuple(facts["std"]))
         elif cfg is not None:
-            from export.config import parse_export
+            from skd_tf.export.config import parse_export
 
             preprocess = parse_export(cfg.export, source=cfg.origin).preprocess
             spec = ServingSpec(size, cfg.data.num_classes, output, preprocess, cfg.data.mean, cfg.data.std)
@@ -93,8 +93,8 @@ class TFLitePredictor:
                                                                 std=spec.std)
 
     def __call__(self, image: tf.Tensor) -> np.ndarray:
-        from export import runtime
-        from export.checks import labels_from_logits, model_input, raw_input_image
+        from skd_tf.benchmark import runtime
+        from skd_tf.export.checks import labels_from_logits, model_input, raw_input_image
 
         x, _ = val_transform(image, tf.zeros(tf.shape(image)[:2], tf.uint8), self.data)
         out = runtime.run(self.interpreter, model_input(raw_input_image(x[None], self.data, self.spec.input_size),

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import keras
 
+from skd_tf.atomic import atomic_path, write_text
+
 STATE_WEIGHTS = "state.weights.h5"
 STATE_JSON = "state.json"
 
@@ -73,12 +75,6 @@ def restore(model: keras.Model, state_dir: str | os.PathLike) -> int:
     return epoch
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class RunCheckpoint(keras.callbacks.Callback):
     """Saves the run state at the end of every epoch and stops on a non-finite loss.
 
@@ -113,12 +109,10 @@ class RunCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.divergence:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / "incoming.weights.h5"
-        self.model.save_weights(str(tmp))
-        os.replace(tmp, self.state_dir / STATE_WEIGHTS)
+        with atomic_path(self.state_dir / STATE_WEIGHTS) as tmp:
+            self.model.save_weights(str(tmp))
         seeds = [[int(v) for v in g.state.numpy()] for g in seed_generators(self.model)]
-        _atomic_write_text(self.state_dir / STATE_JSON, json.dumps({"epoch": epoch + 1, "seed_generators": seeds}))
+        write_text(self.state_dir / STATE_JSON, json.dumps({"epoch": epoch + 1, "seed_generators": seeds}))
         if self.export is not None:
             self.export(self.model)
 
@@ -131,8 +125,5 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 def save_atomic(model: keras.Model, path: str | os.PathLike) -> None:
     """``model.save`` to a temporary name, then rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".incoming.keras")
-    model.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(str(tmp))

@@ -41,6 +41,11 @@ class Prebuilt:
     MultiWorkerMirroredStrategy; a model that is already built does not need it.
     """
 
+    def fit(self, *args, shuffle: bool = False, **kwargs):
+        """Keras' ``fit``; ``shuffle`` defaults to False, as the data pipelines shuffle (and Keras warns that it
+        ignores ``shuffle=True`` for a tf.data.Dataset)."""
+        return super().fit(*args, shuffle=shuffle, **kwargs)
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self.built and self.optimizer is not None and self.optimizer.built:
             return

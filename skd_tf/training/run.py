@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from skd_tf.atomic import write_text
 from skd_tf.config import RunConfig, TrainConfig
 from skd_tf.console import fit_verbose
 from skd_tf.data import train_dataset
@@ -52,7 +53,7 @@ def setup_precision(cfg: TrainConfig) -> None:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """JSON with NaN written as null (absent classes have no IoU)."""
+    """JSON with NaN written as null (absent classes have no IoU), written whole or not at all."""
     def clean(v):
         if isinstance(v, float) and math.isnan(v):
             return None
@@ -61,7 +62,7 @@ def write_json(path: Path, payload: dict) -> None:
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}
         return v
-    path.write_text(json.dumps(clean(payload), indent=2) + "\n")
+    write_text(path, json.dumps(clean(payload), indent=2) + "\n")
 
 
 def _holds_progress(out: Path) -> bool:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import keras
 
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from skd_tf.benchmark.device import peak_rss_mb
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -42,7 +38,7 @@ class StepTimer(keras.callbacks.Callback):
         return {"steps": len(self.seconds), "first_step_s": self.seconds[0] if self.seconds else None,
                 "median_step_s": median, "mean_step_s": statistics.mean(later) if later else None,
                 "images_per_second": self.batch_size / median if median else None,
-                "peak_rss_mib": round(peak_rss_mib(), 1)}
+                "peak_rss_mib": round(peak_rss_mb(), 1)}
 
     def on_train_end(self, logs=None):
         self.path.write_text(json.dumps(self.summary(), indent=1))

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from skd_tf.evaluation.metrics import MeanIoU
-from skd_tf.losses.cross_entropy import segmentation_cross_entropy
+from skd_tf.training.cross_entropy import segmentation_cross_entropy
 from skd_tf.training.custom_fit import Prebuilt, record_step
 
 
@@ -58,7 +58,7 @@ class SegmentationTrainer(Prebuilt, keras.Model):
         return record_step(self.trackers, {**terms, "loss": total}, self.miou, labels, logits)
 
     def train_step(self, data):
-        images, labels = data
+        images, labels = data[0], data[1]  # (x, y) or, from train_on_batch / evaluate, (x, y, sample_weight)
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.network(images, training=True)
@@ -69,7 +69,7 @@ class SegmentationTrainer(Prebuilt, keras.Model):
         return self._record(terms, total, labels, outputs["logits"])
 
     def test_step(self, data):
-        images, labels = data
+        images, labels = data[0], data[1]  # (x, y) or, from train_on_batch / evaluate, (x, y, sample_weight)
         outputs = self.network(images, training=False)
         terms, total = self.compute_losses(outputs, labels)
         return self._record(terms, total, labels, outputs["logits"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.native_log import native_stderr, without_tflite_notes
+from .native_log import native_stderr, without_tflite_notes
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 TFLITE_MAGIC = b"TFL3"  # file identifier at byte offset 4 of every TFLite flatbuffer
@@ -153,5 +153,9 @@ def op_list(interpreter) -> list[dict]:
     def dtypes(indices):
         return [np.dtype(tensors[i]["dtype"]).name for i in indices if i >= 0 and i in tensors]
 
+    # Interpreter._get_ops_details is private but the only way the Python runtimes (ai-edge-litert,
+    # tflite-runtime, TensorFlow's) list a model's ops with their tensors; the flatbuffer schema would need
+    # TensorFlow or LiteRT's schema module, which a board's tflite-runtime lacks.
+    # tests/test_export.py::test_the_private_litert_apis_we_use_exist fails loudly if it goes.
     return [{"op": op["op_name"], "inputs": dtypes(op["inputs"]), "outputs": dtypes(op["outputs"])}
             for op in interpreter._get_ops_details()]

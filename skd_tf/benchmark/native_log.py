@@ -1,6 +1,6 @@
 """What native (C/C++) code prints to stderr, captured and filtered.
 
-Standard library only: it is copied to boards with the runtime (``export.runtime`` uses it) and
+Standard library only: it is copied to boards with the runtime (``runtime`` uses it) and
 ``skd_tf.console`` uses it for TensorFlow's start-up log.
 """
 

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from export import runtime
-from export.convert import ServingSpec
+from skd_tf.benchmark import runtime
+from skd_tf.export.convert import ServingSpec
 from skd_tf.config import DataConfig
 from skd_tf.console import show_progress
 from skd_tf.data.pipeline import val_dataset
@@ -120,6 +120,9 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
 
 def gpu_compatibility(tflite_path: str) -> dict:
     """LiteRT's model analyzer with the GPU delegate check: verdict, warnings and the full report."""
+    # A private module on purpose: TensorFlow's public tf.lite.experimental.Analyzer.analyze wraps this same
+    # analyzer but prints the report to stdout, and ai-edge-litert ships no public wrapper; we need the text.
+    # tests/test_export.py::test_the_private_litert_apis_we_use_exist fails loudly if either moves.
     try:
         from ai_edge_litert import _pywrap_analyzer_wrapper as analyzer
     except ImportError:  # older stacks ship the same analyzer inside TensorFlow

@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from export.config import QATConfig
+from skd_tf.export.config import QATConfig
 from skd_tf.config import DataConfig
 from skd_tf.console import show_progress
-from skd_tf.losses.cross_entropy import segmentation_cross_entropy
+from skd_tf.training.cross_entropy import segmentation_cross_entropy
 from skd_tf.losses.pixelwise import PixelwiseDistillation
 from skd_tf.models import at_input_size
 
@@ -69,7 +69,7 @@ def quantization_aware(network):
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from export.tf_keras_mirror import CUSTOM_LAYERS, mirror
+    from skd_tf.export.tf_keras_mirror import CUSTOM_LAYERS, mirror
 
     base = mirror(network)
     output_only = _output_quantize_config()

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import tensorflow as tf
 
-from export.native_log import native_stderr, without_tflite_notes
+from skd_tf.benchmark.native_log import native_stderr, without_tflite_notes
 
 
 class UnsupportedOpsError(ValueError):

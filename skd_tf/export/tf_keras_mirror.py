@@ -16,7 +16,7 @@ import tensorflow as tf
 import tf_keras
 
 from skd_tf.models.input_convention import conversion
-from skd_tf.models.layers import cell_averaging_matrix
+from skd_tf.models.layers import adaptive_average_pool
 from skd_tf.models.torch_layers import ceil_mode_pads
 
 # config keys that are Keras 3-only or irrelevant once the weights are copied
@@ -34,11 +34,7 @@ class AdaptiveAveragePooling2D(tf_keras.layers.Layer):
         self.bins = int(bins)
 
     def call(self, x):
-        h, w, b = int(x.shape[1]), int(x.shape[2]), self.bins
-        if h % b == 0 and w % b == 0:
-            return tf.nn.avg_pool2d(x, (h // b, w // b), (h // b, w // b), "VALID")
-        rows, cols = (tf.constant(cell_averaging_matrix(n, b), x.dtype) for n in (h, w))
-        return tf.einsum("jw,biwc->bijc", cols, tf.einsum("ih,bhwc->biwc", rows, x))
+        return adaptive_average_pool(x, (self.bins, self.bins))
 
     def get_config(self):
         return {**super().get_config(), "bins": self.bins}

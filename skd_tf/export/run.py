@@ -11,24 +11,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from export import checks
-from export.config import ExportConfig
-from export.convert import ServingSpec, convert, keras_logits_fn, serving_function
-from export.file_bytes import byte_breakdown
-from export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
-from skd_tf.config import RunConfig
+from skd_tf.atomic import atomic_path, write_bytes
+from skd_tf.export import checks
+from skd_tf.export.config import QUANTIZATIONS, ExportConfig
+from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
+from skd_tf.export.file_bytes import byte_breakdown
+from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
+from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
-from skd_tf.models import at_input_size, load_model, output_stride
+from skd_tf.models import at_input_size, load_model, output_stride, segmentation_outputs
 from skd_tf.training.run import write_json
 
 
@@ -65,29 +66,16 @@ def representative_images(cfg: RunConfig, spec: ServingSpec, count: int, seed: i
     return images
 
 
-def _atomic_write(path: Path, content: bytes) -> None:
-    """Writes ``content`` to a temporary file beside ``path`` and renames it, with the usual file mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the shipped file private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def prepare_network(checkpoint: str, cfg: RunConfig, ecfg: ExportConfig):
-    """The checkpoint rebuilt at the export input size, with every input check done first."""
-    network = load_model(checkpoint, cfg.data)
+def prepare_network(checkpoint, cfg: RunConfig, ecfg: ExportConfig):
+    """The checkpoint (a ``.keras`` path, or a Keras model with dict or plain-logits outputs) rebuilt at the
+    export input size, with every input check done first."""
+    if isinstance(checkpoint, keras.Model):
+        network = segmentation_outputs(checkpoint)
+    else:
+        network = load_model(checkpoint, cfg.data)
     classes = int(network.output["logits"].shape[-1])
     if classes != cfg.data.num_classes:
-        raise ExportError(f"{checkpoint} predicts {classes} classes but the config's data has "
+        raise ExportError(f"{_describe(checkpoint)} predicts {classes} classes but the config's data has "
                           f"{cfg.data.num_classes}")
     size = tuple(ecfg.input_size or cfg.data.eval_size)
     stride = output_stride(network)
@@ -114,7 +102,7 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
     integer = quantization in ("int8", "qat")
     representative = representative_images(cfg, spec, ecfg.calibration_samples, cfg.seed) if integer else None
     if quantization == "qat":
-        from export.qat import finetune, qat_logits_fn
+        from skd_tf.export.qat import finetune, qat_logits_fn
 
         teacher, teacher_path = _teacher_for_qat(cfg, ecfg, tuple(cfg.data.crop_size))
         if teacher is None and progress:
@@ -140,23 +128,28 @@ def save_savedmodel(network, spec: ServingSpec, path: Path) -> None:
     module = tf.Module()
     module.network = network
     module.serve = serving_function(keras_logits_fn(network), spec)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
 
 
-def export_student(cfg: RunConfig, checkpoint: str, ecfg: ExportConfig, quantizations: list[str],
+def _describe(checkpoint) -> str:
+    """A checkpoint path as export.json records it, or an in-memory model by its name."""
+    if isinstance(checkpoint, keras.Model):
+        return f"<in-memory model {checkpoint.name}>"
+    return os.path.abspath(checkpoint)
+
+
+def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations: list[str],
                    out_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """Exports and checks ``checkpoint`` for every quantization; returns the export.json content."""
+    """Exports and checks ``checkpoint`` (a ``.keras`` path or a Keras model) for every quantization into
+    ``out_dir/<cfg.name>_<quantization>.tflite``; returns the export.json content."""
     out = Path(out_dir)
     network, spec = prepare_network(checkpoint, cfg, ecfg)
     record_path = out / "export.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    if record.get("checkpoint") not in (None, os.path.abspath(checkpoint)):
+    if record.get("checkpoint") not in (None, _describe(checkpoint)):
         record = {}  # another checkpoint was exported here before: start a fresh record
-    record.update({"checkpoint": os.path.abspath(checkpoint), "config": cfg.name,
+    record.update({"checkpoint": _describe(checkpoint), "config": cfg.name,
                    "input_size": list(spec.input_size), "num_classes": spec.num_classes,
                    "output": spec.output, "preprocess": spec.preprocess, "mean": list(spec.mean),
                    "std": list(spec.std), "class_names": class_names(cfg.data)})
@@ -168,7 +161,7 @@ def export_student(cfg: RunConfig, checkpoint: str, ecfg: ExportConfig, quantiza
         start = time.time()
         content, facts = export_one(network, spec, cfg, ecfg, quantization, progress)
         path = out / f"{cfg.name}_{quantization}.tflite"
-        _atomic_write(path, content)
+        write_bytes(path, content)
         if quantization == "float32" and spec.output == "labels":
             twin_spec = ServingSpec(spec.input_size, spec.num_classes, "logits", spec.preprocess, spec.mean, spec.std)
             twin_bytes = convert(serving_function(keras_logits_fn(network), twin_spec), "float32")
@@ -201,3 +194,23 @@ def export_student(cfg: RunConfig, checkpoint: str, ecfg: ExportConfig, quantiza
     write_json(record_path, record)
     return record
 
+
+
+def export_tflite(model, data: DataConfig, out_dir: str | os.PathLike, quantizations=("float32",),
+                  name: str | None = None, progress: bool = False, **options) -> dict:
+    """``skd-tf export`` from Python, without a config file: ``model`` (a Keras model with this project's dict
+    outputs or a plain logits output, or a ``.keras`` path) → ``out_dir/<name>_<quantization>.tflite`` for
+    each quantization, checked on ``data``'s validation split, with ``export.json``. ``options`` are
+    ``ExportConfig`` fields (``input_size``, ``output``, ``calibration_samples``, ``eval_limit``, ...);
+    ``name`` defaults to the model's. Returns the export.json content (``record["exports"][q]["file"]``)."""
+    unknown = sorted(set(options) - set(ExportConfig.model_fields))
+    if unknown:
+        raise TypeError(f"export_tflite: unknown option(s) {', '.join(unknown)}; ExportConfig has "
+                        f"{', '.join(ExportConfig.model_fields)}")
+    for q in quantizations:
+        if q not in QUANTIZATIONS:
+            raise ValueError(f"unknown quantization {q!r}; choose from {', '.join(QUANTIZATIONS)}")
+    if name is None:
+        name = model.name if isinstance(model, keras.Model) else Path(model).stem
+    cfg = RunConfig(name=name, data=data)
+    return export_student(cfg, model, ExportConfig(**options), list(quantizations), out_dir, progress)

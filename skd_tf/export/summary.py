@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from export.file_bytes import describe
+from skd_tf.export.file_bytes import describe
 
 
 def format_export(record: dict, quantizations: list[str] | None = None) -> str:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-from export.benchmark import BenchmarkError, cpu_features
+from .device import cpu_features
+from .errors import BenchmarkError
+from .measure import Settings
 
 BINARY_URL = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/"
               "nightly/latest/android_aarch64_benchmark_model")
@@ -183,34 +186,47 @@ def parse_op_profile(text: str) -> list[dict]:
     return rows
 
 
-def benchmark(args, threads: list[int]) -> list[dict]:
+@dataclass(frozen=True)
+class Phone:
+    """Where and how to run on a phone: the ``benchmark_model`` binary to push, the adb executable, the
+    device's serial (None: the only one connected), comma-separated delegates of DELEGATE_FLAGS, a hex
+    ``taskset`` CPU mask (None: no pinning) and whether to collect the per-op profile."""
+    benchmark_binary: str | None
+    adb: str = "adb"
+    serial: str | None = None
+    delegate: str = "xnnpack"
+    taskset: str | None = None
+    op_profiling: bool = False
+
+
+def benchmark(models: list[str], threads: list[int], settings: Settings, phone: Phone) -> list[dict]:
     """Pushes the binary and models, runs every model × thread count × delegate, returns report records."""
-    if not args.benchmark_binary:
+    if not phone.benchmark_binary:
         raise BenchmarkError("--android needs --benchmark-binary PATH: TensorFlow Lite's Android benchmark_model, "
                              f"published at {BINARY_URL}")
-    if not Path(args.benchmark_binary).is_file():
-        raise BenchmarkError(f"benchmark binary not found: {args.benchmark_binary} (download it from {BINARY_URL})")
-    delegates = [d.strip() for d in args.delegate.split(",") if d.strip()]
+    if not Path(phone.benchmark_binary).is_file():
+        raise BenchmarkError(f"benchmark binary not found: {phone.benchmark_binary} (download it from {BINARY_URL})")
+    delegates = [d.strip() for d in phone.delegate.split(",") if d.strip()]
     for d in delegates:
         if d not in DELEGATE_FLAGS:
             raise BenchmarkError(f"unknown delegate {d!r}; choose from {', '.join(DELEGATE_FLAGS)}")
-    if args.taskset and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", args.taskset):
-        raise BenchmarkError(f"--taskset takes a hex CPU mask such as f0 (got {args.taskset!r})")
-    serial = pick_device(args.adb, args.serial)
-    device = device_name(args.adb, serial)
-    push(args.adb, serial, args.benchmark_binary, f"{REMOTE_DIR}/benchmark_model")
-    chmod = _adb(args.adb, serial, "shell", "chmod", "755", f"{REMOTE_DIR}/benchmark_model")
+    if phone.taskset and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", phone.taskset):
+        raise BenchmarkError(f"--taskset takes a hex CPU mask such as f0 (got {phone.taskset!r})")
+    serial = pick_device(phone.adb, phone.serial)
+    device = device_name(phone.adb, serial)
+    push(phone.adb, serial, phone.benchmark_binary, f"{REMOTE_DIR}/benchmark_model")
+    chmod = _adb(phone.adb, serial, "shell", "chmod", "755", f"{REMOTE_DIR}/benchmark_model")
     if chmod.returncode != 0:
         raise BenchmarkError(f"cannot make benchmark_model executable: {chmod.stderr.strip()}")
     results = []
-    for model in args.model:
+    for model in models:
         remote = f"{REMOTE_DIR}/{Path(model).name}"
-        push(args.adb, serial, model, remote)
+        push(phone.adb, serial, model, remote)
         for t in threads:
             for d in delegates:
-                cmd = command(remote, t, d, args.runs, args.warmup, args.min_seconds, args.taskset,
-                              args.op_profiling)
-                proc = _adb(args.adb, serial, "shell", " ".join(shlex.quote(c) for c in cmd))
+                cmd = command(remote, t, d, settings.runs, settings.warmup, settings.min_seconds, phone.taskset,
+                              phone.op_profiling)
+                proc = _adb(phone.adb, serial, "shell", " ".join(shlex.quote(c) for c in cmd))
                 text = proc.stdout + "\n" + proc.stderr
                 try:
                     parsed = parse_output(text)
@@ -221,7 +237,7 @@ def benchmark(args, threads: list[int]) -> list[dict]:
                     raise BenchmarkError(f"benchmark_model exited with {proc.returncode} on {serial}")
                 record = {"runtime": "benchmark_model", "model": model, "model_bytes": Path(model).stat().st_size,
                           "threads": t, "delegate": d, "device": device, **parsed}
-                if args.taskset:
-                    record["taskset"] = args.taskset
+                if phone.taskset:
+                    record["taskset"] = phone.taskset
                 results.append(record)
     return results

@@ -1,1 +1,0 @@
-"""The export stage: TFLite conversion, quantization and on-device benchmarking of distilled students."""
