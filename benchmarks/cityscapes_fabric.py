@@ -71,6 +71,12 @@ def draw_scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), labels
 
 
+def street_scenes(count: int, size, seed: int = 1000) -> np.ndarray:
+    """``count`` scenes' images (no labels) resized to ``size`` = (H, W): N×H×W×3 uint8, e.g. to calibrate int8."""
+    return np.stack([np.asarray(Image.fromarray(draw_scene(seed + i)[0]).resize((size[1], size[0]), Image.BILINEAR))
+                     for i in range(count)])
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 array (fast compression: these files are written once and read once)."""
     buf = io.BytesIO()

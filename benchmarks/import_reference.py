@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cityscapes_fabric import street_scenes  # noqa: E402
 
 # (file under the folder, config, decoder, classes, evaluation size)
 FILES = [
@@ -76,14 +77,6 @@ def load_photos(paths: list[Path], size) -> np.ndarray:
 
     return np.stack([np.asarray(Image.open(p).convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
                      for p in paths])
-
-
-def street_scenes(count: int, size, seed: int = 1000) -> np.ndarray:
-    from cityscapes_fabric import draw_scene
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(draw_scene(seed + i)[0]).resize((size[1], size[0]), Image.BILINEAR))
-                     for i in range(count)])
 
 
 def torch_network(module, decoder: bool, classes: int, state: dict):

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=["labels", "logits"],
                    help="labels: uint8 label map at input size (argmax head); logits: model-resolution logits "
                         "(default: export.output, labels)")
+    p.add_argument("--label-head", choices=["bilinear", "half", "quarter", "nearest"],
+                   help="how the label map is made: bilinear (logits upsampled to the input, then argmax: what "
+                        "evaluation scores), half / quarter (bilinear to 1/2 / 1/4 of the input, argmax, nearest the "
+                        "rest) or nearest (argmax at model resolution, then nearest) (default: export.label_head, "
+                        "bilinear)")
     p.add_argument("--no-preprocess", dest="preprocess", action="store_const", const=False,
                    help="do not bake (x - mean) / std in; the app feeds normalised float images")
     p.add_argument("--input-size", help="HxW of the fixed model input (default: the config's eval size)")
@@ -299,7 +304,7 @@ def _cmd_export(args) -> int:
     raw = dict(cfg.export or {})
     if args.qat_steps is not None:
         raw["qat"] = {**raw.get("qat", {}), "steps": args.qat_steps}
-    ecfg = parse_export(raw, {"output": args.output, "preprocess": args.preprocess,
+    ecfg = parse_export(raw, {"output": args.output, "label_head": args.label_head, "preprocess": args.preprocess,
                               "input_size": _parse_size(args.input_size), "int8_io": args.int8_io,
                               "calibration_samples": args.calibration_samples, "teacher": args.teacher,
                               "eval_limit": args.eval_limit, "savedmodel": args.savedmodel},

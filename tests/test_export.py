@@ -217,3 +217,87 @@ def test_the_private_litert_apis_we_use_exist(tmp_path):
     assert ops and {"op_name", "inputs", "outputs"} <= set(ops[0]), "Interpreter._get_ops_details changed"
     report = _pywrap_analyzer_wrapper.ModelAnalyzer(tiny_tflite_file, True, True)
     assert "Subgraph#0" in report and "GPU" in report, "LiteRT's model analyzer report changed"
+
+
+def _np_resize_bilinear(x: np.ndarray, size) -> np.ndarray:
+    """B×h×w×K → B×H×W×K, bilinear with half-pixel centres (TFLite's RESIZE_BILINEAR), in float64."""
+    def axis(n_in, n_out):
+        src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        low = np.floor(src)
+        return np.clip(low, 0, n_in - 1).astype(int), np.clip(np.ceil(src), 0, n_in - 1).astype(int), src - low
+
+    (r0, r1, fr), (c0, c1, fc) = axis(x.shape[1], size[0]), axis(x.shape[2], size[1])
+    x = x.astype(np.float64)
+    rows = x[:, r0] + (x[:, r1] - x[:, r0]) * fr[None, :, None, None]
+    return rows[:, :, c0] + (rows[:, :, c1] - rows[:, :, c0]) * fc[None, None, :, None]
+
+
+def _np_resize_nearest(labels: np.ndarray, size) -> np.ndarray:
+    """B×h×w → B×H×W, nearest neighbour with half-pixel centres (source index ⌊(i + ½)·h/H⌋)."""
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * labels.shape[1] / size[0]).astype(int), labels.shape[1] - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * labels.shape[2] / size[1]).astype(int), labels.shape[2] - 1)
+    return labels[:, rows][:, :, cols]
+
+
+def _np_label_head(logits: np.ndarray, size, head: str) -> np.ndarray:
+    if head == "bilinear":
+        return _np_resize_bilinear(logits, size).argmax(-1)
+    if head in ("half", "quarter"):
+        k = 2 if head == "half" else 4
+        logits = _np_resize_bilinear(logits, (-(-size[0] // k), -(-size[1] // k)))
+    return _np_resize_nearest(logits.argmax(-1), size)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (66, 100)])  # stride 8 exactly, and sizes it does not divide
+def test_label_heads_match_a_numpy_reference(size):
+    """Each exported label head against NumPy on the same TFLite logits: the full bilinear head, bilinear to a
+    quarter + argmax + nearest, and nearest only. The nearest head repeats labels exactly; the bilinear ones
+    may differ where two classes' interpolated scores tie to float32 precision (≤ 0.1 % of pixels)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from skd_tf.export.convert import LABEL_HEADS
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=8, padding="same", activation="relu")(inputs)
+    logits = keras.layers.Identity(name="logits")(keras.layers.Conv2D(5, 1)(x))
+    net = keras.Model(inputs, {"logits": logits, "features": keras.layers.Identity(name="features")(x)})
+    image = np.random.default_rng(1).integers(0, 256, (1, *size, 3)).astype(np.uint8)
+
+    def run(spec):
+        interpreter = Interpreter(model_content=convert(serving_function(keras_logits_fn(net), spec), "float32"))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    model_logits = run(ServingSpec(size, 5, "logits", True))
+    assert model_logits.shape[1:3] == (-(-size[0] // 8), -(-size[1] // 8))
+    for head in LABEL_HEADS:
+        labels = run(ServingSpec(size, 5, "labels", True, label_head=head))
+        expected = _np_label_head(model_logits, size, head)
+        assert labels.shape == expected.shape == (1, *size)
+        agreement = float(np.mean(labels == expected))
+        assert agreement == 1.0 if head == "nearest" else agreement >= 0.999, (head, agreement)
+    with pytest.raises(ValueError, match="unknown label head 'box'"):
+        serving_function(keras_logits_fn(net), ServingSpec(size, 5, "labels", True, label_head="box"))
+
+
+def test_a_cheaper_label_head_is_checked_against_its_own_keras_twin_and_scored_against_evaluation(tmp_path):
+    """`--label-head nearest`: the file's labels equal the Keras graph's with the same head (agreement 1.0 in
+    float32: the export is faithful), its mIoU is the head's, and "mIoU Keras" stays what evaluation scores
+    (the bilinear head) — so the head's cost is the difference of the two."""
+    from skd_tf.cli import main as cli_main
+
+    cfg, ckpt = _save_student(tmp_path)
+    records = {}
+    for head in ("bilinear", "nearest"):
+        out = tmp_path / head
+        assert cli_main(["export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
+                         "--quantization", "float32", "--out", str(out), "--no-savedmodel", "--quiet",
+                         "--label-head", head]) == 0
+        records[head] = json.loads((out / "export.json").read_text())
+    assert records["nearest"]["label_head"] == "nearest"
+    bilinear, nearest = (records[h]["exports"]["float32"]["parity"] for h in ("bilinear", "nearest"))
+    assert nearest["argmax_agreement"] == 1.0 and bilinear["argmax_agreement"] == 1.0
+    assert nearest["miou_keras"] == pytest.approx(bilinear["miou_keras"], abs=1e-12)
+    assert bilinear["miou_tflite"] == pytest.approx(bilinear["miou_keras"], abs=1e-6)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from skd_tf.benchmark import runtime
-from skd_tf.export.convert import ServingSpec
+from skd_tf.export.convert import ServingSpec, label_head
 from skd_tf.config import DataConfig
 from skd_tf.console import show_progress
 from skd_tf.data.pipeline import val_dataset
@@ -56,10 +56,10 @@ def model_input(raw: np.ndarray, spec: ServingSpec) -> np.ndarray:
     return (raw - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
 
 
-def labels_from_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The export head's label map: bilinear upsampling to ``size``, then argmax."""
-    up = tf.image.resize(tf.convert_to_tensor(logits, tf.float32), size, method="bilinear")
-    return tf.math.argmax(up, axis=-1, output_type=tf.int32).numpy()
+def labels_from_logits(logits: np.ndarray, size: tuple[int, int], head: str = "bilinear") -> np.ndarray:
+    """The label map an export head makes from ``logits`` at ``size`` (``bilinear``: upsampling, then argmax —
+    what evaluation scores; see ``skd_tf.export.convert.label_head``)."""
+    return label_head(tf.convert_to_tensor(logits, tf.float32), size, head, tf.int32).numpy()
 
 
 def _to_label_size(pred: np.ndarray, labels) -> tf.Tensor:
@@ -90,13 +90,16 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
                             desc="check TFLite", unit="img", disable=not show_progress(progress), leave=False):
         x = model_input(raw, spec)
         ref_logits = np.asarray(reference_logits(tf.constant(x, tf.float32)))
-        ref_labels = labels_from_logits(ref_logits, spec.input_size)
+        # agreement: against the Keras graph with the file's own head (the export's fidelity); mIoU Keras: with
+        # the bilinear head, what `skd-tf evaluate` scores (so a cheaper head's cost shows in the mIoU)
+        ref_labels = labels_from_logits(ref_logits, spec.input_size, spec.label_head)
+        eval_labels = ref_labels if spec.label_head == "bilinear" else labels_from_logits(ref_logits, spec.input_size)
         out = runtime.run(interpreter, x)
         if spec.output == "logits":
             out = np.asarray(out, np.float32)
             if n < parity_images:
                 max_diff = max(max_diff, float(np.max(np.abs(out - ref_logits))))
-            tfl_labels = labels_from_logits(out, spec.input_size)
+            tfl_labels = labels_from_logits(out, spec.input_size, spec.label_head)
         else:
             tfl_labels = out.astype(np.int32)
             if twin is not None and n < parity_images:
@@ -105,7 +108,7 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
         total += tfl_labels.size
         cm_tflite += confusion_matrix(labels, _to_label_size(tfl_labels, labels), data.num_classes,
                                       data.ignore_label).numpy()
-        cm_keras += confusion_matrix(labels, _to_label_size(ref_labels, labels), data.num_classes,
+        cm_keras += confusion_matrix(labels, _to_label_size(eval_labels, labels), data.num_classes,
                                      data.ignore_label).numpy()
         n += 1
     tfl, ker = scores_from_confusion(cm_tflite), scores_from_confusion(cm_keras)

@@ -82,7 +82,8 @@ def prepare_network(checkpoint, cfg: RunConfig, ecfg: ExportConfig):
     if size[0] % stride or size[1] % stride or min(size) < stride:
         raise ExportError(f"input size {size[0]}x{size[1]} cannot be taken by this network: both sides must "
                           f"be positive multiples of its output stride {stride}")
-    spec = ServingSpec(size, classes, ecfg.output, ecfg.preprocess, tuple(cfg.data.mean), tuple(cfg.data.std))
+    spec = ServingSpec(size, classes, ecfg.output, ecfg.preprocess, tuple(cfg.data.mean), tuple(cfg.data.std),
+                       ecfg.label_head)
     return at_input_size(network, size), spec
 
 
@@ -151,7 +152,8 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
         record = {}  # another checkpoint was exported here before: start a fresh record
     record.update({"checkpoint": _describe(checkpoint), "config": cfg.name,
                    "input_size": list(spec.input_size), "num_classes": spec.num_classes,
-                   "output": spec.output, "preprocess": spec.preprocess, "mean": list(spec.mean),
+                   "output": spec.output, "label_head": spec.label_head if spec.output == "labels" else None,
+                   "preprocess": spec.preprocess, "mean": list(spec.mean),
                    "std": list(spec.std), "class_names": class_names(cfg.data)})
     exports = record.setdefault("exports", {})
     reference = tf.function(lambda x: keras_logits_fn(network)(
