@@ -23,6 +23,13 @@ def write_block(page: str, name: str, text: str) -> Path:
     return path
 
 
+def show(text: str, page: str, name: str, write: bool) -> None:
+    """Prints a script's table and, with ``write`` (its ``--docs``), puts it in its block of ``docs/page``."""
+    print(text)
+    if write:
+        print(f"{write_block(page, name, text).relative_to(DOCS.parent)} updated", flush=True)
+
+
 def replace_table(page: str, header: str, table: str) -> Path:
     """Replaces the markdown table of ``docs/page`` whose first line starts with ``header`` by ``table``."""
     path = DOCS / page

@@ -357,11 +357,9 @@ def main() -> int:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         text = table(record)
-    print(text)
-    if args.docs:
-        from docs_pages import write_block
+    from docs_pages import show
 
-        write_block("published-weights.md", "import_reference", text)
+    show(text, "published-weights.md", "import_reference", args.docs)
     return 0
 
 

@@ -256,12 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         measure_street(record, args.street_steps, args.fresh)
         measure_latency(record, args.students.split(","), args.threads, args.fresh)
         print(f"done in {(time.time() - start) / 60:.1f} min", flush=True)
-    text = tables(record)
-    print(text)
-    if args.docs:
-        from docs_pages import write_block
+    from docs_pages import show
 
-        write_block("real-size.md", "label_head", text)
+    show(tables(record), "real-size.md", "label_head", args.docs)
     return 0
 
 
