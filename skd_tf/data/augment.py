@@ -38,6 +38,8 @@ def pad_to_at_least(image: tf.Tensor, label: tf.Tensor, height: int, width: int,
     return image, label
 
 
+# Not tf.image.stateless_random_crop / stateless_random_flip_left_right on the image and label stacked: the same
+# transforms, but other draws from the same seed, so no recorded run (benchmarks/results) would replay from its seed.
 def random_crop(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, height: int, width: int):
     """Crops the same random height×width window from image and label (both at least that big)."""
     shape = tf.shape(image)

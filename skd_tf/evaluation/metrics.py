@@ -40,6 +40,11 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
     }
 
 
+# Not keras.metrics.MeanIoU(ignore_class=...): its confusion matrix is int32 (a Cityscapes training split's 6·10⁹
+# pixels overflow a cell), it drops out-of-range labels silently, and it takes class ids at the labels' size; nor
+# tf.math.confusion_matrix(weights=...), which asserts every label < num_classes, so the ignore label would have to
+# be remapped and weighted out first — the one segment sum below does both. Ours counts in int64 and is checked
+# against cityscapesScripts (tests/test_metrics.py).
 class MeanIoU(keras.metrics.Metric):
     """Streaming mIoU over a confusion matrix; ``update_state(labels, logits)``.
 
