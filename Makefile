@@ -20,7 +20,7 @@ install: $(STAMP)
 # Two pytest workers: most of a test's time is single-threaded Python (tracing, graph building), so two
 # share the two cores of the CI machine well; each replica-gradient report's tests stay on one worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 # Teacher, baseline, distilled student, TFLite export, latency, runs/demo/report.md. Finished stages are
 # reused (an interrupted run resumes); `$(BIN)/skd-tf demo --fresh` starts over.
