@@ -97,7 +97,7 @@ def command(remote_model: str, threads: int, delegate: str, runs: int, warmup: i
     """The benchmark_model command line run in ``adb shell``."""
     if delegate not in DELEGATE_FLAGS:
         raise BenchmarkError(f"unknown delegate {delegate!r}; choose from {', '.join(DELEGATE_FLAGS)}")
-    cmd = ([f"taskset", taskset] if taskset else []) + [
+    cmd = (["taskset", taskset] if taskset else []) + [
         f"{REMOTE_DIR}/benchmark_model", f"--graph={remote_model}", f"--num_threads={threads}",
         f"--num_runs={runs}", f"--warmup_runs={warmup}", f"--min_secs={min_seconds}", *DELEGATE_FLAGS[delegate]]
     if op_profiling:

@@ -63,7 +63,7 @@ class Distiller(Prebuilt, keras.Model):
         self.teacher.trainable = False
         self.student = segmentation_outputs(student, student_features, "student")
         self.distill_losses = weighted_losses(losses)
-        _check_outputs(self.distill_losses, holistic, self.teacher, self.student)
+        _check_outputs(self.distill_losses, self.teacher, self.student)
         for loss, _ in self.distill_losses.values():
             _set_global_batch(loss, global_batch_size)
         self.holistic = holistic
@@ -225,7 +225,8 @@ def weighted_losses(losses) -> dict:
     return result
 
 
-def _check_outputs(losses: dict, holistic, teacher, student) -> None:
+def _check_outputs(losses: dict, teacher, student) -> None:
+    """Every loss that reads features finds them in both models' outputs."""
     for name, (loss, _) in losses.items():
         if "features" in loss.reads:
             for role, model in (("teacher", teacher), ("student", student)):

@@ -126,7 +126,6 @@ def _distill(cfg: RunConfig, dcfg, strategy, out: Path, verbose: int, extra_call
                               rampup_steps=dcfg.rampup_steps)
         student_opt, critic_opt = _optimizers(cfg, dcfg)
         distiller.compile(optimizer=student_opt, critic_optimizer=critic_opt, jit_compile=cfg.train.jit_compile)
-        distiller.build_state((*size, 3))
 
     autoencoder_report = _pretrain_ka(cfg, dcfg, teacher, losses["ka"][0], out, strategy, verbose) \
         if "ka" in losses else None

@@ -19,7 +19,6 @@ project's own PSPNet (skd_tf.models.heads) and must be reproduced exactly:
 
 from __future__ import annotations
 
-import keras
 from keras import layers
 
 from skd_tf.models.layers import AdaptiveAveragePooling2D
