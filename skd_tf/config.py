@@ -133,6 +133,10 @@ class InputConventionConfig(_Section):
 
 
 ESPNET_ARCHS = ("espnet", "espnet_c")
+# keras.applications' phone backbones and the heads built on them
+MOBILE_ARCHS = {"mobilenetv2": ("lraspp",), "mobilenetv3_large": ("lraspp", "deeplabv3"),
+                "mobilenetv3_small": ("lraspp", "deeplabv3")}
+MOBILE_BACKBONES = tuple(MOBILE_ARCHS)
 # published networks on a deep-stem ResNet-18/101 whose checkpoints import tensor for tensor
 DEEP_STEM_ARCHS = ("skd_pspnet", "cirkd_deeplabv3", "cirkd_pspnet")
 
@@ -145,7 +149,8 @@ class ModelConfig(_Section):
     # cirkd_deeplabv3 / cirkd_pspnet: CIRKD's networks on its deep-stem ResNet (skd_tf.models.cirkd)
     arch: Literal["pspnet", "deeplabv3", "lraspp", "espnet", "espnet_c", "skd_pspnet", "cirkd_deeplabv3",
                   "cirkd_pspnet"] = "pspnet"
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2", "espnet"] = "resnet18"
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2", "mobilenetv3_large",
+                      "mobilenetv3_small", "espnet"] = "resnet18"
     output_stride: Literal[8, 16, 32] = 8
     width: float = Field(1.0, gt=0, le=4)
     head_channels: int = Field(512, ge=4)
@@ -158,6 +163,9 @@ class ModelConfig(_Section):
     espnet_blocks: tuple[int, int] = (2, 8)
     # the input a network trained elsewhere expects; None: the pipeline's own (data.mean, data.std)
     input_convention: Optional[InputConventionConfig] = None
+    # every batch norm's moving-average momentum; None keeps each layer's own (keras.applications' 0.999
+    # needs thousands of steps to follow the weights: a short fine-tune of a MobileNet wants e.g. 0.9)
+    bn_momentum: Optional[float] = Field(None, ge=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -184,12 +192,14 @@ class ModelConfig(_Section):
                 raise ValueError(f"model.arch {self.arch!r} has a deep stem keras.applications' ImageNet weights "
                                  f"do not fit; name the deep-stem ImageNet checkpoint (resnet18-imagenet.pth)")
             return self
-        if self.arch == "lraspp" and self.backbone != "mobilenetv2":
-            raise ValueError("model.arch 'lraspp' needs model.backbone 'mobilenetv2'")
-        if self.arch != "lraspp" and self.backbone == "mobilenetv2":
-            raise ValueError("model.backbone 'mobilenetv2' is used with model.arch 'lraspp'")
-        if self.backbone == "mobilenetv2" and self.output_stride == 8:
-            raise ValueError("model.output_stride 8 is not available for mobilenetv2 (use 16 or 32)")
+        mobile = self.backbone in MOBILE_BACKBONES
+        if self.arch == "lraspp" and not mobile:
+            raise ValueError(f"model.arch 'lraspp' needs a mobile backbone ({', '.join(MOBILE_BACKBONES)})")
+        if mobile and self.arch not in MOBILE_ARCHS[self.backbone]:
+            raise ValueError(f"model.backbone {self.backbone!r} is used with model.arch "
+                             f"{' or '.join(map(repr, MOBILE_ARCHS[self.backbone]))}")
+        if mobile and self.output_stride == 8:
+            raise ValueError(f"model.output_stride 8 is not available for {self.backbone} (use 16 or 32)")
         return self
 
     @property

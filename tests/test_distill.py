@@ -348,9 +348,11 @@ SAME_REPORT = pytest.mark.xdist_group("replica_report")
 
 @functools.lru_cache(maxsize=None)
 def replica_report(onednn: str) -> dict:
-    """tests/replica_gradients.py's report, run once per oneDNN setting in a fresh process."""
+    """tests/replica_gradients.py's report, run once per oneDNN setting in a fresh process; the paper
+    configuration's 3 steps of fit only with oneDNN on (see that test)."""
     script = Path(__file__).with_name("replica_gradients.py")
     proc = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')",
+                      *(["--without-paper-configuration"] if onednn == "0" else []),
                       env={"TF_ENABLE_ONEDNN_OPTS": onednn})
     output = proc.communicate(timeout=900)[0].decode()
     assert proc.returncode == 0, output
@@ -375,7 +377,7 @@ def test_each_terms_gradient_on_two_replicas_matches_one_device(onednn):
     so that the tolerance cannot silently grow to meaninglessness.
     """
     report = dict(replica_report(onednn))
-    report.pop("paper_configuration")
+    report.pop("paper_configuration", None)
     assert set(report) == {"ce", "holistic", *ALL_LOSSES}
     for name, r in report.items():
         assert r["scale"] > 0, f"{name} has no gradient"
@@ -384,10 +386,11 @@ def test_each_terms_gradient_on_two_replicas_matches_one_device(onednn):
         assert r["split"] <= tolerance, f"{name}: 2 replicas differ by {r['split']:.2e} > {tolerance:.2e} ({r})"
 
 
-@ONEDNN
 @SAME_REPORT
-def test_mirrored_paper_configuration_ends_with_the_single_device_weights(onednn):
-    """Pixel + pair-wise + holistic (with its critic updates), 3 SGD steps of Distiller.fit, 1 vs 2 replicas.
+def test_mirrored_paper_configuration_ends_with_the_single_device_weights():
+    """Pixel + pair-wise + holistic (with its critic updates), 3 SGD steps of Distiller.fit, 1 vs 2 replicas,
+    with oneDNN on (what users run). Each step's gradients are those the per-term test checks under both
+    oneDNN settings; running these 40 s of tracing a second time with oneDNN off checked nothing more.
 
     Tolerance: the per-term test above bounds the replica difference of each step's gradient by
     ~1e-5 relative, so 3 steps of lr·g (SGD, lr = 1e-4, momentum 0.9) differ by ~1e-7 — measured
@@ -398,7 +401,7 @@ def test_mirrored_paper_configuration_ends_with_the_single_device_weights(onednn
     moves the pair-wise gradient by 1.5e-3 relative. That is the student's conditioning, not the
     distribution, so any rounding difference (replica split, another CPU) is amplified alike.
     """
-    r = replica_report(onednn)["paper_configuration"]
+    r = replica_report("1")["paper_configuration"]
     assert r["init"] == 0.0, "both runs must start from the same weights"
     assert r["moved"] > 1e-4, "the student trained"
     assert r["end"] <= 1e-5, f"2 replicas ended {r['end']:.2e} from one device"

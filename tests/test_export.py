@@ -96,29 +96,17 @@ def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
     assert agreement >= 1 - 1 / 1024
 
 
-def test_qat_on_the_mobilenet_lraspp_student(tmp_path):
-    """The pets student architecture (LR-ASPP on MobileNetV2) goes through QAT to an all-integer file,
-    with logits output and int8 I/O."""
-    cfg, ckpt = _save_student(tmp_path, arch="lraspp", backbone="mobilenetv2", output_stride=16,
-                              width=0.35, head_channels=16)
-    out = tmp_path / "export"
-    result = _cli("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
-                  "--quantization", "qat", "--output", "logits", "--int8-io", "int8", "--out", str(out),
-                  "--calibration-samples", "2", "--qat-steps", "2", "--eval-limit", "2",
-                  "--no-savedmodel", "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
-    entry = json.loads((out / "export.json").read_text())["exports"]["qat"]
-    deploy = entry["deployability"]
-    assert deploy["all_integer"] is True
-    assert deploy["input"]["dtype"] == "int8" and deploy["input"]["quantization"]["zero_point"] == -128
-    assert deploy["output"]["dtype"] == "int8" and deploy["output"]["shape"] == [1, 4, 4, 4]  # LR-ASPP predicts at stride 8
-    assert "DEPTHWISE_CONV_2D" in deploy["ops"] and "MUL" in deploy["ops"]
-    assert entry["qat"]["teacher"] is None  # the tiny config has no distill.teacher: CE only
+MOBILE = [dict(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.35),
+          dict(arch="lraspp", backbone="mobilenetv3_large", output_stride=16, width=0.75),
+          dict(arch="deeplabv3", backbone="mobilenetv3_small", output_stride=16, width=0.75)]
 
 
-@pytest.mark.parametrize("model", [dict(), dict(arch="deeplabv3", output_stride=16),
-                                   dict(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.35)])
+@pytest.mark.parametrize("model", [dict(), dict(arch="deeplabv3", output_stride=16), *MOBILE],
+                         ids=lambda m: f"{m.get('arch', 'pspnet')}-{m.get('backbone', 'resnet18')}")
 def test_tf_keras_mirror_computes_the_same_logits(tmp_path, model):
+    """The tf_keras twin computes the Keras 3 network's logits; for the phone students tfmot also annotates
+    every layer of it (MobileNetV3's operation nodes and hard-swish included) and the QAT model runs."""
+    from skd_tf.export.qat import quantization_aware
     from skd_tf.export.tf_keras_mirror import mirror
 
     cfg = config_from_dict(tiny_config_dict(tmp_path, head_channels=16, **model))
@@ -127,6 +115,9 @@ def test_tf_keras_mirror_computes_the_same_logits(tmp_path, model):
     twin = mirror(net)
     np.testing.assert_allclose(twin(x, training=False).numpy(), net(x, training=False)["logits"].numpy(),
                                atol=2e-5)
+    if model in MOBILE:
+        fake_quant = quantization_aware(net)(x, training=False).numpy()
+        assert fake_quant.shape == (2, *net.output["logits"].shape[1:]) and np.isfinite(fake_quant).all()
 
 
 def test_interpreter_io_quantization_by_hand():

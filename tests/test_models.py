@@ -4,7 +4,7 @@ import pytest
 
 from skd_tf.config import ModelConfig
 from skd_tf.models import at_input_size, build_model, is_segmentation_model, load_model, output_stride
-from skd_tf.models.backbones import copy_weights_by_name, resnet
+from skd_tf.models.backbones import MOBILENETV3, copy_weights_by_name, dilate_last_stage, resnet
 from skd_tf.models.layers import AdaptiveAveragePooling2D
 
 ARCHS = [
@@ -13,6 +13,8 @@ ARCHS = [
     dict(arch="deeplabv3", backbone="resnet34", output_stride=8),
     dict(arch="deeplabv3", backbone="resnet101", output_stride=16),
     dict(arch="lraspp", backbone="mobilenetv2", output_stride=16),
+    dict(arch="lraspp", backbone="mobilenetv3_large", output_stride=16),
+    dict(arch="deeplabv3", backbone="mobilenetv3_small", output_stride=16),
 ]
 
 
@@ -106,3 +108,43 @@ def test_save_load_roundtrip_and_bad_checkpoints(tmp_path):
     plain.save(tmp_path / "plain.keras")
     with pytest.raises(ValueError, match="not an skd-tf segmentation model"):
         load_model(tmp_path / "plain.keras")
+
+
+@pytest.mark.parametrize("variant", sorted(MOBILENETV3))
+def test_mobilenetv3_last_stage_is_dilated_instead_of_strided(variant):
+    """Output stride 16: the same network as at 32 with the last stage's depthwise convolutions at stride 1
+    and dilation 2 (its strided block's zero padding gone), every weight kept, everything before it equal."""
+    cfg = ModelConfig(arch="lraspp", backbone=variant, output_stride=32, width=0.75, head_channels=8)
+    strided = build_model(cfg, 3, (64, 96))
+    dilated = dilate_last_stage(strided, variant)
+    assert output_stride(dilated) == 8 and output_stride(build_model(
+        cfg.model_copy(update={"arch": "deeplabv3", "output_stride": 16}), 3, (64, 96))) == 16
+    blocks = MOBILENETV3[variant]["last_stage"]
+    for b in blocks:
+        layer = dilated.get_layer(f"expanded_conv_{b}_depthwise")
+        assert (layer.strides, layer.dilation_rate, layer.padding) == ((1, 1), (2, 2), "same")
+        assert layer.output.shape[1:3] == (4, 6)  # 64×96 at stride 16
+        assert strided.get_layer(f"expanded_conv_{b}_depthwise").dilation_rate == (1, 1)
+    names = {layer.name for layer in dilated.layers}
+    assert f"expanded_conv_{blocks[0]}_depthwise_pad" not in names
+    assert {layer.name for layer in strided.layers} - names == {f"expanded_conv_{blocks[0]}_depthwise_pad"}
+    assert len(dilated.weights) == len(strided.weights)
+    for a, b in zip(strided.weights, dilated.weights):
+        assert a.path == b.path
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = np.random.default_rng(2).normal(size=(1, 64, 96, 3)).astype("float32")
+    before = MOBILENETV3[variant]["stride16"]
+    np.testing.assert_allclose(*(keras.Model(m.input, m.get_layer(before).output)(x) for m in (strided, dilated)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bn_momentum_reaches_every_batch_norm_and_is_saved(tmp_path):
+    cfg = ModelConfig(arch="lraspp", backbone="mobilenetv3_small", output_stride=16, width=0.75, head_channels=8)
+    default = build_model(cfg, 3, (32, 32))
+    assert {layer.momentum for layer in default.layers if isinstance(layer, keras.layers.BatchNormalization)} == {
+        0.999, 0.99}  # keras.applications' own, and our head's
+    model = build_model(cfg.model_copy(update={"bn_momentum": 0.9}), 3, (32, 32))
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    norms = [layer for layer in loaded.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 30 and {layer.momentum for layer in norms} == {0.9}

@@ -4,9 +4,10 @@ Quantization-aware training (tensorflow-model-optimization) only accepts
 tf_keras models (SPEC §4), and our networks are Keras 3 functional models. The
 graph is walked from the Keras 3 config: every layer is recreated from its
 class name and config (Keras 3-only keys dropped), wired to the same inputs,
-and given the trained weights. Rebuilding from the graph rather than from the
+and given the trained weights; operation nodes on a tensor and a number
+(MobileNetV3's ``x + 3``) and the hard-swish activation get small twins. Rebuilding from the graph rather than from the
 model builders means every architecture the builders make (ResNet/MobileNetV2
-backbones, PSPNet/DeepLabV3/LR-ASPP heads) mirrors without a second builder.
+/MobileNetV3 backbones, PSPNet/DeepLabV3/LR-ASPP heads) mirrors without a second builder.
 Only the ``logits`` output is kept. Imports tf_keras; only the QAT path uses it.
 """
 
@@ -115,13 +116,59 @@ class ResizeLikeAlignCorners(tf_keras.layers.Layer):
         return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
 
 
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class HardSwish(tf_keras.layers.Layer):
+    """Keras 3's ``hard_swish`` activation, x · ReLU6(x + 3) / 6 (tf_keras has none); the converter turns it
+    into one HARD_SWISH op."""
+
+    def call(self, x):
+        return x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class ScalarOp(tf_keras.layers.Layer):
+    """A Keras 3 operation node on a tensor and a Python number (``x + 3.0``, ``x * (1 / 6)`` in
+    keras.applications' MobileNetV3 hard sigmoid)."""
+
+    OPS = {"Add": tf.add, "Subtract": tf.subtract, "Multiply": tf.multiply, "Divide": tf.divide}
+
+    def __init__(self, op: str, value: float, **kwargs):
+        super().__init__(**kwargs)
+        if op not in self.OPS:
+            raise ValueError(f"no tf_keras twin for the operation {op}")
+        self.op, self.value = op, float(value)
+
+    def call(self, x):
+        return self.OPS[self.op](x, tf.constant(self.value, x.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op, "value": self.value}
+
+
 CUSTOM_LAYERS = {"AdaptiveAveragePooling2D": AdaptiveAveragePooling2D, "ResizeLike": ResizeLike,
                  "ConvertInput": ConvertInput, "CropLike": CropLike, "CeilModeMaxPool2D": CeilModeMaxPool2D,
-                 "ResizeLikeAlignCorners": ResizeLikeAlignCorners}
+                 "ResizeLikeAlignCorners": ResizeLikeAlignCorners, "HardSwish": HardSwish, "ScalarOp": ScalarOp}
+
+
+def _is_operation(entry: dict) -> bool:
+    """A Keras 3 operation (keras.ops.*) called on a symbolic tensor, not a layer."""
+    return str(entry.get("module", "")).startswith("keras.src.ops")
+
+
+def _operation_from(entry: dict):
+    args = entry["inbound_nodes"][0]["args"]
+    if len(args) != 2 or not isinstance(args[1], (int, float)) or entry["inbound_nodes"][0].get("kwargs"):
+        raise ValueError(f"operation {entry['name']!r} ({entry['class_name']}) is not a tensor-and-number "
+                         f"operation; it has no tf_keras twin")
+    return ScalarOp(entry["class_name"], args[1], name=entry["name"])
 
 
 def _layer_from(entry: dict):
+    if _is_operation(entry):
+        return _operation_from(entry)
     cls_name = entry["class_name"]
+    if cls_name == "Activation" and entry["config"].get("activation") in ("hard_swish", "hard_silu"):
+        return HardSwish(name=entry["name"])
     config = {k: v for k, v in entry["config"].items()
               if k not in _DROPPED_KEYS and not k.endswith(_DROPPED_SUFFIXES)}
     if cls_name == "BatchNormalization":
@@ -171,6 +218,8 @@ def mirror(network) -> tf_keras.Model:
     logits_layer = config["output_layers"]["logits"][0]
     model = tf_keras.Model(outputs[config["input_layers"][0]], outputs[logits_layer], name=network.name)
     for layer in created:
+        if isinstance(layer, (ScalarOp, HardSwish)):  # no weights (and operations are not layers of network)
+            continue
         weights = network.get_layer(layer.name).get_weights()
         if weights and any(l is layer for l in model.layers):
             layer.set_weights(weights)

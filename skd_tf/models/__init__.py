@@ -49,6 +49,8 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
     else:
         if cfg.backbone == "mobilenetv2":
             ends = backbones.mobilenetv2(x, stride, cfg.width, cfg.pretrained == "imagenet")
+        elif cfg.backbone in backbones.MOBILENETV3:
+            ends = backbones.mobilenetv3(x, cfg.backbone, cfg.width, cfg.pretrained == "imagenet")
         else:
             ends = backbones.resnet(x, int(cfg.backbone[len("resnet"):]), stride, cfg.width)
         if cfg.arch == "pspnet":
@@ -67,6 +69,12 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
         outputs["aux_logits"] = keras.layers.Identity(name="aux_logits")(
             heads.aux_head(ends["aux"], num_classes, max(cfg.head_channels // 2, 8), cfg.dropout))
     model = keras.Model(inputs, outputs, name=name or f"{cfg.arch}_{cfg.backbone}")
+    if cfg.backbone in backbones.MOBILENETV3 and stride == 16:
+        model = backbones.dilate_last_stage(model, cfg.backbone)
+    if cfg.bn_momentum is not None:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = cfg.bn_momentum
     if cfg.pretrained == "imagenet" and cfg.backbone.startswith("resnet"):
         backbones.load_imagenet_weights(model, int(cfg.backbone[len("resnet"):]))
     if cfg.pretrained_file:
@@ -88,7 +96,7 @@ def backbone_scope(cfg: ModelConfig, model: keras.Model) -> tuple[tuple[str, ...
     if cfg.backbone.startswith("resnet"):
         return backbones.TORCHVISION_SCOPE, backbones.torchvision_names(model)
     raise ValueError(f"model.pretrained: a PyTorch checkpoint initialises ResNet, skd_pspnet and ESPNet backbones, "
-                     f"not {cfg.backbone} (use pretrained: imagenet for keras.applications' MobileNetV2)")
+                     f"not {cfg.backbone} (use pretrained: imagenet for keras.applications' MobileNetV2/V3)")
 
 
 def load_pretrained_backbone(model: keras.Model, cfg: ModelConfig, path: str) -> int:

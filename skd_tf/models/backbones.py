@@ -1,10 +1,11 @@
-"""Backbones: dilated ResNet-18/34/50/101 and MobileNetV2 (keras.applications).
+"""Backbones: dilated ResNet-18/34/50/101, and MobileNetV2 / MobileNetV3 (keras.applications).
 
 ResNet is written here because keras.applications has no ResNet-18/34, no
 dilation (output stride 8/16) and no width multiplier. Its layer names and
 shapes mirror keras.applications' ResNet50/101 (``conv4_block1_2_conv`` ...), so
 at width 1.0 their ImageNet weights load by name (``load_imagenet_weights``).
-MobileNetV2 is taken from keras.applications as it is.
+MobileNetV2 is taken from keras.applications as it is; MobileNetV3 too, with its last
+stage dilated instead of strided at output stride 16 (``dilate_last_stage``).
 
 Batch norms are ``synchronized``: under tf.distribute they use the statistics of
 the global batch, so a multi-replica run trains like one device (no effect on a
@@ -174,3 +175,54 @@ def mobilenetv2(inputs, output_stride: int = 16, width: float = 1.0, pretrained:
     return {"stride4": app.get_layer(MOBILENETV2_ENDPOINTS["stride4"]).output,
             "stride8": app.get_layer(MOBILENETV2_ENDPOINTS["stride8"]).output,
             "aux": out, "out": out}
+
+
+# keras.applications' MobileNetV3 names its inverted-residual blocks expanded_conv_{i}. Per variant: the
+# layers that end strides 4, 8 and 16, and the blocks of the last stage (stride 32, or dilation 2 at 16).
+MOBILENETV3 = {
+    "mobilenetv3_large": {"factory": "MobileNetV3Large", "stride4": "expanded_conv_2_add",
+                          "stride8": "expanded_conv_5_add", "stride16": "expanded_conv_11_add",
+                          "last_stage": (12, 13, 14)},
+    "mobilenetv3_small": {"factory": "MobileNetV3Small", "stride4": "expanded_conv_project_bn",
+                          "stride8": "expanded_conv_2_add", "stride16": "expanded_conv_7_add",
+                          "last_stage": (8, 9, 10)},
+}
+
+
+def mobilenetv3(inputs, variant: str, width: float = 1.0, pretrained: bool = False) -> dict:
+    """keras.applications MobileNetV3-Large or -Small (hard-swish, squeeze-excite) without its classifier.
+
+    ``out`` is the last 1×1 convolution (960 / 576 channels at width 1), built at stride 32; a network that
+    wants stride 16 (LR-ASPP and DeepLabV3 as in the MobileNetV3 paper) passes the finished model through
+    ``dilate_last_stage``. ``stride8`` is LR-ASPP's skip (40 / 24 channels). keras.applications' own
+    rescaling layer is left out: the input is the pipeline's normalised image.
+    """
+    plan = MOBILENETV3[variant]
+    app = getattr(keras.applications, plan["factory"])(
+        input_tensor=inputs, alpha=width, include_top=False, include_preprocessing=False,
+        weights="imagenet" if pretrained else None)
+    out = app.output
+    return {"stride4": app.get_layer(plan["stride4"]).output, "stride8": app.get_layer(plan["stride8"]).output,
+            "aux": app.get_layer(plan["stride16"]).output, "out": out}
+
+
+def dilate_last_stage(model: keras.Model, variant: str) -> keras.Model:
+    """``model`` rebuilt with its MobileNetV3 last stage at dilation 2 and stride 1 (output stride 32 → 16),
+    the same weights. keras.applications has no dilation option, so the layers' configs are edited: the first
+    block's strided depthwise loses its explicit zero padding (the dilated convolution pads "same"), and every
+    depthwise convolution of the stage gets dilation 2. Shapes of the weights do not change."""
+    blocks = MOBILENETV3[variant]["last_stage"]
+    depthwise = {f"expanded_conv_{b}_depthwise" for b in blocks}
+    strided_pad = f"expanded_conv_{blocks[0]}_depthwise_pad"
+    config = model.get_config()
+    entries = {entry["name"]: entry for entry in config["layers"]}
+    if strided_pad not in entries or not depthwise <= set(entries):
+        raise ValueError(f"{model.name} has no {variant} last stage to dilate")
+    for name in depthwise:
+        layer = entries[name]["config"]
+        layer.update(strides=[1, 1], dilation_rate=[2, 2], padding="same")
+    entries[f"expanded_conv_{blocks[0]}_depthwise"]["inbound_nodes"] = entries[strided_pad]["inbound_nodes"]
+    config["layers"] = [entry for entry in config["layers"] if entry["name"] != strided_pad]
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

@@ -1,0 +1,259 @@
+"""The phone students side by side (issue #29): accuracy over seeds, and latency as deployed.
+
+    python benchmarks/phone_students.py --part accuracy --seeds 0,1,2   # train what is not recorded yet
+    python benchmarks/phone_students.py --part latency                  # export and time what is not recorded
+    python benchmarks/phone_students.py --table-only --docs             # the recorded tables into docs/real-size.md
+
+Accuracy: each ``configs/synthetic_lraspp_<backbone>.yaml`` (LR-ASPP on MobileNetV2, MobileNetV3-Large,
+MobileNetV3-Small; same data, schedule and head) trained from random weights with ``--set seed=S``; its
+validation mIoU recorded per (student, seed) in benchmarks/results/phone_students/accuracy/, and each
+MobileNetV3 student reported as the paired difference to MobileNetV2 over the seeds both have, with its 95 %
+t-interval. A record made with another config (its digest) is rerun.
+
+Latency: every phone student — the three LR-ASPPs, ESPNet and ESPNet-C, PSPNet ResNet-18 — built for
+Cityscapes' 19 classes (untrained: latency does not depend on the weights), exported to float32, float16
+and int8 at 512×1024 and 1024×2048, once with the label head (bilinear upsampling + argmax, the export's
+default, chosen in docs/real-size.md "The label head") and once without (model-resolution logits);
+int8 calibrated on 8 fabricated street scenes (benchmarks/cityscapes_fabric.py). Each file is timed by
+``skd-tf benchmark``'s measurement (a fresh process, XNNPACK) with 1 and 2 threads. Records, one per
+(student, size): benchmarks/results/phone_students/latency/; the CPU and its features are in each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import config_digest, host_cpu, interval_cell, log_of, paired_difference, run_cli  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "phone_students"
+ACCURACY_STUDENTS = ("mobilenetv2", "mobilenetv3_large", "mobilenetv3_small")
+BASELINE = "mobilenetv2"
+LATENCY_STUDENTS = {  # name: model config (19 classes)
+    "lraspp_mobilenetv2": {"arch": "lraspp", "backbone": "mobilenetv2", "output_stride": 16, "head_channels": 128},
+    "lraspp_mobilenetv3_large": {"arch": "lraspp", "backbone": "mobilenetv3_large", "output_stride": 16,
+                                 "head_channels": 128},
+    "lraspp_mobilenetv3_small": {"arch": "lraspp", "backbone": "mobilenetv3_small", "output_stride": 16,
+                                 "head_channels": 128},
+    "espnet": {"arch": "espnet"},
+    "espnet_c": {"arch": "espnet_c"},
+    "pspnet_resnet18": {"arch": "pspnet", "backbone": "resnet18", "output_stride": 8, "head_channels": 512},
+}
+SIZES = ((512, 1024), (1024, 2048))
+QUANTIZATIONS = ("float32", "float16", "int8")
+THREADS = (1, 2)
+OUTPUTS = ("labels", "logits")
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+
+def accuracy_record_path(student: str, seed: int) -> Path:
+    return RESULTS / "accuracy" / f"{student}_seed{seed}.json"
+
+
+def train_student(student: str, seed: int, runs: Path, fresh: bool) -> dict | None:
+    """Trains one (student, seed) unless recorded with the current config; returns the new record."""
+    config = f"synthetic_lraspp_{student}"
+    digest = config_digest(config, [])
+    target = accuracy_record_path(student, seed)
+    if target.exists() and not fresh and json.loads(target.read_text())["digest"] == digest:
+        return None
+    out = runs / student / f"seed{seed}"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)  # a run left by another config or an interrupted one: from scratch
+    print(f"{student} seed {seed}: training (log {log_of(out)})", flush=True)
+    run_cli(["train", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--quiet",
+             "--set", f"seed={seed}", "--set", f"train.out_dir={out}"], log_of(out))
+    scores = json.loads((out / "eval.json").read_text())
+    timing = json.loads((out / "timing.json").read_text())
+    record = {"student": student, "config": config, "seed": seed, "digest": digest, "miou": scores["miou"],
+              "per_class_iou": scores["per_class_iou"], "steps": timing["steps"],
+              "median_step_s": timing["median_step_s"], "host": host_cpu()}
+    from skd_tf.atomic import write_text
+
+    write_text(target, json.dumps(record, indent=2) + "\n")
+    print(f"  mIoU {100 * record['miou']:.2f}", flush=True)
+    return record
+
+
+def accuracy_records() -> dict[str, dict[int, float]]:
+    """{student: {seed: mIoU}} of the records made with the current configs."""
+    found: dict[str, dict[int, float]] = {s: {} for s in ACCURACY_STUDENTS}
+    digests = {s: config_digest(f"synthetic_lraspp_{s}", []) for s in ACCURACY_STUDENTS}
+    for path in sorted((RESULTS / "accuracy").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["student"] in found and record["digest"] == digests[record["student"]]:
+            found[record["student"]][record["seed"]] = record["miou"]
+    return found
+
+
+def accuracy_table(found: dict[str, dict[int, float]]) -> str:
+    lines = ["| student (synthetic config) | seeds | mIoU per seed | mean | paired Δ vs MobileNetV2 [95 % CI] |",
+             "|---|---|---|---|---|"]
+    for student in ACCURACY_STUDENTS:
+        scores = found[student]
+        if not scores:
+            continue
+        per_seed = ", ".join(f"{100 * scores[s]:.2f}" for s in sorted(scores))
+        delta = "" if student == BASELINE else interval_cell(paired_difference(scores, found[BASELINE]))
+        lines.append(f"| LR-ASPP {student} (`synthetic_lraspp_{student}`) | {','.join(map(str, sorted(scores)))} | "
+                     f"{per_seed} | {100 * np.mean(list(scores.values())):.2f} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------- latency
+
+def latency_record_path(student: str, size: tuple[int, int]) -> Path:
+    return RESULTS / "latency" / f"{student}_{size[0]}x{size[1]}.json"
+
+
+def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path) -> None:
+    """``network`` at ``size`` as a TFLite file taking raw uint8 pixels, as `skd-tf export` writes it: the label
+    map (bilinear head) or the model-resolution logits."""
+    from skd_tf.export import checks
+    from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
+    from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
+
+    integer = quantization == "int8"
+    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, integer,
+                       (123.675, 116.28, 103.53), (58.395, 57.12, 57.375), "bilinear")
+
+    def representative():
+        for raw in calibration:
+            yield [checks.model_input(raw[None].astype(np.float32), spec).astype(np.float32)]
+
+    content = convert(serving_function(keras_logits_fn(network), spec, integer_model=integer), quantization,
+                      representative if integer else None, "uint8",
+                      float_output=integer and output == "logits")
+    path.write_bytes(shorten_tensor_names(raw_pixel_input(content)) if integer else content)
+
+
+def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> dict | None:
+    """Exports ``student`` at ``size`` in every quantization and output and times each file; records it."""
+    import keras
+
+    from cityscapes_fabric import street_scenes
+    from skd_tf.benchmark.device import host_device
+    from skd_tf.benchmark.measure import run_isolated
+    from skd_tf.config import ModelConfig
+    from skd_tf.models import build_model
+
+    target = latency_record_path(student, size)
+    if target.exists() and not fresh:
+        return None
+    print(f"{student} {size[0]}x{size[1]}: exporting and timing", flush=True)
+    keras.utils.set_random_seed(0)
+    network = build_model(ModelConfig(**LATENCY_STUDENTS[student]), 19, size)
+    calibration = street_scenes(8, size)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for quantization in QUANTIZATIONS:
+            for output in OUTPUTS:
+                path = Path(tmp) / f"{quantization}_{output}.tflite"
+                export_file(network, size, quantization, output, calibration, path)
+                for threads in THREADS:
+                    ms = run_isolated(str(path), threads, True, settings)["latency_ms"]
+                    rows.append({"quantization": quantization, "output": output, "threads": threads,
+                                 "mean_ms": round(ms["mean"], 2), "p95_ms": round(ms["p95"], 2),
+                                 "bytes": path.stat().st_size})
+                    print(f"  {quantization} {output} {threads}t: {ms['mean']:.1f} ms", flush=True)
+    record = {"student": student, "size": list(size), "parameters": int(network.count_params()),
+              "logits_shape": list(network.output["logits"].shape[1:3]), "device": host_device(),
+              "host": host_cpu(), "settings": {"warmup": settings.warmup, "runs": settings.runs,
+                                               "min_seconds": settings.min_seconds}, "rows": rows}
+    from skd_tf.atomic import write_text
+
+    write_text(target, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def latency_records() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / "latency").glob("*.json"))]
+
+
+def latency_table(records: list[dict]) -> str:
+    """One line per student, size and thread count: each quantization's mean ms with the label head and
+    without (logits), and int8's latency as a fraction of float32's (with the head)."""
+    order = {name: i for i, name in enumerate(LATENCY_STUDENTS)}
+    records = sorted(records, key=lambda r: (r["size"][0], order.get(r["student"], 99)))
+    head = " | ".join(f"{q} ms" for q in QUANTIZATIONS)
+    lines = [f"| student | params | input | threads | {head} (each: with label head / logits only) | "
+             f"int8 / float32 | head's share of int8 | int8 MiB |",
+             "|---|---|---|---|" + "---|" * len(QUANTIZATIONS) + "---|---|---|"]
+    for record in records:
+        by = {(r["quantization"], r["output"], r["threads"]): r for r in record["rows"]}
+        for threads in THREADS:
+            cells = []
+            for q in QUANTIZATIONS:
+                labels, logits = by.get((q, "labels", threads)), by.get((q, "logits", threads))
+                cells.append(f"{labels['mean_ms']:.1f} / {logits['mean_ms']:.1f}" if labels and logits else "–")
+            fp32, int8, int8_logits = (by.get(("float32", "labels", threads)), by.get(("int8", "labels", threads)),
+                                       by.get(("int8", "logits", threads)))
+            ratio = f"{int8['mean_ms'] / fp32['mean_ms']:.2f}" if fp32 and int8 else "–"
+            share = f"{100 * (1 - int8_logits['mean_ms'] / int8['mean_ms']):.0f} %" if int8 and int8_logits else "–"
+            size = f"{int8['bytes'] / 2 ** 20:.2f}" if int8 else "–"
+            lines.append(f"| {record['student']} | {record['parameters'] / 1e6:.2f} M | "
+                         f"{record['size'][0]}×{record['size'][1]} | {threads} | " + " | ".join(cells) +
+                         f" | {ratio} | {share} | {size} |")
+    devices = sorted({f"{r['host']['model']} ({', '.join(r['host']['features'])})" for r in records})
+    return "\n".join(lines) + "\n\nCPU: " + "; ".join(devices) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--part", choices=("accuracy", "latency", "both"), default="both")
+    parser.add_argument("--seeds", default="0,1,2", help="accuracy: comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--students", default=None,
+                        help="comma-separated subset (accuracy: backbones; latency: student names)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "phone_students",
+                        help="where the training runs go (not committed)")
+    parser.add_argument("--fresh", action="store_true", help="redo recorded (student, seed|size)")
+    parser.add_argument("--table-only", action="store_true", help="print the recorded tables, run nothing")
+    parser.add_argument("--docs", action="store_true", help="write the tables into docs/real-size.md")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    chosen = args.students.split(",") if args.students else None
+    if not args.table_only and args.part in ("accuracy", "both"):
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            parser.error(f"--seeds: comma-separated integers, not {args.seeds!r}")
+        students = chosen or list(ACCURACY_STUDENTS)
+        if unknown := set(students) - set(ACCURACY_STUDENTS):
+            parser.error(f"--students: unknown {', '.join(sorted(unknown))} (accuracy: {', '.join(ACCURACY_STUDENTS)})")
+        for seed in seeds:  # seed-major: an interrupted session leaves whole pairs
+            for student in students:
+                train_student(student, seed, args.runs, args.fresh)
+    if not args.table_only and args.part in ("latency", "both"):
+        from skd_tf.benchmark.measure import Settings
+
+        students = chosen or list(LATENCY_STUDENTS)
+        if unknown := set(students) - set(LATENCY_STUDENTS):
+            parser.error(f"--students: unknown {', '.join(sorted(unknown))} (latency: {', '.join(LATENCY_STUDENTS)})")
+        settings = Settings(warmup=1, runs=5, min_seconds=2.0)
+        for size in SIZES:
+            for student in students:
+                time_student(student, size, args.fresh, settings)
+    from docs_pages import show
+
+    show(accuracy_table(accuracy_records()), "real-size.md", "phone-students-accuracy", args.docs)
+    records = latency_records()
+    if records:
+        show(latency_table(records), "real-size.md", "phone-students-latency", args.docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

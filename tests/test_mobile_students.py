@@ -1,0 +1,46 @@
+"""The MobileNetV3 phone students end to end at a tiny size: their synthetic configs train a step and export
+to TFLite — float32 and int8 for LR-ASPP MobileNetV3-Large, int8 and QAT with int8 I/O and logits output for
+-Small — integer-only with hard-swish and squeeze-excite, and the files run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skd_tf.benchmark import runtime
+from skd_tf.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.synthetic.num_train=8", "data.synthetic.num_val=3", "data.synthetic.image_size=48",
+        "data.crop_size=[48,48]", "model.width=0.75", "model.head_channels=16", "train.batch_size=2",
+        "train.steps=1", "train.steps_per_epoch=1", "eval.batch_size=3"]
+EXPORTS = {"mobilenetv3_large": ["--quantization", "float32,int8"],
+           "mobilenetv3_small": ["--quantization", "int8,qat", "--qat-steps", "2", "--output", "logits",
+                                 "--int8-io", "int8"]}
+
+
+@pytest.mark.parametrize("variant", sorted(EXPORTS))
+def test_mobilenetv3_student_trains_exports_and_runs(tmp_path, variant):
+    config = str(ROOT / "configs" / f"synthetic_lraspp_{variant}.yaml")
+    sets = [a for s in TINY + [f"train.out_dir={tmp_path / 'run'}"] for a in ("--set", s)]
+    assert main(["train", "--config", config, "--quiet", *sets]) == 0
+    assert json.loads((tmp_path / "run" / "timing.json").read_text())["steps"] == 1
+    assert main(["export", "--config", config, "--checkpoint", str(tmp_path / "run" / "model.keras"),
+                 *EXPORTS[variant], "--calibration-samples", "2", "--eval-limit", "3", "--no-savedmodel",
+                 "--out", str(tmp_path / "export"), "--quiet", *sets]) == 0
+    exports = json.loads((tmp_path / "export" / "export.json").read_text())["exports"]
+    image = np.random.default_rng(0).integers(0, 256, (1, 48, 48, 3)).astype(np.uint8)
+    for quantization, entry in exports.items():
+        deploy = entry["deployability"]
+        if quantization != "float32":
+            assert deploy["all_integer"] is True
+            assert {"HARD_SWISH", "DEPTHWISE_CONV_2D", "MEAN", "MUL"} <= set(deploy["ops"])
+        out = runtime.run(runtime.make_interpreter(entry["file"]), image)
+        if "--output" in EXPORTS[variant]:  # logits at LR-ASPP's stride 8, int8 in and out
+            assert deploy["input"]["dtype"] == "int8" and deploy["output"]["dtype"] == "int8"
+            assert out.shape[-3:] == (6, 6, 6) and np.isfinite(out).all()
+        else:
+            assert out.shape[-2:] == (48, 48) and out.max() < 6
+    if variant == "mobilenetv3_small":
+        assert exports["qat"]["qat"]["teacher"] is None  # the synthetic student config has no teacher: CE only
