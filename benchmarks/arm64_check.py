@@ -1,0 +1,315 @@
+"""The exported files on 64-bit ARM kernels: label maps and logits on an emulated aarch64 CPU vs this host.
+
+    python benchmarks/arm64_check.py                  # set up, export, run, compare; prints the table
+    python benchmarks/arm64_check.py --table-only --docs
+
+A phone runs XNNPACK's NEON kernels (dot-product and i8mm ones where the CPU has them); x86 runs others.
+This script runs the same .tflite files under qemu-user on emulated ARM CPUs — ``cortex-a53`` (ARMv8.0
+NEON: the oldest phones), ``cortex-a76`` (fp16 arithmetic and dot product: most phones in use), ``max``
+(everything qemu emulates, i8mm and bf16 included) — with the aarch64 LiteRT wheel, and compares what they
+output with this host's run of the same files on the same images. Timing under emulation means nothing:
+only agreement is reported.
+
+Set-up (once, in ``--work``; nothing is installed into the host's Python): Debian's ``qemu-user-static``
+(apt-get, when missing), an arm64 Python 3.11 root made from Debian's arm64 packages (a private apt
+configuration resolves them; ``dpkg-deb -x`` unpacks them), and the aarch64 wheels of ai-edge-litert and
+numpy at this host's versions (pip download, unpacked). binfmt_misc is not needed: the arm64 interpreter is
+started through ``qemu-aarch64-static -L <root>``.
+
+Files: each student's trained checkpoint (``benchmarks/phone_students.py --part accuracy``, seed 0) exported
+by ``skd-tf export`` to float32, float16, int8 and QAT, once with the label map as output and once with the
+logits; images: the first ``--images`` of its config's validation set. Records:
+benchmarks/results/arm64_check.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RESULTS = ROOT / "benchmarks" / "results" / "arm64_check.json"
+CPUS = ("cortex-a53", "cortex-a76", "max")
+QUANTIZATIONS = ("float32", "float16", "int8", "qat")
+OUTPUTS = ("labels", "logits")
+STUDENTS = ("mobilenetv3_large", "mobilenetv3_small", "mobilenetv2")
+ARM64_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6")
+DEBIAN = "deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {} main"
+
+
+class SetupFailed(RuntimeError):
+    """A set-up step failed; the message says which and how to do it by hand."""
+
+
+def _run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise SetupFailed(f"{what} failed: {' '.join(cmd[:4])} ...: {' / '.join(tail)}")
+    return proc
+
+
+def qemu() -> str:
+    """qemu-aarch64-static, installed from Debian's packages when missing."""
+    found = shutil.which("qemu-aarch64-static")
+    if found:
+        return found
+    if shutil.which("apt-get") is None:
+        raise SetupFailed("qemu-aarch64-static is missing and there is no apt-get: install qemu-user-static")
+    print("installing Debian's qemu-user-static", flush=True)
+    _run(["apt-get", "install", "-y", "-q", "qemu-user-static"], "apt-get install qemu-user-static (needs root)")
+    return shutil.which("qemu-aarch64-static")
+
+
+def debian_suite() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    return "bookworm"
+
+
+def arm64_root(work: Path) -> Path:
+    """An arm64 Debian root with Python 3.11 (unpacked .deb files; nothing is configured or run)."""
+    root = work / "root"
+    if (root / "usr" / "bin" / "python3.11").exists():
+        return root
+    apt = work / "apt"
+    for sub in ("lists/partial", "cache/archives/partial", "etc/preferences.d"):
+        (apt / sub).mkdir(parents=True, exist_ok=True)
+    (apt / "status").write_text("")  # nothing installed: apt downloads every dependency
+    (apt / "sources.list").write_text(DEBIAN.format(debian_suite()) + "\n")
+    options = [f"-oDir::State={apt}", f"-oDir::State::Lists={apt}/lists", f"-oDir::State::status={apt}/status",
+               f"-oDir::Cache={apt}/cache", f"-oDir::Etc::SourceList={apt}/sources.list",
+               "-oDir::Etc::SourceParts=/nonexistent", f"-oDir::Etc::Preferences={apt}/etc/preferences",
+               f"-oDir::Etc::PreferencesParts={apt}/etc/preferences.d", "-oAPT::Architecture=arm64",
+               "-oAPT::Architectures::=arm64", "-oDebug::NoLocking=1"]
+    print("downloading Debian's arm64 Python 3.11", flush=True)
+    _run(["apt-get", "-q", *options, "update"], "apt-get update (arm64 lists)")
+    _run(["apt-get", "-q", *options, "install", "-y", "--download-only", "--no-install-recommends",
+          *ARM64_PACKAGES], "apt-get download of the arm64 packages")
+    partial = work / "root.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    for deb in sorted((apt / "cache" / "archives").glob("*.deb")):
+        _run(["dpkg-deb", "-x", str(deb), str(partial)], f"dpkg-deb -x {deb.name}")
+    partial.rename(root)
+    return root
+
+
+def arm64_site(work: Path) -> Path:
+    """ai-edge-litert and numpy for aarch64 at this host's versions, unpacked, and skd_tf/benchmark as
+    ``benchmark``."""
+    from importlib import metadata
+
+    site = work / "site"
+    pins = [f"ai-edge-litert=={metadata.version('ai-edge-litert')}", f"numpy=={metadata.version('numpy')}"]
+    stamp = site / "pins.txt"
+    if not (stamp.exists() and stamp.read_text() == "\n".join(pins)):
+        shutil.rmtree(site, ignore_errors=True)
+        wheels = work / "wheels"
+        print(f"downloading aarch64 wheels: {', '.join(pins)}", flush=True)
+        _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
+              "--implementation", "cp", "--abi", "cp311", "--platform", "manylinux_2_27_aarch64", "--platform",
+              "manylinux_2_17_aarch64", "--platform", "manylinux2014_aarch64", "-d", str(wheels), *pins],
+             "pip download of the aarch64 wheels")
+        site.mkdir(parents=True)
+        for wheel in sorted(wheels.glob("*.whl")):
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
+        stamp.write_text("\n".join(pins))
+    shutil.rmtree(site / "benchmark", ignore_errors=True)
+    shutil.copytree(ROOT / "skd_tf" / "benchmark", site / "benchmark",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+# ------------------------------------------------------------------------------------------ files and images
+
+def exported(student: str, output: str, work: Path, qat_steps: int) -> dict[str, Path]:
+    """{quantization: file} of the student's seed-0 checkpoint exported with ``output`` (done once)."""
+    folder = work / "exports" / f"{student}_{output}"
+    record = folder / "export.json"
+    if not record.exists():
+        checkpoint = ROOT / "runs" / "phone_students" / student / "seed0" / "model.keras"
+        if not checkpoint.exists():
+            raise SetupFailed(f"{checkpoint} is missing: run benchmarks/phone_students.py --part accuracy --seeds 0")
+        print(f"exporting {student} ({output})", flush=True)
+        _run([sys.executable, "-m", "skd_tf.cli", "export", "--config",
+              str(ROOT / "configs" / f"synthetic_lraspp_{student}.yaml"), "--checkpoint", str(checkpoint),
+              "--quantization", ",".join(QUANTIZATIONS), "--output", output, "--qat-steps", str(qat_steps),
+              "--no-savedmodel", "--eval-limit", "50", "--out", str(folder), "--quiet"], f"export of {student}",
+             cwd=ROOT)
+    exports = json.loads(record.read_text())["exports"]
+    return {q: Path(exports[q]["file"]) for q in QUANTIZATIONS}
+
+
+def images_for(student: str, count: int, work: Path) -> Path:
+    """The first ``count`` validation images of the student's config as raw pixels (images.npz)."""
+    target = work / "inputs" / f"{student}_{count}.npz"
+    if not target.exists():
+        from skd_tf.config import load_config
+        from skd_tf.export.checks import raw_validation_images
+
+        data = load_config(ROOT / "configs" / f"synthetic_lraspp_{student}.yaml").data
+        images = [raw[0] for raw, _ in raw_validation_images(data, tuple(data.eval_size), count)]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, images=np.stack(images).astype(np.float32))
+    return target
+
+
+# MIDR (implementer, variant, part, revision) written into the root's /proc/cpuinfo for each emulated CPU;
+# qemu's "max" has no core of its own: a Neoverse N1 is named for it
+MIDR = {"cortex-a53": (0x41, 0x0, 0xD03, 4), "cortex-a76": (0x41, 0x4, 0xD0B, 1), "max": (0x41, 0x4, 0xD0C, 1)}
+
+
+def write_cpuinfo(root: Path, cpu: str, work: Path) -> list[str]:
+    """The root's /proc/cpuinfo for ``cpu``; returns the features the emulated CPU reports.
+
+    qemu-user (7.2) passes the host's x86 /proc/cpuinfo through, in which the cpuinfo library that LiteRT's
+    kernels ask about the CPU finds no ARM core, and LiteRT then crashes on the first invoke (seen here:
+    a segmentation fault, even for one ADD). qemu maps absolute paths into ``-L``'s root first, so a
+    cpuinfo file there with the core's MIDR is what the library reads; its instruction-set features it
+    takes from HWCAP, which qemu sets from the emulated CPU."""
+    probe = ("import sys; sys.path.insert(0, {!r}); from tflite_outputs import aarch64_features; "
+             "print(' '.join(aarch64_features()))").format(str(Path(__file__).parent))
+    features = _run([qemu(), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), "-c", probe],
+                    f"the feature probe on {cpu}", env={"PYTHONPATH": str(work / "site")}).stdout.split()
+    implementer, variant, part, revision = MIDR.get(cpu, MIDR["max"])
+    entry = (f"BogoMIPS\t: 50.00\nFeatures\t: fp {' '.join(features)}\nCPU implementer\t: {implementer:#x}\n"
+             f"CPU architecture: 8\nCPU variant\t: {variant:#x}\nCPU part\t: {part:#x}\nCPU revision\t: {revision}\n")
+    (root / "proc").mkdir(exist_ok=True)
+    (root / "proc" / "cpuinfo").write_text("".join(f"processor\t: {i}\n{entry}\n" for i in range(2)))
+    return features
+
+
+def outputs(inputs: Path, files: list[Path], target: Path, cpu: str | None, work: Path) -> dict:
+    """Runs benchmarks/tflite_outputs.py on this host (``cpu`` None) or under qemu on ``cpu``."""
+    worker = [str(Path(__file__).with_name("tflite_outputs.py")), str(inputs), str(target), *map(str, files)]
+    if cpu is None:
+        _run([sys.executable, *worker], "the host run")
+    else:
+        root, site = work / "root", work / "site"
+        write_cpuinfo(root, cpu, work)
+        _run([qemu(), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), *worker],
+             f"the emulated run on {cpu}", env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    loaded = np.load(target)
+    return {"info": json.loads(str(loaded["info"])), "outputs": [loaded[str(i)] for i in range(len(files))]}
+
+
+def compare(host: np.ndarray, arm: np.ndarray, output: str) -> dict:
+    """Label maps: the share of equal pixels. Logits: argmax agreement and max |Δ| / max |logit|."""
+    if output == "labels":
+        return {"equal": float(np.mean(host == arm))}
+    scale = float(np.abs(host).max()) or 1.0
+    return {"equal": float(np.mean(host.argmax(-1) == arm.argmax(-1))),
+            "max_abs_diff_rel": float(np.abs(host - arm).max()) / scale,
+            "values_equal": float(np.mean(host == arm))}
+
+
+# ---------------------------------------------------------------------------------------------------- table
+
+def table(record: dict) -> str:
+    cpus = [c for c in CPUS if any(c in r["arm"] for r in record["rows"])]
+    features = {c: next((r["arm"][c]["features"] for r in record["rows"] if c in r["arm"]), []) for c in cpus}
+    lines = ["| student | output | " + " | ".join(f"{q}" for q in QUANTIZATIONS) + " |",
+             "|---|---|" + "---|" * len(QUANTIZATIONS)]
+    for student in STUDENTS:
+        for output in OUTPUTS:
+            rows = {r["quantization"]: r for r in record["rows"] if r["student"] == student and r["output"] == output}
+            if not rows:
+                continue
+            cells = []
+            for q in QUANTIZATIONS:
+                r = rows.get(q)
+                if r is None:
+                    cells.append("–")
+                    continue
+                values = [r["arm"][c]["equal"] for c in cpus if c in r["arm"]]
+                cell = " / ".join(f"{100 * v:.2f}" for v in values)
+                if output == "logits":
+                    worst = max(r["arm"][c]["max_abs_diff_rel"] for c in cpus if c in r["arm"])
+                    cell += f" (Δ ≤ {worst:.1e})"
+                cells.append(cell)
+            lines.append(f"| LR-ASPP {student} | {output} | " + " | ".join(cells) + " |")
+    cpu_text = "; ".join(f"`{c}`: {', '.join(features[c]) or 'NEON only'}" for c in cpus)
+    return ("\n".join(lines) + f"\n\n% of pixels equal to the x86 run, per emulated CPU ({' / '.join(cpus)}; "
+            f"logits: argmax agreement, and the largest logit difference relative to the largest logit); "
+            f"{record['images']} validation images per student. Emulated CPU features (HWCAP): {cpu_text}. "
+            f"Host: {record['host']['model']} ({', '.join(record['host']['features'])}); runtime "
+            f"{record['runtime']}.\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "arm64",
+                        help="set-up, exports and outputs (default runs/arm64; not committed)")
+    parser.add_argument("--cpus", default=",".join(CPUS), help=f"emulated CPUs (default {','.join(CPUS)})")
+    parser.add_argument("--students", default=",".join(STUDENTS))
+    parser.add_argument("--images", type=int, default=16, help="validation images per student (default 16)")
+    parser.add_argument("--qat-steps", type=int, default=100, help="QAT fine-tuning steps of the export")
+    parser.add_argument("--table-only", action="store_true", help="print the recorded table, run nothing")
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/real-size.md")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from docs_pages import show
+
+    if not args.table_only:
+        cpus, students = args.cpus.split(","), args.students.split(",")
+        if unknown := set(students) - set(STUDENTS):
+            parser.error(f"--students: unknown {', '.join(sorted(unknown))}; choose from {', '.join(STUDENTS)}")
+        if args.images < 1:
+            parser.error("--images must be >= 1")
+        from ablation import host_cpu
+
+        try:
+            args.work.mkdir(parents=True, exist_ok=True)
+            qemu(), arm64_root(args.work), arm64_site(args.work)
+            rows, runtime = [], None
+            for student in students:
+                inputs = images_for(student, args.images, args.work)
+                for output in OUTPUTS:
+                    files = exported(student, output, args.work, args.qat_steps)
+                    names = list(files)
+                    out_dir = args.work / "outputs" / f"{student}_{output}"
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    host = outputs(inputs, list(files.values()), out_dir / "x86.npz", None, args.work)
+                    runtime = f"{host['info']['runtime']} {host['info']['version']}"
+                    arm = {}
+                    for cpu in cpus:
+                        print(f"{student} {output}: running on an emulated {cpu}", flush=True)
+                        arm[cpu] = outputs(inputs, list(files.values()), out_dir / f"{cpu}.npz", cpu, args.work)
+                    for i, quantization in enumerate(names):
+                        rows.append({"student": student, "output": output, "quantization": quantization,
+                                     "arm": {cpu: {**compare(host["outputs"][i], arm[cpu]["outputs"][i], output),
+                                                   "features": arm[cpu]["info"]["features"]} for cpu in cpus}})
+                        print(f"  {quantization}: " + ", ".join(
+                            f"{cpu} {100 * rows[-1]['arm'][cpu]['equal']:.3f} %" for cpu in cpus), flush=True)
+        except SetupFailed as err:
+            print(f"arm64_check: {err}", file=sys.stderr)
+            return 2
+        from skd_tf.atomic import write_text
+
+        kept = []  # rows of students not rerun now stay (the file is one table)
+        if RESULTS.exists():
+            earlier = json.loads(RESULTS.read_text())
+            if earlier["images"] == args.images:
+                kept = [r for r in earlier["rows"] if r["student"] not in students]
+        record = {"images": args.images, "host": host_cpu(), "runtime": runtime, "rows": kept + rows}
+        write_text(RESULTS, json.dumps(record, indent=2) + "\n")
+    if not RESULTS.exists():
+        print("no result recorded yet: run without --table-only", file=sys.stderr)
+        return 2
+    show(table(json.loads(RESULTS.read_text())), "real-size.md", "arm64-agreement", args.docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The phone-student and ARM64 scripts' own logic: tables from records, output comparison, HWCAP decoding,
+and the runtime-only output worker on a real file (the training, timing and emulation themselves are
+benchmarks, not tests)."""
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import arm64_check  # noqa: E402
+import phone_students  # noqa: E402
+from tflite_outputs import aarch64_features  # noqa: E402
+
+
+def test_accuracy_table_pairs_each_mobilenetv3_with_mobilenetv2_over_shared_seeds():
+    found = {"mobilenetv2": {0: 0.60, 1: 0.62, 2: 0.64}, "mobilenetv3_large": {0: 0.61, 1: 0.64, 2: 0.64},
+             "mobilenetv3_small": {0: 0.55}}
+    table = phone_students.accuracy_table(found)
+    # differences +1, +2, 0 points: mean +1, sd 1, t(0.975, 2) = 4.303 -> ±2.48
+    assert "| 0,1,2 | 61.00, 64.00, 64.00 | 63.00 | +1.00 [-1.48, +3.48] |" in table
+    assert "| 0 | 55.00 | 55.00 | -5.00 (1 seed) |" in table
+    assert "| LR-ASPP mobilenetv2 (`synthetic_lraspp_mobilenetv2`) | 0,1,2 | 60.00, 62.00, 64.00 | 62.00 |  |" in table
+
+
+def test_latency_table_gives_int8_over_float32_and_the_heads_share():
+    rows = [{"quantization": q, "output": o, "threads": t, "mean_ms": ms * (1 if o == "labels" else 0.8) / t,
+             "p95_ms": 0.0, "bytes": 2 ** 20 * (4 if q == "float32" else 1)}
+            for q, ms in (("float32", 100.0), ("float16", 90.0), ("int8", 40.0)) for o in ("labels", "logits")
+            for t in (1, 2)]
+    record = {"student": "lraspp_mobilenetv3_large", "size": [512, 1024], "parameters": 3_210_000, "rows": rows,
+              "host": {"model": "Some CPU", "features": ["avx2"]}}
+    lines = phone_students.latency_table([record]).splitlines()
+    assert lines[2] == ("| lraspp_mobilenetv3_large | 3.21 M | 512×1024 | 1 | 100.0 / 80.0 | 90.0 / 72.0 | "
+                        "40.0 / 32.0 | 0.40 | 20 % | 1.00 |")
+    assert lines[3].startswith("| lraspp_mobilenetv3_large | 3.21 M | 512×1024 | 2 | 50.0 / 40.0 |")
+    assert lines[-1] == "CPU: Some CPU (avx2)"
+
+
+def test_outputs_are_compared_by_labels_and_by_logits():
+    host = np.zeros((2, 4, 4), np.uint8)
+    arm = host.copy()
+    arm[0, 0, 0] = 1
+    assert arm64_check.compare(host, arm, "labels") == {"equal": 1 - 1 / 32}
+    logits = np.zeros((1, 2, 2, 3), np.float32)
+    logits[..., 0] = 4.0
+    other = logits.copy()
+    other[0, 0, 0, 1] = 5.0  # one pixel's argmax moves; the largest change is 5 of a largest logit of 4
+    got = arm64_check.compare(logits, other, "logits")
+    assert got == {"equal": 0.75, "max_abs_diff_rel": 1.25, "values_equal": 11 / 12}
+
+
+def test_hwcap_bits_name_the_arm_features():
+    def auxv(pairs):
+        return b"".join(struct.pack("<QQ", k, v) for k, v in pairs) + struct.pack("<QQ", 0, 0)
+
+    # cortex-a76-like: NEON, fp16 arithmetic (bits 9, 10), dot product (20); HWCAP2: i8mm (13) absent
+    assert aarch64_features(auxv([(16, 1 << 1 | 1 << 9 | 1 << 10 | 1 << 20), (26, 0)])) == [
+        "asimd", "fphp", "asimdhp", "asimddp"]
+    assert aarch64_features(auxv([(16, 1 << 1), (26, 1 << 13 | 1 << 14)])) == ["asimd", "i8mm", "bf16"]
+
+
+def test_the_output_worker_runs_files_with_the_runtime_alone(tmp_path):
+    """tflite_outputs.py on a real file: its outputs equal the runtime's, and it imports no TensorFlow."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4, 6, 3], tf.float32)])
+    def double(x):
+        return 2.0 * x + 1.0
+
+    model = tmp_path / "double.tflite"
+    model.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([double.get_concrete_function()],
+                                                                      double).convert())
+    images = np.random.default_rng(0).uniform(0, 255, (3, 4, 6, 3)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", images=images)
+    worker = str(ROOT / "benchmarks" / "tflite_outputs.py")
+    code = (f"import runpy, sys; sys.argv = [{worker!r}] + sys.argv[1:]; "
+            f"runpy.run_path({worker!r}, run_name='__main__'); assert 'tensorflow' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
+                           str(model)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(out["0"], 2 * images[:, None] + 1, rtol=1e-6)
+    info = json.loads(str(out["info"]))
+    assert info["runtime"] == "ai_edge_litert" and info["models"] == [str(model)]
+
+
+@pytest.mark.parametrize("argv,message", [(["--students", "resnet"], "unknown resnet"),
+                                          (["--images", "0"], "--images must be >= 1")])
+def test_arm64_check_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        arm64_check.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
