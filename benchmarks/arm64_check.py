@@ -10,8 +10,8 @@ NEON: the oldest phones), ``cortex-a76`` (fp16 arithmetic and dot product: most 
 output with this host's run of the same files on the same images. Timing under emulation means nothing:
 only agreement is reported.
 
-Set-up (once, in ``--work``; nothing is installed into the host's Python): Debian's ``qemu-user-static``
-(apt-get, when missing), an arm64 Python 3.11 root made from Debian's arm64 packages (a private apt
+Set-up (once, in ``--work``; nothing is installed into the host): qemu-user from Debian's backports
+(bookworm's own 7.2 emulates SME wrongly, see ``qemu``), an arm64 Python 3.11 root made from Debian's arm64 packages (a private apt
 configuration resolves them; ``dpkg-deb -x`` unpacks them), and the aarch64 wheels of ai-edge-litert and
 numpy at this host's versions (pip download, unpacked). binfmt_misc is not needed: the arm64 interpreter is
 started through ``qemu-aarch64-static -L <root>``.
@@ -42,7 +42,7 @@ QUANTIZATIONS = ("float32", "float16", "int8", "qat")
 OUTPUTS = ("labels", "logits")
 STUDENTS = ("mobilenetv3_large", "mobilenetv3_small", "mobilenetv2")
 ARM64_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6")
-DEBIAN = "deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {} main"
+DEBIAN = "deb [arch={arch} signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {} main"
 
 
 class SetupFailed(RuntimeError):
@@ -57,16 +57,61 @@ def _run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
-def qemu() -> str:
-    """qemu-aarch64-static, installed from Debian's packages when missing."""
-    found = shutil.which("qemu-aarch64-static")
-    if found:
+def private_apt(folder: Path, source: str, arch: str) -> list[str]:
+    """apt-get options for a configuration of its own in ``folder`` (one source line, one architecture, an
+    empty status so every dependency is fetched): the host's apt state is not touched."""
+    for sub in ("lists/partial", "cache/archives/partial", "etc/preferences.d"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "status").write_text("")
+    (folder / "sources.list").write_text(source + "\n")
+    options = [f"-oDir::State={folder}", f"-oDir::State::Lists={folder}/lists",
+               f"-oDir::State::status={folder}/status", f"-oDir::Cache={folder}/cache",
+               f"-oDir::Etc::SourceList={folder}/sources.list", "-oDir::Etc::SourceParts=/nonexistent",
+               f"-oDir::Etc::Preferences={folder}/etc/preferences",
+               f"-oDir::Etc::PreferencesParts={folder}/etc/preferences.d", f"-oAPT::Architecture={arch}",
+               f"-oAPT::Architectures::={arch}", "-oDebug::NoLocking=1"]
+    _run(["apt-get", "-q", *options, "update"], f"apt-get update ({source})")
+    return options
+
+
+def unpacked_debs(folder: Path, target: Path) -> Path:
+    """Every .deb apt downloaded into ``folder`` unpacked into ``target`` (``dpkg-deb -x``: nothing runs)."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for deb in sorted((folder / "cache" / "archives").glob("*.deb")):
+        _run(["dpkg-deb", "-x", str(deb), str(partial)], f"dpkg-deb -x {deb.name}")
+    partial.rename(target)
+    return target
+
+
+def qemu(work: Path) -> str:
+    """qemu-aarch64 from Debian's backports (10.0 for bookworm), unpacked into ``work``; else the host's.
+
+    The backported one because bookworm's own qemu 7.2 emulates SME wrongly: with ``-cpu max`` (which has
+    SME) LiteRT's int8 files gave other labels on 37–58 % of the pixels, and the same files on the same
+    emulated CPU agree on all of them under qemu 10.0 and under 7.2 with ``sme=off``."""
+    binary = work / "qemu" / "usr" / "bin" / "qemu-aarch64"
+    if binary.exists():
+        return str(binary)
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    try:
+        print("downloading qemu-user from Debian's backports", flush=True)
+        options = private_apt(work / "apt-qemu", DEBIAN.format(f"{debian_suite()}-backports", arch=arch), arch)
+        _run(["apt-get", "-q", *options, "install", "-y", "--download-only", "--no-install-recommends",
+              "qemu-user"], "apt-get download of qemu-user (backports)")
+        unpacked_debs(work / "apt-qemu", work / "qemu")
+        return str(binary)
+    except SetupFailed as err:
+        found = shutil.which("qemu-aarch64-static")
+        if found is None:
+            raise SetupFailed(f"{err}; and no qemu-aarch64-static on the PATH (apt-get install "
+                              f"qemu-user-static)") from None
+        print(f"{err}: using {found} (SME under qemu 7.2 is not trustworthy)", flush=True)
         return found
-    if shutil.which("apt-get") is None:
-        raise SetupFailed("qemu-aarch64-static is missing and there is no apt-get: install qemu-user-static")
-    print("installing Debian's qemu-user-static", flush=True)
-    _run(["apt-get", "install", "-y", "-q", "qemu-user-static"], "apt-get install qemu-user-static (needs root)")
-    return shutil.which("qemu-aarch64-static")
+
+
+def qemu_version(binary: str) -> str:
+    return _run([binary, "--version"], "qemu --version").stdout.splitlines()[0]
 
 
 def debian_suite() -> str:
@@ -81,26 +126,11 @@ def arm64_root(work: Path) -> Path:
     root = work / "root"
     if (root / "usr" / "bin" / "python3.11").exists():
         return root
-    apt = work / "apt"
-    for sub in ("lists/partial", "cache/archives/partial", "etc/preferences.d"):
-        (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "status").write_text("")  # nothing installed: apt downloads every dependency
-    (apt / "sources.list").write_text(DEBIAN.format(debian_suite()) + "\n")
-    options = [f"-oDir::State={apt}", f"-oDir::State::Lists={apt}/lists", f"-oDir::State::status={apt}/status",
-               f"-oDir::Cache={apt}/cache", f"-oDir::Etc::SourceList={apt}/sources.list",
-               "-oDir::Etc::SourceParts=/nonexistent", f"-oDir::Etc::Preferences={apt}/etc/preferences",
-               f"-oDir::Etc::PreferencesParts={apt}/etc/preferences.d", "-oAPT::Architecture=arm64",
-               "-oAPT::Architectures::=arm64", "-oDebug::NoLocking=1"]
     print("downloading Debian's arm64 Python 3.11", flush=True)
-    _run(["apt-get", "-q", *options, "update"], "apt-get update (arm64 lists)")
+    options = private_apt(work / "apt", DEBIAN.format(debian_suite(), arch="arm64"), "arm64")
     _run(["apt-get", "-q", *options, "install", "-y", "--download-only", "--no-install-recommends",
           *ARM64_PACKAGES], "apt-get download of the arm64 packages")
-    partial = work / "root.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    for deb in sorted((apt / "cache" / "archives").glob("*.deb")):
-        _run(["dpkg-deb", "-x", str(deb), str(partial)], f"dpkg-deb -x {deb.name}")
-    partial.rename(root)
-    return root
+    return unpacked_debs(work / "apt", root)
 
 
 def arm64_site(work: Path) -> Path:
@@ -172,14 +202,15 @@ MIDR = {"cortex-a53": (0x41, 0x0, 0xD03, 4), "cortex-a76": (0x41, 0x4, 0xD0B, 1)
 def write_cpuinfo(root: Path, cpu: str, work: Path) -> list[str]:
     """The root's /proc/cpuinfo for ``cpu``; returns the features the emulated CPU reports.
 
-    qemu-user (7.2) passes the host's x86 /proc/cpuinfo through, in which the cpuinfo library that LiteRT's
+    qemu-user 7.2 passes the host's x86 /proc/cpuinfo through, in which the cpuinfo library that LiteRT's
     kernels ask about the CPU finds no ARM core, and LiteRT then crashes on the first invoke (seen here:
     a segmentation fault, even for one ADD). qemu maps absolute paths into ``-L``'s root first, so a
-    cpuinfo file there with the core's MIDR is what the library reads; its instruction-set features it
-    takes from HWCAP, which qemu sets from the emulated CPU."""
+    cpuinfo file there with the core's MIDR is what the library reads (a qemu that emulates the file
+    itself answers first); its instruction-set features it takes from HWCAP, which qemu sets from the
+    emulated CPU."""
     probe = ("import sys; sys.path.insert(0, {!r}); from tflite_outputs import aarch64_features; "
              "print(' '.join(aarch64_features()))").format(str(Path(__file__).parent))
-    features = _run([qemu(), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), "-c", probe],
+    features = _run([qemu(work), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), "-c", probe],
                     f"the feature probe on {cpu}", env={"PYTHONPATH": str(work / "site")}).stdout.split()
     implementer, variant, part, revision = MIDR.get(cpu, MIDR["max"])
     entry = (f"BogoMIPS\t: 50.00\nFeatures\t: fp {' '.join(features)}\nCPU implementer\t: {implementer:#x}\n"
@@ -197,7 +228,7 @@ def outputs(inputs: Path, files: list[Path], target: Path, cpu: str | None, work
     else:
         root, site = work / "root", work / "site"
         write_cpuinfo(root, cpu, work)
-        _run([qemu(), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), *worker],
+        _run([qemu(work), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), *worker],
              f"the emulated run on {cpu}", env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     loaded = np.load(target)
     return {"info": json.loads(str(loaded["info"])), "outputs": [loaded[str(i)] for i in range(len(files))]}
@@ -243,7 +274,7 @@ def table(record: dict) -> str:
             f"logits: argmax agreement, and the largest logit difference relative to the largest logit); "
             f"{record['images']} validation images per student. Emulated CPU features (HWCAP): {cpu_text}. "
             f"Host: {record['host']['model']} ({', '.join(record['host']['features'])}); runtime "
-            f"{record['runtime']}.\n")
+            f"{record['runtime']}; {record.get('emulator', 'qemu')}.\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             args.work.mkdir(parents=True, exist_ok=True)
-            qemu(), arm64_root(args.work), arm64_site(args.work)
+            emulator = qemu_version(qemu(args.work))
+            arm64_root(args.work), arm64_site(args.work)
             rows, runtime = [], None
             for student in students:
                 inputs = images_for(student, args.images, args.work)
@@ -302,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             earlier = json.loads(RESULTS.read_text())
             if earlier["images"] == args.images:
                 kept = [r for r in earlier["rows"] if r["student"] not in students]
-        record = {"images": args.images, "host": host_cpu(), "runtime": runtime, "rows": kept + rows}
+        record = {"images": args.images, "host": host_cpu(), "runtime": runtime, "emulator": emulator,
+                  "rows": kept + rows}
         write_text(RESULTS, json.dumps(record, indent=2) + "\n")
     if not RESULTS.exists():
         print("no result recorded yet: run without --table-only", file=sys.stderr)

@@ -5,7 +5,7 @@
 INPUTS.npz holds ``images`` (N×H×W×3 raw pixels). OUTPUTS.npz gets, per model, its outputs for every image
 (``<index>``: N×... as the runtime returns them, dequantized) and ``info`` (JSON): the runtime, its version,
 the machine and, on Linux/aarch64, the CPU features the kernel reports (HWCAP: fp16 arithmetic, dot
-product, i8mm, bf16, SVE). Needs only numpy and a runtime (ai-edge-litert, tflite-runtime): benchmarks/
+product, i8mm, bf16, SVE, SME). Needs only numpy and a runtime (ai-edge-litert, tflite-runtime): benchmarks/
 arm64_check.py runs it on an emulated 64-bit ARM CPU and on the host, with the skd_tf/benchmark folder on
 the path as ``benchmark``.
 """
@@ -26,7 +26,7 @@ except ImportError:
 
 # bits of AT_HWCAP / AT_HWCAP2 on aarch64 (Linux arch/arm64/include/uapi/asm/hwcap.h)
 HWCAP = {"asimd": (16, 1), "fphp": (16, 9), "asimdhp": (16, 10), "asimddp": (16, 20), "sve": (16, 22),
-         "asimdfhm": (16, 23), "sve2": (26, 1), "i8mm": (26, 13), "bf16": (26, 14)}
+         "asimdfhm": (16, 23), "sve2": (26, 1), "i8mm": (26, 13), "bf16": (26, 14), "sme": (26, 23), "sme2": (26, 37)}
 
 
 def aarch64_features(raw: bytes | None = None) -> list[str]:
