@@ -210,10 +210,14 @@ def test_the_private_litert_apis_we_use_exist(tmp_path):
     assert "Subgraph#0" in report and "GPU" in report, "LiteRT's model analyzer report changed"
 
 
-def _np_resize_bilinear(x: np.ndarray, size) -> np.ndarray:
-    """B×h×w×K → B×H×W×K, bilinear with half-pixel centres (TFLite's RESIZE_BILINEAR), in float64."""
+def _np_resize_bilinear(x: np.ndarray, size, align_corners: bool = False) -> np.ndarray:
+    """B×h×w×K → B×H×W×K, bilinear with half-pixel centres (TFLite's RESIZE_BILINEAR), or with the corner
+    pixels aligned (torch's align_corners=True: source i·(h−1)/(H−1)), in float64."""
     def axis(n_in, n_out):
-        src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        if align_corners:
+            src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        else:
+            src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
         low = np.floor(src)
         return np.clip(low, 0, n_in - 1).astype(int), np.clip(np.ceil(src), 0, n_in - 1).astype(int), src - low
 
@@ -230,13 +234,30 @@ def _np_resize_nearest(labels: np.ndarray, size) -> np.ndarray:
     return labels[:, rows][:, :, cols]
 
 
-def _np_label_head(logits: np.ndarray, size, head: str) -> np.ndarray:
+def _np_label_head(logits: np.ndarray, size, head: str, align_corners: bool = False) -> np.ndarray:
     if head == "bilinear":
-        return _np_resize_bilinear(logits, size).argmax(-1)
+        return _np_resize_bilinear(logits, size, align_corners).argmax(-1)
     if head in ("half", "quarter"):
         k = 2 if head == "half" else 4
         logits = _np_resize_bilinear(logits, (-(-size[0] // k), -(-size[1] // k)))
     return _np_resize_nearest(logits.argmax(-1), size)
+
+
+def test_upsampling_logits_with_aligned_corners_matches_a_numpy_reference():
+    """Training and evaluation bring the published networks' logits to label size as torch's align_corners=True
+    does, the others with half-pixel centres; saved models keep which (their ``logits`` layer)."""
+    from skd_tf.models.logits import Logits, logits_align_corners, upsample_logits
+
+    logits = np.random.default_rng(3).normal(size=(2, 5, 7, 4)).astype(np.float32)
+    labels = tf.zeros((2, 37, 50), tf.int32)
+    for aligned in (True, False):
+        np.testing.assert_allclose(upsample_logits(tf.constant(logits), labels, aligned).numpy(),
+                                   _np_resize_bilinear(logits, (37, 50), aligned), atol=1e-5)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(3, 1, strides=4)(inputs)
+    for layer, aligned in ((Logits(name="logits"), True), (keras.layers.Identity(name="logits"), False)):
+        model = keras.Model(inputs, {"logits": layer(x), "features": x})
+        assert logits_align_corners(model) is aligned
 
 
 @pytest.mark.parametrize("size", [(64, 96), (66, 100)])  # stride 8 exactly, and sizes it does not divide
@@ -269,6 +290,10 @@ def test_label_heads_match_a_numpy_reference(size):
         assert labels.shape == expected.shape == (1, *size)
         agreement = float(np.mean(labels == expected))
         assert agreement == 1.0 if head == "nearest" else agreement >= 0.999, (head, agreement)
+    # the published networks' head: bilinear with the corners aligned (skd_tf.models.logits)
+    labels = run(ServingSpec(size, 5, "labels", True, align_corners=True))
+    assert np.mean(labels == _np_label_head(model_logits, size, "bilinear", align_corners=True)) >= 0.999
+    assert np.mean(labels == _np_label_head(model_logits, size, "bilinear")) < 0.999  # it is another head
     with pytest.raises(ValueError, match="unknown label head 'box'"):
         serving_function(keras_logits_fn(net), ServingSpec(size, 5, "labels", True, label_head="box"))
 

@@ -54,14 +54,26 @@ def assert_parity(keras_logits: np.ndarray, reference: np.ndarray) -> None:
 
 def assert_outputs_match(model, net, x: np.ndarray) -> None:
     """Logits and auxiliary logits at the parity bar, features within 1e-4 of their largest value, for a torch
-    ``net`` returning (logits, features, aux logits)."""
+    ``net`` returning (logits, features, aux logits); and the logits brought to the input size as training and
+    evaluation bring them (``upsample_logits`` as the model's ``logits`` layer says) at the bar against the
+    reference code's ``F.interpolate(..., mode="bilinear", align_corners=True)``."""
+    import tensorflow as tf
+    import torch.nn.functional as F
+
+    from skd_tf.models.logits import logits_align_corners, upsample_logits
+
     with torch.no_grad():
         outputs = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
         logits, features, aux = (t.numpy().transpose(0, 2, 3, 1) for t in outputs)
+        full = F.interpolate(outputs[0], size=x.shape[1:3], mode="bilinear", align_corners=True)
     out = model(x, training=False)
     assert_parity(out["logits"].numpy(), logits)
     assert_parity(out["aux_logits"].numpy(), aux)
     np.testing.assert_allclose(out["features"].numpy(), features, atol=1e-4 * np.abs(features).max())
+    labels = tf.zeros((1, *x.shape[1:3]), tf.int32)
+    assert logits_align_corners(model)
+    assert_parity(upsample_logits(out["logits"], labels, logits_align_corners(model)).numpy(),
+                  full.numpy().transpose(0, 2, 3, 1))
 
 
 @pytest.mark.parametrize("arch,size", [("espnet_c", (97, 129)), ("espnet", (96, 136))])
@@ -419,3 +431,19 @@ def test_cirkd_imagenet_backbone_layout_initialises_cirkd_and_skd_students(tmp_p
         layer = "pretrained.layer3.1.conv2" if arch == "cirkd_deeplabv3" else "layer3.1.conv2"
         np.testing.assert_array_equal(model.get_layer(layer).get_weights()[0],
                                       state["layer3.1.conv2.weight"].numpy().transpose(2, 3, 1, 0))
+
+
+def test_published_networks_keep_their_upsampling_through_save_and_training(tmp_path):
+    """skd_pspnet's logits layer records align_corners; a saved and reloaded model keeps it, and the trainer and
+    the Distiller take it from their network (cross-entropy and mIoU upsample as the reference code)."""
+    from skd_tf.distill import Distiller
+    from skd_tf.models.logits import logits_align_corners
+    from skd_tf.training import SegmentationTrainer
+
+    model = build_model(skd_pspnet_config(18), 19, (33, 33))
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    plain = build_model(ModelConfig(width=0.125, head_channels=8), 19, (33, 33))
+    assert logits_align_corners(loaded) and not logits_align_corners(plain)
+    assert SegmentationTrainer(loaded, 19).align_corners and SegmentationTrainer(loaded, 19).miou.align_corners
+    assert Distiller(plain, loaded).align_corners and not Distiller(loaded, plain).align_corners

@@ -54,7 +54,7 @@ def _weighted_term_norms(distiller, images, labels) -> dict:
     with tf.GradientTape(persistent=True) as tape:
         s_out = distiller.student(images, training=True)
         weighted = {"ce": supervised_losses(s_out, labels, distiller.ignore_label, distiller.aux_weight,
-                                            distiller.global_batch_size)[1]}
+                                            distiller.global_batch_size, distiller.align_corners)[1]}
         scale = distiller.distillation_scale()  # the weights as the training step uses them
         for name, (loss, weight) in distiller.distill_losses.items():
             weighted[name] = scale * weight * loss(s_out, t_out, labels=labels, images=images)

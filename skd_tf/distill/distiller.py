@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from skd_tf.evaluation.metrics import MeanIoU
+from skd_tf.models.logits import logits_align_corners
 from skd_tf.losses.base import DistillationLoss
 from skd_tf.losses.holistic import HolisticDistillation
 from skd_tf.models.outputs import FeatureSource, segmentation_outputs
@@ -85,7 +86,8 @@ class Distiller(Prebuilt, keras.Model):
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         if num_classes is None:
             num_classes = int(self.student.output["logits"].shape[-1])
-        self.miou = MeanIoU(num_classes, ignore_label, name="miou")
+        self.align_corners = logits_align_corners(self.student)  # how its logits reach label size
+        self.miou = MeanIoU(num_classes, ignore_label, name="miou", align_corners=self.align_corners)
         self.critic_optimizer = None
 
     @property
@@ -158,7 +160,8 @@ class Distiller(Prebuilt, keras.Model):
         read the student's outputs through ``scale_gradient`` (the ramp-up). ``training`` is the mode of the
         losses' own layers (knowledge adaptation's adapter and its batch norm): off in evaluation, which must
         change no variable."""
-        terms, total = supervised_losses(s_out, labels, self.ignore_label, self.aux_weight, self.global_batch_size)
+        terms, total = supervised_losses(s_out, labels, self.ignore_label, self.aux_weight, self.global_batch_size,
+                                         self.align_corners)
         if self.rampup_steps:
             scale = self.distillation_scale()
             s_out = tf.nest.map_structure(lambda x: scale_gradient(x, scale), s_out)

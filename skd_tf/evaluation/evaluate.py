@@ -14,7 +14,7 @@ from skd_tf.console import show_progress
 from skd_tf.data import class_names, val_dataset
 from skd_tf.evaluation.errors import COUNTS, error_counts, error_fractions
 from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
-from skd_tf.models.logits import upsample_logits
+from skd_tf.models.logits import logits_align_corners, upsample_logits
 from skd_tf.models import at_input_size, output_stride
 
 
@@ -65,13 +65,14 @@ def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8
 
 def predicted_batches(network: keras.Model, ds):
     """Yields ``(labels, predicted labels)`` per ``(normalised images, labels)`` batch of ``ds``: the network
-    rebuilt for the batch's size (``sized_batches``), its logits bilinearly upsampled to the label size, the
-    argmax. Evaluation and ``skd-tf predict`` both predict through here."""
+    rebuilt for the batch's size (``sized_batches``), its logits bilinearly upsampled to the label size (as the
+    network's ``logits`` layer says: ``logits_align_corners``), the argmax. Evaluation and ``skd-tf predict`` both predict through here."""
     predictors: dict[int, tf.types.experimental.GenericFunction] = {}  # by id of the rebuilt model
+    aligned = logits_align_corners(network)
     for images, labels, (model,) in sized_batches([network], ds):
         if id(model) not in predictors:
             predictors[id(model)] = tf.function(lambda x, m=model: m(x, training=False)["logits"])
-        logits = upsample_logits(tf.cast(predictors[id(model)](images), tf.float32), labels)
+        logits = upsample_logits(tf.cast(predictors[id(model)](images), tf.float32), labels, aligned)
         yield labels, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 

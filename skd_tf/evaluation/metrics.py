@@ -49,20 +49,22 @@ class MeanIoU(keras.metrics.Metric):
     """Streaming mIoU over a confusion matrix; ``update_state(labels, logits)``.
 
     Logits at a lower resolution are bilinearly upsampled to the label size
-    before the argmax; ignore-label pixels are not counted. ``result()`` is the
+    (``align_corners`` as ``upsample_logits``) before the argmax; ignore-label pixels are not counted. ``result()`` is the
     mean IoU over classes that occur in the labels or the predictions.
     """
 
-    def __init__(self, num_classes: int, ignore_label: int = 255, name: str = "miou", **kwargs):
+    def __init__(self, num_classes: int, ignore_label: int = 255, name: str = "miou", align_corners: bool = False,
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_classes = num_classes
         self.ignore_label = ignore_label
+        self.align_corners = align_corners
         self.total = self.add_variable(shape=(num_classes, num_classes), initializer="zeros",
                                        dtype="int64", aggregation="sum", name="confusion")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = tf.cast(y_true, tf.int32)
-        logits = upsample_logits(tf.cast(y_pred, tf.float32), y_true)
+        logits = upsample_logits(tf.cast(y_pred, tf.float32), y_true, self.align_corners)
         predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
         self.total.assign_add(confusion_matrix(y_true, predictions, self.num_classes, self.ignore_label))
 

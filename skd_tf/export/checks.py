@@ -56,10 +56,11 @@ def model_input(raw: np.ndarray, spec: ServingSpec) -> np.ndarray:
     return (raw - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
 
 
-def labels_from_logits(logits: np.ndarray, size: tuple[int, int], head: str = "bilinear") -> np.ndarray:
+def labels_from_logits(logits: np.ndarray, size: tuple[int, int], head: str = "bilinear",
+                       align_corners: bool = False) -> np.ndarray:
     """The label map an export head makes from ``logits`` at ``size`` (``bilinear``: upsampling, then argmax —
     what evaluation scores; see ``skd_tf.export.convert.label_head``)."""
-    return label_head(tf.convert_to_tensor(logits, tf.float32), size, head, tf.int32).numpy()
+    return label_head(tf.convert_to_tensor(logits, tf.float32), size, head, tf.int32, align_corners).numpy()
 
 
 def _to_label_size(pred: np.ndarray, labels) -> tf.Tensor:
@@ -92,14 +93,15 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
         ref_logits = np.asarray(reference_logits(tf.constant(x, tf.float32)))
         # agreement: against the Keras graph with the file's own head (the export's fidelity); mIoU Keras: with
         # the bilinear head, what `skd-tf evaluate` scores (so a cheaper head's cost shows in the mIoU)
-        ref_labels = labels_from_logits(ref_logits, spec.input_size, spec.label_head)
-        eval_labels = ref_labels if spec.label_head == "bilinear" else labels_from_logits(ref_logits, spec.input_size)
+        ref_labels = labels_from_logits(ref_logits, spec.input_size, spec.label_head, spec.align_corners)
+        eval_labels = ref_labels if spec.label_head == "bilinear" else labels_from_logits(
+            ref_logits, spec.input_size, align_corners=spec.align_corners)
         out = runtime.run(interpreter, x)
         if spec.output == "logits":
             out = np.asarray(out, np.float32)
             if n < parity_images:
                 max_diff = max(max_diff, float(np.max(np.abs(out - ref_logits))))
-            tfl_labels = labels_from_logits(out, spec.input_size, spec.label_head)
+            tfl_labels = labels_from_logits(out, spec.input_size, spec.label_head, spec.align_corners)
         else:
             tfl_labels = out.astype(np.int32)
             if twin is not None and n < parity_images:

@@ -37,6 +37,7 @@ class ServingSpec:
     mean: tuple = (0.0, 0.0, 0.0)
     std: tuple = (1.0, 1.0, 1.0)
     label_head: str = "bilinear"    # how "labels" are made from the logits: one of LABEL_HEADS
+    align_corners: bool = False     # the head's bilinear resizes as the network's code did (models.logits)
 
     @property
     def label_dtype(self):
@@ -63,34 +64,43 @@ def serving_function(logits_fn: Callable[[tf.Tensor], tf.Tensor], spec: ServingS
         logits = tf.cast(logits_fn(x), tf.float32)
         if spec.output == "logits":
             return {"logits": logits}
-        return {"labels": label_head(logits, (h, w), spec.label_head, spec.label_dtype)}
+        return {"labels": label_head(logits, (h, w), spec.label_head, spec.label_dtype, spec.align_corners)}
 
     return serve.get_concrete_function()
 
 
 LABEL_HEADS = ("bilinear", "half", "quarter", "nearest")
+
+
+def _bilinear(logits, size, align_corners: bool):
+    if align_corners:
+        return tf.compat.v1.image.resize_bilinear(logits, size, align_corners=True)
+    return tf.image.resize(logits, size, method="bilinear")
 _HEAD_DIVISOR = {"half": 2, "quarter": 4}
 
 
-def label_head(logits: tf.Tensor, size: tuple[int, int], head: str = "bilinear", dtype=tf.uint8) -> tf.Tensor:
+def label_head(logits: tf.Tensor, size: tuple[int, int], head: str = "bilinear", dtype=tf.uint8,
+               align_corners: bool = False) -> tf.Tensor:
     """B×h×w×K logits → B×H×W class indices (``dtype``) at ``size`` = (H, W), four ways:
 
     * ``bilinear``: the logits upsampled bilinearly to H×W, then argmax — what evaluation scores;
     * ``half`` / ``quarter``: bilinearly to ⌈H/2⌉×⌈W/2⌉ / ⌈H/4⌉×⌈W/4⌉ (when that is larger than h×w), argmax,
       then the labels repeated by nearest neighbour — boundaries placed at half / a quarter of the resolution;
     * ``nearest``: argmax at h×w, then nearest neighbour — no interpolation at all.
-    Resizes use half-pixel centres (TFLite's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR)."""
+    Resizes use half-pixel centres (TFLite's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR); with ``align_corners``
+    the bilinear ones align the corner pixels instead, as ``skd_tf.models.logits.upsample_logits`` does for
+    the published networks trained that way (the nearest-neighbour step keeps half-pixel centres)."""
     if head not in LABEL_HEADS:
         raise ValueError(f"unknown label head {head!r}; choose from {', '.join(LABEL_HEADS)}")
     h, w = size
     if head == "bilinear":
-        return tf.cast(tf.math.argmax(tf.image.resize(logits, (h, w), method="bilinear"), axis=-1,
-                                      output_type=tf.int32), dtype)
+        return tf.cast(tf.math.argmax(_bilinear(logits, (h, w), align_corners), axis=-1, output_type=tf.int32),
+                       dtype)
     if head in _HEAD_DIVISOR:
         k = _HEAD_DIVISOR[head]
         target = (-(-h // k), -(-w // k))
         if target[0] > logits.shape[1] or target[1] > logits.shape[2]:
-            logits = tf.image.resize(logits, target, method="bilinear")
+            logits = _bilinear(logits, target, align_corners)
     labels = tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), dtype)
     # Nearest neighbour as two GATHERs of constant source rows and columns, ⌊(i + ½)·h/H⌋ (half-pixel
     # centres, as the bilinear head's grid): TFLite's RESIZE_NEAREST_NEIGHBOR takes no integer tensor in a float

@@ -25,6 +25,7 @@ from skd_tf.console import show_progress
 from skd_tf.training.cross_entropy import segmentation_cross_entropy
 from skd_tf.losses.pixelwise import PixelwiseDistillation
 from skd_tf.models import at_input_size
+from skd_tf.models.logits import logits_align_corners
 
 
 @dataclass
@@ -162,6 +163,7 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
     calibration = train_dataset(data, cfg.batch_size, seed=cfg.seed + 1).take(cfg.calibration_batches)
     calibrate_ranges(qat_model, (images for images, _ in calibration))
     pixel = PixelwiseDistillation(temperature=cfg.temperature)
+    aligned = logits_align_corners(network)
     optimizer = tf_keras.optimizers.Adam(cfg.learning_rate)
 
     @tf.function
@@ -169,7 +171,7 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
         teacher_logits = teacher(images, training=False)["logits"] if teacher is not None else None
         with tf.GradientTape() as tape:
             logits = qat_model(images, training=True)
-            loss = segmentation_cross_entropy(logits, labels, data.ignore_label)
+            loss = segmentation_cross_entropy(logits, labels, data.ignore_label, align_corners=aligned)
             if teacher_logits is not None and cfg.pixel_weight:
                 loss += cfg.pixel_weight * pixel({"logits": logits}, {"logits": teacher_logits})
         grads = tape.gradient(loss, qat_model.trainable_variables)

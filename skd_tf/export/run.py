@@ -30,6 +30,7 @@ from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
 from skd_tf.models import at_input_size, load_model, output_stride, segmentation_outputs
+from skd_tf.models.logits import logits_align_corners
 from skd_tf.training.run import write_json
 
 
@@ -83,7 +84,7 @@ def prepare_network(checkpoint, cfg: RunConfig, ecfg: ExportConfig):
         raise ExportError(f"input size {size[0]}x{size[1]} cannot be taken by this network: both sides must "
                           f"be positive multiples of its output stride {stride}")
     spec = ServingSpec(size, classes, ecfg.output, ecfg.preprocess, tuple(cfg.data.mean), tuple(cfg.data.std),
-                       ecfg.label_head)
+                       ecfg.label_head, logits_align_corners(network))
     return at_input_size(network, size), spec
 
 
@@ -153,6 +154,7 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
     record.update({"checkpoint": _describe(checkpoint), "config": cfg.name,
                    "input_size": list(spec.input_size), "num_classes": spec.num_classes,
                    "output": spec.output, "label_head": spec.label_head if spec.output == "labels" else None,
+                   "align_corners": spec.align_corners,
                    "preprocess": spec.preprocess, "mean": list(spec.mean),
                    "std": list(spec.std), "class_names": class_names(cfg.data)})
     exports = record.setdefault("exports", {})

@@ -23,7 +23,7 @@ from skd_tf.models.torch_layers import ceil_mode_pads
 # config keys that are Keras 3-only or irrelevant once the weights are copied
 _DROPPED_KEYS = ("name", "dtype", "build_config", "seed")
 _DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
-_PASSTHROUGH = {"Identity", "InputLayer"}
+_PASSTHROUGH = {"Identity", "InputLayer", "Logits"}
 
 
 @tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")

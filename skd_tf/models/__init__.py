@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import keras
 
-from skd_tf.config import ESPNET_ARCHS, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from skd_tf.config import DEEP_STEM_ARCHS, ESPNET_ARCHS, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from skd_tf.models import backbones, cirkd, espnet, heads, skd_pspnet
 from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_conventions
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
+from skd_tf.models.logits import Logits, logits_align_corners
 from skd_tf.models.outputs import SEGMENTATION_OUTPUTS, is_segmentation_model, segmentation_outputs
 
 
@@ -59,7 +60,9 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
             features, logits = heads.deeplabv3_head(ends["out"], num_classes, cfg.head_channels, stride, cfg.dropout)
         else:
             features, logits = heads.lraspp_head(ends["out"], ends["stride8"], num_classes, cfg.head_channels)
-    outputs = {"logits": keras.layers.Identity(name="logits")(logits),
+    # the published networks' code upsamples its logits with align_corners=True (skd_tf.models.logits)
+    logits_layer = Logits(name="logits") if cfg.arch in DEEP_STEM_ARCHS else keras.layers.Identity(name="logits")
+    outputs = {"logits": logits_layer(logits),
                "features": keras.layers.Identity(name="features")(features)}
     if aux_logits is not None:
         outputs["aux_logits"] = keras.layers.Identity(name="aux_logits")(aux_logits)

@@ -78,7 +78,8 @@ class TFLitePredictor:
         facts = export_facts(path)
         if facts:
             spec = ServingSpec(size, int(facts["num_classes"]), output, bool(facts["preprocess"]),
-                               tuple(facts["mean"]), tuple(facts["std"]))
+                               tuple(facts["mean"]), tuple(facts["std"]),
+                               align_corners=bool(facts.get("align_corners", False)))
         elif cfg is not None:
             from skd_tf.export.config import parse_export
 
@@ -100,7 +101,8 @@ class TFLitePredictor:
         out = runtime.run(self.interpreter, model_input(raw_input_image(x[None], self.data, self.spec.input_size),
                                                         self.spec))
         if self.spec.output == "logits":
-            return labels_from_logits(np.asarray(out, np.float32), self.spec.input_size)[0]
+            return labels_from_logits(np.asarray(out, np.float32), self.spec.input_size,
+                                      align_corners=self.spec.align_corners)[0]
         return np.asarray(out).astype(np.int32)[0]
 
 

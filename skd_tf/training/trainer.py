@@ -6,18 +6,21 @@ import keras
 import tensorflow as tf
 
 from skd_tf.evaluation.metrics import MeanIoU
+from skd_tf.models.logits import logits_align_corners
 from skd_tf.training.cross_entropy import segmentation_cross_entropy
 from skd_tf.training.custom_fit import Prebuilt, record_step
 
 
 def supervised_losses(outputs: dict, labels, ignore_label: int, aux_weight: float,
-                      global_batch_size: int | None) -> tuple[dict, tf.Tensor]:
-    """``{"ce"[, "aux_ce"]}`` (each averaged over the global batch) and CE + aux_weight·CE_aux."""
-    terms = {"ce": segmentation_cross_entropy(outputs["logits"], labels, ignore_label, global_batch_size)}
+                      global_batch_size: int | None, align_corners: bool = False) -> tuple[dict, tf.Tensor]:
+    """``{"ce"[, "aux_ce"]}`` (each averaged over the global batch) and CE + aux_weight·CE_aux; the logits
+    upsampled to the labels as ``upsample_logits(..., align_corners)``."""
+    terms = {"ce": segmentation_cross_entropy(outputs["logits"], labels, ignore_label, global_batch_size,
+                                              align_corners)}
     total = terms["ce"]
     if "aux_logits" in outputs:
         terms["aux_ce"] = segmentation_cross_entropy(outputs["aux_logits"], labels, ignore_label,
-                                                     global_batch_size)
+                                                     global_batch_size, align_corners)
         total = total + aux_weight * terms["aux_ce"]
     return terms, total
 
@@ -39,9 +42,10 @@ class SegmentationTrainer(Prebuilt, keras.Model):
         self.aux_weight = aux_weight
         self.global_batch_size = global_batch_size
         self.has_aux = "aux_logits" in network.output
+        self.align_corners = logits_align_corners(network)
         names = ["loss", "ce"] + (["aux_ce"] if self.has_aux else [])
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
-        self.miou = MeanIoU(num_classes, ignore_label, name="miou")
+        self.miou = MeanIoU(num_classes, ignore_label, name="miou", align_corners=self.align_corners)
 
     @property
     def metrics(self):
@@ -52,7 +56,8 @@ class SegmentationTrainer(Prebuilt, keras.Model):
 
     def compute_losses(self, outputs: dict, labels) -> tuple[dict, tf.Tensor]:
         """The loss terms of one (replica-)batch and their weighted total."""
-        return supervised_losses(outputs, labels, self.ignore_label, self.aux_weight, self.global_batch_size)
+        return supervised_losses(outputs, labels, self.ignore_label, self.aux_weight, self.global_batch_size,
+                                 self.align_corners)
 
     def _record(self, terms: dict, total, labels, logits):
         return record_step(self.trackers, {**terms, "loss": total}, self.miou, labels, logits)
