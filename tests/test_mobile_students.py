@@ -1,6 +1,7 @@
-"""The MobileNetV3 phone students end to end at a tiny size: their synthetic configs train a step and export
-to TFLite — float32 and int8 for LR-ASPP MobileNetV3-Large, int8 and QAT with int8 I/O and logits output for
--Small — integer-only with hard-swish and squeeze-excite, and the files run."""
+"""The MobileNetV3 phone students end to end at a tiny size: LR-ASPP MobileNetV3-Large distilled a step
+(pixel-wise, synthetic_skd_pi with this student) and exported to float32 and int8; -Small trained a step with
+its synthetic config and exported to int8 and QAT with int8 I/O and logits output — integer-only with
+hard-swish and squeeze-excite — and the files run."""
 
 import json
 from pathlib import Path
@@ -24,7 +25,22 @@ EXPORTS = {"mobilenetv3_large": ["--quantization", "float32,int8"],
 def test_mobilenetv3_student_trains_exports_and_runs(tmp_path, variant):
     config = str(ROOT / "configs" / f"synthetic_lraspp_{variant}.yaml")
     sets = [a for s in TINY + [f"train.out_dir={tmp_path / 'run'}"] for a in ("--set", s)]
-    assert main(["train", "--config", config, "--quiet", *sets]) == 0
+    if variant == "mobilenetv3_large":  # distilled from a (tiny, untrained) PSPNet teacher
+        from skd_tf.config import ModelConfig
+        from skd_tf.models import build_model
+
+        build_model(ModelConfig(width=0.125, head_channels=8), 6, (48, 48)).save(tmp_path / "teacher.keras")
+        student = [a for s in ("model.arch=lraspp", f"model.backbone={variant}", "model.output_stride=16",
+                               "model.bn_momentum=0.99") for a in ("--set", s)]
+        assert main(["distill", "--config", str(ROOT / "configs" / "synthetic_skd_pi.yaml"), "--teacher",
+                     str(tmp_path / "teacher.keras"), "--quiet", *sets, *student]) == 0
+        assert json.loads((tmp_path / "run" / "eval.json").read_text())["teacher_distance"]["pixel_kl"] > 0
+        from skd_tf.models import load_model
+
+        last = load_model(tmp_path / "run" / "model.keras").get_layer("expanded_conv_14_depthwise")
+        assert last.dilation_rate == (2, 2)  # the distilled student is the dilated MobileNetV3-Large
+    else:
+        assert main(["train", "--config", config, "--quiet", *sets]) == 0
     assert json.loads((tmp_path / "run" / "timing.json").read_text())["steps"] == 1
     assert main(["export", "--config", config, "--checkpoint", str(tmp_path / "run" / "model.keras"),
                  *EXPORTS[variant], "--calibration-samples", "2", "--eval-limit", "3", "--no-savedmodel",
