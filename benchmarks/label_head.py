@@ -55,21 +55,10 @@ def save_record(record: dict) -> None:
 
 def export_int8(network, size, head: str | None, calibration: np.ndarray, path: Path) -> bool:
     """The int8 file of ``network`` at ``size`` with the label ``head`` (None: logits); returns all-integer."""
+    from phone_students import export_file
     from skd_tf.export import checks
-    from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
-    from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 
-    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), "logits" if head is None else "labels",
-                       True, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375), head or "bilinear")
-
-    def representative():
-        for raw in calibration:
-            yield [checks.model_input(raw[None].astype(np.float32), spec).astype(np.float32)]
-
-    # logits come out as int8 (float_output), as an app reading them would take them: no dequantize op
-    content = convert(serving_function(keras_logits_fn(network), spec, integer_model=True), "int8", representative,
-                      "uint8", float_output=head is None)
-    path.write_bytes(shorten_tensor_names(raw_pixel_input(content)))
+    export_file(network, size, "int8", "logits" if head is None else "labels", calibration, path, head or "bilinear")
     return bool(checks.deployability(str(path), "int8")["all_integer"])
 
 

@@ -116,16 +116,18 @@ def latency_record_path(student: str, size: tuple[int, int]) -> Path:
     return RESULTS / "latency" / f"{student}_{size[0]}x{size[1]}.json"
 
 
-def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path) -> None:
+def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path,
+                head: str = "bilinear") -> None:
     """``network`` at ``size`` as a TFLite file taking raw uint8 pixels, as `skd-tf export` writes it: the label
-    map (bilinear head) or the model-resolution logits."""
+    map (made by ``head``, skd_tf.export.convert.label_head) or the model-resolution logits; int8 calibrated on
+    ``calibration`` (raw pixels), its logits coming out as int8 as an app reading them would take them."""
     from skd_tf.export import checks
     from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
     from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 
     integer = quantization == "int8"
     spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, integer,
-                       (123.675, 116.28, 103.53), (58.395, 57.12, 57.375), "bilinear")
+                       (123.675, 116.28, 103.53), (58.395, 57.12, 57.375), head)
 
     def representative():
         for raw in calibration:

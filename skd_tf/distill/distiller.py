@@ -6,9 +6,9 @@ import keras
 import tensorflow as tf
 
 from skd_tf.evaluation.metrics import MeanIoU
-from skd_tf.models.logits import logits_align_corners
 from skd_tf.losses.base import DistillationLoss
 from skd_tf.losses.holistic import HolisticDistillation
+from skd_tf.models.logits import logits_align_corners
 from skd_tf.models.outputs import FeatureSource, segmentation_outputs
 from skd_tf.training.custom_fit import Prebuilt, record_step
 from skd_tf.training.trainer import supervised_losses

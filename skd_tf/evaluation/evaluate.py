@@ -66,7 +66,8 @@ def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8
 def predicted_batches(network: keras.Model, ds):
     """Yields ``(labels, predicted labels)`` per ``(normalised images, labels)`` batch of ``ds``: the network
     rebuilt for the batch's size (``sized_batches``), its logits bilinearly upsampled to the label size (as the
-    network's ``logits`` layer says: ``logits_align_corners``), the argmax. Evaluation and ``skd-tf predict`` both predict through here."""
+    network's ``logits`` layer says: ``logits_align_corners``), the argmax. Evaluation and ``skd-tf predict``
+    both predict through here."""
     predictors: dict[int, tf.types.experimental.GenericFunction] = {}  # by id of the rebuilt model
     aligned = logits_align_corners(network)
     for images, labels, (model,) in sized_batches([network], ds):

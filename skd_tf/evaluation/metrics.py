@@ -49,8 +49,9 @@ class MeanIoU(keras.metrics.Metric):
     """Streaming mIoU over a confusion matrix; ``update_state(labels, logits)``.
 
     Logits at a lower resolution are bilinearly upsampled to the label size
-    (``align_corners`` as ``upsample_logits``) before the argmax; ignore-label pixels are not counted. ``result()`` is the
-    mean IoU over classes that occur in the labels or the predictions.
+    (``align_corners`` as ``upsample_logits``) before the argmax; ignore-label
+    pixels are not counted. ``result()`` is the mean IoU over classes that
+    occur in the labels or the predictions.
     """
 
     def __init__(self, num_classes: int, ignore_label: int = 255, name: str = "miou", align_corners: bool = False,

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from skd_tf.benchmark.native_log import native_stderr, without_tflite_notes
+from skd_tf.models.logits import resize_bilinear
 
 
 class UnsupportedOpsError(ValueError):
@@ -70,12 +71,6 @@ def serving_function(logits_fn: Callable[[tf.Tensor], tf.Tensor], spec: ServingS
 
 
 LABEL_HEADS = ("bilinear", "half", "quarter", "nearest")
-
-
-def _bilinear(logits, size, align_corners: bool):
-    if align_corners:
-        return tf.compat.v1.image.resize_bilinear(logits, size, align_corners=True)
-    return tf.image.resize(logits, size, method="bilinear")
 _HEAD_DIVISOR = {"half": 2, "quarter": 4}
 
 
@@ -94,13 +89,13 @@ def label_head(logits: tf.Tensor, size: tuple[int, int], head: str = "bilinear",
         raise ValueError(f"unknown label head {head!r}; choose from {', '.join(LABEL_HEADS)}")
     h, w = size
     if head == "bilinear":
-        return tf.cast(tf.math.argmax(_bilinear(logits, (h, w), align_corners), axis=-1, output_type=tf.int32),
+        return tf.cast(tf.math.argmax(resize_bilinear(logits, (h, w), align_corners), axis=-1, output_type=tf.int32),
                        dtype)
     if head in _HEAD_DIVISOR:
         k = _HEAD_DIVISOR[head]
         target = (-(-h // k), -(-w // k))
         if target[0] > logits.shape[1] or target[1] > logits.shape[2]:
-            logits = _bilinear(logits, target, align_corners)
+            logits = resize_bilinear(logits, target, align_corners)
     labels = tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), dtype)
     # Nearest neighbour as two GATHERs of constant source rows and columns, ⌊(i + ½)·h/H⌋ (half-pixel
     # centres, as the bilinear head's grid): TFLite's RESIZE_NEAREST_NEIGHBOR takes no integer tensor in a float

@@ -5,9 +5,10 @@ tf_keras models (SPEC §4), and our networks are Keras 3 functional models. The
 graph is walked from the Keras 3 config: every layer is recreated from its
 class name and config (Keras 3-only keys dropped), wired to the same inputs,
 and given the trained weights; operation nodes on a tensor and a number
-(MobileNetV3's ``x + 3``) and the hard-swish activation get small twins. Rebuilding from the graph rather than from the
-model builders means every architecture the builders make (ResNet/MobileNetV2
-/MobileNetV3 backbones, PSPNet/DeepLabV3/LR-ASPP heads) mirrors without a second builder.
+(MobileNetV3's ``x + 3``) and the hard-swish activation get small twins.
+Rebuilding from the graph rather than from the model builders means every
+architecture the builders make (ResNet, MobileNetV2/V3 backbones,
+PSPNet/DeepLabV3/LR-ASPP heads) mirrors without a second builder.
 Only the ``logits`` output is kept. Imports tf_keras; only the QAT path uses it.
 """
 

@@ -17,9 +17,14 @@ def upsample_logits(logits: tf.Tensor, labels: tf.Tensor, align_corners: bool = 
         size = tf.shape(labels)[1:3]
     elif tuple(logits.shape[1:3]) == tuple(size):
         return logits
+    return resize_bilinear(logits, size, align_corners)
+
+
+def resize_bilinear(x: tf.Tensor, size, align_corners: bool = False) -> tf.Tensor:
+    """B×h×w×K → B×H×W×K bilinearly, with half-pixel centres or (``align_corners``) the corners aligned."""
     if align_corners:  # tf.image.resize has no align_corners; the v1 op has (and TFLite's RESIZE_BILINEAR)
-        return tf.compat.v1.image.resize_bilinear(logits, size, align_corners=True)
-    return tf.image.resize(logits, size, method="bilinear")
+        return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+    return tf.image.resize(x, size, method="bilinear")
 
 
 @keras.saving.register_keras_serializable(package="skd_tf")
