@@ -3,10 +3,10 @@
     python benchmarks/label_head.py                      # measure what is not recorded yet, print the tables
     python benchmarks/label_head.py --table-only --docs  # the recorded tables into docs/real-size.md
 
-Latency: each student (LR-ASPP MobileNetV2, PSPNet ResNet-18, ESPNet-C; untrained — latency does not depend on
-the weights) exported to int8 at 512×1024 and 1024×2048 five times — model-resolution logits (no head), and the
-label map by each head of ``skd_tf.export.convert.label_head`` (bilinear, half, quarter, nearest) — calibrated on 8
-fabricated street scenes, each file timed with ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK,
+Latency: each student (LR-ASPP MobileNetV2, PSPNet ResNet-18, ESPNet-C; untrained, BN statistics set from 4
+fabricated scenes as in phone_students.py) exported to int8 at 512×1024 and 1024×2048 five times —
+model-resolution logits (no head), and the label map by each head of ``skd_tf.export.convert.label_head``
+(bilinear, half, quarter, nearest) — calibrated on 8 fabricated street scenes, each file timed with ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK,
 1 thread). A head's share = 1 − t(logits) / t(head).
 
 Accuracy: mIoU of each head's label map against the ground truth, and the pixels where it differs from the
@@ -68,6 +68,7 @@ def measure_latency(record: dict, students: list[str], threads: int, fresh: bool
     from skd_tf.config import ModelConfig
     from skd_tf.models import build_model
     from cityscapes_fabric import street_scenes
+    from phone_students import BN_IMAGES, normalised, settle_batch_norm
 
     settings = Settings(warmup=2, runs=10, min_seconds=3.0)
     for name in students:
@@ -82,6 +83,7 @@ def measure_latency(record: dict, students: list[str], threads: int, fresh: bool
             keras.utils.set_random_seed(0)
             network = build_model(ModelConfig(**config), classes, size)
             calibration = street_scenes(8, size)
+            settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
             row = {"device": host_device(), "logits_shape": list(network.output["logits"].shape[1:3])}
             with tempfile.TemporaryDirectory() as tmp:
                 for head in (None, *HEADS):

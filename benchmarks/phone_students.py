@@ -11,7 +11,9 @@ MobileNetV3 student reported as the paired difference to MobileNetV2 over the se
 t-interval. A record made with another config (its digest) is rerun.
 
 Latency: every phone student — the three LR-ASPPs, ESPNet and ESPNet-C, PSPNet ResNet-18 — built for
-Cityscapes' 19 classes (untrained: latency does not depend on the weights), exported to float32, float16
+Cityscapes' 19 classes, untrained but with its BN statistics set from 4 fabricated street scenes
+(``settle_batch_norm``: an untrained network's shrinking activations make int8 files that XNNPACK only
+partly delegates, a latency no trained network has), exported to float32, float16
 and int8 at 512×1024 and 1024×2048, once with the label head (bilinear upsampling + argmax, the export's
 default, chosen in docs/real-size.md "The label head") and once without (model-resolution logits);
 int8 calibrated on 8 fabricated street scenes (benchmarks/cityscapes_fabric.py). Each file is timed by
@@ -50,6 +52,8 @@ SIZES = ((512, 1024), (1024, 2048))
 QUANTIZATIONS = ("float32", "float16", "int8")
 THREADS = (1, 2)
 OUTPUTS = ("labels", "logits")
+PIXEL_MEAN, PIXEL_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # ImageNet's, on 0–255 pixels
+BN_IMAGES = 4  # calibration scenes that set an untrained network's BN statistics
 
 
 # ------------------------------------------------------------------------------------------------ accuracy
@@ -124,19 +128,50 @@ def export_file(network, size, quantization: str, output: str, calibration: np.n
     from skd_tf.export import checks
     from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
     from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
+    from skd_tf.export.integer_graph import for_integer_export
 
     integer = quantization == "int8"
-    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, integer,
-                       (123.675, 116.28, 103.53), (58.395, 57.12, 57.375), head)
+    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, integer, PIXEL_MEAN,
+                       PIXEL_STD, head)
 
     def representative():
         for raw in calibration:
             yield [checks.model_input(raw[None].astype(np.float32), spec).astype(np.float32)]
 
-    content = convert(serving_function(keras_logits_fn(network), spec, integer_model=integer), quantization,
+    traced = for_integer_export(network) if integer else network  # as `skd-tf export` traces it
+    content = convert(serving_function(keras_logits_fn(traced), spec, integer_model=integer), quantization,
                       representative if integer else None, "uint8",
                       float_output=integer and output == "logits")
     path.write_bytes(shorten_tensor_names(raw_pixel_input(content)) if integer else content)
+
+
+def normalised(pixels: np.ndarray) -> np.ndarray:
+    """Raw 0–255 pixels as the networks take them: (pixel − ImageNet mean) / std."""
+    return ((pixels.astype(np.float32) - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)).astype(np.float32)
+
+
+def settle_batch_norm(network, images: np.ndarray) -> int:
+    """Sets every BatchNormalization's moving mean and variance to the statistics of its input on ``images``
+    (the network's normalised input), as training would settle them; returns how many layers were set.
+
+    An untrained network keeps BN's initial statistics (mean 0, variance 1), and through a random network's
+    depth its activations shrink (to 1e-8 of the input's scale in LR-ASPP MobileNetV3-Large): int8 then
+    quantizes them with scales whose ratios XNNPACK's int8 ADD does not take, and those ops fall back to the
+    reference kernels — a latency no trained network has. With each BN's statistics those of its input, as
+    after training, every activation is of unit scale. (One pass in training mode with momentum 0: every BN
+    then holds the batch statistics it normalised with, so inference reproduces that pass.)"""
+    import keras
+
+    layers = [layer for layer in network._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        network(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
 
 
 def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> dict | None:
@@ -156,6 +191,7 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
     keras.utils.set_random_seed(0)
     network = build_model(ModelConfig(**LATENCY_STUDENTS[student]), 19, size)
     calibration = street_scenes(8, size)
+    settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for quantization in QUANTIZATIONS:

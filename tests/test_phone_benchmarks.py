@@ -96,3 +96,26 @@ def test_arm64_check_refuses_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         arm64_check.main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_settled_batch_norm_makes_inference_reproduce_the_training_pass():
+    """After settle_batch_norm every BN holds the statistics of its input on the images: inference on them
+    equals the training-mode pass (batch statistics), unit-scale activations come out of a random network,
+    and the momenta are back."""
+    import keras
+
+    from skd_tf.config import ModelConfig
+    from skd_tf.models import build_model
+
+    keras.utils.set_random_seed(0)
+    net = build_model(ModelConfig(arch="lraspp", backbone="mobilenetv3_small", output_stride=16, width=0.75,
+                                  head_channels=8, bn_momentum=0.9), 3, (48, 64))
+    images = phone_students.normalised(np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3)))
+    batch_statistics = np.asarray(net(images, training=True)["features"])  # momentum 0.9: moved a little
+    assert phone_students.settle_batch_norm(net, images) == sum(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in net._flatten_layers())
+    settled = np.asarray(net(images, training=False)["features"])
+    np.testing.assert_allclose(settled, batch_statistics, atol=2e-3 * np.abs(batch_statistics).max())
+    assert 0.1 < settled.std() < 10
+    assert all(layer.momentum == 0.9 for layer in net._flatten_layers()
+               if isinstance(layer, keras.layers.BatchNormalization))

@@ -26,6 +26,7 @@ from skd_tf.export.config import QUANTIZATIONS, ExportConfig
 from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
 from skd_tf.export.file_bytes import byte_breakdown
 from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
+from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
@@ -114,7 +115,7 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
                         "last_loss": result.last_loss}
         logits_fn = qat_logits_fn(result.model)
     else:
-        logits_fn = keras_logits_fn(network)
+        logits_fn = keras_logits_fn(for_integer_export(network) if integer else network)
     concrete = serving_function(logits_fn, spec, integer_model=integer)
     content = convert(concrete, quantization, representative, ecfg.int8_io,
                       float_output=spec.output == "logits")

@@ -119,11 +119,12 @@ class ResizeLikeAlignCorners(tf_keras.layers.Layer):
 
 @tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
 class HardSwish(tf_keras.layers.Layer):
-    """Keras 3's ``hard_swish`` activation, x · ReLU6(x + 3) / 6 (tf_keras has none); the converter turns it
-    into one HARD_SWISH op."""
+    """Keras 3's ``hard_swish`` activation, x · ReLU6(x + 3) / 6 (tf_keras has none), written as
+    (x · ⅙) · ReLU6(x + 3) so that the converter leaves ADD, MUL, MUL, which XNNPACK runs in int8, rather than
+    fusing one HARD_SWISH, which it runs in float only (``skd_tf.models.layers.HardSwish``)."""
 
     def call(self, x):
-        return x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+        return (x * (1.0 / 6.0)) * tf.nn.relu6(x + 3.0)
 
 
 @tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")

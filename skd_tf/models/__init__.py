@@ -21,6 +21,7 @@ from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_con
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
 from skd_tf.models.logits import Logits, logits_align_corners
 from skd_tf.models.outputs import SEGMENTATION_OUTPUTS, is_segmentation_model, segmentation_outputs
+from skd_tf.models.rebuild import rebuilt
 
 
 
@@ -136,14 +137,14 @@ def at_input_size(model: keras.Model, input_size: tuple[int, int]) -> keras.Mode
     """The same network with the same weights, rebuilt for another static input size."""
     if tuple(model.input.shape[1:3]) == tuple(input_size):
         return model
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"] == "InputLayer":
-            shape = list(layer["config"]["batch_shape"])
-            layer["config"]["batch_shape"] = [shape[0], input_size[0], input_size[1], shape[3]]
-    rebuilt = keras.Model.from_config(config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+
+    def resize_input(config):
+        for layer in config["layers"]:
+            if layer["class_name"] == "InputLayer":
+                shape = list(layer["config"]["batch_shape"])
+                layer["config"]["batch_shape"] = [shape[0], input_size[0], input_size[1], shape[3]]
+
+    return rebuilt(model, resize_input)
 
 
 def load_model(path, data=None) -> keras.Model:

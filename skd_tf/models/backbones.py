@@ -18,6 +18,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from skd_tf.models.rebuild import rebuilt
+
 BN_EPS = 1.001e-5
 RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -214,15 +216,15 @@ def dilate_last_stage(model: keras.Model, variant: str) -> keras.Model:
     blocks = MOBILENETV3[variant]["last_stage"]
     depthwise = {f"expanded_conv_{b}_depthwise" for b in blocks}
     strided_pad = f"expanded_conv_{blocks[0]}_depthwise_pad"
-    config = model.get_config()
-    entries = {entry["name"]: entry for entry in config["layers"]}
-    if strided_pad not in entries or not depthwise <= set(entries):
+    names = {layer.name for layer in model.layers}
+    if strided_pad not in names or not depthwise <= names:
         raise ValueError(f"{model.name} has no {variant} last stage to dilate")
-    for name in depthwise:
-        layer = entries[name]["config"]
-        layer.update(strides=[1, 1], dilation_rate=[2, 2], padding="same")
-    entries[f"expanded_conv_{blocks[0]}_depthwise"]["inbound_nodes"] = entries[strided_pad]["inbound_nodes"]
-    config["layers"] = [entry for entry in config["layers"] if entry["name"] != strided_pad]
-    rebuilt = keras.Model.from_config(config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+
+    def dilate(config):
+        entries = {entry["name"]: entry for entry in config["layers"]}
+        for name in depthwise:
+            entries[name]["config"].update(strides=[1, 1], dilation_rate=[2, 2], padding="same")
+        entries[f"expanded_conv_{blocks[0]}_depthwise"]["inbound_nodes"] = entries[strided_pad]["inbound_nodes"]
+        config["layers"] = [entry for entry in config["layers"] if entry["name"] != strided_pad]
+
+    return rebuilt(model, dilate)

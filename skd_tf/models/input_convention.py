@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from skd_tf.models.rebuild import rebuilt
+
 CHANNEL_ORDERS = {"rgb": (0, 1, 2), "bgr": (2, 1, 0)}
 
 
@@ -86,10 +88,10 @@ def for_pipeline(model: keras.Model, mean, std) -> keras.Model:
              if not (np.allclose(layer.pipeline_mean, mean) and np.allclose(layer.pipeline_std, std))]
     if not stale:
         return model
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"].endswith("ConvertInput"):
-            layer["config"]["pipeline_mean"], layer["config"]["pipeline_std"] = list(mean), list(std)
-    rebuilt = keras.Model.from_config(config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+
+    def rebind(config):
+        for layer in config["layers"]:
+            if layer["class_name"].endswith("ConvertInput"):
+                layer["config"]["pipeline_mean"], layer["config"]["pipeline_std"] = list(mean), list(std)
+
+    return rebuilt(model, rebind)

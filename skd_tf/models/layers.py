@@ -94,3 +94,44 @@ class ResizeLike(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "interpolation": self.interpolation}
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
+class HardSwish(keras.layers.Layer):
+    """Hard-swish, x · ReLU6(x + 3) / 6, computed as (x · ⅙) · ReLU6(x + 3).
+
+    The same function as Keras' ``hard_silu`` activation; written in this order the TFLite converter keeps
+    it as ADD, MUL, MUL instead of fusing it into one HARD_SWISH op, which XNNPACK (LiteRT 2.3) runs in
+    float only: an int8 MobileNetV3 with HARD_SWISH leaves every activation to the reference kernels
+    (``skd_tf.export.integer_graph`` swaps this layer in for integer exports).
+    """
+
+    def call(self, x):
+        return (x * (1.0 / 6.0)) * ops.relu6(x + 3.0)
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
+class PReLUAsLeakyReLU(keras.layers.Layer):
+    """Per-channel PReLU, max(y, 0) + α · min(y, 0), computed as a · y + b · LeakyReLU_β(y) with
+    b = (1 − α)/(1 − β), a = 1 − b (both sides agree for y > 0 and y < 0; β = ``slope``).
+
+    XNNPACK (LiteRT 2.3) runs PRELU, RELU, MINIMUM and ABS in float only but LEAKY_RELU (one slope), MUL
+    and ADD in int8: an int8 ESPNet with PRELU falls apart into one delegate partition per activation. Holds
+    the PReLU's α (1, 1, C) as its one weight (``skd_tf.export.integer_graph`` swaps it in for integer
+    exports)."""
+
+    def __init__(self, slope: float = 0.25, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= slope < 1.0:
+            raise ValueError(f"slope must be in [0, 1), got {slope}")
+        self.slope = float(slope)
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(name="alpha", shape=(1, 1, input_shape[-1]), initializer="zeros")
+
+    def call(self, y):
+        b = (1.0 - self.alpha) / (1.0 - self.slope)
+        return (1.0 - b) * y + b * ops.leaky_relu(y, negative_slope=self.slope)
+
+    def get_config(self):
+        return {**super().get_config(), "slope": self.slope}

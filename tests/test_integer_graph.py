@@ -1,0 +1,91 @@
+"""Integer exports trace hard-swish and per-channel PReLU in ops XNNPACK runs in int8
+(skd_tf.export.integer_graph): the two layers against NumPy, the rewrite keeps the network's function and
+weights, and an int8 ESPNet-C file carries LEAKY_RELU where its float32 twin carries PRELU."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from skd_tf.config import DataConfig, ModelConfig
+from skd_tf.export.integer_graph import for_integer_export
+from skd_tf.models import build_model
+from skd_tf.models.layers import HardSwish, PReLUAsLeakyReLU
+
+
+def test_hard_swish_matches_numpy():
+    x = np.linspace(-8, 8, 1601, dtype=np.float32).reshape(1, 1, -1, 1)  # both kinks (−3, 3) on the grid
+    expected = x * np.clip(x + 3, 0, 6) / 6
+    np.testing.assert_allclose(np.asarray(HardSwish()(x)), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(HardSwish()(x)), np.asarray(keras.activations.hard_silu(x)),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.3, 0.9])
+def test_prelu_as_leaky_relu_matches_numpy(slope):
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 3, (2, 5, 7, 6)).astype(np.float32)
+    alpha = np.array([-0.2, 0.0, 0.01, 0.25, 0.6, 1.5], np.float32)  # below, at and above the slope
+    layer = PReLUAsLeakyReLU(slope)
+    layer.build(y.shape)
+    layer.alpha.assign(alpha.reshape(1, 1, -1))
+    expected = np.where(y > 0, y, alpha * y)
+    np.testing.assert_allclose(np.asarray(layer(y)), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="slope"):
+        PReLUAsLeakyReLU(1.0)
+
+
+def _randomise_prelu(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if weight.path.endswith("alpha"):
+            weight.assign(rng.uniform(-0.1, 0.6, weight.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("model", [dict(arch="espnet_c", backbone="espnet"),
+                                   dict(arch="lraspp", backbone="mobilenetv3_small", output_stride=16,
+                                        width=0.75, head_channels=16)], ids=lambda m: m["arch"])
+def test_the_integer_rewrite_keeps_function_and_weights(model):
+    keras.utils.set_random_seed(0)
+    net = build_model(ModelConfig(**model), 5, (49, 65))
+    _randomise_prelu(net)
+    swapped = for_integer_export(net)
+    kinds = {type(layer).__name__ for layer in swapped.layers}
+    assert not {"PReLU"} & kinds and not any(isinstance(layer, keras.layers.Activation) and
+                                            keras.activations.serialize(layer.activation) == "hard_silu"
+                                            for layer in swapped.layers)
+    assert ("PReLUAsLeakyReLU" if "espnet" in model["arch"] else "HardSwish") in kinds
+    assert len(swapped.weights) == len(net.weights)
+    for a, b in zip(net.weights, swapped.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = np.random.default_rng(1).normal(size=(2, 49, 65, 3)).astype(np.float32)
+    want, got = net(x, training=False)["logits"], swapped(x, training=False)["logits"]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5 * float(np.abs(want).max()))
+    if "espnet" in model["arch"]:  # β = min α − 0.1 (within [0.01, 0.9]) per layer
+        for layer in swapped.layers:
+            if isinstance(layer, PReLUAsLeakyReLU):
+                expected = np.clip(np.asarray(net.get_layer(layer.name).alpha).min() - 0.1, 0.01, 0.9)
+                assert layer.slope == pytest.approx(float(expected))
+
+
+def test_a_network_without_them_is_returned_as_it_is():
+    net = build_model(ModelConfig(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.35,
+                                  head_channels=8), 3, (32, 32))
+    assert for_integer_export(net) is net
+
+
+def test_int8_espnet_c_carries_leaky_relu_and_float32_prelu(tmp_path):
+    from skd_tf.export import export_tflite
+
+    keras.utils.set_random_seed(0)
+    net = build_model(ModelConfig(arch="espnet_c", backbone="espnet"), 4, (32, 32))
+    _randomise_prelu(net)
+    data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic={"num_train": 4, "num_val": 3, "image_size": 32})
+    record = export_tflite(net, data, tmp_path, ("float32", "int8"), calibration_samples=2, eval_limit=3,
+                           savedmodel=False)
+    ops = {q: set(entry["deployability"]["ops"]) for q, entry in record["exports"].items()}
+    assert "PRELU" in ops["float32"] and "LEAKY_RELU" not in ops["float32"]
+    assert "PRELU" not in ops["int8"] and "LEAKY_RELU" in ops["int8"]
+    assert record["exports"]["int8"]["deployability"]["all_integer"] is True
+    assert json.loads((tmp_path / "export.json").read_text())["exports"].keys() == {"float32", "int8"}
