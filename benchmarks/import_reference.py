@@ -133,6 +133,7 @@ def export_file(network, cfg, size, quantization: str, calibration: np.ndarray, 
     from skd_tf.export import checks
     from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
     from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
+    from skd_tf.export.integer_graph import for_integer_export
 
     spec = ServingSpec(tuple(size), cfg.data.num_classes, "labels", True, tuple(cfg.data.mean), tuple(cfg.data.std))
     integer = quantization == "int8"
@@ -141,7 +142,8 @@ def export_file(network, cfg, size, quantization: str, calibration: np.ndarray, 
         for raw in calibration:
             yield [checks.model_input(raw[None].astype(np.float32), spec).astype(np.float32)]
 
-    content = convert(serving_function(keras_logits_fn(network), spec, integer_model=integer), quantization,
+    traced = for_integer_export(network) if integer else network  # as `skd-tf export` traces it
+    content = convert(serving_function(keras_logits_fn(traced), spec, integer_model=integer), quantization,
                       representative if integer else None, "uint8", float_output=False)
     if integer:
         content = raw_pixel_input(content)

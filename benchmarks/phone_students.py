@@ -205,7 +205,8 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
                                  "bytes": path.stat().st_size})
                     print(f"  {quantization} {output} {threads}t: {ms['mean']:.1f} ms", flush=True)
     record = {"student": student, "size": list(size), "parameters": int(network.count_params()),
-              "logits_shape": list(network.output["logits"].shape[1:3]), "device": host_device(),
+              "logits_shape": list(network.output["logits"].shape[1:3]),
+              "bn_statistics": f"set from {BN_IMAGES} fabricated street scenes", "device": host_device(),
               "host": host_cpu(), "settings": {"warmup": settings.warmup, "runs": settings.runs,
                                                "min_seconds": settings.min_seconds}, "rows": rows}
     from skd_tf.atomic import write_text
@@ -239,11 +240,14 @@ def latency_table(records: list[dict]) -> str:
             ratio = f"{int8['mean_ms'] / fp32['mean_ms']:.2f}" if fp32 and int8 else "–"
             share = f"{100 * (1 - int8_logits['mean_ms'] / int8['mean_ms']):.0f} %" if int8 and int8_logits else "–"
             size = f"{int8['bytes'] / 2 ** 20:.2f}" if int8 else "–"
-            lines.append(f"| {record['student']} | {record['parameters'] / 1e6:.2f} M | "
+            mark = "" if "bn_statistics" in record else " †"
+            lines.append(f"| {record['student']}{mark} | {record['parameters'] / 1e6:.2f} M | "
                          f"{record['size'][0]}×{record['size'][1]} | {threads} | " + " | ".join(cells) +
                          f" | {ratio} | {share} | {size} |")
     devices = sorted({f"{r['host']['model']} ({', '.join(r['host']['features'])})" for r in records})
-    return "\n".join(lines) + "\n\nCPU: " + "; ".join(devices) + "\n"
+    note = ("\n† made before the BN statistics were set (`settle_batch_norm`): an untrained network's int8 "
+            "file, slower than a trained one's\n" if any("bn_statistics" not in r for r in records) else "")
+    return "\n".join(lines) + "\n\nCPU: " + "; ".join(devices) + "\n" + note
 
 
 # ---------------------------------------------------------------------------------------------------- main

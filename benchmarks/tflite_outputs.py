@@ -1,6 +1,6 @@
 """Runs .tflite files on saved inputs with the TFLite runtime alone and saves what they output.
 
-    python tflite_outputs.py INPUTS.npz OUTPUTS.npz MODEL.tflite [MODEL.tflite ...]
+    python tflite_outputs.py [--no-xnnpack] INPUTS.npz OUTPUTS.npz MODEL.tflite [MODEL.tflite ...]
 
 INPUTS.npz holds ``images`` (N×H×W×3 raw pixels). OUTPUTS.npz gets, per model, its outputs for every image
 (``<index>``: N×... as the runtime returns them, dequantized) and ``info`` (JSON): the runtime, its version,
@@ -42,6 +42,8 @@ def aarch64_features(raw: bytes | None = None) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    xnnpack = not (argv and argv[0] == "--no-xnnpack")  # the builtin kernels alone
+    argv = argv if xnnpack else argv[1:]
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
@@ -50,11 +52,11 @@ def main(argv: list[str]) -> int:
     rt = runtime.load_runtime()
     results = {}
     for index, path in enumerate(models):
-        interpreter = runtime.make_interpreter(path, threads=1, xnnpack=True, runtime=rt)
+        interpreter = runtime.make_interpreter(path, threads=1, xnnpack=xnnpack, runtime=rt)
         results[str(index)] = np.stack([runtime.run(interpreter, image[None]) for image in images])
         print(f"{path}: {results[str(index)].shape}", flush=True)
     machine = platform.machine()
-    info = {"runtime": rt.name, "version": rt.version, "machine": machine,
+    info = {"runtime": rt.name, "version": rt.version, "machine": machine, "xnnpack": xnnpack,
             "features": aarch64_features() if machine == "aarch64" else [], "models": models}
     np.savez(target, info=np.array(json.dumps(info)), **results)
     return 0

@@ -89,3 +89,4 @@ def test_int8_espnet_c_carries_leaky_relu_and_float32_prelu(tmp_path):
     assert "PRELU" not in ops["int8"] and "LEAKY_RELU" in ops["int8"]
     assert record["exports"]["int8"]["deployability"]["all_integer"] is True
     assert json.loads((tmp_path / "export.json").read_text())["exports"].keys() == {"float32", "int8"}
+

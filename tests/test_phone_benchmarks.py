@@ -34,12 +34,15 @@ def test_latency_table_gives_int8_over_float32_and_the_heads_share():
             for q, ms in (("float32", 100.0), ("float16", 90.0), ("int8", 40.0)) for o in ("labels", "logits")
             for t in (1, 2)]
     record = {"student": "lraspp_mobilenetv3_large", "size": [512, 1024], "parameters": 3_210_000, "rows": rows,
-              "host": {"model": "Some CPU", "features": ["avx2"]}}
+              "host": {"model": "Some CPU", "features": ["avx2"]}, "bn_statistics": "set"}
     lines = phone_students.latency_table([record]).splitlines()
     assert lines[2] == ("| lraspp_mobilenetv3_large | 3.21 M | 512×1024 | 1 | 100.0 / 80.0 | 90.0 / 72.0 | "
                         "40.0 / 32.0 | 0.40 | 20 % | 1.00 |")
     assert lines[3].startswith("| lraspp_mobilenetv3_large | 3.21 M | 512×1024 | 2 | 50.0 / 40.0 |")
     assert lines[-1] == "CPU: Some CPU (avx2)"
+    del record["bn_statistics"]  # a record of an untrained network's files is marked
+    lines = phone_students.latency_table([record]).splitlines()
+    assert lines[2].startswith("| lraspp_mobilenetv3_large † |") and lines[-1].startswith("† made before")
 
 
 def test_outputs_are_compared_by_labels_and_by_logits():
