@@ -280,7 +280,7 @@ def run_cli(config, *extra, **kwargs):
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_teacher, tmp_path):
     whole = write_tiny_config(tmp_path / "whole.yaml", tiny_teacher, tmp_path / "whole")
     killed = write_tiny_config(tmp_path / "killed.yaml", tiny_teacher, tmp_path / "killed")
-    assert run_cli(whole).wait(timeout=600) == 0
+    uninterrupted = run_cli(whole)  # independent of the killed run: both go at once
 
     proc = run_cli(killed)
     deadline = time.time() + 600
@@ -294,6 +294,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_teacher, tmp_pat
     output = finished.communicate(timeout=600)[0].decode()
     assert finished.returncode == 0, output
     assert f"resuming {tmp_path / 'killed'} from epoch {reached}/3" in output
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.communicate()[0].decode()
 
     a = load_model(tmp_path / "whole" / "model.keras").get_weights()
     b = load_model(tmp_path / "killed" / "model.keras").get_weights()
