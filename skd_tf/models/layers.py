@@ -3,7 +3,7 @@
 Both layers derive their spatial sizes from the static shapes of their inputs,
 so a model's config carries no image size except its Input; rebuilding a model
 at another size (``skd_tf.models.at_input_size``) needs only the Input changed.
-Both lower to TFLite builtins (AVERAGE_POOL_2D or RESHAPE / TRANSPOSE /
+Both lower to TFLite builtins (MEAN for one cell, AVERAGE_POOL_2D or RESHAPE / TRANSPOSE /
 FULLY_CONNECTED, and RESIZE_BILINEAR).
 """
 
@@ -37,6 +37,8 @@ def adaptive_average_pool(x, size):
     h, w = int(size[0]), int(size[1])
     if (h, w) == (height, width):
         return x
+    if (h, w) == (1, 1):  # MEAN, which XNNPACK runs in int8 (its int8 AVERAGE_POOL_2D falls back to builtins)
+        return tf.reduce_mean(x, axis=[1, 2], keepdims=True)
     if height % h == 0 and width % w == 0:
         return tf.nn.avg_pool2d(x, (height // h, width // w), (height // h, width // w), "VALID")
     # Overlapping cells: two small averaging matrices (h×H and w×W) applied along each axis.
