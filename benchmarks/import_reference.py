@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cityscapes_fabric import street_scenes  # noqa: E402
+from phone_students import export_file  # noqa: E402
 
 # (file under the folder, config, decoder, classes, evaluation size)
 FILES = [
@@ -127,29 +128,6 @@ def boundary_share(reference: np.ndarray, wrong: np.ndarray) -> float | None:
     return float((edge & wrong).sum() / wrong.sum())
 
 
-def export_file(network, cfg, size, quantization: str, calibration: np.ndarray, path: Path) -> None:
-    """skd_tf.export.run.export_one's conversion, calibrated on ``calibration`` (export_one draws from the config's
-    training data, which is the user's Cityscapes / CamVid and not on this machine)."""
-    from skd_tf.export import checks
-    from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
-    from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
-    from skd_tf.export.integer_graph import for_integer_export
-
-    spec = ServingSpec(tuple(size), cfg.data.num_classes, "labels", True, tuple(cfg.data.mean), tuple(cfg.data.std))
-    integer = quantization == "int8"
-
-    def representative():
-        for raw in calibration:
-            yield [checks.model_input(raw[None].astype(np.float32), spec).astype(np.float32)]
-
-    traced = for_integer_export(network) if integer else network  # as `skd-tf export` traces it
-    content = convert(serving_function(keras_logits_fn(traced), spec, integer_model=integer), quantization,
-                      representative if integer else None, "uint8", float_output=False)
-    if integer:
-        content = raw_pixel_input(content)
-    path.write_bytes(shorten_tensor_names(content))
-
-
 def tflite_labels(path: Path, rgb: np.ndarray) -> np.ndarray:
     from skd_tf.benchmark.runtime import make_interpreter, run
 
@@ -194,7 +172,9 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
     for quantization in QUANTIZATIONS:
         path = out / f"{stem}_{quantization}.tflite"
         start = time.time()
-        export_file(network, cfg, size, quantization, calibration, path)
+        # export_one's conversion, calibrated on fabricated scenes (export_one draws from the config's training
+        # data, which is the user's Cityscapes / CamVid and not on this machine)
+        export_file(network, size, quantization, "labels", calibration, path, mean=cfg.data.mean, std=cfg.data.std)
         labels = tflite_labels(path, rgb)
         wrong = labels != torch_labels
         row[quantization] = {"file_bytes": path.stat().st_size, "labels_vs_torch": float(1 - wrong.mean()),

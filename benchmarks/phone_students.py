@@ -121,18 +121,19 @@ def latency_record_path(student: str, size: tuple[int, int]) -> Path:
 
 
 def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path,
-                head: str = "bilinear") -> None:
+                head: str = "bilinear", mean=PIXEL_MEAN, std=PIXEL_STD) -> None:
     """``network`` at ``size`` as a TFLite file taking raw uint8 pixels, as `skd-tf export` writes it: the label
     map (made by ``head``, skd_tf.export.convert.label_head) or the model-resolution logits; int8 calibrated on
-    ``calibration`` (raw pixels), its logits coming out as int8 as an app reading them would take them."""
+    ``calibration`` (raw pixels), its logits coming out as int8 as an app reading them would take them; the
+    file normalises with ``mean`` and ``std`` (0–255 pixels) as the network's pipeline does."""
     from skd_tf.export import checks
     from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
     from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
     from skd_tf.export.integer_graph import for_integer_export
 
     integer = quantization == "int8"
-    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, integer, PIXEL_MEAN,
-                       PIXEL_STD, head)
+    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, integer, tuple(mean),
+                       tuple(std), head)
 
     def representative():
         for raw in calibration:
@@ -142,7 +143,7 @@ def export_file(network, size, quantization: str, output: str, calibration: np.n
     content = convert(serving_function(keras_logits_fn(traced), spec, integer_model=integer), quantization,
                       representative if integer else None, "uint8",
                       float_output=integer and output == "logits")
-    path.write_bytes(shorten_tensor_names(raw_pixel_input(content)) if integer else content)
+    path.write_bytes(shorten_tensor_names(raw_pixel_input(content) if integer else content))
 
 
 def normalised(pixels: np.ndarray) -> np.ndarray:

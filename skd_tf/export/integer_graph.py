@@ -38,22 +38,19 @@ def _replacement(entry, slopes: dict):
     return None
 
 
-def _swap(node, slopes: dict) -> int:
-    """Replaces, in a (nested) model config, every entry that has a replacement; returns how many."""
-    swapped = 0
+def _swap(node, slopes: dict) -> None:
+    """Replaces, in a (nested) model config, every entry that has a replacement."""
     if isinstance(node, dict):
         for value in node.values():
-            swapped += _swap(value, slopes)
+            _swap(value, slopes)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             layer = _replacement(value, slopes)
             if layer is None:
-                swapped += _swap(value, slopes)
-                continue
-            node[index] = {**keras.saving.serialize_keras_object(layer), "name": value["name"],
-                           "inbound_nodes": value["inbound_nodes"]}
-            swapped += 1
-    return swapped
+                _swap(value, slopes)
+            else:
+                node[index] = {**keras.saving.serialize_keras_object(layer), "name": value["name"],
+                               "inbound_nodes": value["inbound_nodes"]}
 
 
 def _replaceable(layer) -> bool:
