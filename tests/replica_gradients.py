@@ -1,7 +1,7 @@
 """Per-term gradients of one distillation step on one device and on two replicas, and their conditioning.
 
-Run as a script (``python tests/replica_gradients.py [--without-paper-configuration]``; the test imports only ``ALL_LOSSES``) in a fresh process, so that the test can set
-``TF_ENABLE_ONEDNN_OPTS`` before TensorFlow starts. Prints one JSON object: for each term (the
+Run as a script (``python tests/replica_gradients.py``; the test imports only ``ALL_LOSSES``) in a fresh
+process, so that its two logical CPU devices and ``TF_ENABLE_ONEDNN_OPTS`` are set before TensorFlow starts. Prints one JSON object: for each term (the
 cross-entropy, every distillation loss, the holistic generator term)
 
 * ``scale``: max |g| of the single-device gradient over the student's (and the losses') variables;
@@ -17,7 +17,6 @@ paper's configuration on one device and on two replicas (``paper_configuration_e
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import keras
@@ -100,8 +99,7 @@ def main() -> None:
         scale = float(np.abs(g).max())
         report[name] = {"scale": scale, "split": float(np.abs(g - split[name]).max()) / scale,
                         "sensitivity": float(np.abs(g - perturbed[name]).max()) / scale}
-    if "--without-paper-configuration" not in sys.argv[1:]:
-        report["paper_configuration"] = paper_configuration_end_weights(strategy, cfg)
+    report["paper_configuration"] = paper_configuration_end_weights(strategy, cfg)
     print("RESULT " + json.dumps(report))
 
 

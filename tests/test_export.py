@@ -317,3 +317,38 @@ def test_a_cheaper_label_head_is_checked_against_its_own_keras_twin_and_scored_a
     assert nearest["argmax_agreement"] == 1.0 and bilinear["argmax_agreement"] == 1.0
     assert nearest["miou_keras"] == pytest.approx(bilinear["miou_keras"], abs=1e-12)
     assert bilinear["miou_tflite"] == pytest.approx(bilinear["miou_keras"], abs=1e-6)
+
+
+def test_qat_calibration_sets_each_range_from_the_first_batch_then_by_its_ema(tmp_path):
+    """calibrate_ranges: the first batch sets every activation range outright (tfmot starts them at ±6), later
+    batches move it by the EMA with the given decay, and every other variable (batch-norm statistics included)
+    is as before. Checked on the first ReLU's output range, which no other range changes (the input
+    quantizer keeps tfmot's ±6 for inputs inside it, and the weights' ranges are their own)."""
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    from skd_tf.export.qat import _is_range_variable, calibrate_ranges, quantization_aware
+
+    original = quant_ops.MovingAvgQuantize
+    cfg = config_from_dict(tiny_config_dict(tmp_path, head_channels=8))
+    net = build_model(cfg.model, cfg.data.num_classes, (32, 32))
+    rng = np.random.default_rng(0)
+    a, b = (scale * rng.standard_normal((2, 32, 32, 3)).astype(np.float32) for scale in (1.0, 1.5))
+    assert max(np.abs(a).max(), np.abs(b).max()) < 6
+
+    model = quantization_aware(net)
+    initial = [(v, v.numpy()) for v in model.variables]
+
+    def relu_range(batches):
+        for variable, value in initial:  # every calibration from tfmot's starting point
+            variable.assign(value)
+        kept = [(v, v.numpy()) for v in model.variables if not _is_range_variable(v)]
+        calibrate_ranges(model, batches, decay=0.8)
+        assert quant_ops.MovingAvgQuantize is original
+        for variable, value in kept:
+            np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.name)
+        found = {v.name: float(v.numpy()) for v in model.variables if v.name.startswith("quant_conv1_relu/output_")}
+        return np.array([found["quant_conv1_relu/output_min:0"], found["quant_conv1_relu/output_max:0"]])
+
+    only_a, only_b, both = relu_range([a]), relu_range([b]), relu_range([a, b])
+    assert only_a[0] == 0 and 0 < only_a[1] < 6 and only_b[1] != only_a[1]
+    np.testing.assert_allclose(both, 0.8 * only_a + 0.2 * only_b, rtol=1e-6)

@@ -129,17 +129,19 @@ def calibrate_ranges(qat_model, batches, decay: float = 0.8) -> None:
 
     snapshot = [(v, v.numpy()) for v in qat_model.variables if not _is_range_variable(v)]
     original = quant_ops.MovingAvgQuantize
-    current = {"decay": 0.0}
+    # a variable, so that one traced graph serves the first batch (decay 0) and the others
+    current = tf.Variable(0.0, trainable=False, name="calibration_decay")
 
     def quick(*args, **kwargs):
-        kwargs["ema_decay"] = current["decay"]
+        kwargs["ema_decay"] = current
         return original(*args, **kwargs)
 
-    quant_ops.MovingAvgQuantize = quick
+    forward = tf.function(lambda images: qat_model(images, training=True), reduce_retracing=True)
+    quant_ops.MovingAvgQuantize = quick  # read while tracing, i.e. during the first call below
     try:
         for images in batches:
-            qat_model(images, training=True)
-            current["decay"] = decay
+            forward(images)
+            current.assign(decay)
     finally:
         quant_ops.MovingAvgQuantize = original
     for variable, value in snapshot:
