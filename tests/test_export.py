@@ -352,3 +352,27 @@ def test_qat_calibration_sets_each_range_from_the_first_batch_then_by_its_ema(tm
     only_a, only_b, both = relu_range([a]), relu_range([b]), relu_range([a, b])
     assert only_a[0] == 0 and 0 < only_a[1] < 6 and only_b[1] != only_a[1]
     np.testing.assert_allclose(both, 0.8 * only_a + 0.2 * only_b, rtol=1e-6)
+
+
+def test_int8_calibration_records_each_tensors_own_range(tmp_path):
+    """x + 1, · 2, + 1 on inputs in [0, 1]: the int8 file's activations get the scales of [0, 1], [0, 2], [0, 4]
+    and [0, 5] (over 255 steps; the constants 1 and 2 give 1/255 and 2/255). TFLite's calibrator alone records
+    x + 1 with the range of its in-place successor (tensorflow/tensorflow#127842): 4/255 instead of 2/255.
+    Also fails loudly if the calibrator method skd_tf.export.calibration hooks is gone."""
+    from tensorflow.lite.python.optimize import calibrator
+
+    from skd_tf.export.convert import convert
+
+    original = calibrator.Calibrator.calibrate
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def chain(x):
+        return (x + 1.0) * 2.0 + 1.0
+
+    ramp = np.linspace(0, 1, 64, dtype=np.float32)[None]
+    content = convert(chain.get_concrete_function(), "int8", lambda: ([ramp] for _ in range(2)), float_output=False)
+    (tmp_path / "chain.tflite").write_bytes(content)
+    details = runtime.make_interpreter(str(tmp_path / "chain.tflite")).get_tensor_details()
+    steps = sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
+    np.testing.assert_allclose(steps, [1, 1, 2, 2, 4, 5], rtol=1e-4)
+    assert calibrator.Calibrator.calibrate is original  # the hook is undone after conversion

@@ -11,6 +11,7 @@ layers they come from, never a silent Flex model.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from skd_tf.benchmark.native_log import native_stderr, without_tflite_notes
+from skd_tf.export.calibration import corrected_calibration
 from skd_tf.models.logits import resize_bilinear
 
 
@@ -142,8 +144,9 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
             converter.inference_output_type = io_type
     elif quantization != "float32":
         raise ValueError(f"unknown quantization {quantization!r}")
+    calibration = corrected_calibration() if representative is not None else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings(), native_stderr(without_tflite_notes):
+        with warnings.catch_warnings(), native_stderr(without_tflite_notes), calibration:
             # the converter asks for input statistics it then computes from the representative data
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
             return converter.convert()
