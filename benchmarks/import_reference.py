@@ -185,46 +185,90 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
 
 
 DIAGNOSIS_LAYERS = ("b1.act", "level2_0.act", "b2.act", "level3_0.act", "b3.act", "logits")
+NOISE_LEVELS = (0.5, 2.0)  # ± grey levels of uniform input noise: 0.5 is what rounding to uint8 does
+
+
+def _int8_file(fn, inputs: np.ndarray, denylisted_ops=()) -> bytes:
+    """``fn`` converted to int8 with float input and output (calibrated on ``inputs``), the ops of the types in
+    ``denylisted_ops`` left in float (TF's QuantizationDebugger); activation ranges as `skd-tf export` records
+    them (skd_tf.export.calibration)."""
+    import tensorflow as tf
+
+    from skd_tf.export.calibration import corrected_calibration
+
+    def representative():
+        return ([x[None]] for x in inputs)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    with corrected_calibration():
+        if not denylisted_ops:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            return converter.convert()
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(denylisted_ops))
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                             debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+
+
+def _outputs(content: bytes, inputs: np.ndarray) -> np.ndarray:
+    from skd_tf.benchmark.runtime import make_interpreter, op_list, run
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(content)
+        f.flush()
+        interpreter = make_interpreter(f.name, 2)
+        ops = {op["op"] for op in op_list(interpreter)}
+        return np.concatenate([run(interpreter, x[None]) for x in inputs]), ops
 
 
 def int8_error_growth(network, cfg, calibration: np.ndarray, photos: np.ndarray) -> dict:
-    """Where int8 loses ESPNet: the network cut after each stage, converted to full int8 alone (float input
-    and output) and compared with Keras on the photos — relative RMS error of that stage's output, and how
-    many output channels of the standalone BatchNorms after the concatenations (b2, b3) are drowned: their
-    input's int8 step times the BN's multiplier |γ/√(σ²+ε)| exceeds the channel's whole output range."""
+    """Where int8 loses ESPNet, three ways, on the photos at the diagnosis size:
+
+    * ``relative_rms_error``: the network cut after each stage, converted to full int8 alone (float input and
+      output), relative RMS error of that stage's output against Keras;
+    * ``labels_with_one_op_type_int8``: the whole network converted with only the ops of one type in int8 and
+      every other op in float — the share of Keras' labels each op type alone keeps;
+    * ``labels_under_input_noise``: the float network's labels kept when every input value gets uniform noise
+      of ± ``NOISE_LEVELS`` grey levels (how much a perturbation of the int8 input's size already moves it)."""
     import keras
     import tensorflow as tf
 
-    from skd_tf.export.convert import convert
-    from skd_tf.benchmark.runtime import make_interpreter, run
+    from skd_tf.export.integer_graph import for_integer_export
+
+    network = for_integer_export(network)  # as `skd-tf export` converts it
 
     def normalise(raw):
         return (raw.astype(np.float32) - np.asarray(cfg.data.mean, np.float32)) / np.asarray(cfg.data.std, np.float32)
 
     inputs, test = normalise(calibration), normalise(photos)
+
+    def concrete(model):
+        return tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec([1, *inputs.shape[1:]], tf.float32)]).get_concrete_function()
+
     growth = {}
     for name in DIAGNOSIS_LAYERS:
         part = keras.Model(network.input, network.get_layer(name).output)
-        fn = tf.function(lambda x, part=part: part(x, training=False),
-                         input_signature=[tf.TensorSpec([1, *inputs.shape[1:]], tf.float32)]).get_concrete_function()
-        content = convert(fn, "int8", lambda: ([x[None]] for x in inputs), float_output=False)
-        with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-            f.write(content)
-            f.flush()
-            interpreter = make_interpreter(f.name, 2)
-            quantized = np.concatenate([run(interpreter, x[None]) for x in test])
+        quantized, _ = _outputs(_int8_file(concrete(part), inputs), test)
         reference = part(test, training=False).numpy()
         growth[name] = float(np.sqrt(((quantized - reference) ** 2).mean()) / reference.std())
-    amplification = {}
-    for name in ("b2", "b3"):
-        norm = network.get_layer(f"{name}.bn")
-        x, y = (t.numpy() for t in keras.Model(network.input, [norm.input, norm.output])(test, training=False))
-        gamma, _, _, variance = norm.get_weights()
-        step = (max(x.max(), 0) - min(x.min(), 0)) / 255
-        spread = y.max(axis=(0, 1, 2)) - y.min(axis=(0, 1, 2))
-        noise = step * np.abs(gamma / np.sqrt(variance + norm.epsilon))
-        amplification[name] = {"drowned": int((noise > spread).sum()), "channels": int(spread.size)}
-    return {"relative_rms_error": growth, "bn_channels_drowned": amplification}
+    logits = keras.Model(network.input, network.output["logits"])
+    reference = logits.predict(test, batch_size=1, verbose=0).argmax(-1)
+    full, op_types = _outputs(_int8_file(concrete(logits), inputs), test)
+    one_type = {"all": float((full.argmax(-1) == reference).mean())}
+    quantizable = sorted(op_types - {"QUANTIZE", "DEQUANTIZE", "DELEGATE"})
+    for kept in quantizable:
+        content = _int8_file(concrete(logits), inputs, [op for op in quantizable if op != kept])
+        one_type[kept] = float((_outputs(content, test)[0].argmax(-1) == reference).mean())
+    rng = np.random.default_rng(0)
+    std = np.asarray(cfg.data.std, np.float32)
+    noise = {}
+    for level in NOISE_LEVELS:
+        noisy = test + (rng.uniform(-level, level, test.shape) / std).astype(np.float32)
+        noise[str(level)] = float((logits.predict(noisy, batch_size=1, verbose=0).argmax(-1) == reference).mean())
+    return {"relative_rms_error": growth, "labels_with_one_op_type_int8": one_type, "labels_under_input_noise": noise}
 
 
 def percent(value: float | None) -> str:
@@ -249,13 +293,17 @@ def table(record: dict) -> str:
     if "int8_diagnosis" in record:
         d = record["int8_diagnosis"]
         growth = ", ".join(f"{name} {100 * value:.0f} %" for name, value in d["relative_rms_error"].items())
-        amplified = ", ".join(f"{v['drowned']} of {v['channels']} at {name}"
-                              for name, v in d["bn_channels_drowned"].items())
-        lines += ["", f"Where int8 loses ({d['file']}, {d['input_size'][0]}×{d['input_size'][1]}, each cut converted "
-                      f"alone): relative RMS error of the int8 output after each stage: {growth}. The BatchNorms after "
-                      f"the concatenations (ESPNet's BR) rescale every channel by |γ/√(σ²+ε)|, but int8 gives their "
-                      f"input one step for all channels: that step, rescaled, exceeds the channel's whole output "
-                      f"range for {amplified} channels."]
+        alone = d["labels_with_one_op_type_int8"]
+        types = ", ".join(f"{op} {percent(value)}" for op, value in sorted(alone.items(), key=lambda kv: -kv[1])
+                          if op != "all")
+        noise = " and ".join(f"±{level} grey levels {percent(value)}"
+                             for level, value in d["labels_under_input_noise"].items())
+        lines += ["", f"Where int8 loses ({d['file']}, {d['input_size'][0]}×{d['input_size'][1]}, the photos, against "
+                      f"Keras' labels): relative RMS error of the int8 output after each stage (each cut converted "
+                      f"alone): {growth}. Labels kept with only one op type in int8 and every other op in float: "
+                      f"{types} (all in int8: {percent(alone['all'])}). Under uniform input noise the float network "
+                      f"keeps {noise} of its labels: it amplifies perturbations of the size of int8 rounding, and "
+                      f"every op type's rounding costs labels."]
     if any("torch_twin_vs_authors_max_abs" in row for row in record["rows"]):
         worst = max(row.get("torch_twin_vs_authors_max_abs", 0.0) for row in record["rows"])
         lines += ["", f"The authors' own network code (`--reference-code`) and benchmarks/torch_nets.py give logits "

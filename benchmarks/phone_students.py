@@ -132,8 +132,8 @@ def export_file(network, size, quantization: str, output: str, calibration: np.n
     from skd_tf.export.integer_graph import for_integer_export
 
     integer = quantization == "int8"
-    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, integer, tuple(mean),
-                       tuple(std), head)
+    spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, preprocess=True,
+                       mean=tuple(mean), std=tuple(std), label_head=head)
 
     def representative():
         for raw in calibration:

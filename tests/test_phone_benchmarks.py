@@ -122,3 +122,30 @@ def test_settled_batch_norm_makes_inference_reproduce_the_training_pass():
     assert 0.1 < settled.std() < 10
     assert all(layer.momentum == 0.9 for layer in net._flatten_layers()
                if isinstance(layer, keras.layers.BatchNormalization))
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_exported_files_take_raw_pixels_as_skd_tf_export_writes_them(tmp_path, quantization):
+    """export_file (the latency and import benchmarks' files): every quantization takes raw uint8 RGB and
+    normalises it inside, so its logits are the network's on the normalised image (float32: to float
+    rounding; int8: correlated above 0.95)."""
+    import keras
+
+    from skd_tf.benchmark import runtime
+    from skd_tf.config import ModelConfig
+    from skd_tf.models import build_model
+
+    keras.utils.set_random_seed(0)
+    net = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 48))
+    raw = np.random.default_rng(0).integers(0, 256, (4, 32, 48, 3)).astype(np.uint8)
+    phone_students.settle_batch_norm(net, phone_students.normalised(raw))
+    path = tmp_path / f"net_{quantization}.tflite"
+    phone_students.export_file(net, (32, 48), quantization, "logits", raw, path)
+    interpreter = runtime.make_interpreter(str(path))
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    out = runtime.run(interpreter, raw[:1].astype(np.float32))
+    expected = np.asarray(net(phone_students.normalised(raw[:1]), training=False)["logits"])
+    if quantization == "float32":
+        np.testing.assert_allclose(out, expected, atol=1e-4 * np.abs(expected).max())
+    else:  # int8 on a random network: a few steps off, but the same function (raw pixels fed as such: ~0)
+        assert np.corrcoef(out.ravel(), expected.ravel())[0, 1] > 0.95
