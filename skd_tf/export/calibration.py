@@ -11,7 +11,9 @@ can get the range of the block's sum.
 ``corrected_calibration`` keeps TFLite's conversion and quantizer and replaces only the recorded ranges: the
 calibrated float model is run once more on the same representative data by an interpreter that keeps every
 tensor in its own buffer (no in-place sharing, no delegate), and each activation's min/max is set to what
-that tensor held. The calibrator is wrapped, not rewritten, because everything else it does is right.
+that tensor held. The calibrator is wrapped, not rewritten, because everything else it does is right. The
+price: that interpreter holds every activation of one image at once (the sum of the network's activation
+sizes — for a small student at 512×1024, hundreds of MB), and the calibration images run twice.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def corrected_calibration():
 
 def recorded_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> bytes:
     """``calibrated`` (a float TFLite model whose tensors carry calibration min/max) with every per-tensor
-    activation range set to the min/max that tensor takes on ``dataset_gen()``'s samples (lists of inputs in
-    the model's input order, or dicts by input name)."""
+    activation range of its main subgraph set to the min/max that tensor takes on ``dataset_gen()``'s samples
+    (lists of inputs in the model's input order, or dicts by input name); control-flow subgraphs keep the
+    calibrator's ranges."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -69,7 +72,10 @@ def recorded_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> b
             interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
         interpreter.invoke()
         for i in ranged:
-            value = interpreter.get_tensor(i)
+            try:
+                value = interpreter.get_tensor(i)
+            except ValueError:  # no data (e.g. an unused tensor): the calibrator's range stays
+                continue
             if value.size:
                 low[i] = min(low[i], float(value.min()))
                 high[i] = max(high[i], float(value.max()))
