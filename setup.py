@@ -34,7 +34,8 @@ setup(
         # 2.13.0 is the CPU build of torch (a plain `torch` resolves to a multi-GB CUDA build).
         # The documentation site: mkdocs with the Material theme and the API reference from the docstrings.
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"],
-        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "torch==2.13.0",
+        "dev": ["pytest>=8,<9.2",  # 9.2 breaks xdist's --dist loadgroup (pytest-dev/pytest-xdist#1386)
+                 "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "torch==2.13.0",
                 "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"],
     },
     entry_points={"console_scripts": ["skd-tf=skd_tf.cli:main"]},

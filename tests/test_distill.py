@@ -363,6 +363,15 @@ def replica_report() -> dict:
 
 
 @SAME_REPORT
+def test_the_replica_report_tests_share_one_worker(request):
+    """`make test` runs pytest-xdist with --dist loadgroup so that the tests reading replica_report land in one
+    worker and the report (a minute of CPU) is made once. pytest 9.2 silently broke that grouping
+    (pytest-dev/pytest-xdist#1386; setup.py keeps pytest below 9.2): fail if the group is not applied."""
+    if getattr(request.config.option, "loadgroup", False):  # set in each xdist worker under --dist loadgroup
+        assert request.node.nodeid.endswith("@replica_report"), request.node.nodeid
+
+
+@SAME_REPORT
 def test_each_terms_gradient_on_two_replicas_matches_one_device():
     """Step 1, every loss: the summed gradients of two replicas on halves of a batch equal one device's.
 
