@@ -189,24 +189,23 @@ NOISE_LEVELS = (0.5, 2.0)  # ± grey levels of uniform input noise: 0.5 is what 
 
 
 def _int8_file(fn, inputs: np.ndarray, denylisted_ops=()) -> bytes:
-    """``fn`` converted to int8 with float input and output (calibrated on ``inputs``), the ops of the types in
-    ``denylisted_ops`` left in float (TF's QuantizationDebugger); activation ranges as `skd-tf export` records
-    them (skd_tf.export.calibration)."""
+    """``fn`` converted to int8 (calibrated on ``inputs``) as `skd-tf export` converts it, float output; with
+    ``denylisted_ops``, the ops of those types left in float (TF's QuantizationDebugger, float input)."""
     import tensorflow as tf
 
     from skd_tf.export.calibration import corrected_calibration
+    from skd_tf.export.convert import convert
 
     def representative():
         return ([x[None]] for x in inputs)
 
+    if not denylisted_ops:
+        return convert(fn, "int8", representative, float_output=False)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    with corrected_calibration():
-        if not denylisted_ops:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            return converter.convert()
-        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(denylisted_ops))
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(denylisted_ops))
+    with corrected_calibration():  # the activation ranges convert() records
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
                                                              debug_options=options)
         return debugger.get_nondebug_quantized_model()
