@@ -37,11 +37,18 @@ def _latency(bench: list[dict], path: str):
     return None
 
 
-def model_rows(cfgs: dict[str, RunConfig], scores: dict, records: dict, bench: list[dict]) -> list[dict]:
-    """One row per model and TFLite file: params, GFLOPs, mIoUs, file size, host latency."""
+def evaluation_networks(cfgs: dict[str, RunConfig]) -> dict:
+    """Each role's trained network, loaded once and rebuilt at its evaluation size."""
+    return {role: at_input_size(load_model(str(Path(cfg.train.out_dir) / "model.keras")), tuple(cfg.data.eval_size))
+            for role, cfg in cfgs.items()}
+
+
+def model_rows(cfgs: dict[str, RunConfig], nets: dict, scores: dict, records: dict, bench: list[dict]) -> list[dict]:
+    """One row per model and TFLite file: params, GFLOPs, mIoUs, file size, host latency (``nets``: from
+    ``evaluation_networks``)."""
     rows = []
     for role, cfg in cfgs.items():
-        network = at_input_size(load_model(str(Path(cfg.train.out_dir) / "model.keras")), cfg.data.eval_size)
+        network = nets[role]
         params, gflops = network.count_params(), count_flops(network) / 1e9
         for q, entry in records[role]["exports"].items():
             rows.append({"model": f"{ROLE_TITLES[role]} ({cfg.model.arch}, {cfg.model.backbone} ×{cfg.model.width})",
@@ -51,13 +58,12 @@ def model_rows(cfgs: dict[str, RunConfig], scores: dict, records: dict, bench: l
     return rows
 
 
-def predictions_figure(path: Path, cfgs: dict[str, RunConfig], records: dict, count: int = 4) -> None:
-    """Image, ground truth, teacher, baseline, distilled and the int8 TFLite model on ``count`` val images."""
+def predictions_figure(path: Path, cfgs: dict[str, RunConfig], nets: dict, records: dict, count: int = 4) -> None:
+    """Image, ground truth, teacher, baseline, distilled and the int8 TFLite model on ``count`` val images
+    (``nets``: from ``evaluation_networks``)."""
     plt = _plt()
     data = cfgs["distilled"].data
     size = tuple(data.eval_size)
-    nets = {role: at_input_size(load_model(str(Path(cfg.train.out_dir) / "model.keras")), size)
-            for role, cfg in cfgs.items()}
     int8 = records["distilled"]["exports"].get("int8")
     interpreter = runtime.make_interpreter(int8["file"]) if int8 else None
     spec = ServingSpec(size, data.num_classes, records["distilled"]["output"], records["distilled"]["preprocess"],
@@ -129,9 +135,10 @@ def write_report(demo_dir: Path, cfgs: dict[str, RunConfig], scores: dict, recor
                  seconds: float) -> Path:
     """Writes report.md and the figures into ``demo_dir``; returns the report's path."""
     names = class_names(cfgs["distilled"].data)
-    rows = model_rows(cfgs, scores, records, bench)
+    nets = evaluation_networks(cfgs)
+    rows = model_rows(cfgs, nets, scores, records, bench)
     int8 = records["distilled"]["exports"].get("int8")
-    predictions_figure(demo_dir / "predictions.png", cfgs, records)
+    predictions_figure(demo_dir / "predictions.png", cfgs, nets, records)
     per_class_figure(demo_dir / "per_class_iou.png", names, scores,
                      int8["parity"]["per_class_iou_tflite"] if int8 else None)
     latency_figure(demo_dir / "latency_miou.png", bench, records)

@@ -59,7 +59,8 @@ def serving_function(logits_fn: Callable[[tf.Tensor], tf.Tensor], spec: ServingS
     h, w = spec.input_size
     input_dtype = tf.uint8 if spec.preprocess and not integer_model else tf.float32
 
-    @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], input_dtype, name="image")])
+    # autograph off: plain Python branches only, and it would convert tfmot's layers call by call (slow)
+    @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], input_dtype, name="image")], autograph=False)
     def serve(image):
         x = tf.cast(image, tf.float32)
         if spec.preprocess:

@@ -136,7 +136,7 @@ def calibrate_ranges(qat_model, batches, decay: float = 0.8) -> None:
         kwargs["ema_decay"] = current
         return original(*args, **kwargs)
 
-    forward = tf.function(lambda images: qat_model(images, training=True), reduce_retracing=True)
+    forward = tf.function(lambda images: qat_model(images, training=True), reduce_retracing=True, autograph=False)
     quant_ops.MovingAvgQuantize = quick  # read while tracing, i.e. during the first call below
     try:
         for images in batches:
@@ -168,7 +168,9 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
     aligned = logits_align_corners(network)
     optimizer = tf_keras.optimizers.Adam(cfg.learning_rate)
 
-    @tf.function
+    # autograph off: autograph skips tf_keras but not tfmot, whose wrappers it would convert call by call
+    # (the traced graph is the same; tracing took 3× longer)
+    @tf.function(autograph=False)
     def step(images, labels):
         teacher_logits = teacher(images, training=False)["logits"] if teacher is not None else None
         with tf.GradientTape() as tape:
