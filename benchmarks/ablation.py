@@ -115,7 +115,7 @@ PIPELINE = 2
 # Config keys added after runs were recorded, with the default every earlier run had: left out of the digest at
 # that default, so a new option does not make every record look stale.
 ADDED_KEYS = {("model", "espnet_blocks"): [2, 8], ("model", "input_convention"): None,
-              ("model", "bn_momentum"): None}
+              ("model", "bn_momentum"): None, ("model", "reduced_tail"): False}
 
 
 def resolved_digest(resolved: dict) -> str:

@@ -36,12 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import config_digest, host_cpu, interval_cell, log_of, paired_difference, run_cli  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "phone_students"
-ACCURACY_STUDENTS = ("mobilenetv2", "mobilenetv3_large", "mobilenetv3_small")
+ACCURACY_STUDENTS = ("mobilenetv2", "mobilenetv3_large", "mobilenetv3_large_reduced_tail", "mobilenetv3_small")
 BASELINE = "mobilenetv2"
 LATENCY_STUDENTS = {  # name: model config (19 classes)
     "lraspp_mobilenetv2": {"arch": "lraspp", "backbone": "mobilenetv2", "output_stride": 16, "head_channels": 128},
     "lraspp_mobilenetv3_large": {"arch": "lraspp", "backbone": "mobilenetv3_large", "output_stride": 16,
                                  "head_channels": 128},
+    "lraspp_mobilenetv3_large_reduced_tail": {"arch": "lraspp", "backbone": "mobilenetv3_large",
+                                              "output_stride": 16, "head_channels": 128, "reduced_tail": True},
     "lraspp_mobilenetv3_small": {"arch": "lraspp", "backbone": "mobilenetv3_small", "output_stride": 16,
                                  "head_channels": 128},
     "espnet": {"arch": "espnet"},

@@ -166,6 +166,9 @@ class ModelConfig(_Section):
     # every batch norm's moving-average momentum; None keeps each layer's own (keras.applications' 0.999
     # needs thousands of steps to follow the weights: a short fine-tune of a MobileNet wants e.g. 0.9)
     bn_momentum: Optional[float] = Field(None, ge=0, lt=1)
+    # MobileNetV3 only: the last stage's channels halved, as the MobileNetV3 paper's segmentation networks do
+    # ("reduced tail"; torchvision's reduced_tail=True); that stage then has no ImageNet weights
+    reduced_tail: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -178,6 +181,8 @@ class ModelConfig(_Section):
     def _check(self) -> "ModelConfig":
         if (self.arch in ESPNET_ARCHS) != (self.backbone == "espnet"):
             raise ValueError("model.arch 'espnet' / 'espnet_c' and model.backbone 'espnet' go together")
+        if self.reduced_tail and not self.backbone.startswith("mobilenetv3"):
+            raise ValueError(f"model.reduced_tail is a MobileNetV3 option, not one of {self.backbone!r}")
         if self.arch in ESPNET_ARCHS:
             if self.pretrained == "imagenet":
                 raise ValueError("model.pretrained 'imagenet' has no ESPNet weights; name an ESPNet-C .pth")
@@ -193,6 +198,9 @@ class ModelConfig(_Section):
                                  f"do not fit; name the deep-stem ImageNet checkpoint (resnet18-imagenet.pth)")
             return self
         mobile = self.backbone in MOBILE_BACKBONES
+        if self.reduced_tail and self.pretrained == "imagenet":
+            raise ValueError("model.reduced_tail halves the last stage, whose ImageNet weights then do not fit: "
+                             "set model.pretrained none, or model.reduced_tail false")
         if self.arch == "lraspp" and not mobile:
             raise ValueError(f"model.arch 'lraspp' needs a mobile backbone ({', '.join(MOBILE_BACKBONES)})")
         if mobile and self.arch not in MOBILE_ARCHS[self.backbone]:

@@ -148,3 +148,41 @@ def test_bn_momentum_reaches_every_batch_norm_and_is_saved(tmp_path):
     loaded = load_model(tmp_path / "m.keras")
     norms = [layer for layer in loaded.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) > 30 and {layer.momentum for layer in norms} == {0.9}
+
+
+# torchvision's mobilenet_v3_large / _small(reduced_tail=True): the last stage's first block projects to
+# 160 // 2 / 96 // 2, the others expand to 960 // 2 / 576 // 2 and project to the same half; the last 1×1
+# convolution is six times that.
+REDUCED_TAIL = {
+    "mobilenetv3_large": {"first_expand": 672, "project": 80, "expand": 480, "squeeze": 120, "conv_1": 480},
+    "mobilenetv3_small": {"first_expand": 288, "project": 48, "expand": 288, "squeeze": 72, "conv_1": 288}}
+
+
+@pytest.mark.parametrize("variant", sorted(MOBILENETV3))
+def test_mobilenetv3_reduced_tail_halves_the_last_stage_only(variant, tmp_path):
+    cfg = ModelConfig(arch="lraspp", backbone=variant, output_stride=16, head_channels=8, reduced_tail=True)
+    reduced = build_model(cfg, 3, (32, 48))
+    full = build_model(cfg.model_copy(update={"reduced_tail": False}), 3, (32, 48))
+    want = REDUCED_TAIL[variant]
+    first, *rest = MOBILENETV3[variant]["last_stage"]
+    filters = {f"expanded_conv_{first}_expand": want["first_expand"],
+               f"expanded_conv_{first}_project": want["project"], "conv_1": want["conv_1"]}
+    for b in rest:
+        filters.update({f"expanded_conv_{b}_expand": want["expand"], f"expanded_conv_{b}_project": want["project"],
+                        f"expanded_conv_{b}_squeeze_excite_conv": want["squeeze"],
+                        f"expanded_conv_{b}_squeeze_excite_conv_1": want["expand"]})
+    for name, count in filters.items():
+        assert reduced.get_layer(name).filters == count, name
+    assert reduced.get_layer(f"expanded_conv_{rest[-1]}_depthwise").dilation_rate == (2, 2)  # still stride 16
+    # every layer before the stage, and the head's layers past their input width, are the full network's
+    before = {w.path: w.shape for w in full.weights if not w.path.startswith(
+        tuple(f"expanded_conv_{b}_" for b in (first, *rest)) + ("conv_1", "lraspp_main", "lraspp_gate"))}
+    assert before and all(dict((w.path, w.shape) for w in reduced.weights)[p] == s for p, s in before.items())
+    assert reduced.count_params() < 0.6 * full.count_params()
+    reduced.save(tmp_path / "reduced.keras")
+    loaded = load_model(tmp_path / "reduced.keras")
+    x = np.random.default_rng(0).normal(size=(1, 32, 48, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x)["logits"], reduced(x)["logits"], rtol=1e-5, atol=1e-6)
+    for bad in ({"backbone": "mobilenetv2"}, {"pretrained": "imagenet"}):
+        with pytest.raises(ValueError, match="reduced_tail"):
+            ModelConfig(**{**cfg.model_dump(), **bad})

@@ -73,6 +73,8 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
         outputs["aux_logits"] = keras.layers.Identity(name="aux_logits")(
             heads.aux_head(ends["aux"], num_classes, max(cfg.head_channels // 2, 8), cfg.dropout))
     model = keras.Model(inputs, outputs, name=name or f"{cfg.arch}_{cfg.backbone}")
+    if cfg.reduced_tail:
+        model = backbones.reduce_last_stage(model, cfg.backbone)
     if cfg.backbone in backbones.MOBILENETV3 and stride == 16:
         model = backbones.dilate_last_stage(model, cfg.backbone)
     if cfg.bn_momentum is not None:

@@ -208,6 +208,35 @@ def mobilenetv3(inputs, variant: str, width: float = 1.0, pretrained: bool = Fal
             "aux": app.get_layer(plan["stride16"]).output, "out": out}
 
 
+def _halved(channels: int) -> int:
+    """Half of ``channels`` rounded to a multiple of 8, never below 90 % of the half (keras.applications'
+    and torchvision's rounding of MobileNet widths)."""
+    half = channels / 2
+    rounded = max(8, int(half + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * half else rounded
+
+
+def reduce_last_stage(model: keras.Model, variant: str) -> keras.Model:
+    """``model`` rebuilt with its MobileNetV3 last stage at half the channels, freshly initialised — the
+    MobileNetV3 paper's "reduced tail" for segmentation (torchvision's ``reduced_tail=True``): the stage's
+    first block projects to half the channels, the other blocks expand to and project to half, their
+    squeeze-excite convolutions follow, and the final 1×1 convolution is halved. Weights are not carried
+    over (their shapes change); call it on a network that has not been trained."""
+    first, *rest = MOBILENETV3[variant]["last_stage"]
+    halve = {f"expanded_conv_{first}_project", "conv_1"} | {
+        f"expanded_conv_{b}_{part}" for b in rest
+        for part in ("expand", "squeeze_excite_conv", "squeeze_excite_conv_1", "project")}
+    config = model.get_config()
+    entries = {entry["name"]: entry for entry in config["layers"]}
+    if not halve <= set(entries):
+        raise ValueError(f"{model.name} has no {variant} last stage to reduce")
+    for name in halve:
+        entries[name]["config"]["filters"] = _halved(entries[name]["config"]["filters"])
+    for entry in config["layers"]:  # the layers after the edit see other shapes: built anew when called
+        entry.pop("build_config", None)
+    return keras.Model.from_config(config)
+
+
 def dilate_last_stage(model: keras.Model, variant: str) -> keras.Model:
     """``model`` rebuilt with its MobileNetV3 last stage at dilation 2 and stride 1 (output stride 32 → 16),
     the same weights. keras.applications has no dilation option, so the layers' configs are edited: the first
