@@ -211,7 +211,8 @@ def _int8_file(fn, inputs: np.ndarray, denylisted_ops=()) -> bytes:
         return debugger.get_nondebug_quantized_model()
 
 
-def _outputs(content: bytes, inputs: np.ndarray) -> np.ndarray:
+def _outputs(content: bytes, inputs: np.ndarray) -> tuple[np.ndarray, set[str]]:
+    """The outputs of the TFLite model ``content`` on each of ``inputs`` (concatenated), and its op types."""
     from skd_tf.benchmark.runtime import make_interpreter, op_list, run
 
     with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
