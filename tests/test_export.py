@@ -376,3 +376,42 @@ def test_int8_calibration_records_each_tensors_own_range(tmp_path):
     steps = sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
     np.testing.assert_allclose(steps, [1, 1, 2, 2, 4, 5], rtol=1e-4)
     assert calibrator.Calibrator.calibrate is original  # the hook is undone after conversion
+
+
+def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes(tmp_path):
+    """ESPNet's input reinforcement average-pools the zero-padded image next to its first convolution. TFLite's
+    int8 PAD and AVERAGE_POOL_2D keep their input's scale: with tfmot's own range on the pooling the conversion
+    failed once calibration had moved the ranges apart ("'tfl.pad' op quantization parameters violate the same
+    scale constraint"); without one, the converter merged the two paddings and requantized the image to the
+    concatenation's scale, clipping the first convolution's input (b1_concat 20 % RMS off the fake-quantized
+    model). The mirror makes each pooling a frozen depthwise convolution: the file converts, is integer-only,
+    and its first concatenation is the fake-quantized model's within one output step. tfmot cannot rebuild a
+    layer that reads one tensor twice (ESPNet without blocks at level 2): a clear error, not a shape mismatch."""
+    from skd_tf.config import ModelConfig
+    from skd_tf.export.qat import calibrate_ranges, qat_logits_fn, quantization_aware
+
+    with pytest.raises(ValueError, match="'b2_concat' reads the same tensor twice"):  # no block: level2_0 twice
+        quantization_aware(build_model(ModelConfig(arch="espnet", espnet_blocks=(0, 1)), 5, (32, 32)))
+    keras.utils.set_random_seed(0)
+    net = build_model(ModelConfig(arch="espnet", espnet_blocks=(1, 1)), 5, (32, 32))
+    first = keras.Model(net.input, {"logits": net.get_layer("b1_concat").output})
+    rng = np.random.default_rng(0)
+    calibration = [scale * rng.standard_normal((2, 32, 32, 3)).astype(np.float32) for scale in (1.0, 2.0)]
+    for network, channels in ((net, 5), (first, 19)):
+        model = quantization_aware(network)
+        calibrate_ranges(model, calibration)
+        spec = ServingSpec((32, 32), channels, output="logits", preprocess=False)
+        content = convert(serving_function(qat_logits_fn(model), spec, integer_model=True), "qat",
+                          lambda: ([rng.standard_normal((1, 32, 32, 3)).astype(np.float32)] for _ in range(2)))
+        (tmp_path / "qat.tflite").write_bytes(content)
+        interpreter = runtime.make_interpreter(str(tmp_path / "qat.tflite"))
+        assert not [d["name"] for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
+    image = rng.standard_normal((1, 32, 32, 3)).astype(np.float32)
+    (scale, zero), (out_scale, out_zero) = (d["quantization"] for d in (interpreter.get_input_details()[0],
+                                                                        interpreter.get_output_details()[0]))
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                           np.clip(np.round(image / scale + zero), 0, 255).astype(np.uint8))
+    interpreter.invoke()
+    concatenated = (interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype(np.float32)
+                    - out_zero) * out_scale
+    assert np.abs(concatenated - model(image, training=False).numpy()).max() <= 1.01 * out_scale

@@ -5,7 +5,9 @@ tf_keras models (SPEC §4), and our networks are Keras 3 functional models. The
 graph is walked from the Keras 3 config: every layer is recreated from its
 class name and config (Keras 3-only keys dropped), wired to the same inputs,
 and given the trained weights; operation nodes on a tensor and a number
-(MobileNetV3's ``x + 3``) and the hard-swish activation get small twins.
+(MobileNetV3's ``x + 3``) and the hard-swish activation get small twins, and
+a valid-padded average pooling becomes the frozen depthwise convolution it is
+(``_average_pool_as_depthwise`` says why).
 Rebuilding from the graph rather than from the model builders means every
 architecture the builders make (ResNet, MobileNetV2/V3 backbones,
 PSPNet/DeepLabV3/LR-ASPP heads) mirrors without a second builder.
@@ -165,6 +167,21 @@ def _operation_from(entry: dict):
     return ScalarOp(entry["class_name"], args[1], name=entry["name"])
 
 
+def _average_pool_as_depthwise(name: str, config: dict):
+    """A valid-padded average pooling as the depthwise convolution it is: a frozen kernel of 1/(k_h·k_w).
+
+    TFLite's int8 AVERAGE_POOL_2D and PAD must keep their input's scale. ESPNet pools the zero-padded image
+    (torch's ``AvgPool2d(3, 2, 1)``) next to its first convolution, whose padding the converter merges with
+    the pooling's: with tfmot's own range on the pooling the conversion failed ("'tfl.pad' op quantization
+    parameters violate the same scale constraint"), and without one the converter requantized the shared
+    padding to the concatenation's scale and clipped the convolution's input. A depthwise convolution has a
+    scale of its own, as in the fake-quantized graph, and 1/9 is exact in int8 (127 steps of 1/1143)."""
+    size = tuple(config["pool_size"])
+    return tf_keras.layers.DepthwiseConv2D(
+        size, strides=config.get("strides") or size, padding="valid", use_bias=False, trainable=False,
+        depthwise_initializer=tf_keras.initializers.Constant(1.0 / (size[0] * size[1])), name=name)
+
+
 def _layer_from(entry: dict):
     if _is_operation(entry):
         return _operation_from(entry)
@@ -173,6 +190,8 @@ def _layer_from(entry: dict):
         return HardSwish(name=entry["name"])
     config = {k: v for k, v in entry["config"].items()
               if k not in _DROPPED_KEYS and not k.endswith(_DROPPED_SUFFIXES)}
+    if cls_name == "AveragePooling2D" and config.get("padding", "valid") == "valid":
+        return _average_pool_as_depthwise(entry["name"], config)
     if cls_name == "BatchNormalization":
         config["synchronized"] = False  # QAT fine-tuning runs on one device
     if cls_name == "LeakyReLU" and "negative_slope" in config:  # Keras 2 calls the slope alpha
