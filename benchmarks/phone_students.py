@@ -129,11 +129,9 @@ def export_file(network, size, quantization: str, output: str, calibration: np.n
     ``calibration`` (raw pixels), its logits coming out as int8 as an app reading them would take them; the
     file normalises with ``mean`` and ``std`` (0–255 pixels) as the network's pipeline does."""
     from skd_tf.export import checks
-    from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
-    from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
-    from skd_tf.export.integer_graph import for_integer_export
+    from skd_tf.export.convert import ServingSpec
+    from skd_tf.export.run import network_logits_fn, serving_flatbuffer
 
-    integer = quantization == "int8"
     spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, preprocess=True,
                        mean=tuple(mean), std=tuple(std), label_head=head)
 
@@ -141,11 +139,8 @@ def export_file(network, size, quantization: str, output: str, calibration: np.n
         for raw in calibration:
             yield [checks.model_input(raw[None].astype(np.float32), spec).astype(np.float32)]
 
-    traced = for_integer_export(network) if integer else network  # as `skd-tf export` traces it
-    content = convert(serving_function(keras_logits_fn(traced), spec, integer_model=integer), quantization,
-                      representative if integer else None, "uint8",
-                      float_output=integer and output == "logits")
-    path.write_bytes(shorten_tensor_names(raw_pixel_input(content) if integer else content))
+    path.write_bytes(serving_flatbuffer(network_logits_fn(network, quantization), spec, quantization,
+                                        representative if quantization == "int8" else None))
 
 
 def normalised(pixels: np.ndarray) -> np.ndarray:

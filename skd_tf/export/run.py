@@ -115,15 +115,29 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
                         "last_loss": result.last_loss}
         logits_fn = qat_logits_fn(result.model)
     else:
-        logits_fn = keras_logits_fn(for_integer_export(network) if integer else network)
-    concrete = serving_function(logits_fn, spec, integer_model=integer)
-    content = convert(concrete, quantization, representative, ecfg.int8_io,
-                      float_output=spec.output == "logits")
-    if integer and spec.preprocess:
-        content = raw_pixel_input(content)
+        logits_fn = network_logits_fn(network, quantization)
     if integer:
         facts["calibration_samples"] = ecfg.calibration_samples
-    return shorten_tensor_names(content), facts
+    return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io), facts
+
+
+def network_logits_fn(network, quantization: str):
+    """The logits function converted for ``quantization``: integer files trace the network's integer form
+    (``integer_graph.for_integer_export``), float files the network itself."""
+    return keras_logits_fn(for_integer_export(network) if quantization in ("int8", "qat") else network)
+
+
+def serving_flatbuffer(logits_fn, spec: ServingSpec, quantization: str, representative=None,
+                       int8_io: str = "uint8") -> bytes:
+    """The .tflite file of ``logits_fn`` with ``spec``'s input and output heads: converted (integer files
+    calibrated on ``representative``), integer inputs rescaled to raw pixels when pre-processing is baked in,
+    tensor names shortened — the bytes `skd-tf export` writes."""
+    integer = quantization in ("int8", "qat")
+    content = convert(serving_function(logits_fn, spec, integer_model=integer), quantization, representative,
+                      int8_io, float_output=spec.output == "logits")
+    if integer and spec.preprocess:
+        content = raw_pixel_input(content)
+    return shorten_tensor_names(content)
 
 
 def save_savedmodel(network, spec: ServingSpec, path: Path) -> None:
