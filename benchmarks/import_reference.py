@@ -72,6 +72,14 @@ def package_photos() -> list[Path]:
     return found
 
 
+def chosen_photos(images: list[str] | None) -> list[Path]:
+    """The ``--images`` files, else the photos shipped in installed packages; exits when there are none."""
+    photos = [Path(p) for p in images] if images else package_photos()
+    if not photos:
+        raise SystemExit("no photos: pass --images or pip install scikit-image")
+    return photos
+
+
 def load_photos(paths: list[Path], size) -> np.ndarray:
     """uint8 RGB N×H×W×3, each photo resized bilinearly to ``size`` (as the reference loader's cv2.resize)."""
     from PIL import Image
@@ -397,7 +405,7 @@ def main() -> int:
 
         start_tensorflow(QUIET)
         record = json.loads(RESULTS.read_text())
-        photos = [Path(p) for p in args.images] if args.images else package_photos()
+        photos = chosen_photos(args.images)
         record["int8_diagnosis"] = diagnosis(Path(args.out), photos, args.diagnosis_size)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         text = table(record)
@@ -429,9 +437,7 @@ def main() -> int:
         if missing:
             raise SystemExit(f"{folder} lacks {', '.join(missing)} (branch cvpr_19 of the SKD repository, "
                              f"folder checkpoint/; see docs/published-weights.md)")
-        photos = [Path(p) for p in args.images] if args.images else package_photos()
-        if not photos:
-            raise SystemExit("no photos: pass --images or pip install scikit-image")
+        photos = chosen_photos(args.images)
         reference = None
         if args.reference_code:
             spec = importlib.util.spec_from_file_location("skd_reference_espnet",

@@ -65,6 +65,18 @@ def _output_quantize_config():
     return OutputQuantizeConfig
 
 
+def _refuse_repeated_inputs(model) -> None:
+    """ValueError naming the first layer of the tf_keras ``model`` that reads one tensor twice: tfmot's model
+    transformer keeps one copy of it and the quantized model no longer fits the weights."""
+    for layer in model.layers:
+        inbound = layer.inbound_nodes[0].input_tensors if layer.inbound_nodes else []
+        names = [t.name for t in (inbound if isinstance(inbound, list) else [inbound])]
+        if len(set(names)) < len(names):
+            raise ValueError(f"QAT cannot quantize this network: layer {layer.name!r} reads the same tensor twice, "
+                             "which tensorflow-model-optimization cannot rebuild (e.g. ESPNet with "
+                             "model.espnet_blocks [0, q]: use at least one block per level)")
+
+
 def quantization_aware(network):
     """The Keras 3 ``network`` as a tf_keras model with fake-quant nodes, same weights, logits output."""
     import tensorflow_model_optimization as tfmot
@@ -73,13 +85,7 @@ def quantization_aware(network):
     from skd_tf.export.tf_keras_mirror import CUSTOM_LAYERS, mirror
 
     base = mirror(network)
-    for layer in base.layers:  # tfmot's model transformer keeps one copy of a tensor a layer reads twice
-        inbound = layer.inbound_nodes[0].input_tensors if layer.inbound_nodes else []
-        names = [t.name for t in (inbound if isinstance(inbound, list) else [inbound])]
-        if len(set(names)) < len(names):
-            raise ValueError(f"QAT cannot quantize this network: layer {layer.name!r} reads the same tensor twice, "
-                             "which tensorflow-model-optimization cannot rebuild (e.g. ESPNet with "
-                             "model.espnet_blocks [0, q]: use at least one block per level)")
+    _refuse_repeated_inputs(base)
     output_only = _output_quantize_config()
     # tfmot has no 8-bit scheme for these: fake-quantize their outputs (PReLU's α is quantized at conversion)
     special = tuple(CUSTOM_LAYERS.values()) + (tf_keras.layers.Multiply, tf_keras.layers.PReLU,
