@@ -239,7 +239,8 @@ def int8_error_growth(network, cfg, calibration: np.ndarray, photos: np.ndarray)
     * ``labels_with_one_op_type_int8``: the whole network converted with only the ops of one type in int8 and
       every other op in float — the share of Keras' labels each op type alone keeps;
     * ``labels_under_input_noise``: the float network's labels kept when every input value gets uniform noise
-      of ± ``NOISE_LEVELS`` grey levels (how much a perturbation of the int8 input's size already moves it)."""
+      of ± ``NOISE_LEVELS`` grey levels (how much a perturbation of the int8 input's size already moves it);
+    * ``labels_with_int8_weights_only``: ``int8_weights_only``."""
     import keras
     import tensorflow as tf
 
@@ -278,7 +279,59 @@ def int8_error_growth(network, cfg, calibration: np.ndarray, photos: np.ndarray)
         noisy = test + (rng.uniform(-level, level, test.shape) / std).astype(np.float32)
         noise[str(level)] = float((logits.predict(noisy, batch_size=1, verbose=0).argmax(-1) == reference).mean())
     return {"relative_rms_error": growth, "narrow_channels": narrow, "labels_with_one_op_type_int8": one_type,
-            "labels_under_input_noise": noise, "qat_fidelity": qat_fidelity(original, inputs, test, reference)}
+            "labels_under_input_noise": noise, "qat_fidelity": qat_fidelity(original, inputs, test, reference),
+            "labels_with_int8_weights_only": int8_weights_only(original, network, test, reference)}
+
+
+def _rounded(values: np.ndarray, channel_axes: tuple[int, ...] | None) -> np.ndarray:
+    """``values`` rounded to symmetric int8, one scale per index along ``channel_axes`` (None: per tensor)."""
+    keep = () if channel_axes is None else tuple(a % values.ndim for a in channel_axes)
+    scale = np.abs(values).max(axis=tuple(a for a in range(values.ndim) if a not in keep), keepdims=True) / 127
+    scale = np.where(scale == 0, 1.0, scale)
+    return np.round(values / scale) * scale
+
+
+def int8_weights_only(network, integer_network, test: np.ndarray, reference: np.ndarray) -> dict:
+    """The share of the float labels ``reference`` kept on ``test`` when only weights are rounded as an int8
+    file stores them and every activation stays float: ``convolutions``, every convolution kernel per output
+    channel (the finest TFLite has); ``unfolded_batch_norms_as_mul``, the batch norms the converter cannot
+    fold (those ``integer_network`` holds as ``BatchNormAsDepthwise``) as per-tensor MUL and ADD constants —
+    as int8 files held them before that rewrite, which stores each factor per channel, exactly."""
+    import keras
+
+    from skd_tf.models.layers import BatchNormAsDepthwise
+
+    unfolded = {layer.name for layer in integer_network.layers if isinstance(layer, BatchNormAsDepthwise)}
+    original = [layer.get_weights() for layer in network.layers]
+
+    def kept(rounding) -> float:
+        for layer, weights in zip(network.layers, original):
+            if weights:
+                layer.set_weights(rounding(layer, [w.copy() for w in weights]))
+        labels = network.predict(test, batch_size=1, verbose=0)["logits"].argmax(-1)
+        for layer, weights in zip(network.layers, original):
+            if weights:
+                layer.set_weights(weights)
+        return float((labels == reference).mean())
+
+    def convolutions(layer, weights):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # kernel h × w × in × multiplier
+            weights[0] = _rounded(weights[0], (2, 3))
+        elif isinstance(layer, keras.layers.Conv2DTranspose):  # kernel h × w × out × in
+            weights[0] = _rounded(weights[0], (2,))
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            weights[0] = _rounded(weights[0], (-1,))
+        return weights
+
+    def batch_norms_as_mul(layer, weights):
+        if layer.name in unfolded:  # y = k · x + c with k and c each rounded per tensor
+            gamma, beta, mean, variance = weights
+            root = np.sqrt(variance + layer.epsilon)
+            k = _rounded(gamma / root, None)
+            weights = [k * root, _rounded(beta - mean * gamma / root, None) + mean * k, mean, variance]
+        return weights
+
+    return {"convolutions": kept(convolutions), "unfolded_batch_norms_as_mul": kept(batch_norms_as_mul)}
 
 
 def narrow_channels(calibration_values: np.ndarray, values: np.ndarray) -> dict:
@@ -358,6 +411,13 @@ def table(record: dict) -> str:
                           f"({percent(qat['file_vs_float'])} with the float labels): on channels this narrow the "
                           f"file's requantizations and the fake-quantized graph round differently, so fine-tuning the "
                           f"one would not train the other."]
+        if "labels_with_int8_weights_only" in d:
+            weights = d["labels_with_int8_weights_only"]
+            lines += ["", f"Weights alone (every activation float, only weights rounded as the int8 file stores "
+                          f"them): the convolution kernels, per output channel, keep "
+                          f"{percent(weights['convolutions'])} of the labels; the batch norms after concatenations "
+                          f"and sums as per-tensor MUL and ADD constants (int8 files before they became depthwise "
+                          f"convolutions) {percent(weights['unfolded_batch_norms_as_mul'])}."]
     if any("torch_twin_vs_authors_max_abs" in row for row in record["rows"]):
         worst = max(row.get("torch_twin_vs_authors_max_abs", 0.0) for row in record["rows"])
         lines += ["", f"The authors' own network code (`--reference-code`) and benchmarks/torch_nets.py give logits "

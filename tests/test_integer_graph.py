@@ -1,6 +1,7 @@
-"""Integer exports trace hard-swish and per-channel PReLU in ops XNNPACK runs in int8
-(skd_tf.export.integer_graph): the two layers against NumPy, the rewrite keeps the network's function and
-weights, and an int8 ESPNet-C file carries LEAKY_RELU where its float32 twin carries PRELU."""
+"""Integer exports trace hard-swish and per-channel PReLU in ops XNNPACK runs in int8, and batch norms the
+converter cannot fold as depthwise convolutions (skd_tf.export.integer_graph): the three layers against
+NumPy, the rewrite keeps the network's function and weights, an int8 file keeps a batch norm's factors per
+channel, and an int8 ESPNet-C file carries LEAKY_RELU where its float32 twin carries PRELU."""
 
 import json
 
@@ -8,10 +9,11 @@ import keras
 import numpy as np
 import pytest
 
+from skd_tf.benchmark import runtime
 from skd_tf.config import DataConfig, ModelConfig
 from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.models import build_model
-from skd_tf.models.layers import HardSwish, PReLUAsLeakyReLU
+from skd_tf.models.layers import BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU
 
 
 def test_hard_swish_matches_numpy():
@@ -36,11 +38,68 @@ def test_prelu_as_leaky_relu_matches_numpy(slope):
         PReLUAsLeakyReLU(1.0)
 
 
+def test_batch_norm_as_depthwise_matches_numpy_and_keras():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 3, (2, 5, 7, 6)).astype(np.float32)
+    gamma, beta, mean = (rng.normal(0, 2, 6).astype(np.float32) for _ in range(3))
+    variance = rng.uniform(0.01, 4, 6).astype(np.float32)
+    layer, keras_bn = BatchNormAsDepthwise(epsilon=1e-3), keras.layers.BatchNormalization(epsilon=1e-3)
+    layer.build(x.shape)
+    keras_bn.build(x.shape)
+    for weights in (layer, keras_bn):
+        weights.set_weights([gamma, beta, mean, variance])
+    expected = gamma * (x - mean) / np.sqrt(variance + 1e-3) + beta
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(keras_bn(x, training=False)), rtol=1e-5, atol=1e-5)
+
+
+def test_an_unfolded_batch_norm_keeps_each_channels_factor_in_int8(tmp_path):
+    """A batch norm after a concatenation: int8 stores its factors per channel (a MUL constant would get one
+    scale for factors 0.02 … 9, and 0.02 would be stored as 0 or 0.07)."""
+    import tensorflow as tf
+
+    from skd_tf.export.convert import convert
+
+    factors = np.array([9.0, 1.3, 0.4, 0.02], np.float32)
+    x = keras.Input((6, 8, 2))
+    bn = keras.layers.BatchNormalization(epsilon=0.0, name="after_concat")
+    y = keras.layers.Conv2D(3, 1, name="reads_it")(bn(keras.layers.Concatenate()([x, x])))
+    model = for_integer_export(keras.Model(x, y))
+    assert isinstance(model.get_layer("after_concat"), BatchNormAsDepthwise)
+    model.get_layer("after_concat").set_weights([factors, np.zeros(4, np.float32), np.zeros(4, np.float32),
+                                                 np.ones(4, np.float32)])
+    fn = tf.function(model, input_signature=[tf.TensorSpec([1, 6, 8, 2], tf.float32)]).get_concrete_function()
+    data = np.random.default_rng(0).uniform(-1, 1, (4, 1, 6, 8, 2)).astype(np.float32)
+    path = tmp_path / "bn.tflite"
+    path.write_bytes(convert(fn, "int8", lambda: ([d] for d in data)))
+    interpreter = runtime.make_interpreter(str(path), xnnpack=False)  # XNNPACK would drop the constants
+    stored = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8 and t["shape"].tolist() == [1, 1, 1, 4]]
+    assert len(stored) == 1, "the batch norm's factors are not a per-channel depthwise kernel"
+    scales = stored[0]["quantization_parameters"]["scales"]
+    assert scales.shape == (4,)
+    kernel = interpreter.get_tensor(stored[0]["index"]).reshape(4) * scales
+    np.testing.assert_allclose(kernel, factors, rtol=1 / 254)
+
+
+def test_a_batch_norm_after_a_convolution_is_left_to_the_converter_to_fold():
+    x = keras.Input((6, 8, 2))
+    y = keras.layers.BatchNormalization(name="folded")(keras.layers.Conv2D(3, 1)(x))
+    y = keras.layers.BatchNormalization(name="after_relu")(keras.layers.ReLU()(y))
+    model = for_integer_export(keras.Model(x, y))
+    assert type(model.get_layer("folded")) is keras.layers.BatchNormalization
+    assert isinstance(model.get_layer("after_relu"), BatchNormAsDepthwise)
+
+
 def _randomise_prelu(model, seed=0):
+    """Random PReLU slopes and batch-norm statistics (fresh ones are 0 and 1)."""
     rng = np.random.default_rng(seed)
     for weight in model.weights:
         if weight.path.endswith("alpha"):
             weight.assign(rng.uniform(-0.1, 0.6, weight.shape).astype(np.float32))
+        elif weight.path.endswith(("moving_mean", "beta")):
+            weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
+        elif weight.path.endswith(("moving_variance", "gamma")):
+            weight.assign(rng.uniform(0.3, 2.0, weight.shape).astype(np.float32))
 
 
 @pytest.mark.parametrize("model", [dict(arch="espnet_c", backbone="espnet"),
@@ -56,6 +115,11 @@ def test_the_integer_rewrite_keeps_function_and_weights(model):
                                             keras.activations.serialize(layer.activation) == "hard_silu"
                                             for layer in swapped.layers)
     assert ("PReLUAsLeakyReLU" if "espnet" in model["arch"] else "HardSwish") in kinds
+    unfolded = {layer.name for layer in swapped.layers if isinstance(layer, BatchNormAsDepthwise)}
+    if "espnet" in model["arch"]:  # the batch norms after concatenations and sums, not the convolutions' own
+        assert {"b1.bn", "level2_0.bn", "b3.bn"} <= unfolded and "level1.bn" not in unfolded
+    else:  # every batch norm of MobileNetV3 and LR-ASPP follows a convolution
+        assert not unfolded
     assert len(swapped.weights) == len(net.weights)
     for a, b in zip(net.weights, swapped.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -87,6 +151,7 @@ def test_int8_espnet_c_carries_leaky_relu_and_float32_prelu(tmp_path):
     ops = {q: set(entry["deployability"]["ops"]) for q, entry in record["exports"].items()}
     assert "PRELU" in ops["float32"] and "LEAKY_RELU" not in ops["float32"]
     assert "PRELU" not in ops["int8"] and "LEAKY_RELU" in ops["int8"]
+    assert "DEPTHWISE_CONV_2D" in ops["int8"] and "DEPTHWISE_CONV_2D" not in ops["float32"]
     assert record["exports"]["int8"]["deployability"]["all_integer"] is True
     assert json.loads((tmp_path / "export.json").read_text())["exports"].keys() == {"float32", "int8"}
 

@@ -137,3 +137,35 @@ class PReLUAsLeakyReLU(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "slope": self.slope}
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
+class BatchNormAsDepthwise(keras.layers.Layer):
+    """Inference batch normalisation, y = k · (x − μ) + β with k = γ / √(σ² + ε) per channel, computed as a
+    1×1 depthwise convolution with kernel k and bias β − k · μ.
+
+    A batch norm the converter cannot fold into a preceding convolution (ESPNet's, after a concatenation or
+    a residual sum) becomes MUL and ADD by per-channel constants, and int8 quantizes those constants with
+    one scale per tensor: ESPNet's factors k span 0 … 9 within a tensor, so the small ones lose most of
+    their digits. A depthwise convolution's kernel is quantized per channel and its bias in int32. Holds the
+    batch norm's four weights in its order (γ, β, μ, σ²) (``skd_tf.export.integer_graph`` swaps it in for
+    integer exports)."""
+
+    def __init__(self, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        shape = (input_shape[-1],)
+        self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+        self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
+                                               trainable=False)
+
+    def call(self, x, training=None, mask=None):
+        k = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
+        return ops.depthwise_conv(x, ops.reshape(k, (1, 1, -1, 1)), 1, "valid") + (self.beta - k * self.moving_mean)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
