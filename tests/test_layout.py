@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "skd_tf"
 
 # Top to bottom; a unit may import its own level and the levels below, never above. ``benchmark`` is the
@@ -123,3 +125,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_the_longest_first_list_names_collected_tests(request):
+    """conftest.LONGEST_FIRST orders `make test`'s slowest tests first; a renamed test would silently drop out."""
+    from tests.conftest import LONGEST_FIRST
+
+    if len(request.session.items) < 100:  # a single file or test was asked for
+        pytest.skip("needs the whole suite collected")
+    collected = {item.nodeid for item in request.session.items}
+    assert [name for name in LONGEST_FIRST if name not in collected] == []
+    assert [item.nodeid for item in request.session.items[:len(LONGEST_FIRST)]] == list(LONGEST_FIRST)
