@@ -85,9 +85,12 @@ def test_a_batch_norm_after_a_convolution_is_left_to_the_converter_to_fold():
     x = keras.Input((6, 8, 2))
     y = keras.layers.BatchNormalization(name="folded")(keras.layers.Conv2D(3, 1)(x))
     y = keras.layers.BatchNormalization(name="after_relu")(keras.layers.ReLU()(y))
+    y = keras.layers.Conv2D(3, 1, activation="relu")(y)
+    y = keras.layers.BatchNormalization(name="after_fused_relu")(y)
     model = for_integer_export(keras.Model(x, y))
     assert type(model.get_layer("folded")) is keras.layers.BatchNormalization
     assert isinstance(model.get_layer("after_relu"), BatchNormAsDepthwise)
+    assert isinstance(model.get_layer("after_fused_relu"), BatchNormAsDepthwise)
 
 
 def _randomise_prelu(model, seed=0):

@@ -61,12 +61,15 @@ def _unfolded_batch_norms(node, found: set) -> set:
     if isinstance(node, dict):
         layers = node.get("layers")
         if isinstance(layers, list):
-            kinds = {entry.get("name"): entry.get("class_name") for entry in layers if isinstance(entry, dict)}
+            # a linear convolution: one with a fused activation keeps its batch norm apart
+            folds = {entry.get("name") for entry in layers if isinstance(entry, dict)
+                     and entry.get("class_name") in FOLDS_BATCH_NORM
+                     and entry.get("config", {}).get("activation") in (None, "linear")}
             for entry in layers:
                 config = entry.get("config", {}) if isinstance(entry, dict) else {}
                 if (entry.get("class_name") == "BatchNormalization" and config.get("scale") and config.get("center")
                         and config.get("axis") in (-1, 3, [-1], [3])
-                        and not all(kinds.get(name) in FOLDS_BATCH_NORM for name in _producers(entry) or [None])):
+                        and not all(name in folds for name in _producers(entry) or [None])):
                     found.add(config["name"])
         for value in node.values():
             _unfolded_batch_norms(value, found)
