@@ -35,47 +35,40 @@ HARD_SWISH_ACTIVATIONS = ("hard_silu", "hard_swish")
 FOLDS_BATCH_NORM = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
+def _dicts(node):
+    """Every dict in a nested model config (a node's args are a tuple)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _dicts(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _dicts(value)
+
+
 def _producers(entry) -> list[str]:
     """The names of the layers whose outputs a config entry reads."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            history = node.get("config", {}).get("keras_history") if node.get("class_name") == "__keras_tensor__" \
-                else None
-            if history:
-                found.append(history[0])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, (list, tuple)):  # a node's args are a tuple
-            for value in node:
-                walk(value)
-
-    walk(entry.get("inbound_nodes", []))
-    return found
+    return [node["config"]["keras_history"][0] for node in _dicts(entry.get("inbound_nodes", []))
+            if node.get("class_name") == "__keras_tensor__" and node.get("config", {}).get("keras_history")]
 
 
-def _unfolded_batch_norms(node, found: set) -> set:
-    """The names of the batch norms in a (nested) model config that read anything but a layer the converter
-    folds them into (``FOLDS_BATCH_NORM``), with scale and centre (four weights)."""
-    if isinstance(node, dict):
-        layers = node.get("layers")
-        if isinstance(layers, list):
-            # a linear convolution: one with a fused activation keeps its batch norm apart
-            folds = {entry.get("name") for entry in layers if isinstance(entry, dict)
-                     and entry.get("class_name") in FOLDS_BATCH_NORM
-                     and entry.get("config", {}).get("activation") in (None, "linear")}
-            for entry in layers:
-                config = entry.get("config", {}) if isinstance(entry, dict) else {}
-                if (entry.get("class_name") == "BatchNormalization" and config.get("scale") and config.get("center")
-                        and config.get("axis") in (-1, 3, [-1], [3])
-                        and not all(name in folds for name in _producers(entry) or [None])):
-                    found.add(config["name"])
-        for value in node.values():
-            _unfolded_batch_norms(value, found)
-    elif isinstance(node, list):
-        for value in node:
-            _unfolded_batch_norms(value, found)
+def _unfolded_batch_norms(config: dict) -> set:
+    """The names of the batch norms in a (nested) model config that read anything but a linear layer the
+    converter folds them into (``FOLDS_BATCH_NORM``; one with a fused activation keeps its batch norm
+    apart), with scale and centre (four weights)."""
+    found = set()
+    for node in _dicts(config):
+        if not isinstance(node.get("layers"), list):
+            continue
+        layers = [entry for entry in node["layers"] if isinstance(entry, dict)]
+        folds = {entry.get("name") for entry in layers if entry.get("class_name") in FOLDS_BATCH_NORM
+                 and entry.get("config", {}).get("activation") in (None, "linear")}
+        for entry in layers:
+            options = entry.get("config", {})
+            if (entry.get("class_name") == "BatchNormalization" and options.get("scale") and options.get("center")
+                    and options.get("axis") in (-1, 3, [-1], [3])
+                    and not all(name in folds for name in _producers(entry) or [None])):
+                found.add(options["name"])
     return found
 
 
@@ -128,7 +121,7 @@ def for_integer_export(network: keras.Model) -> keras.Model:
         config = network.get_config()
     except NotImplementedError:  # a subclassed model
         return network
-    batch_norms = _unfolded_batch_norms(config, set())
+    batch_norms = _unfolded_batch_norms(config)
     replaced = [layer for layer in _all_layers(network) if _replaceable(layer)]
     if not replaced and not batch_norms:
         return network
