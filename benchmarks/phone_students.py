@@ -18,7 +18,9 @@ and int8 at 512×1024 and 1024×2048, once with the label head (bilinear upsampl
 default, chosen in docs/real-size.md "The label head") and once without (model-resolution logits);
 int8 calibrated on 8 fabricated street scenes (benchmarks/cityscapes_fabric.py). Each file is timed by
 ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK) with 1 and 2 threads. Records, one per
-(student, size): benchmarks/results/phone_students/latency/; the CPU and its features are in each.
+(student, size) in a folder per host, named by its instruction-set features
+(benchmarks/results/phone_students/latency/<features>/), so a host with other features (VNNI or not,
+AVX-512 or not) adds its own table instead of replacing another's; the CPU is in each record.
 """
 
 from __future__ import annotations
@@ -118,8 +120,14 @@ def accuracy_table(found: dict[str, dict[int, float]]) -> str:
 
 # ------------------------------------------------------------------------------------------------- latency
 
-def latency_record_path(student: str, size: tuple[int, int]) -> Path:
-    return RESULTS / "latency" / f"{student}_{size[0]}x{size[1]}.json"
+def host_key(host: dict) -> str:
+    """The folder of one host's latency records: its instruction-set features (what changes XNNPACK's code
+    paths, above all int8 against float32), e.g. ``avx2-fma-avx512f-avx512_vnni-avx512_bf16``."""
+    return "-".join(host["features"]) or "no-simd-features"
+
+
+def latency_record_path(student: str, size: tuple[int, int], host: dict) -> Path:
+    return RESULTS / "latency" / host_key(host) / f"{student}_{size[0]}x{size[1]}.json"
 
 
 def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path,
@@ -182,7 +190,8 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
     from skd_tf.config import ModelConfig
     from skd_tf.models import build_model
 
-    target = latency_record_path(student, size)
+    host = host_cpu()
+    target = latency_record_path(student, size, host)
     if target.exists() and not fresh:
         return None
     print(f"{student} {size[0]}x{size[1]}: exporting and timing", flush=True)
@@ -205,7 +214,7 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
     record = {"student": student, "size": list(size), "parameters": int(network.count_params()),
               "logits_shape": list(network.output["logits"].shape[1:3]),
               "bn_statistics": f"set from {BN_IMAGES} fabricated street scenes", "device": host_device(),
-              "host": host_cpu(), "settings": {"warmup": settings.warmup, "runs": settings.runs,
+              "host": host, "settings": {"warmup": settings.warmup, "runs": settings.runs,
                                                "min_seconds": settings.min_seconds}, "rows": rows}
     from skd_tf.atomic import write_text
 
@@ -214,12 +223,22 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
 
 
 def latency_records() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RESULTS / "latency").glob("*.json"))]
+    """Every host's records (one folder per host, ``host_key``)."""
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / "latency").glob("*/*.json"))]
+
+
+def latency_tables(records: list[dict]) -> str:
+    """``latency_table`` for each host's records, the host with the most instruction-set features first."""
+    hosts: dict[str, list[dict]] = {}
+    for record in records:
+        hosts.setdefault(host_key(record["host"]), []).append(record)
+    ranked = sorted(hosts.values(), key=lambda found: (-len(found[0]["host"]["features"]), host_key(found[0]["host"])))
+    return "\n".join(latency_table(found) for found in ranked)
 
 
 def latency_table(records: list[dict]) -> str:
     """One line per student, size and thread count: each quantization's mean ms with the label head and
-    without (logits), and int8's latency as a fraction of float32's (with the head)."""
+    without (logits), and int8's latency as a fraction of float32's (with the head); one host's records."""
     order = {name: i for i, name in enumerate(LATENCY_STUDENTS)}
     records = sorted(records, key=lambda r: (r["size"][0], order.get(r["student"], 99)))
     head = " | ".join(f"{q} ms" for q in QUANTIZATIONS)
@@ -259,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset (accuracy: backbones; latency: student names)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "phone_students",
                         help="where the training runs go (not committed)")
-    parser.add_argument("--fresh", action="store_true", help="redo recorded (student, seed|size)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="redo recorded (student, seed|size); latency: this host's records only")
     parser.add_argument("--table-only", action="store_true", help="print the recorded tables, run nothing")
     parser.add_argument("--docs", action="store_true", help="write the tables into docs/real-size.md")
     args = parser.parse_args(argv)
@@ -291,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     show(accuracy_table(accuracy_records()), "real-size.md", "phone-students-accuracy", args.docs)
     records = latency_records()
     if records:
-        show(latency_table(records), "real-size.md", "phone-students-latency", args.docs)
+        show(latency_tables(records), "real-size.md", "phone-students-latency", args.docs)
     return 0
 
 

@@ -45,6 +45,21 @@ def test_latency_table_gives_int8_over_float32_and_the_heads_share():
     assert lines[2].startswith("| lraspp_mobilenetv3_large † |") and lines[-1].startswith("† made before")
 
 
+def test_each_hosts_latency_records_keep_their_own_folder_and_table():
+    rows = [{"quantization": q, "output": o, "threads": t, "mean_ms": 10.0, "p95_ms": 0.0, "bytes": 2 ** 20}
+            for q in ("float32", "float16", "int8") for o in ("labels", "logits") for t in (1, 2)]
+    vnni = {"model": "CPU A", "features": ["avx2", "fma", "avx512f", "avx512_vnni"]}
+    avx2 = {"model": "CPU B", "features": ["avx2", "fma"]}
+    assert phone_students.latency_record_path("espnet", (512, 1024), avx2) == (
+        phone_students.RESULTS / "latency" / "avx2-fma" / "espnet_512x1024.json")
+    records = [{"student": "espnet", "size": [512, 1024], "parameters": 1, "rows": rows, "host": host,
+                "bn_statistics": "set"} for host in (avx2, vnni)]
+    lines = phone_students.latency_tables(records).splitlines()
+    assert [line for line in lines if line.startswith("CPU:")] == [
+        "CPU: CPU A (avx2, fma, avx512f, avx512_vnni)", "CPU: CPU B (avx2, fma)"]  # two tables, most features first
+    assert sum(line.startswith("| espnet |") for line in lines) == 4
+
+
 def test_outputs_are_compared_by_labels_and_by_logits():
     host = np.zeros((2, 4, 4), np.uint8)
     arm = host.copy()
