@@ -2,6 +2,7 @@
 
     python benchmarks/phone_students.py --part accuracy --seeds 0,1,2   # train what is not recorded yet
     python benchmarks/phone_students.py --part latency                  # export and time what is not recorded
+    python benchmarks/phone_students.py --part race                     # LR-ASPP V2 against V3-Large, int8, paired
     python benchmarks/phone_students.py --table-only --docs             # the recorded tables into docs/real-size.md
 
 Accuracy: each ``configs/synthetic_lraspp_<backbone>.yaml`` (LR-ASPP on MobileNetV2, MobileNetV3-Large,
@@ -267,12 +268,83 @@ def latency_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n\nCPU: " + "; ".join(devices) + "\n" + note
 
 
+# --------------------------------------------------------------------------------------------------- race
+
+RACE_STUDENTS = ("lraspp_mobilenetv2", "lraspp_mobilenetv3_large", "lraspp_mobilenetv3_large_reduced_tail")
+RACE_SIZE, RACE_THREADS = (512, 1024), 2  # the setting of issue #29's "V3-Large faster than V2" target
+
+
+def race_record_path(host: dict) -> Path:
+    return RESULTS / "race" / f"{host_key(host)}.json"
+
+
+def race(rounds: int, settings) -> dict:
+    """The int8 files (label head) of ``RACE_STUDENTS`` at ``RACE_SIZE`` on ``RACE_THREADS`` threads, timed in
+    ``rounds`` interleaved rounds (each round times every file once, in a rotated order), so that the VM's
+    drift and neighbours fall on all of them alike and each student's difference to the first is paired by
+    round; recorded per host (replacing that host's record)."""
+    import keras
+
+    from cityscapes_fabric import street_scenes
+    from skd_tf.benchmark.device import host_device
+    from skd_tf.benchmark.measure import run_isolated
+    from skd_tf.config import ModelConfig
+    from skd_tf.models import build_model
+
+    calibration = street_scenes(8, RACE_SIZE)
+    host = host_cpu()
+    times: dict[str, list[float]] = {student: [] for student in RACE_STUDENTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for student in RACE_STUDENTS:
+            keras.utils.set_random_seed(0)
+            network = build_model(ModelConfig(**LATENCY_STUDENTS[student]), 19, RACE_SIZE)
+            settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
+            files[student] = Path(tmp) / f"{student}.tflite"
+            export_file(network, RACE_SIZE, "int8", "labels", calibration, files[student])
+        for r in range(rounds):
+            order = RACE_STUDENTS[r % len(RACE_STUDENTS):] + RACE_STUDENTS[:r % len(RACE_STUDENTS)]
+            for student in order:
+                times[student].append(round(run_isolated(str(files[student]), RACE_THREADS, True,
+                                                         settings)["latency_ms"]["mean"], 2))
+            print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{s} {times[s][-1]:.1f} ms" for s in RACE_STUDENTS),
+                  flush=True)
+    record = {"size": list(RACE_SIZE), "threads": RACE_THREADS, "quantization": "int8", "output": "labels",
+              "device": host_device(), "host": host, "settings": {"warmup": settings.warmup, "runs": settings.runs,
+                                                                   "min_seconds": settings.min_seconds},
+              "mean_ms_per_round": times}
+    from skd_tf.atomic import write_text
+
+    write_text(race_record_path(host), json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def race_table(records: list[dict]) -> str:
+    """Per host and student: mean int8 ms over the rounds and the paired difference to the first student
+    (ms, 95 % t-interval over rounds)."""
+    lines = ["| CPU | student | rounds | int8 ms, mean of rounds | paired Δ vs " + RACE_STUDENTS[0] + " ms [95 % CI] |",
+             "|---|---|---|---|---|"]
+    for record in records:
+        times = record["mean_ms_per_round"]
+        base = dict(enumerate(times[RACE_STUDENTS[0]]))
+        cpu = f"{record['host']['model']} ({', '.join(record['host']['features'])})"
+        for student, found in times.items():
+            cell = ""
+            if student != RACE_STUDENTS[0]:
+                d = paired_difference(dict(enumerate(found)), base)
+                cell = f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]" if d and d["low"] is not None else ""
+            lines.append(f"| {cpu} | {student} | {len(found)} | {np.mean(found):.1f} | {cell} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--part", choices=("accuracy", "latency", "both"), default="both")
+    parser.add_argument("--part", choices=("accuracy", "latency", "both", "race"), default="both",
+                        help="race: the LR-ASPP int8 files timed against each other in interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=10, help="race: interleaved rounds (default 10)")
     parser.add_argument("--seeds", default="0,1,2", help="accuracy: comma-separated seeds (default 0,1,2)")
     parser.add_argument("--students", default=None,
                         help="comma-separated subset (accuracy: backbones; latency: student names)")
@@ -306,12 +378,21 @@ def main(argv: list[str] | None = None) -> int:
         for size in SIZES:
             for student in students:
                 time_student(student, size, args.fresh, settings)
+    if not args.table_only and args.part == "race":
+        from skd_tf.benchmark.measure import Settings
+
+        if args.rounds < 2:
+            parser.error("--rounds: at least 2 (the interval needs two pairs)")
+        race(args.rounds, Settings(warmup=1, runs=5, min_seconds=2.0))
     from docs_pages import show
 
     show(accuracy_table(accuracy_records()), "real-size.md", "phone-students-accuracy", args.docs)
     records = latency_records()
     if records:
         show(latency_tables(records), "real-size.md", "phone-students-latency", args.docs)
+    races = [json.loads(p.read_text()) for p in sorted((RESULTS / "race").glob("*.json"))]
+    if races:
+        show(race_table(races), "real-size.md", "phone-students-race", args.docs)
     return 0
 
 

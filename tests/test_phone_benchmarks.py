@@ -60,6 +60,17 @@ def test_each_hosts_latency_records_keep_their_own_folder_and_table():
     assert sum(line.startswith("| espnet |") for line in lines) == 4
 
 
+def test_the_race_table_pairs_each_student_with_mobilenetv2_by_round():
+    v2, large, tail = phone_students.RACE_STUDENTS
+    record = {"host": {"model": "CPU A", "features": ["avx2"]},
+              "mean_ms_per_round": {v2: [10.0, 12.0, 11.0], large: [13.0, 14.0, 14.0], tail: [9.0, 11.0, 10.0]}}
+    lines = phone_students.race_table([record]).splitlines()
+    assert lines[2] == f"| CPU A (avx2) | {v2} | 3 | 11.0 |  |"
+    # differences 3, 2, 3: mean 8/3, sd 1/√3, half-width t(0.975, 2)·sd/√3 = 4.303 / 3 = 1.434
+    assert lines[3] == f"| CPU A (avx2) | {large} | 3 | 13.7 | +2.7 [+1.2, +4.1] |"
+    assert lines[4] == f"| CPU A (avx2) | {tail} | 3 | 10.0 | -1.0 [-1.0, -1.0] |"  # a constant difference
+
+
 def test_outputs_are_compared_by_labels_and_by_logits():
     host = np.zeros((2, 4, 4), np.uint8)
     arm = host.copy()
