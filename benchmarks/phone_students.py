@@ -181,25 +181,33 @@ def settle_batch_norm(network, images: np.ndarray) -> int:
     return len(layers)
 
 
-def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> dict | None:
-    """Exports ``student`` at ``size`` in every quantization and output and times each file; records it."""
+def settled_student(student: str, size: tuple[int, int], scenes: np.ndarray):
+    """``student`` built for 19 classes at ``size`` (seed 0), its BN statistics set from the first
+    ``BN_IMAGES`` of ``scenes`` (raw pixels)."""
     import keras
 
+    from skd_tf.config import ModelConfig
+    from skd_tf.models import build_model
+
+    keras.utils.set_random_seed(0)
+    network = build_model(ModelConfig(**LATENCY_STUDENTS[student]), 19, size)
+    settle_batch_norm(network, normalised(scenes[:BN_IMAGES]))
+    return network
+
+
+def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> dict | None:
+    """Exports ``student`` at ``size`` in every quantization and output and times each file; records it."""
     from cityscapes_fabric import street_scenes
     from skd_tf.benchmark.device import host_device
     from skd_tf.benchmark.measure import run_isolated
-    from skd_tf.config import ModelConfig
-    from skd_tf.models import build_model
 
     host = host_cpu()
     target = latency_record_path(student, size, host)
     if target.exists() and not fresh:
         return None
     print(f"{student} {size[0]}x{size[1]}: exporting and timing", flush=True)
-    keras.utils.set_random_seed(0)
-    network = build_model(ModelConfig(**LATENCY_STUDENTS[student]), 19, size)
     calibration = street_scenes(8, size)
-    settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
+    network = settled_student(student, size, calibration)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for quantization in QUANTIZATIONS:
@@ -216,7 +224,7 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
               "logits_shape": list(network.output["logits"].shape[1:3]),
               "bn_statistics": f"set from {BN_IMAGES} fabricated street scenes", "device": host_device(),
               "host": host, "settings": {"warmup": settings.warmup, "runs": settings.runs,
-                                               "min_seconds": settings.min_seconds}, "rows": rows}
+                                         "min_seconds": settings.min_seconds}, "rows": rows}
     from skd_tf.atomic import write_text
 
     write_text(target, json.dumps(record, indent=2) + "\n")
@@ -283,13 +291,9 @@ def race(rounds: int, settings) -> dict:
     ``rounds`` interleaved rounds (each round times every file once, in a rotated order), so that the VM's
     drift and neighbours fall on all of them alike and each student's difference to the first is paired by
     round; recorded per host (replacing that host's record)."""
-    import keras
-
     from cityscapes_fabric import street_scenes
     from skd_tf.benchmark.device import host_device
     from skd_tf.benchmark.measure import run_isolated
-    from skd_tf.config import ModelConfig
-    from skd_tf.models import build_model
 
     calibration = street_scenes(8, RACE_SIZE)
     host = host_cpu()
@@ -297,11 +301,9 @@ def race(rounds: int, settings) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for student in RACE_STUDENTS:
-            keras.utils.set_random_seed(0)
-            network = build_model(ModelConfig(**LATENCY_STUDENTS[student]), 19, RACE_SIZE)
-            settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
             files[student] = Path(tmp) / f"{student}.tflite"
-            export_file(network, RACE_SIZE, "int8", "labels", calibration, files[student])
+            export_file(settled_student(student, RACE_SIZE, calibration), RACE_SIZE, "int8", "labels", calibration,
+                        files[student])
         for r in range(rounds):
             order = RACE_STUDENTS[r % len(RACE_STUDENTS):] + RACE_STUDENTS[:r % len(RACE_STUDENTS)]
             for student in order:
