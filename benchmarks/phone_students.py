@@ -3,6 +3,7 @@
     python benchmarks/phone_students.py --part accuracy --seeds 0,1,2   # train what is not recorded yet
     python benchmarks/phone_students.py --part latency                  # export and time what is not recorded
     python benchmarks/phone_students.py --part race                     # LR-ASPP V2 against V3-Large, int8, paired
+                                                                        # (and V3-Large with ReLU: hard-swish's cost)
     python benchmarks/phone_students.py --table-only --docs             # the recorded tables into docs/real-size.md
 
 Accuracy: each ``configs/synthetic_lraspp_<backbone>.yaml`` (LR-ASPP on MobileNetV2, MobileNetV3-Large,
@@ -278,8 +279,30 @@ def latency_table(records: list[dict]) -> str:
 
 # --------------------------------------------------------------------------------------------------- race
 
-RACE_STUDENTS = ("lraspp_mobilenetv2", "lraspp_mobilenetv3_large", "lraspp_mobilenetv3_large_reduced_tail")
+RACE_STUDENTS = ("lraspp_mobilenetv2", "lraspp_mobilenetv3_large", "lraspp_mobilenetv3_large_reduced_tail",
+                 "lraspp_mobilenetv3_large_relu")
 RACE_SIZE, RACE_THREADS = (512, 1024), 2  # the setting of issue #29's "V3-Large faster than V2" target
+RELU_CONTROL = "_relu"  # a timing control, not a student: V3-Large with ReLU where it has hard-swish
+
+
+def with_relu_for_hard_swish(network):
+    """``network`` (same weights) with every hard-swish activation a ReLU: a different function, used only to
+    time what MobileNetV3's hard-swish costs in an int8 file (ReLU fuses into the op before it; hard-swish
+    is ADD, MUL, MUL there, ``skd_tf.export.integer_graph``)."""
+    from skd_tf.export.integer_graph import HARD_SWISH_ACTIVATIONS
+    from skd_tf.models.rebuild import rebuilt
+
+    def edit(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "Activation" and node.get("config", {}).get("activation") in HARD_SWISH_ACTIVATIONS:
+                node["config"]["activation"] = "relu"
+            for value in node.values():
+                edit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                edit(value)
+
+    return rebuilt(network, edit)
 
 
 def race_record_path(host: dict) -> Path:
@@ -302,8 +325,13 @@ def race(rounds: int, settings) -> dict:
         files = {}
         for student in RACE_STUDENTS:
             files[student] = Path(tmp) / f"{student}.tflite"
-            export_file(settled_student(student, RACE_SIZE, calibration), RACE_SIZE, "int8", "labels", calibration,
-                        files[student])
+            if student.endswith(RELU_CONTROL):
+                network = with_relu_for_hard_swish(
+                    settled_student(student.removesuffix(RELU_CONTROL), RACE_SIZE, calibration))
+                settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))  # ReLU changes what the BNs see
+            else:
+                network = settled_student(student, RACE_SIZE, calibration)
+            export_file(network, RACE_SIZE, "int8", "labels", calibration, files[student])
         for r in range(rounds):
             order = RACE_STUDENTS[r % len(RACE_STUDENTS):] + RACE_STUDENTS[:r % len(RACE_STUDENTS)]
             for student in order:
@@ -323,7 +351,7 @@ def race(rounds: int, settings) -> dict:
 
 def race_table(records: list[dict]) -> str:
     """Per host and student: mean int8 ms over the rounds and the paired difference to the first student
-    (ms, 95 % t-interval over rounds)."""
+    (ms, 95 % t-interval over rounds). A record made before a student joined the race lacks it."""
     lines = ["| CPU | student | rounds | int8 ms, mean of rounds | paired Δ vs " + RACE_STUDENTS[0] + " ms [95 % CI] |",
              "|---|---|---|---|---|"]
     for record in records:
