@@ -182,9 +182,9 @@ def settle_batch_norm(network, images: np.ndarray) -> int:
     return len(layers)
 
 
-def settled_student(student: str, size: tuple[int, int], scenes: np.ndarray):
-    """``student`` built for 19 classes at ``size`` (seed 0), its BN statistics set from the first
-    ``BN_IMAGES`` of ``scenes`` (raw pixels)."""
+def settled_student(student: str, size: tuple[int, int], scenes: np.ndarray, rewrite=None):
+    """``student`` built for 19 classes at ``size`` (seed 0), changed by ``rewrite`` (network → network) if
+    given, then its BN statistics set from the first ``BN_IMAGES`` of ``scenes`` (raw pixels)."""
     import keras
 
     from skd_tf.config import ModelConfig
@@ -192,6 +192,8 @@ def settled_student(student: str, size: tuple[int, int], scenes: np.ndarray):
 
     keras.utils.set_random_seed(0)
     network = build_model(ModelConfig(**LATENCY_STUDENTS[student]), 19, size)
+    if rewrite is not None:
+        network = rewrite(network)
     settle_batch_norm(network, normalised(scenes[:BN_IMAGES]))
     return network
 
@@ -279,30 +281,28 @@ def latency_table(records: list[dict]) -> str:
 
 # --------------------------------------------------------------------------------------------------- race
 
-RACE_STUDENTS = ("lraspp_mobilenetv2", "lraspp_mobilenetv3_large", "lraspp_mobilenetv3_large_reduced_tail",
-                 "lraspp_mobilenetv3_large_relu")
-RACE_SIZE, RACE_THREADS = (512, 1024), 2  # the setting of issue #29's "V3-Large faster than V2" target
-RELU_CONTROL = "_relu"  # a timing control, not a student: V3-Large with ReLU where it has hard-swish
-
-
 def with_relu_for_hard_swish(network):
     """``network`` (same weights) with every hard-swish activation a ReLU: a different function, used only to
     time what MobileNetV3's hard-swish costs in an int8 file (ReLU fuses into the op before it; hard-swish
     is ADD, MUL, MUL there, ``skd_tf.export.integer_graph``)."""
     from skd_tf.export.integer_graph import HARD_SWISH_ACTIVATIONS
-    from skd_tf.models.rebuild import rebuilt
+    from skd_tf.models.rebuild import config_dicts, rebuilt
 
-    def edit(node):
-        if isinstance(node, dict):
+    def edit(config):
+        for node in config_dicts(config):
             if node.get("class_name") == "Activation" and node.get("config", {}).get("activation") in HARD_SWISH_ACTIVATIONS:
                 node["config"]["activation"] = "relu"
-            for value in node.values():
-                edit(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                edit(value)
 
     return rebuilt(network, edit)
+
+
+# entry: (latency student, rewrite of its network or None); the last is a timing control, not a student
+RACE = {"lraspp_mobilenetv2": ("lraspp_mobilenetv2", None),
+        "lraspp_mobilenetv3_large": ("lraspp_mobilenetv3_large", None),
+        "lraspp_mobilenetv3_large_reduced_tail": ("lraspp_mobilenetv3_large_reduced_tail", None),
+        "lraspp_mobilenetv3_large_relu": ("lraspp_mobilenetv3_large", with_relu_for_hard_swish)}
+RACE_STUDENTS = tuple(RACE)
+RACE_SIZE, RACE_THREADS = (512, 1024), 2  # the setting of issue #29's "V3-Large faster than V2" target
 
 
 def race_record_path(host: dict) -> Path:
@@ -323,15 +323,10 @@ def race(rounds: int, settings) -> dict:
     times: dict[str, list[float]] = {student: [] for student in RACE_STUDENTS}
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
-        for student in RACE_STUDENTS:
-            files[student] = Path(tmp) / f"{student}.tflite"
-            if student.endswith(RELU_CONTROL):
-                network = with_relu_for_hard_swish(
-                    settled_student(student.removesuffix(RELU_CONTROL), RACE_SIZE, calibration))
-                settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))  # ReLU changes what the BNs see
-            else:
-                network = settled_student(student, RACE_SIZE, calibration)
-            export_file(network, RACE_SIZE, "int8", "labels", calibration, files[student])
+        for entry, (student, rewrite) in RACE.items():
+            files[entry] = Path(tmp) / f"{entry}.tflite"
+            export_file(settled_student(student, RACE_SIZE, calibration, rewrite), RACE_SIZE, "int8", "labels",
+                        calibration, files[entry])
         for r in range(rounds):
             order = RACE_STUDENTS[r % len(RACE_STUDENTS):] + RACE_STUDENTS[:r % len(RACE_STUDENTS)]
             for student in order:

@@ -28,27 +28,16 @@ import keras
 import numpy as np
 
 from skd_tf.models.layers import BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU
-from skd_tf.models.rebuild import rebuilt
+from skd_tf.models.rebuild import config_dicts, rebuilt
 
 HARD_SWISH_ACTIVATIONS = ("hard_silu", "hard_swish")
 # the layers the converter folds a following batch norm into
 FOLDS_BATCH_NORM = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
-def _dicts(node):
-    """Every dict in a nested model config (a node's args are a tuple)."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _dicts(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from _dicts(value)
-
-
 def _producers(entry) -> list[str]:
     """The names of the layers whose outputs a config entry reads."""
-    return [node["config"]["keras_history"][0] for node in _dicts(entry.get("inbound_nodes", []))
+    return [node["config"]["keras_history"][0] for node in config_dicts(entry.get("inbound_nodes", []))
             if node.get("class_name") == "__keras_tensor__" and node.get("config", {}).get("keras_history")]
 
 
@@ -57,7 +46,7 @@ def _unfolded_batch_norms(config: dict) -> set:
     converter folds them into (``FOLDS_BATCH_NORM``; one with a fused activation keeps its batch norm
     apart), with scale and centre (four weights)."""
     found = set()
-    for node in _dicts(config):
+    for node in config_dicts(config):
         if not isinstance(node.get("layers"), list):
             continue
         layers = [entry for entry in node["layers"] if isinstance(entry, dict)]
