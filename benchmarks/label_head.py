@@ -5,8 +5,8 @@
 
 Latency: each student (LR-ASPP MobileNetV2, PSPNet ResNet-18, ESPNet-C; untrained, BN statistics set from 4
 fabricated scenes as in phone_students.py) exported to int8 at 512×1024 and 1024×2048 five times —
-model-resolution logits (no head), and the label map by each head of ``skd_tf.export.convert.label_head``
-(bilinear, half, quarter, nearest) — calibrated on 8 fabricated street scenes, each file timed with ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK,
+model-resolution logits (no head), and the label map by each head of ``skd_tf.export.label_heads.label_head``
+(bilinear, two_class, half, quarter, nearest) — calibrated on 8 fabricated street scenes, each file timed with ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK,
 1 thread). A head's share = 1 − t(logits) / t(head).
 
 Accuracy: mIoU of each head's label map against the ground truth, and the pixels where it differs from the
@@ -15,7 +15,8 @@ configs/synthetic_student.yaml``) on the synthetic validation set at 64×64, and
 here (seed 0, ``--street-steps``) on 160 fabricated street scenes at 256×512 and scored on 40 others at
 512×1024 (benchmarks/cityscapes_fabric.py, label ids mapped to train ids as the Cityscapes pipeline does). The heads
 are the TensorFlow functions the export converts (tests/test_export.py checks the converted files against
-NumPy). Records: benchmarks/results/label_head.json; recorded parts are skipped on a rerun (``--fresh``).
+NumPy). Records: benchmarks/results/label_head.json; recorded parts are skipped on a rerun (``--fresh``), unless a head is
+missing from them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = ROOT / "benchmarks" / "results" / "label_head.json"
-HEADS = ("bilinear", "half", "quarter", "nearest")
+HEADS = ("bilinear", "two_class", "half", "quarter", "nearest")  # skd_tf.export.label_heads.LABEL_HEADS
 SIZES = ((512, 1024), (1024, 2048))
 STUDENTS = {  # name: (model config, classes)
     "lraspp_mobilenetv2": ({"arch": "lraspp", "backbone": "mobilenetv2", "output_stride": 16, "width": 1.0,
@@ -41,6 +42,11 @@ STUDENTS = {  # name: (model config, classes)
                          "head_channels": 512}, 19),
     "espnet_c": ({"arch": "espnet_c"}, 19),
 }
+
+
+def _complete(row: dict | None) -> bool:
+    """A recorded row that has every head (a head added since is measured with the others again)."""
+    return row is not None and all(head in row for head in HEADS)
 
 
 def load_record() -> dict:
@@ -75,7 +81,7 @@ def measure_latency(record: dict, students: list[str], threads: int, fresh: bool
         config, classes = STUDENTS[name]
         for size in SIZES:
             key = f"{name} {size[0]}x{size[1]} {threads}t"
-            if key in record["latency"] and not fresh:
+            if _complete(record["latency"].get(key)) and not fresh:
                 continue
             print(f"{key}: exporting and timing", flush=True)
             import keras
@@ -101,7 +107,7 @@ def head_scores(logit_batches, label_batches, num_classes: int, ignore: int) -> 
     import tensorflow as tf
 
     from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
-    from skd_tf.export.convert import label_head
+    from skd_tf.export.label_heads import label_head
 
     cms = {h: np.zeros((num_classes, num_classes), np.int64) for h in HEADS}
     differ = {h: 0 for h in HEADS}
@@ -118,7 +124,7 @@ def head_scores(logit_batches, label_batches, num_classes: int, ignore: int) -> 
 
 
 def measure_synthetic(record: dict, model_path: str, fresh: bool) -> None:
-    if "synthetic" in record["accuracy"] and not fresh:
+    if _complete(record["accuracy"].get("synthetic")) and not fresh:
         return
     from skd_tf.config import load_config
     from skd_tf.data import val_dataset
@@ -132,7 +138,9 @@ def measure_synthetic(record: dict, model_path: str, fresh: bool) -> None:
         logits.append(network(images, training=False)["logits"].numpy())
         labels.append(y.numpy())
     print(f"synthetic: {count} validation images at {cfg.data.eval_size}", flush=True)
-    record["accuracy"]["synthetic"] = {"model": model_path, "images": count, "size": list(cfg.data.eval_size),
+    shown = Path(model_path).resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    record["accuracy"]["synthetic"] = {"model": str(shown), "images": count, "size": list(cfg.data.eval_size),
                                        "logits": list(logits[0].shape[1:3]),
                                        **head_scores(logits, labels, cfg.data.num_classes, cfg.data.ignore_label)}
     save_record(record)
@@ -160,8 +168,9 @@ def street_data(seeds, size):
 
 def measure_street(record: dict, steps: int, fresh: bool) -> None:
     """LR-ASPP MobileNetV2 trained (seed 0) on 160 fabricated street scenes at 256×512, scored at 512×1024 on 40
-    others: a Cityscapes-shaped student whose logits are at 1/16 (32×64)."""
-    if "lraspp_street" in record["accuracy"] and not fresh:
+    others: a Cityscapes-shaped student whose logits are at 1/8 (64×128). The trained network is kept in
+    runs/label_head/ for the next run."""
+    if _complete(record["accuracy"].get("lraspp_street")) and not fresh:
         return
     import keras
     import tensorflow as tf
@@ -170,18 +179,26 @@ def measure_street(record: dict, steps: int, fresh: bool) -> None:
     from skd_tf.models import at_input_size, build_model
     from skd_tf.training import SegmentationTrainer
 
-    keras.utils.set_random_seed(0)
     config, classes = STUDENTS["lraspp_mobilenetv2"]
-    network = build_model(ModelConfig(**config), classes, (256, 512))
-    x, y = street_data(range(160), (256, 512))
-    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(160, seed=0).repeat().batch(4)
-    for layer in network.layers:  # keras.applications' 0.999 would leave the statistics unsettled after 800 steps
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
-    trainer = SegmentationTrainer(network, classes)
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-    print(f"LR-ASPP on fabricated street scenes: training {steps} steps at 256x512", flush=True)
-    trainer.fit(data, steps_per_epoch=steps, epochs=1, verbose=2)
+    saved = ROOT / "runs" / "label_head" / f"street_lraspp_{steps}.keras"
+    if saved.is_file():  # trained by an earlier run (seeded: the same network)
+        from skd_tf.models import load_model
+
+        network = load_model(str(saved))
+    else:
+        keras.utils.set_random_seed(0)
+        network = build_model(ModelConfig(**config), classes, (256, 512))
+        x, y = street_data(range(160), (256, 512))
+        data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(160, seed=0).repeat().batch(4)
+        for layer in network.layers:  # keras.applications' 0.999 would leave the statistics unsettled after 800 steps
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+        trainer = SegmentationTrainer(network, classes)
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+        print(f"LR-ASPP on fabricated street scenes: training {steps} steps at 256x512", flush=True)
+        trainer.fit(data, steps_per_epoch=steps, epochs=1, verbose=2)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        network.save(saved)
     network = at_input_size(network, (512, 1024))
     x, y = street_data(range(5000, 5040), (512, 1024))
     logits = [network(x[i:i + 1], training=False)["logits"].numpy() for i in range(len(x))]
@@ -199,8 +216,8 @@ def tables(record: dict) -> str:
         name, size, threads = key.split()
         devices.add(row["device"])
         base = row["logits"]["ms"]
-        cells = [f"{row[h]['ms']:.1f} ({100 * (1 - base / row[h]['ms']):.0f} %)" for h in HEADS]
-        integer = all(row[h]["all_integer"] for h in ("logits", *HEADS))
+        cells = [f"{row[h]['ms']:.1f} ({100 * (1 - base / row[h]['ms']):.0f} %)" if h in row else "–" for h in HEADS]
+        integer = all(row[h]["all_integer"] for h in ("logits", *HEADS) if h in row)
         lines.append(f"| {name} | {size} | {'×'.join(map(str, row['logits_shape']))} | {base:.1f} | "
                      + " | ".join(cells) + f" | {'yes' if integer else 'NO'} |")
     lines += ["", f"int8, XNNPACK, 1 thread, mean of ≥ 10 runs and 3 s; {'; '.join(sorted(devices))}.", ""]
@@ -214,8 +231,10 @@ def tables(record: dict) -> str:
         b = row["bilinear"]["miou"]
         lines.append(f"| {data} ({row['images']}) | {model} | {'×'.join(map(str, row['size']))} → "
                      f"{'×'.join(map(str, row['logits']))} | {b:.2f} | "
-                     + " | ".join(f"{row[h]['miou']:.2f} ({row[h]['miou'] - b:+.2f})" for h in others) + " | "
-                     + " / ".join(f"{100 * row[h]['differs_from_bilinear']:.2f} %" for h in others) + " |")
+                     + " | ".join(f"{row[h]['miou']:.2f} ({row[h]['miou'] - b:+.2f})" if h in row else "–"
+                                  for h in others) + " | "
+                     + " / ".join(f"{100 * row[h]['differs_from_bilinear']:.2f} %" if h in row else "–"
+                                  for h in others) + " |")
     return "\n".join(lines)
 
 
@@ -227,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a trained synthetic student (.keras)")
     parser.add_argument("--street-steps", type=int, default=800,
                         help="training steps of the LR-ASPP scored on fabricated street scenes (default 800)")
+    parser.add_argument("--part", choices=["all", "accuracy", "latency"], default="all",
+                        help="what to measure: both tables (default), the heads' mIoU, or their latency")
     parser.add_argument("--fresh", action="store_true", help="measure again what is recorded")
     parser.add_argument("--table-only", action="store_true", help="measure nothing; print the recorded tables")
     parser.add_argument("--docs", action="store_true", help="write the tables into docs/real-size.md")
@@ -240,12 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(STUDENTS)}")
         start = time.time()
-        if not Path(args.synthetic_model).is_file():
-            parser.error(f"--synthetic-model {args.synthetic_model} not found (skd-tf train --config "
-                         f"configs/synthetic_student.yaml --set train.out_dir=runs/label_head/synthetic_student)")
-        measure_synthetic(record, args.synthetic_model, args.fresh)
-        measure_street(record, args.street_steps, args.fresh)
-        measure_latency(record, args.students.split(","), args.threads, args.fresh)
+        if args.part in ("all", "accuracy"):
+            if not Path(args.synthetic_model).is_file():
+                parser.error(f"--synthetic-model {args.synthetic_model} not found (skd-tf train --config "
+                             f"configs/synthetic_student.yaml --set train.out_dir=runs/label_head/synthetic_student)")
+            measure_synthetic(record, args.synthetic_model, args.fresh)
+            measure_street(record, args.street_steps, args.fresh)
+        if args.part in ("all", "latency"):
+            measure_latency(record, args.students.split(","), args.threads, args.fresh)
         print(f"done in {(time.time() - start) / 60:.1f} min", flush=True)
     from docs_pages import show
 

@@ -135,7 +135,7 @@ def latency_record_path(student: str, size: tuple[int, int], host: dict) -> Path
 def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path,
                 head: str = "bilinear", mean=PIXEL_MEAN, std=PIXEL_STD) -> None:
     """``network`` at ``size`` as a TFLite file taking raw uint8 pixels, as `skd-tf export` writes it: the label
-    map (made by ``head``, skd_tf.export.convert.label_head) or the model-resolution logits; int8 calibrated on
+    map (made by ``head``, skd_tf.export.label_heads.label_head) or the model-resolution logits; int8 calibrated on
     ``calibration`` (raw pixels), its logits coming out as int8 as an app reading them would take them; the
     file normalises with ``mean`` and ``std`` (0–255 pixels) as the network's pipeline does."""
     from skd_tf.export import checks

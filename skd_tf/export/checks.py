@@ -19,7 +19,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from skd_tf.benchmark import runtime
-from skd_tf.export.convert import ServingSpec, label_head
+from skd_tf.export.convert import ServingSpec
+from skd_tf.export.label_heads import label_head
 from skd_tf.config import DataConfig
 from skd_tf.console import show_progress
 from skd_tf.data.pipeline import val_dataset
@@ -59,7 +60,7 @@ def model_input(raw: np.ndarray, spec: ServingSpec) -> np.ndarray:
 def labels_from_logits(logits: np.ndarray, size: tuple[int, int], head: str = "bilinear",
                        align_corners: bool = False) -> np.ndarray:
     """The label map an export head makes from ``logits`` at ``size`` (``bilinear``: upsampling, then argmax —
-    what evaluation scores; see ``skd_tf.export.convert.label_head``)."""
+    what evaluation scores; see ``skd_tf.export.label_heads.label_head``)."""
     return label_head(tf.convert_to_tensor(logits, tf.float32), size, head, tf.int32, align_corners).numpy()
 
 

@@ -2,8 +2,8 @@
 
 The exported graph is ``serving_function``: optional baked pre-processing
 (raw uint8 RGB → (x − mean)/std), the network's logits, and optionally the
-label head (bilinear upsampling to the input size, ``tf.math.argmax`` as int32,
-cast to uint8 when the classes fit; SPEC §4: Keras' argmax does not lower to a
+label head (``label_heads``: the logits to a label map at the input size,
+uint8 when the classes fit; SPEC §4: Keras' argmax does not lower to a
 builtin). Conversion allows TFLite builtin ops only: a graph that would need
 Flex (Select TF) ops fails with ``UnsupportedOpsError`` listing the ops and the
 layers they come from, never a silent Flex model.
@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from skd_tf.benchmark.native_log import native_stderr, without_tflite_notes
 from skd_tf.export.calibration import corrected_calibration
-from skd_tf.models.logits import resize_bilinear
+from skd_tf.export.label_heads import label_head
 
 
 class UnsupportedOpsError(ValueError):
@@ -39,7 +39,7 @@ class ServingSpec:
     preprocess: bool = True         # the app feeds raw RGB in [0, 255]
     mean: tuple = (0.0, 0.0, 0.0)
     std: tuple = (1.0, 1.0, 1.0)
-    label_head: str = "bilinear"    # how "labels" are made from the logits: one of LABEL_HEADS
+    label_head: str = "bilinear"    # how "labels" are made from the logits: one of label_heads.LABEL_HEADS
     align_corners: bool = False     # the head's bilinear resizes as the network's code did (models.logits)
 
     @property
@@ -71,43 +71,6 @@ def serving_function(logits_fn: Callable[[tf.Tensor], tf.Tensor], spec: ServingS
         return {"labels": label_head(logits, (h, w), spec.label_head, spec.label_dtype, spec.align_corners)}
 
     return serve.get_concrete_function()
-
-
-LABEL_HEADS = ("bilinear", "half", "quarter", "nearest")
-_HEAD_DIVISOR = {"half": 2, "quarter": 4}
-
-
-def label_head(logits: tf.Tensor, size: tuple[int, int], head: str = "bilinear", dtype=tf.uint8,
-               align_corners: bool = False) -> tf.Tensor:
-    """B×h×w×K logits → B×H×W class indices (``dtype``) at ``size`` = (H, W), four ways:
-
-    * ``bilinear``: the logits upsampled bilinearly to H×W, then argmax — what evaluation scores;
-    * ``half`` / ``quarter``: bilinearly to ⌈H/2⌉×⌈W/2⌉ / ⌈H/4⌉×⌈W/4⌉ (when that is larger than h×w), argmax,
-      then the labels repeated by nearest neighbour — boundaries placed at half / a quarter of the resolution;
-    * ``nearest``: argmax at h×w, then nearest neighbour — no interpolation at all.
-    Resizes use half-pixel centres (TFLite's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR); with ``align_corners``
-    the bilinear ones align the corner pixels instead, as ``skd_tf.models.logits.upsample_logits`` does for
-    the published networks trained that way (the nearest-neighbour step keeps half-pixel centres)."""
-    if head not in LABEL_HEADS:
-        raise ValueError(f"unknown label head {head!r}; choose from {', '.join(LABEL_HEADS)}")
-    h, w = size
-    if head == "bilinear":
-        return tf.cast(tf.math.argmax(resize_bilinear(logits, (h, w), align_corners), axis=-1, output_type=tf.int32),
-                       dtype)
-    if head in _HEAD_DIVISOR:
-        k = _HEAD_DIVISOR[head]
-        target = (-(-h // k), -(-w // k))
-        if target[0] > logits.shape[1] or target[1] > logits.shape[2]:
-            logits = resize_bilinear(logits, target, align_corners)
-    labels = tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), dtype)
-    # Nearest neighbour as two GATHERs of constant source rows and columns, ⌊(i + ½)·h/H⌋ (half-pixel
-    # centres, as the bilinear head's grid): TFLite's RESIZE_NEAREST_NEIGHBOR takes no integer tensor in a float
-    # graph, and a float detour would put float ops into an int8 file.
-    for axis, (n_in, n_out) in ((1, (labels.shape[1], h)), (2, (labels.shape[2], w))):
-        if n_in != n_out:
-            source = np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int32), n_in - 1)
-            labels = tf.gather(labels, tf.constant(source), axis=axis)
-    return labels
 
 
 def keras_logits_fn(network) -> Callable[[tf.Tensor], tf.Tensor]:

@@ -27,6 +27,7 @@ from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving
 from skd_tf.export.file_bytes import byte_breakdown
 from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 from skd_tf.export.integer_graph import for_integer_export
+from skd_tf.export.label_heads import effective_head
 from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
@@ -84,9 +85,13 @@ def prepare_network(checkpoint, cfg: RunConfig, ecfg: ExportConfig):
     if size[0] % stride or size[1] % stride or min(size) < stride:
         raise ExportError(f"input size {size[0]}x{size[1]} cannot be taken by this network: both sides must "
                           f"be positive multiples of its output stride {stride}")
+    aligned = logits_align_corners(network)
+    network = at_input_size(network, size)
+    # recorded as computed: two_class is the bilinear head where it cannot work (label_heads.effective_head)
+    head = effective_head(ecfg.label_head, network.output["logits"].shape[1:3], size, aligned)
     spec = ServingSpec(size, classes, ecfg.output, ecfg.preprocess, tuple(cfg.data.mean), tuple(cfg.data.std),
-                       ecfg.label_head, logits_align_corners(network))
-    return at_input_size(network, size), spec
+                       head, aligned)
+    return network, spec
 
 
 def _teacher_for_qat(cfg: RunConfig, ecfg: ExportConfig, size):

@@ -1,0 +1,148 @@
+"""The exported file's label heads: model-resolution logits → a label map at the input size.
+
+Five heads (``LABEL_HEADS``), from the exact to the cheapest:
+
+* ``bilinear``: the logits upsampled bilinearly to H×W, then argmax — what evaluation scores. Its cost is
+  the full-size K-channel tensor (RESIZE_BILINEAR then ARG_MAX over 19 classes at 512×1024: ≈ 10 ms in
+  int8 on one x86 core, a quarter of LR-ASPP MobileNetV2's time).
+* ``two_class``: the bilinear head's labels without the full-size K-channel tensor. Bilinear interpolation
+  is linear, so inside the cell between four neighbouring logit vectors the argmax between two classes a, b
+  is the sign of the interpolated difference l_a − l_b. The head picks each cell's two classes at model
+  resolution — c₁, the corners' winning class with the highest score summed over the four, and c₂, the best other
+  corners' winner (c₁ again when all four agree) — interpolates the one difference l_c₁ − l_c₂ to the f×f
+  pixels of the cell with a 1×1 convolution of constant bilinear weights, and takes c₁ where it is ≥ 0, c₂
+  elsewhere. Equal to ``bilinear`` wherever a pixel's winner is one of its cell's two classes: every pixel
+  of a cell whose corners show at most two winning classes, except where a third class overtakes both
+  inside the cell. Needs the input an even multiple f of the logits on both sides (f = 2, 4, 8, …, the
+  same f for both) and half-pixel centres; otherwise it *is* the bilinear head.
+* ``half`` / ``quarter``: bilinearly to ⌈H/2⌉×⌈W/2⌉ / ⌈H/4⌉×⌈W/4⌉ (when that is larger than h×w), argmax,
+  then the labels repeated by nearest neighbour — boundaries placed at half / a quarter of the resolution;
+* ``nearest``: argmax at h×w, then nearest neighbour — no interpolation at all.
+
+Every head lowers to TFLite builtins that take int8, so an int8 file stays integer-only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from skd_tf.models.logits import resize_bilinear
+
+LABEL_HEADS = ("bilinear", "two_class", "half", "quarter", "nearest")
+_HEAD_DIVISOR = {"half": 2, "quarter": 4}
+
+
+def label_head(logits: tf.Tensor, size: tuple[int, int], head: str = "bilinear", dtype=tf.uint8,
+               align_corners: bool = False) -> tf.Tensor:
+    """B×h×w×K logits → B×H×W class indices (``dtype``) at ``size`` = (H, W), by ``head`` (module docstring).
+
+    Resizes use half-pixel centres (TFLite's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR); with ``align_corners``
+    the bilinear ones align the corner pixels instead, as ``skd_tf.models.logits.upsample_logits`` does for
+    the published networks trained that way (the nearest-neighbour step keeps half-pixel centres)."""
+    if head not in LABEL_HEADS:
+        raise ValueError(f"unknown label head {head!r}; choose from {', '.join(LABEL_HEADS)}")
+    h, w = size
+    head = effective_head(head, logits.shape[1:3], size, align_corners)
+    if head == "two_class":
+        return _two_class_labels(logits, size, dtype)
+    if head == "bilinear":
+        return tf.cast(tf.math.argmax(resize_bilinear(logits, (h, w), align_corners), axis=-1, output_type=tf.int32),
+                       dtype)
+    if head in _HEAD_DIVISOR:
+        k = _HEAD_DIVISOR[head]
+        target = (-(-h // k), -(-w // k))
+        if target[0] > logits.shape[1] or target[1] > logits.shape[2]:
+            logits = resize_bilinear(logits, target, align_corners)
+    labels = tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), dtype)
+    # Nearest neighbour as two GATHERs of constant source rows and columns, ⌊(i + ½)·h/H⌋ (half-pixel
+    # centres, as the bilinear head's grid): TFLite's RESIZE_NEAREST_NEIGHBOR takes no integer tensor in a float
+    # graph, and a float detour would put float ops into an int8 file.
+    for axis, (n_in, n_out) in ((1, (labels.shape[1], h)), (2, (labels.shape[2], w))):
+        if n_in != n_out:
+            source = np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int32), n_in - 1)
+            labels = tf.gather(labels, tf.constant(source), axis=axis)
+    return labels
+
+
+def effective_head(head: str, logits_size, size, align_corners: bool = False) -> str:
+    """The head ``label_head`` computes for ``head``: ``bilinear`` for ``two_class`` where that cannot work
+    (corners aligned, or ``size`` not the same even multiple of ``logits_size`` on both sides)."""
+    if head == "two_class" and (align_corners or not two_class_factor(logits_size, size)):
+        return "bilinear"
+    return head
+
+
+def two_class_factor(logits_size, size) -> int:
+    """The upsampling factor f of the ``two_class`` head, or 0 when it cannot work there (it then computes
+    the bilinear head): H = f·h and W = f·w with the same even f ≥ 2."""
+    (h, w), (big_h, big_w) = tuple(logits_size), tuple(size)
+    if not h or not w or big_h % h or big_w % w:
+        return 0
+    f = big_h // h
+    return f if f == big_w // w and f >= 2 and f % 2 == 0 else 0
+
+
+def two_class_weights(f: int) -> np.ndarray:
+    """16 × f² constant weights of the ``two_class`` head's 1×1 convolution.
+
+    The f×f output block of low-resolution pixel (i, j) has four quadrants (qy, qx); quadrant (qy, qx) lies
+    in the cell whose top-left corner is (i + qy − 1, j + qx − 1) and its pixel (py, px) of the block sits at
+    t = (p + ½)/f − ½ + 1 − q between that cell's corners along each axis (half-pixel centres). Input channel
+    (qy, qx, corner iy, corner ix); output channel (qy, qx, py mod f/2, px mod f/2): quadrant first, so the
+    labels broadcast on the last axis and two DEPTH_TO_SPACEs lay the block out."""
+    half = f // 2
+    weights = np.zeros((2, 2, 2, 2, f, f))  # qy qx iy ix py px
+    t = (np.arange(f) + 0.5) / f - 0.5
+    for py in range(f):
+        qy = int(py >= half)
+        ty = t[py] + 1 - qy
+        for px in range(f):
+            qx = int(px >= half)
+            tx = t[px] + 1 - qx
+            for iy, wy in ((0, 1 - ty), (1, ty)):
+                for ix, wx in ((0, 1 - tx), (1, tx)):
+                    weights[qy, qx, iy, ix, py, px] = wy * wx
+    weights = weights.reshape(2, 2, 2, 2, 2, half, 2, half).transpose(0, 1, 2, 3, 4, 6, 5, 7)
+    return weights.reshape(16, f * f).astype(np.float32)
+
+
+def _corners(x: tf.Tensor, axis: int) -> tf.Tensor:
+    """The four corners (00, 01, 10, 11) of every cell of a B×(n+1)×(m+1)×… tensor, stacked on ``axis``."""
+    return tf.stack([x[:, :-1, :-1], x[:, :-1, 1:], x[:, 1:, :-1], x[:, 1:, 1:]], axis=axis)
+
+
+def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype) -> tf.Tensor:
+    """The ``two_class`` head (module docstring); ``two_class_factor`` has said it applies."""
+    _, h, w, _ = logits.shape
+    f = two_class_factor((h, w), size)
+    half = f // 2
+    # Edge rows and columns repeated: the border cells, where the bilinear resize clamps to the edge.
+    padded = tf.concat([logits[:, :1], logits, logits[:, -1:]], axis=1)
+    padded = tf.concat([padded[:, :, :1], padded, padded[:, :, -1:]], axis=2)             # B, h+2, w+2, K
+    winners = _corners(tf.math.argmax(padded, axis=-1, output_type=tf.int32), -1)        # B, h+1, w+1, 4
+    # the cell's summed logits (three ADDs: int8 AVERAGE_POOL_2D of 2×2, stride 1, took 0.4 ms more at 64×128)
+    cell_sum = padded[:, :-1, :-1] + padded[:, :-1, 1:] + padded[:, 1:, :-1] + padded[:, 1:, 1:]  # B, h+1, w+1, K
+    score = tf.gather(cell_sum, winners, axis=3, batch_dims=3)                            # B, h+1, w+1, 4
+    first = tf.gather(winners, tf.math.argmax(score, -1, output_type=tf.int32), axis=3, batch_dims=3)
+    is_first = tf.equal(winners, first[..., None])
+    others = tf.where(is_first, tf.reduce_min(score, -1, keepdims=True), score)
+    second = tf.gather(winners, tf.math.argmax(others, -1, output_type=tf.int32), axis=3, batch_dims=3)
+    # argmax may land on c₁'s own corner where the scores tie (in int8, often: the best other score can round
+    # to the minimum); then any other corner's winner, exactly (integer ops), or c₁ when all four agree
+    any_other = tf.reduce_max(tf.where(is_first, -1, winners), axis=-1)
+    second = tf.where(tf.equal(second, first), tf.where(any_other >= 0, any_other, first), second)
+    corner_logits = _corners(padded, 3)                                                    # B, h+1, w+1, 4, K
+    difference = (tf.gather(corner_logits, first, axis=4, batch_dims=3)
+                  - tf.gather(corner_logits, second, axis=4, batch_dims=3))                # B, h+1, w+1, 4
+    # each output block's four quadrants lie in four cells: (qy, qx) in cell (i + qy, j + qx) of the padded grid
+    quadrants = tf.concat([difference[:, :-1, :-1], difference[:, :-1, 1:],
+                           difference[:, 1:, :-1], difference[:, 1:, 1:]], axis=-1)        # B, h, w, 16
+    inside = tf.nn.conv2d(quadrants, tf.constant(two_class_weights(f))[None, None], 1, "VALID")  # B, h, w, f²
+    pick = tf.reshape(inside >= 0, [-1, h * w, 4, half * half])
+    labels = tf.where(pick, tf.reshape(_corners(first, -1), [-1, h * w, 4, 1]),
+                      tf.reshape(_corners(second, -1), [-1, h * w, 4, 1]))
+    labels = tf.nn.depth_to_space(tf.cast(tf.reshape(labels, [-1, h, w, f * f]), dtype), 2)
+    if half > 1:
+        labels = tf.nn.depth_to_space(labels, half)
+    return tf.reshape(labels, [-1, *size])  # a reshape, not [..., 0]: TFLite's strided slice is slow at full size
