@@ -3,13 +3,13 @@
 Five heads (``LABEL_HEADS``), from the exact to the cheapest:
 
 * ``bilinear``: the logits upsampled bilinearly to H×W, then argmax — what evaluation scores. Its cost is
-  the full-size K-channel tensor (RESIZE_BILINEAR then ARG_MAX over 19 classes at 512×1024: ≈ 10 ms in
-  int8 on one x86 core, a quarter of LR-ASPP MobileNetV2's time).
+  the full-size K-channel tensor (RESIZE_BILINEAR then ARG_MAX over 19 classes at 512×1024: 6.5–10 ms in
+  int8 on one x86 core, a quarter of LR-ASPP MobileNetV2's time; docs/real-size.md).
 * ``two_class``: the bilinear head's labels without the full-size K-channel tensor. Bilinear interpolation
   is linear, so inside the cell between four neighbouring logit vectors the argmax between two classes a, b
   is the sign of the interpolated difference l_a − l_b. The head picks each cell's two classes at model
-  resolution — c₁, the corners' winning class with the highest score summed over the four, and c₂, the best other
-  corners' winner (c₁ again when all four agree) — interpolates the one difference l_c₁ − l_c₂ to the f×f
+  resolution — c₁, the corners' winning class with the highest score summed over the four, and c₂, the best
+  other corners' winner (c₁ again when all four agree) — interpolates the one difference l_c₁ − l_c₂ to the f×f
   pixels of the cell with a 1×1 convolution of constant bilinear weights, and takes c₁ where it is ≥ 0, c₂
   elsewhere. Equal to ``bilinear`` wherever a pixel's winner is one of its cell's two classes: every pixel
   of a cell whose corners show at most two winning classes, except where a third class overtakes both
