@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import arm64_check  # noqa: E402
+import label_head  # noqa: E402
 import phone_students  # noqa: E402
 from tflite_outputs import aarch64_features  # noqa: E402
 
@@ -195,3 +196,16 @@ def test_exported_files_take_raw_pixels_as_skd_tf_export_writes_them(tmp_path, q
         np.testing.assert_allclose(out, expected, atol=1e-4 * np.abs(expected).max())
     else:  # int8 on a random network: a few steps off, but the same function (raw pixels fed as such: ~0)
         assert np.corrcoef(out.ravel(), expected.ravel())[0, 1] > 0.95
+
+
+def test_the_label_head_benchmark_measures_every_head_and_again_rows_missing_one():
+    """benchmarks/label_head.py times and scores every export head; a recorded row without a head added since
+    is measured again, and its table shows what is missing as a dash."""
+    from skd_tf.export.label_heads import LABEL_HEADS
+
+    assert label_head.HEADS == LABEL_HEADS
+    full = {h: {"ms": 10.0 + i, "all_integer": True} for i, h in enumerate(("logits", *LABEL_HEADS))}
+    old = {h: row for h, row in full.items() if h != "two_class"}
+    assert label_head._complete(full) and not label_head._complete(old) and not label_head._complete(None)
+    record = {"latency": {"x 512x1024 1t": {**old, "device": "host", "logits_shape": [64, 128]}}, "accuracy": {}}
+    assert "| x | 512x1024 | 64×128 | 10.0 | 11.0 (9 %) | – | 13.0 (23 %) |" in label_head.tables(record)
