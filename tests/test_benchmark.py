@@ -295,6 +295,7 @@ def test_parse_crash():
         android.parse_output(outputs.CRASH)
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")  # TF says so; the fallback is the point
 def test_tensorflow_interpreter_fallback(tiny_tflite):
     """When neither LiteRT nor tflite-runtime is wanted/installed, TensorFlow's own interpreter runs the model."""
     result = measure.measure(tiny_tflite, 1, False, warmup=0, runs=3, min_seconds=0.0, runtime_name="tensorflow")
