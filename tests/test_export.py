@@ -292,6 +292,15 @@ def test_upsampling_logits_with_aligned_corners_matches_a_numpy_reference():
         assert logits_align_corners(model) is aligned
 
 
+def _stride8_net(size) -> keras.Model:
+    """A seeded 5-class network with this project's dict outputs and logits at 1/8 of ``size``."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=8, padding="same", activation="relu")(inputs)
+    logits = keras.layers.Identity(name="logits")(keras.layers.Conv2D(5, 1)(x))
+    return keras.Model(inputs, {"logits": logits, "features": keras.layers.Identity(name="features")(x)})
+
+
 @pytest.mark.parametrize("size", [(64, 96), (66, 100)])  # stride 8 exactly, and sizes it does not divide
 def test_label_heads_match_a_numpy_reference(size):
     """Each exported label head against NumPy on the same TFLite logits: the full bilinear head, bilinear to a
@@ -300,11 +309,7 @@ def test_label_heads_match_a_numpy_reference(size):
     from ai_edge_litert.interpreter import Interpreter
     from skd_tf.export.label_heads import LABEL_HEADS
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((*size, 3))
-    x = keras.layers.Conv2D(8, 3, strides=8, padding="same", activation="relu")(inputs)
-    logits = keras.layers.Identity(name="logits")(keras.layers.Conv2D(5, 1)(x))
-    net = keras.Model(inputs, {"logits": logits, "features": keras.layers.Identity(name="features")(x)})
+    net = _stride8_net(size)
     image = np.random.default_rng(1).integers(0, 256, (1, *size, 3)).astype(np.uint8)
 
     def run(spec):
@@ -353,11 +358,7 @@ def test_the_two_class_head_is_the_bilinear_head_between_two_classes_and_stays_i
     np.testing.assert_array_equal(labels, _np_two_class(logits, (16, 16)))
     assert 2 in _np_label_head(logits, (16, 16), "bilinear") and 2 not in labels
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((64, 96, 3))
-    x = keras.layers.Conv2D(8, 3, strides=8, padding="same", activation="relu")(inputs)
-    logits = keras.layers.Identity(name="logits")(keras.layers.Conv2D(5, 1)(x))
-    net = keras.Model(inputs, {"logits": logits, "features": keras.layers.Identity(name="features")(x)})
+    net = _stride8_net((64, 96))
     images = rng.integers(0, 256, (4, 1, 64, 96, 3)).astype(np.float32)
     outputs = {}
     for output in ("logits", "labels"):
