@@ -16,9 +16,13 @@ configuration resolves them; ``dpkg-deb -x`` unpacks them), and the aarch64 whee
 numpy at this host's versions (pip download, unpacked). binfmt_misc is not needed: the arm64 interpreter is
 started through ``qemu-aarch64-static -L <root>``.
 
-Files: each student's trained checkpoint (``benchmarks/phone_students.py --part accuracy``, seed 0) exported
-by ``skd-tf export`` to float32, float16, int8 and QAT, once with the label map as output and once with the
-logits; images: the first ``--images`` of its config's validation set. Records:
+Files: each LR-ASPP student's seed-0 checkpoint (``benchmarks/phone_students.py --part accuracy``'s, else
+trained here once into ``--work``/students) exported by ``skd-tf export`` to float32, float16, int8 and QAT three
+times: the label map by the bilinear head, the label map by the ``two_class`` head, and the logits; images: the
+first ``--images`` of its config's validation set. With ``--published DIR`` (the SKD authors' checkpoints,
+../shared/reference-weights/skd-cvpr19) also their Cityscapes ESPNet and ESPNet-C, imported and exported to
+float32, float16 and int8 (calibrated on 8 fabricated street scenes, benchmarks/cityscapes_fabric.py; no QAT:
+that needs their training data) at ``--published-size``, and run on 4 other fabricated scenes. Records:
 benchmarks/results/arm64_check.json.
 """
 
@@ -39,8 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = ROOT / "benchmarks" / "results" / "arm64_check.json"
 CPUS = ("cortex-a53", "cortex-a76", "max")
 QUANTIZATIONS = ("float32", "float16", "int8", "qat")
-OUTPUTS = ("labels", "logits")
+PUBLISHED_QUANTIZATIONS = ("float32", "float16", "int8")
+# what the file outputs: (skd-tf export's --output, --label-head)
+OUTPUTS = {"labels": ("labels", "bilinear"), "two_class": ("labels", "two_class"), "logits": ("logits", "bilinear")}
 STUDENTS = ("mobilenetv3_large", "mobilenetv3_small", "mobilenetv2")
+# the published networks: name → (file under --published, config)
+PUBLISHED = {"espnet": ("cityscapes/ESPNet_Ours_64.pth", "cityscapes_espnet"),
+             "espnet_c": ("cityscapes/ESPNet_C_Ours_60.pth", "cityscapes_espnet_c")}
+PUBLISHED_IMAGES, PUBLISHED_CALIBRATION = 4, 8
+NAMES = {"mobilenetv3_large": "LR-ASPP MobileNetV3-Large", "mobilenetv3_small": "LR-ASPP MobileNetV3-Small",
+         "mobilenetv2": "LR-ASPP MobileNetV2", "espnet": "ESPNet (published, Cityscapes)",
+         "espnet_c": "ESPNet-C (published, Cityscapes)"}
 ARM64_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6")
 DEBIAN = "deb [arch={arch} signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {} main"
 
@@ -162,35 +175,107 @@ def arm64_site(work: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ files and images
 
-def exported(student: str, output: str, work: Path, qat_steps: int) -> dict[str, Path]:
-    """{quantization: file} of the student's seed-0 checkpoint exported with ``output`` (done once)."""
+def student_checkpoint(student: str, work: Path) -> Path:
+    """The student's seed-0 checkpoint: phone_students.py's when present, else one trained here (once)."""
+    checkpoint = ROOT / "runs" / "phone_students" / student / "seed0" / "model.keras"
+    if checkpoint.exists():
+        return checkpoint
+    out = work / "students" / student
+    if not (out / "model.keras").exists():
+        print(f"training {student} (seed 0, into {out})", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        _run([sys.executable, "-m", "skd_tf.cli", "train", "--config",
+              str(ROOT / "configs" / f"synthetic_lraspp_{student}.yaml"), "--set", "seed=0",
+              "--set", f"train.out_dir={out}", "--quiet"], f"training of {student}", cwd=ROOT)
+    return out / "model.keras"
+
+
+def exported(student: str, output: str, work: Path, qat_steps: int) -> dict:
+    """{"files": {quantization: file}, "head": the label head computed} of the student's seed-0 checkpoint
+    exported as ``output`` (an ``OUTPUTS`` key; done once)."""
     folder = work / "exports" / f"{student}_{output}"
     record = folder / "export.json"
     if not record.exists():
-        checkpoint = ROOT / "runs" / "phone_students" / student / "seed0" / "model.keras"
-        if not checkpoint.exists():
-            raise SetupFailed(f"{checkpoint} is missing: run benchmarks/phone_students.py --part accuracy --seeds 0")
+        checkpoint = student_checkpoint(student, work)
         print(f"exporting {student} ({output})", flush=True)
+        what, head = OUTPUTS[output]
         _run([sys.executable, "-m", "skd_tf.cli", "export", "--config",
               str(ROOT / "configs" / f"synthetic_lraspp_{student}.yaml"), "--checkpoint", str(checkpoint),
-              "--quantization", ",".join(QUANTIZATIONS), "--output", output, "--qat-steps", str(qat_steps),
-              "--no-savedmodel", "--eval-limit", "50", "--out", str(folder), "--quiet"], f"export of {student}",
-             cwd=ROOT)
-    exports = json.loads(record.read_text())["exports"]
-    return {q: Path(exports[q]["file"]) for q in QUANTIZATIONS}
+              "--quantization", ",".join(QUANTIZATIONS), "--output", what, "--label-head", head,
+              "--qat-steps", str(qat_steps), "--no-savedmodel", "--eval-limit", "50", "--out", str(folder),
+              "--quiet"], f"export of {student}", cwd=ROOT)
+    written = json.loads(record.read_text())
+    return {"files": {q: Path(written["exports"][q]["file"]) for q in QUANTIZATIONS},
+            "head": written.get("label_head") if OUTPUTS[output][0] == "labels" else None}
 
 
-def images_for(student: str, count: int, work: Path) -> Path:
-    """The first ``count`` validation images of the student's config as raw pixels (images.npz)."""
-    target = work / "inputs" / f"{student}_{count}.npz"
-    if not target.exists():
+def published_size(text: str) -> tuple[int, int]:
+    """``--published-size`` "H,W" → (H, W)."""
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W (e.g. 256,512), not {text!r}") from None
+    if h < 8 or w < 8 or h % 8 or w % 8:
+        raise argparse.ArgumentTypeError(f"H and W must be multiples of 8, at least 8: {text!r}")
+    return h, w
+
+
+def published_exports(name: str, output: str, folder: Path, size: tuple[int, int], work: Path) -> dict:
+    """As ``exported`` for a published checkpoint: imported (``skd_tf.importing``), exported float32, float16 and
+    int8 by benchmarks/phone_students.py's ``export_file`` (`skd-tf export`'s conversion) at ``size``, int8
+    calibrated on fabricated street scenes (their training data is the user's). No files where the output's
+    label head would be another one's (``two_class`` on logits it cannot take)."""
+    from skd_tf.export.label_heads import effective_head
+
+    rel, config = PUBLISHED[name]
+    target = work / "exports" / f"{name}_{size[0]}x{size[1]}_{output}"
+    what, head = OUTPUTS[output]
+    record = target / "export.json"
+    if not record.exists():
         from skd_tf.config import load_config
-        from skd_tf.export.checks import raw_validation_images
+        from skd_tf.importing import import_checkpoint
+        from skd_tf.models import at_input_size, load_model, logits_align_corners
 
-        data = load_config(ROOT / "configs" / f"synthetic_lraspp_{student}.yaml").data
-        images = [raw[0] for raw, _ in raw_validation_images(data, tuple(data.eval_size), count)]
+        from cityscapes_fabric import street_scenes
+        from phone_students import export_file
+
+        checkpoint = folder / rel
+        if not checkpoint.is_file():
+            raise SetupFailed(f"{checkpoint} is missing: --published takes the folder holding {rel}")
+        print(f"importing and exporting {name} ({output})", flush=True)
+        cfg = load_config(ROOT / "configs" / f"{config}.yaml")
+        target.mkdir(parents=True, exist_ok=True)
+        keras_path = work / "exports" / f"{name}.keras"
+        if not keras_path.exists():
+            import_checkpoint(cfg, str(checkpoint), keras_path)
+        network = load_model(keras_path, cfg.data)
+        aligned = logits_align_corners(network)
+        network = at_input_size(network, size)
+        head = effective_head(head, tuple(network.output["logits"].shape[1:3]), size, aligned)
+        if OUTPUTS[output][1] != head:
+            return {"files": {}, "head": head}  # the head cannot work there: no file of its own
+        calibration = street_scenes(PUBLISHED_CALIBRATION, size)
+        files = {}
+        for quantization in PUBLISHED_QUANTIZATIONS:
+            files[quantization] = str(target / f"{name}_{quantization}.tflite")
+            export_file(network, size, quantization, what, calibration, Path(files[quantization]), head,
+                        mean=cfg.data.mean, std=cfg.data.std, align_corners=aligned)
+        from skd_tf.atomic import write_text
+
+        write_text(record, json.dumps({"files": files, "label_head": head if what == "labels" else None}) + "\n")
+    written = json.loads(record.read_text())
+    return {"files": {q: Path(f) for q, f in written["files"].items()}, "head": written["label_head"]}
+
+
+def published_images(size: tuple[int, int], work: Path) -> Path:
+    """``PUBLISHED_IMAGES`` fabricated street scenes the int8 calibration did not see, as raw pixels."""
+    target = work / "inputs" / f"street_{size[0]}x{size[1]}.npz"
+    if not target.exists():
+        from cityscapes_fabric import street_scenes
+
+        scenes = street_scenes(PUBLISHED_CALIBRATION + PUBLISHED_IMAGES, size)[PUBLISHED_CALIBRATION:]
         target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(target, images=np.stack(images).astype(np.float32))
+        np.savez(target, images=scenes.astype(np.float32))
     return target
 
 
@@ -249,11 +334,12 @@ def compare(host: np.ndarray, arm: np.ndarray, output: str) -> dict:
 def table(record: dict) -> str:
     cpus = [c for c in CPUS if any(c in r["arm"] for r in record["rows"])]
     features = {c: next((r["arm"][c]["features"] for r in record["rows"] if c in r["arm"]), []) for c in cpus}
-    lines = ["| student | output | " + " | ".join(f"{q}" for q in QUANTIZATIONS) + " |",
+    lines = ["| network | output | " + " | ".join(f"{q}" for q in QUANTIZATIONS) + " |",
              "|---|---|" + "---|" * len(QUANTIZATIONS)]
-    for student in STUDENTS:
+    for student in (*STUDENTS, *PUBLISHED):
         for output in OUTPUTS:
-            rows = {r["quantization"]: r for r in record["rows"] if r["student"] == student and r["output"] == output}
+            rows = {r["quantization"]: r for r in record["rows"]
+                    if r["student"] == student and r["output"] == output}
             if not rows:
                 continue
             cells = []
@@ -268,13 +354,41 @@ def table(record: dict) -> str:
                     worst = max(r["arm"][c]["max_abs_diff_rel"] for c in cpus if c in r["arm"])
                     cell += f" (Δ ≤ {worst:.1e})"
                 cells.append(cell)
-            lines.append(f"| LR-ASPP {student} | {output} | " + " | ".join(cells) + " |")
+            size = next(iter(rows.values())).get("size")
+            name = NAMES[student] + (f", {size[0]}×{size[1]}" if student in PUBLISHED and size else "")
+            what = {"labels": "labels (bilinear head)", "two_class": "labels (two_class head)"}.get(output, output)
+            lines.append(f"| {name} | {what} | " + " | ".join(cells) + " |")
     cpu_text = "; ".join(f"`{c}`: {', '.join(features[c]) or 'NEON only'}" for c in cpus)
+    published = (f"; published networks: {PUBLISHED_IMAGES} fabricated street scenes their int8 calibration did not "
+                 f"see" if any(r["student"] in PUBLISHED for r in record["rows"]) else "")
     return ("\n".join(lines) + f"\n\n% of pixels equal to the x86 run, per emulated CPU ({' / '.join(cpus)}; "
             f"logits: argmax agreement, and the largest logit difference relative to the largest logit); "
-            f"{record['images']} validation images per student. Emulated CPU features (HWCAP): {cpu_text}. "
-            f"Host: {record['host']['model']} ({', '.join(record['host']['features'])}); runtime "
+            f"{record['images']} validation images per LR-ASPP student{published}. Emulated CPU features (HWCAP): "
+            f"{cpu_text}. Host: {record['host']['model']} ({', '.join(record['host']['features'])}); runtime "
             f"{record['runtime']}; {record.get('emulator', 'qemu')}.\n")
+
+
+def check(student: str, output: str, inputs: Path, exports: dict, cpus: list[str], work: Path,
+          size=None) -> tuple[list[dict], str]:
+    """Runs one student's files for ``output`` on this host and every emulated CPU; its rows and the runtime."""
+    files = exports["files"]
+    out_dir = work / "outputs" / f"{student}_{output}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    host = outputs(inputs, list(files.values()), out_dir / "x86.npz", None, work)
+    arm = {}
+    for cpu in cpus:
+        print(f"{student} {output}: running on an emulated {cpu}", flush=True)
+        arm[cpu] = outputs(inputs, list(files.values()), out_dir / f"{cpu}.npz", cpu, work)
+    kind = "logits" if output == "logits" else "labels"
+    rows = []
+    for i, quantization in enumerate(files):
+        rows.append({"student": student, "output": output, "quantization": quantization, "head": exports["head"],
+                     **({"size": list(size)} if size else {}),
+                     "arm": {cpu: {**compare(host["outputs"][i], arm[cpu]["outputs"][i], kind),
+                                   "features": arm[cpu]["info"]["features"]} for cpu in cpus}})
+        print(f"  {quantization}: " + ", ".join(
+            f"{cpu} {100 * rows[-1]['arm'][cpu]['equal']:.3f} %" for cpu in cpus), flush=True)
+    return rows, f"{host['info']['runtime']} {host['info']['version']}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,9 +397,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "arm64",
                         help="set-up, exports and outputs (default runs/arm64; not committed)")
     parser.add_argument("--cpus", default=",".join(CPUS), help=f"emulated CPUs (default {','.join(CPUS)})")
-    parser.add_argument("--students", default=",".join(STUDENTS))
+    parser.add_argument("--students", default=",".join(STUDENTS),
+                        help="LR-ASPP students (default all; empty: none, e.g. with --published)")
+    parser.add_argument("--outputs", default=",".join(OUTPUTS), help=f"file outputs (default {','.join(OUTPUTS)})")
     parser.add_argument("--images", type=int, default=16, help="validation images per student (default 16)")
     parser.add_argument("--qat-steps", type=int, default=100, help="QAT fine-tuning steps of the export")
+    parser.add_argument("--published", type=Path, metavar="DIR",
+                        help="also the SKD authors' Cityscapes ESPNet and ESPNet-C from this folder "
+                             "(../shared/reference-weights/skd-cvpr19)")
+    parser.add_argument("--published-size", type=published_size, default=(256, 512), metavar="H,W",
+                        help="input size of the published networks' files (default 256,512: half their "
+                             "evaluation size, which keeps the emulated runs and the logits files small)")
     parser.add_argument("--table-only", action="store_true", help="print the recorded table, run nothing")
     parser.add_argument("--docs", action="store_true", help="write the table into docs/real-size.md")
     args = parser.parse_args(argv)
@@ -293,13 +415,24 @@ def main(argv: list[str] | None = None) -> int:
     from docs_pages import show
 
     if not args.table_only:
-        cpus, students = args.cpus.split(","), args.students.split(",")
+        cpus = args.cpus.split(",")
+        students = [s for s in args.students.split(",") if s]
+        chosen_outputs = [o for o in args.outputs.split(",") if o]
         if unknown := set(students) - set(STUDENTS):
             parser.error(f"--students: unknown {', '.join(sorted(unknown))}; choose from {', '.join(STUDENTS)}")
+        if unknown := set(cpus) - set(CPUS):
+            parser.error(f"--cpus: unknown {', '.join(sorted(unknown))}; choose from {', '.join(CPUS)}")
+        if unknown := set(chosen_outputs) - set(OUTPUTS):
+            parser.error(f"--outputs: unknown {', '.join(sorted(unknown))}; choose from {', '.join(OUTPUTS)}")
         if args.images < 1:
             parser.error("--images must be >= 1")
+        if args.published is not None and not args.published.is_dir():
+            parser.error(f"--published: {args.published} is not a folder")
+        if not students and args.published is None:
+            parser.error("nothing to check: name --students or --published")
         from ablation import host_cpu
 
+        published = list(PUBLISHED) if args.published is not None else []
         try:
             args.work.mkdir(parents=True, exist_ok=True)
             emulator = qemu_version(qemu(args.work))
@@ -307,33 +440,32 @@ def main(argv: list[str] | None = None) -> int:
             rows, runtime = [], None
             for student in students:
                 inputs = images_for(student, args.images, args.work)
-                for output in OUTPUTS:
-                    files = exported(student, output, args.work, args.qat_steps)
-                    names = list(files)
-                    out_dir = args.work / "outputs" / f"{student}_{output}"
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    host = outputs(inputs, list(files.values()), out_dir / "x86.npz", None, args.work)
-                    runtime = f"{host['info']['runtime']} {host['info']['version']}"
-                    arm = {}
-                    for cpu in cpus:
-                        print(f"{student} {output}: running on an emulated {cpu}", flush=True)
-                        arm[cpu] = outputs(inputs, list(files.values()), out_dir / f"{cpu}.npz", cpu, args.work)
-                    for i, quantization in enumerate(names):
-                        rows.append({"student": student, "output": output, "quantization": quantization,
-                                     "arm": {cpu: {**compare(host["outputs"][i], arm[cpu]["outputs"][i], output),
-                                                   "features": arm[cpu]["info"]["features"]} for cpu in cpus}})
-                        print(f"  {quantization}: " + ", ".join(
-                            f"{cpu} {100 * rows[-1]['arm'][cpu]['equal']:.3f} %" for cpu in cpus), flush=True)
+                for output in chosen_outputs:
+                    new, runtime = check(student, output, inputs, exported(student, output, args.work, args.qat_steps),
+                                         cpus, args.work)
+                    rows += new
+            for name in published:
+                inputs = published_images(args.published_size, args.work)
+                for output in chosen_outputs:
+                    exports = published_exports(name, output, args.published, args.published_size, args.work)
+                    if output == "two_class" and exports["head"] != "two_class":
+                        print(f"{name}: the two_class head cannot work on its logits (it would be the bilinear "
+                              f"head's file again); skipped", flush=True)
+                        continue
+                    new, runtime = check(name, output, inputs, exports, cpus, args.work, args.published_size)
+                    rows += new
         except SetupFailed as err:
             print(f"arm64_check: {err}", file=sys.stderr)
             return 2
         from skd_tf.atomic import write_text
 
-        kept = []  # rows of students not rerun now stay (the file is one table)
+        # rows not rerun now stay (the file is one table); rows of other image counts go
+        done = {(r["student"], r["output"]) for r in rows}
+        kept = []
         if RESULTS.exists():
             earlier = json.loads(RESULTS.read_text())
             if earlier["images"] == args.images:
-                kept = [r for r in earlier["rows"] if r["student"] not in students]
+                kept = [r for r in earlier["rows"] if (r["student"], r["output"]) not in done]
         record = {"images": args.images, "host": host_cpu(), "runtime": runtime, "emulator": emulator,
                   "rows": kept + rows}
         write_text(RESULTS, json.dumps(record, indent=2) + "\n")

@@ -58,6 +58,9 @@ SIZES = ((512, 1024), (1024, 2048))
 QUANTIZATIONS = ("float32", "float16", "int8")
 THREADS = (1, 2)
 OUTPUTS = ("labels", "logits")
+# the label map by the two_class head (skd_tf.export.label_heads), timed in int8 only: the phone's file
+TWO_CLASS = "labels_two_class"
+FILES = [(q, o) for q in QUANTIZATIONS for o in OUTPUTS] + [("int8", TWO_CLASS)]
 PIXEL_MEAN, PIXEL_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # ImageNet's, on 0–255 pixels
 BN_IMAGES = 4  # calibration scenes that set an untrained network's BN statistics
 
@@ -133,17 +136,18 @@ def latency_record_path(student: str, size: tuple[int, int], host: dict) -> Path
 
 
 def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path,
-                head: str = "bilinear", mean=PIXEL_MEAN, std=PIXEL_STD) -> None:
+                head: str = "bilinear", mean=PIXEL_MEAN, std=PIXEL_STD, align_corners: bool = False) -> None:
     """``network`` at ``size`` as a TFLite file taking raw uint8 pixels, as `skd-tf export` writes it: the label
     map (made by ``head``, skd_tf.export.label_heads.label_head) or the model-resolution logits; int8 calibrated on
     ``calibration`` (raw pixels), its logits coming out as int8 as an app reading them would take them; the
-    file normalises with ``mean`` and ``std`` (0–255 pixels) as the network's pipeline does."""
+    file normalises with ``mean`` and ``std`` (0–255 pixels) as the network's pipeline does; ``align_corners``
+    for the heads' resizes of networks trained that way (skd_tf.models.logits_align_corners)."""
     from skd_tf.export import checks
     from skd_tf.export.convert import ServingSpec
     from skd_tf.export.run import network_logits_fn, serving_flatbuffer
 
     spec = ServingSpec(tuple(size), int(network.output["logits"].shape[-1]), output, preprocess=True,
-                       mean=tuple(mean), std=tuple(std), label_head=head)
+                       mean=tuple(mean), std=tuple(std), label_head=head, align_corners=align_corners)
 
     def representative():
         for raw in calibration:
@@ -199,35 +203,49 @@ def settled_student(student: str, size: tuple[int, int], scenes: np.ndarray, rew
 
 
 def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> dict | None:
-    """Exports ``student`` at ``size`` in every quantization and output and times each file; records it."""
+    """Exports ``student`` at ``size`` to each of ``FILES`` and times each file; records it. A record missing
+    some of ``FILES`` (made before they were timed) gets just those; None when nothing was missing."""
     from cityscapes_fabric import street_scenes
     from skd_tf.benchmark.device import host_device
     from skd_tf.benchmark.measure import run_isolated
+    from skd_tf.export.label_heads import effective_head
 
     host = host_cpu()
     target = latency_record_path(student, size, host)
-    if target.exists() and not fresh:
+    earlier = json.loads(target.read_text()) if target.exists() and not fresh else {}
+    rows = list(earlier.get("rows", []))
+    skipped = [tuple(f) for f in earlier.get("not_applicable", [])]
+    missing = [f for f in FILES if f not in {(r["quantization"], r["output"]) for r in rows} and f not in skipped]
+    if not missing:
         return None
-    print(f"{student} {size[0]}x{size[1]}: exporting and timing", flush=True)
+    print(f"{student} {size[0]}x{size[1]}: exporting and timing {', '.join(' '.join(f) for f in missing)}",
+          flush=True)
     calibration = street_scenes(8, size)
     network = settled_student(student, size, calibration)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for quantization in QUANTIZATIONS:
-            for output in OUTPUTS:
-                path = Path(tmp) / f"{quantization}_{output}.tflite"
-                export_file(network, size, quantization, output, calibration, path)
-                for threads in THREADS:
-                    ms = run_isolated(str(path), threads, True, settings)["latency_ms"]
-                    rows.append({"quantization": quantization, "output": output, "threads": threads,
-                                 "mean_ms": round(ms["mean"], 2), "p95_ms": round(ms["p95"], 2),
-                                 "bytes": path.stat().st_size})
-                    print(f"  {quantization} {output} {threads}t: {ms['mean']:.1f} ms", flush=True)
+        for quantization, output in missing:
+            head = "two_class" if output == TWO_CLASS else "bilinear"
+            if effective_head(head, network.output["logits"].shape[1:3], size) != head:
+                skipped.append((quantization, output))  # logits at the input size: the head is argmax alone
+                continue
+            path = Path(tmp) / f"{quantization}_{output}.tflite"
+            export_file(network, size, quantization, "logits" if output == "logits" else "labels", calibration,
+                        path, head)
+            for threads in THREADS:
+                ms = run_isolated(str(path), threads, True, settings)["latency_ms"]
+                rows.append({"quantization": quantization, "output": output, "threads": threads,
+                             "mean_ms": round(ms["mean"], 2), "p95_ms": round(ms["p95"], 2),
+                             "bytes": path.stat().st_size, "settings": {"warmup": settings.warmup,
+                                                                        "runs": settings.runs,
+                                                                        "min_seconds": settings.min_seconds}})
+                print(f"  {quantization} {output} {threads}t: {ms['mean']:.1f} ms", flush=True)
     record = {"student": student, "size": list(size), "parameters": int(network.count_params()),
               "logits_shape": list(network.output["logits"].shape[1:3]),
-              "bn_statistics": f"set from {BN_IMAGES} fabricated street scenes", "device": host_device(),
-              "host": host, "settings": {"warmup": settings.warmup, "runs": settings.runs,
-                                         "min_seconds": settings.min_seconds}, "rows": rows}
+              "bn_statistics": f"set from {BN_IMAGES} fabricated street scenes",
+              "device": earlier.get("device") or host_device(), "host": host,
+              "settings": earlier.get("settings") or {"warmup": settings.warmup, "runs": settings.runs,
+                                                      "min_seconds": settings.min_seconds},
+              "rows": rows, "not_applicable": [list(f) for f in skipped]}
     from skd_tf.atomic import write_text
 
     write_text(target, json.dumps(record, indent=2) + "\n")
@@ -250,33 +268,44 @@ def latency_tables(records: list[dict]) -> str:
 
 def latency_table(records: list[dict]) -> str:
     """One line per student, size and thread count: each quantization's mean ms with the label head and
-    without (logits), and int8's latency as a fraction of float32's (with the head); one host's records."""
+    without (logits), int8 with the two_class head, int8's latency as a fraction of float32's (with the
+    head), and each head's share of int8; one host's records."""
     order = {name: i for i, name in enumerate(LATENCY_STUDENTS)}
     records = sorted(records, key=lambda r: (r["size"][0], order.get(r["student"], 99)))
     head = " | ".join(f"{q} ms" for q in QUANTIZATIONS)
     lines = [f"| student | params | input | threads | {head} (each: with label head / logits only) | "
-             f"int8 / float32 | head's share of int8 | int8 MiB |",
-             "|---|---|---|---|" + "---|" * len(QUANTIZATIONS) + "---|---|---|"]
+             f"int8 ms, two_class head | int8 / float32 | head's share of int8: bilinear / two_class | int8 MiB |",
+             "|---|---|---|---|" + "---|" * len(QUANTIZATIONS) + "---|---|---|---|"]
+
+    def share(with_head, logits):
+        return f"{100 * (1 - logits['mean_ms'] / with_head['mean_ms']):.0f} %" if with_head and logits else "–"
+
     for record in records:
         by = {(r["quantization"], r["output"], r["threads"]): r for r in record["rows"]}
+        argmax_only = ["int8", TWO_CLASS] in record.get("not_applicable", [])
         for threads in THREADS:
             cells = []
             for q in QUANTIZATIONS:
                 labels, logits = by.get((q, "labels", threads)), by.get((q, "logits", threads))
                 cells.append(f"{labels['mean_ms']:.1f} / {logits['mean_ms']:.1f}" if labels and logits else "–")
-            fp32, int8, int8_logits = (by.get(("float32", "labels", threads)), by.get(("int8", "labels", threads)),
-                                       by.get(("int8", "logits", threads)))
+            fp32, int8, int8_logits, two_class = (by.get(("float32", "labels", threads)),
+                                                  by.get(("int8", "labels", threads)),
+                                                  by.get(("int8", "logits", threads)),
+                                                  by.get(("int8", TWO_CLASS, threads)))
+            cells.append("= argmax" if argmax_only else f"{two_class['mean_ms']:.1f}" if two_class else "–")
             ratio = f"{int8['mean_ms'] / fp32['mean_ms']:.2f}" if fp32 and int8 else "–"
-            share = f"{100 * (1 - int8_logits['mean_ms'] / int8['mean_ms']):.0f} %" if int8 and int8_logits else "–"
+            shares = share(int8, int8_logits) + " / " + ("–" if argmax_only else share(two_class, int8_logits))
             size = f"{int8['bytes'] / 2 ** 20:.2f}" if int8 else "–"
             mark = "" if "bn_statistics" in record else " †"
             lines.append(f"| {record['student']}{mark} | {record['parameters'] / 1e6:.2f} M | "
                          f"{record['size'][0]}×{record['size'][1]} | {threads} | " + " | ".join(cells) +
-                         f" | {ratio} | {share} | {size} |")
+                         f" | {ratio} | {shares} | {size} |")
     devices = sorted({f"{r['host']['model']} ({', '.join(r['host']['features'])})" for r in records})
     note = ("\n† made before the BN statistics were set (`settle_batch_norm`): an untrained network's int8 "
             "file, slower than a trained one's\n" if any("bn_statistics" not in r for r in records) else "")
-    return "\n".join(lines) + "\n\nCPU: " + "; ".join(devices) + "\n" + note
+    argmax = ("\n= argmax: the network's logits are at the input size (ESPNet's decoder): every head is the argmax "
+              "alone\n" if any(["int8", TWO_CLASS] in r.get("not_applicable", []) for r in records) else "")
+    return "\n".join(lines) + "\n\nCPU: " + "; ".join(devices) + "\n" + note + argmax
 
 
 # --------------------------------------------------------------------------------------------------- race

@@ -29,21 +29,62 @@ def test_accuracy_table_pairs_each_mobilenetv3_with_mobilenetv2_over_shared_seed
     assert "| LR-ASPP mobilenetv2 (`synthetic_lraspp_mobilenetv2`) | 0,1,2 | 60.00, 62.00, 64.00 | 62.00 |  |" in table
 
 
-def test_latency_table_gives_int8_over_float32_and_the_heads_share():
+def test_latency_table_gives_int8_over_float32_and_each_heads_share():
     rows = [{"quantization": q, "output": o, "threads": t, "mean_ms": ms * (1 if o == "labels" else 0.8) / t,
              "p95_ms": 0.0, "bytes": 2 ** 20 * (4 if q == "float32" else 1)}
             for q, ms in (("float32", 100.0), ("float16", 90.0), ("int8", 40.0)) for o in ("labels", "logits")
             for t in (1, 2)]
+    rows.append({"quantization": "int8", "output": phone_students.TWO_CLASS, "threads": 1, "mean_ms": 35.0,
+                 "p95_ms": 0.0, "bytes": 2 ** 20})
     record = {"student": "lraspp_mobilenetv3_large", "size": [512, 1024], "parameters": 3_210_000, "rows": rows,
               "host": {"model": "Some CPU", "features": ["avx2"]}, "bn_statistics": "set"}
     lines = phone_students.latency_table([record]).splitlines()
+    # two_class: 1 - 32 / 35 = 8.6 % of its int8 file; the 2-thread row has no two_class timing
     assert lines[2] == ("| lraspp_mobilenetv3_large | 3.21 M | 512×1024 | 1 | 100.0 / 80.0 | 90.0 / 72.0 | "
-                        "40.0 / 32.0 | 0.40 | 20 % | 1.00 |")
-    assert lines[3].startswith("| lraspp_mobilenetv3_large | 3.21 M | 512×1024 | 2 | 50.0 / 40.0 |")
+                        "40.0 / 32.0 | 35.0 | 0.40 | 20 % / 9 % | 1.00 |")
+    assert lines[3] == ("| lraspp_mobilenetv3_large | 3.21 M | 512×1024 | 2 | 50.0 / 40.0 | 45.0 / 36.0 | "
+                        "20.0 / 16.0 | – | 0.40 | 20 % / – | 1.00 |")
     assert lines[-1] == "CPU: Some CPU (avx2)"
-    del record["bn_statistics"]  # a record of an untrained network's files is marked
+    record["not_applicable"] = [["int8", phone_students.TWO_CLASS]]  # logits at the input size: argmax alone
+    lines = phone_students.latency_table([record]).splitlines()
+    assert "| 40.0 / 32.0 | = argmax | 0.40 | 20 % / – |" in lines[2] and lines[-1].startswith("= argmax:")
+    del record["bn_statistics"], record["not_applicable"]  # a record of an untrained network's files is marked
     lines = phone_students.latency_table([record]).splitlines()
     assert lines[2].startswith("| lraspp_mobilenetv3_large † |") and lines[-1].startswith("† made before")
+
+
+def test_a_latency_record_missing_a_file_gets_just_that_file(tmp_path, monkeypatch):
+    """time_student completes an old record: only the two_class int8 file is exported and timed, the rows
+    already there stay; a complete record is left alone; a network whose logits are at the input size records
+    the head as not applicable instead of timing its argmax twice."""
+    monkeypatch.setattr(phone_students, "RESULTS", tmp_path)
+    monkeypatch.setattr(phone_students, "SIZES", ((32, 64),))
+    exported, timed = [], []
+    monkeypatch.setattr(phone_students, "export_file",
+                        lambda net, size, q, output, cal, path, head="bilinear", **kw: (
+                            exported.append((q, output, head)), Path(path).write_bytes(b"x")))
+    import skd_tf.benchmark.measure as measure
+
+    monkeypatch.setattr(measure, "run_isolated", lambda path, threads, xnnpack, settings: (
+        timed.append(threads), {"latency_ms": {"mean": 5.0, "p95": 6.0}})[1])
+    host = phone_students.host_cpu()
+    settings = measure.Settings(warmup=0, runs=1, min_seconds=0.0)
+    old_rows = [{"quantization": q, "output": o, "threads": t, "mean_ms": 9.0, "p95_ms": 9.0, "bytes": 1}
+                for q, o in phone_students.FILES if o != phone_students.TWO_CLASS for t in phone_students.THREADS]
+    for student in ("lraspp_mobilenetv2", "espnet"):
+        target = phone_students.latency_record_path(student, (32, 64), host)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({"student": student, "size": [32, 64], "rows": old_rows, "host": host,
+                                      "device": "d", "settings": {"runs": 7}}))
+    record = phone_students.time_student("lraspp_mobilenetv2", (32, 64), False, settings)
+    assert exported == [("int8", "labels", "two_class")] and timed == [1, 2]
+    assert record["rows"][:len(old_rows)] == old_rows and record["settings"] == {"runs": 7}
+    assert [r["mean_ms"] for r in record["rows"][len(old_rows):]] == [5.0, 5.0]
+    assert phone_students.time_student("lraspp_mobilenetv2", (32, 64), False, settings) is None
+    exported.clear()
+    record = phone_students.time_student("espnet", (32, 64), False, settings)
+    assert exported == [] and record["not_applicable"] == [["int8", phone_students.TWO_CLASS]]
+    assert phone_students.time_student("espnet", (32, 64), False, settings) is None
 
 
 def test_each_hosts_latency_records_keep_their_own_folder_and_table():
@@ -141,11 +182,37 @@ def test_the_output_worker_runs_files_with_the_runtime_alone(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [(["--students", "resnet"], "unknown resnet"),
-                                          (["--images", "0"], "--images must be >= 1")])
+                                          (["--images", "0"], "--images must be >= 1"),
+                                          (["--outputs", "labels,probabilities"], "unknown probabilities"),
+                                          (["--cpus", "cortex-x4"], "unknown cortex-x4"),
+                                          (["--students", ""], "nothing to check"),
+                                          (["--published", "/nonexistent/skd"], "is not a folder"),
+                                          (["--published-size", "250,512"], "multiples of 8"),
+                                          (["--published-size", "256"], "expected H,W")])
 def test_arm64_check_refuses_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         arm64_check.main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_arm64_table_names_each_network_head_and_size():
+    def row(student, output, quantization, equal, size=None):
+        arm = {cpu: {"equal": equal, "features": ["asimd"], **({"max_abs_diff_rel": 0.0} if output == "logits" else {})}
+               for cpu in ("cortex-a53", "max")}
+        return {"student": student, "output": output, "quantization": quantization, "arm": arm,
+                **({"size": size} if size else {})}
+
+    record = {"images": 16, "runtime": "ai_edge_litert 2.3.0", "emulator": "qemu-aarch64 10",
+              "host": {"model": "AMD EPYC", "features": ["avx2"]},
+              "rows": [row("espnet_c", "two_class", "int8", 0.9995, [256, 512]),
+                       row("mobilenetv2", "two_class", "float32", 1.0), row("mobilenetv2", "labels", "qat", 1.0),
+                       row("espnet_c", "logits", "float16", 1.0, [256, 512])]}
+    lines = arm64_check.table(record).splitlines()
+    assert lines[2] == "| LR-ASPP MobileNetV2 | labels (bilinear head) | – | – | – | 100.00 / 100.00 |"
+    assert lines[3] == "| LR-ASPP MobileNetV2 | labels (two_class head) | 100.00 / 100.00 | – | – | – |"
+    assert lines[4] == "| ESPNet-C (published, Cityscapes), 256×512 | labels (two_class head) | – | – | 99.95 / 99.95 | – |"
+    assert lines[5].startswith("| ESPNet-C (published, Cityscapes), 256×512 | logits | – | 100.00 / 100.00 (Δ ≤ 0.0e+00)")
+    assert "4 fabricated street scenes" in lines[7] and "cortex-a53 / max" in lines[7]
 
 
 def test_settled_batch_norm_makes_inference_reproduce_the_training_pass():
