@@ -279,6 +279,20 @@ def published_images(size: tuple[int, int], work: Path) -> Path:
     return target
 
 
+def images_for(student: str, count: int, work: Path) -> Path:
+    """The first ``count`` validation images of the student's config as raw pixels (images.npz)."""
+    target = work / "inputs" / f"{student}_{count}.npz"
+    if not target.exists():
+        from skd_tf.config import load_config
+        from skd_tf.export.checks import raw_validation_images
+
+        data = load_config(ROOT / "configs" / f"synthetic_lraspp_{student}.yaml").data
+        images = [raw[0] for raw, _ in raw_validation_images(data, tuple(data.eval_size), count)]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, images=np.stack(images).astype(np.float32))
+    return target
+
+
 # MIDR (implementer, variant, part, revision) written into the root's /proc/cpuinfo for each emulated CPU;
 # qemu's "max" has no core of its own: a Neoverse N1 is named for it
 MIDR = {"cortex-a53": (0x41, 0x0, 0xD03, 4), "cortex-a76": (0x41, 0x4, 0xD0B, 1), "max": (0x41, 0x4, 0xD0C, 1)}

@@ -53,12 +53,11 @@ def test_latency_table_gives_int8_over_float32_and_each_heads_share():
     assert lines[2].startswith("| lraspp_mobilenetv3_large † |") and lines[-1].startswith("† made before")
 
 
-def test_a_latency_record_missing_a_file_gets_just_that_file(tmp_path, monkeypatch):
-    """time_student completes an old record: only the two_class int8 file is exported and timed, the rows
-    already there stay; a complete record is left alone; a network whose logits are at the input size records
-    the head as not applicable instead of timing its argmax twice."""
+def test_a_latency_record_missing_a_file_is_made_again_whole(tmp_path, monkeypatch):
+    """time_student remakes an old record that lacks the two_class int8 file — every file, so that shares and
+    ratios compare timings of one run — and leaves a complete record alone; a network whose logits are at
+    the input size records that head as not applicable instead of timing its argmax twice."""
     monkeypatch.setattr(phone_students, "RESULTS", tmp_path)
-    monkeypatch.setattr(phone_students, "SIZES", ((32, 64),))
     exported, timed = [], []
     monkeypatch.setattr(phone_students, "export_file",
                         lambda net, size, q, output, cal, path, head="bilinear", **kw: (
@@ -71,19 +70,22 @@ def test_a_latency_record_missing_a_file_gets_just_that_file(tmp_path, monkeypat
     settings = measure.Settings(warmup=0, runs=1, min_seconds=0.0)
     old_rows = [{"quantization": q, "output": o, "threads": t, "mean_ms": 9.0, "p95_ms": 9.0, "bytes": 1}
                 for q, o in phone_students.FILES if o != phone_students.TWO_CLASS for t in phone_students.THREADS]
-    for student in ("lraspp_mobilenetv2", "espnet"):
-        target = phone_students.latency_record_path(student, (32, 64), host)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps({"student": student, "size": [32, 64], "rows": old_rows, "host": host,
-                                      "device": "d", "settings": {"runs": 7}}))
+    target = phone_students.latency_record_path("lraspp_mobilenetv2", (32, 64), host)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"student": "lraspp_mobilenetv2", "size": [32, 64], "rows": old_rows,
+                                  "host": host}))
     record = phone_students.time_student("lraspp_mobilenetv2", (32, 64), False, settings)
-    assert exported == [("int8", "labels", "two_class")] and timed == [1, 2]
-    assert record["rows"][:len(old_rows)] == old_rows and record["settings"] == {"runs": 7}
-    assert [r["mean_ms"] for r in record["rows"][len(old_rows):]] == [5.0, 5.0]
+    assert exported == [(q, "logits" if o == "logits" else "labels", "two_class" if o == phone_students.TWO_CLASS
+                         else "bilinear") for q, o in phone_students.FILES]
+    assert timed == [1, 2] * len(phone_students.FILES) and record["not_applicable"] == []
+    assert [(r["quantization"], r["output"], r["mean_ms"]) for r in record["rows"]] == [
+        (q, o, 5.0) for q, o in phone_students.FILES for _ in phone_students.THREADS]
+    assert json.loads(target.read_text()) == record
     assert phone_students.time_student("lraspp_mobilenetv2", (32, 64), False, settings) is None
     exported.clear()
     record = phone_students.time_student("espnet", (32, 64), False, settings)
-    assert exported == [] and record["not_applicable"] == [["int8", phone_students.TWO_CLASS]]
+    assert (record["not_applicable"] == [["int8", phone_students.TWO_CLASS]]
+            and ("int8", "labels", "two_class") not in exported and len(exported) == len(phone_students.FILES) - 1)
     assert phone_students.time_student("espnet", (32, 64), False, settings) is None
 
 
