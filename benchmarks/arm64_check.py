@@ -345,6 +345,12 @@ def compare(host: np.ndarray, arm: np.ndarray, output: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- table
 
+def percent(share: float) -> str:
+    """A share as a percentage with two decimals — three where two would round a difference to 100.00."""
+    text = f"{100 * share:.2f}"
+    return f"{100 * share:.3f}" if text == "100.00" and share < 1 else text
+
+
 def table(record: dict) -> str:
     cpus = [c for c in CPUS if any(c in r["arm"] for r in record["rows"])]
     features = {c: next((r["arm"][c]["features"] for r in record["rows"] if c in r["arm"]), []) for c in cpus}
@@ -363,7 +369,7 @@ def table(record: dict) -> str:
                     cells.append("–")
                     continue
                 values = [r["arm"][c]["equal"] for c in cpus if c in r["arm"]]
-                cell = " / ".join(f"{100 * v:.2f}" for v in values)
+                cell = " / ".join(percent(v) for v in values)
                 if output == "logits":
                     worst = max(r["arm"][c]["max_abs_diff_rel"] for c in cpus if c in r["arm"])
                     cell += f" (Δ ≤ {worst:.1e})"
