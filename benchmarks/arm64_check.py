@@ -247,7 +247,12 @@ def published_exports(name: str, output: str, folder: Path, size: tuple[int, int
         target.mkdir(parents=True, exist_ok=True)
         keras_path = work / "exports" / f"{name}.keras"
         if not keras_path.exists():
-            import_checkpoint(cfg, str(checkpoint), keras_path)
+            from skd_tf.models.torch_checkpoint import CheckpointError
+
+            try:
+                import_checkpoint(cfg, str(checkpoint), keras_path)
+            except CheckpointError as err:  # torch missing, another network's file, a damaged file
+                raise SetupFailed(f"importing {checkpoint}: {err}") from None
         network = load_model(keras_path, cfg.data)
         aligned = logits_align_corners(network)
         network = at_input_size(network, size)

@@ -197,6 +197,17 @@ def test_arm64_check_refuses_bad_arguments(argv, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_arm64_check_says_which_published_file_is_missing_or_unreadable(tmp_path):
+    folder = tmp_path / "skd-cvpr19"
+    with pytest.raises(arm64_check.SetupFailed, match="ESPNet_Ours_64.pth is missing: --published takes"):
+        arm64_check.published_exports("espnet", "labels", folder, (64, 128), tmp_path / "work")
+    (folder / "cityscapes").mkdir(parents=True)
+    (folder / "cityscapes" / "ESPNet_Ours_64.pth").write_text("not a checkpoint")
+    with pytest.raises(arm64_check.SetupFailed, match="importing .*ESPNet_Ours_64.pth: cannot read"):
+        arm64_check.published_exports("espnet", "labels", folder, (64, 128), tmp_path / "work")
+    assert not list((tmp_path / "work" / "exports").glob("*.keras"))
+
+
 def test_the_arm64_table_names_each_network_head_and_size():
     def row(student, output, quantization, equal, size=None):
         arm = {cpu: {"equal": equal, "features": ["asimd"], **({"max_abs_diff_rel": 0.0} if output == "logits" else {})}
