@@ -152,7 +152,7 @@ def latency(path: Path, threads: int) -> float:
 
 def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, calibration_count: int) -> dict:
     from skd_tf.importing import import_checkpoint
-    from skd_tf.models import at_input_size, load_model
+    from skd_tf.models import at_input_size, load_model, logits_align_corners
     from skd_tf.models.torch_checkpoint import read_state_dict
 
     rel, config, decoder, classes, size = entry
@@ -161,7 +161,9 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
     keras_path = out / f"{stem}.keras"
     imported = import_checkpoint(cfg, str(folder / rel), keras_path)
     state = read_state_dict(folder / rel)
-    network = at_input_size(load_model(keras_path, cfg.data), size)
+    network = load_model(keras_path, cfg.data)
+    aligned = logits_align_corners(network)  # the label head resizes as the network's code did
+    network = at_input_size(network, size)
     convention = cfg.model.input_convention
     rgb = load_photos(photos, size)
     twin = torch_logits(torch_network(None, decoder, classes, state), rgb, convention)
@@ -182,7 +184,8 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
         start = time.time()
         # export_one's conversion, calibrated on fabricated scenes (export_one draws from the config's training
         # data, which is the user's Cityscapes / CamVid and not on this machine)
-        export_file(network, size, quantization, "labels", calibration, path, mean=cfg.data.mean, std=cfg.data.std)
+        export_file(network, size, quantization, "labels", calibration, path, mean=cfg.data.mean, std=cfg.data.std,
+                    align_corners=aligned)
         labels = tflite_labels(path, rgb)
         wrong = labels != torch_labels
         row[quantization] = {"file_bytes": path.stat().st_size, "labels_vs_torch": float(1 - wrong.mean()),
