@@ -473,9 +473,9 @@ def main(argv: list[str] | None = None) -> int:
                 inputs = published_images(args.published_size, args.work)
                 for output in chosen_outputs:
                     exports = published_exports(name, output, args.published, args.published_size, args.work)
-                    if output == "two_class" and exports["head"] != "two_class":
-                        print(f"{name}: the two_class head cannot work on its logits (it would be the bilinear "
-                              f"head's file again); skipped", flush=True)
+                    if not exports["files"]:
+                        print(f"{name}: the {output} head cannot work on its logits (it would be the "
+                              f"{exports['head']} head's file again); skipped", flush=True)
                         continue
                     new, runtime = check(name, output, inputs, exports, cpus, args.work, args.published_size)
                     rows += new

@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-head", choices=["bilinear", "two_class", "half", "quarter", "nearest"],
                    help="how the label map is made: bilinear (logits upsampled to the input, then argmax: what "
                         "evaluation scores), two_class (bilinear's labels, each pixel decided between its cell's two "
-                        "best classes: a third of the cost), half / quarter (bilinear to 1/2 / 1/4 of the input, "
-                        "argmax, nearest the rest) or nearest (argmax at model resolution, then nearest) (default: "
-                        "export.label_head, bilinear)")
+                        "best classes: a quarter to a half of the cost), half / quarter (bilinear to 1/2 / 1/4 of the "
+                        "input, argmax, nearest the rest) or nearest (argmax at model resolution, then nearest) "
+                        "(default: export.label_head, bilinear)")
     p.add_argument("--no-preprocess", dest="preprocess", action="store_const", const=False,
                    help="do not bake (x - mean) / std in; the app feeds normalised float images")
     p.add_argument("--input-size", help="HxW of the fixed model input (default: the config's eval size)")

@@ -45,8 +45,8 @@ class ExportConfig(_Section):
     quantization: Literal["float32", "float16", "dynamic", "int8", "qat"] = "int8"
     output: Literal["labels", "logits"] = "labels"
     # how the label map is made from the logits (skd_tf.export.label_heads): bilinear at full size then argmax
-    # (what evaluation scores), the same labels decided between each cell's two best classes (two_class: a third
-    # of the cost, docs/real-size.md), bilinear to a half / a quarter then argmax and nearest, or nearest only
+    # (what evaluation scores), the same labels decided between each cell's two best classes (two_class: a quarter
+    # to a half of the cost, docs/real-size.md), bilinear to a half / a quarter then argmax and nearest, or nearest only
     label_head: Literal["bilinear", "two_class", "half", "quarter", "nearest"] = "bilinear"
     preprocess: bool = True
     input_size: Optional[tuple[int, int]] = None
