@@ -27,12 +27,17 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from skd_tf.models.layers import BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU
+from skd_tf.models.layers import BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU, SixfoldHardSwish
 from skd_tf.models.rebuild import config_dicts, rebuilt
 
 HARD_SWISH_ACTIVATIONS = ("hard_silu", "hard_swish")
 # the layers the converter folds a following batch norm into
 FOLDS_BATCH_NORM = ("Conv2D", "DepthwiseConv2D", "Dense")
+# layers f with f(6 · x) = 6 · f(x) (a Multiply in one of its operands), which hard-swish's factor ⅙ can pass,
+# and the layers whose kernel takes it in
+COMMUTE_WITH_A_FACTOR = ("ZeroPadding2D", "GlobalAveragePooling2D", "AdaptiveAveragePooling2D",
+                         "AveragePooling2D", "MaxPooling2D", "Dropout", "Multiply")
+TAKE_A_FACTOR = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
 def _producers(entry) -> list[str]:
@@ -61,7 +66,55 @@ def _unfolded_batch_norms(config: dict) -> set:
     return found
 
 
-def _replacement(entry, slopes: dict, batch_norms: set):
+def kernels_taking_the_sixth(config: dict) -> dict[str, set]:
+    """For each hard-swish activation of a (nested) model config whose ⅙ can move into the kernels after it:
+    the names of those kernels' layers. Every path from the activation must reach a ``TAKE_A_FACTOR`` layer
+    through ``COMMUTE_WITH_A_FACTOR`` layers only (a Multiply with one operand on such a path), and no layer on
+    the way may be an output; an activation feeding a sum, a concatenation, a batch norm or an output keeps
+    its ⅙."""
+    found = {}
+    for node in config_dicts(config):
+        if not isinstance(node.get("layers"), list):
+            continue
+        layers = {entry.get("name"): entry for entry in node["layers"] if isinstance(entry, dict)}
+        consumers: dict[str, list] = {}
+        for entry in layers.values():
+            for producer in _producers(entry):
+                consumers.setdefault(producer, []).append(entry)
+        outputs = _output_names(node)
+        for name, entry in layers.items():
+            if not (entry.get("class_name") == "Activation"
+                    and entry.get("config", {}).get("activation") in HARD_SWISH_ACTIVATIONS):
+                continue
+            passed, kernels, frontier, ok = {name}, set(), [name], name not in outputs
+            while frontier and ok:
+                for consumer in consumers.get(frontier.pop(), []):
+                    kind, consumer_name = consumer.get("class_name"), consumer.get("name")
+                    if consumer_name in passed | kernels:
+                        ok = False  # reached twice: x · x, or two paths meeting
+                    elif kind in TAKE_A_FACTOR:
+                        kernels.add(consumer_name)
+                    elif kind in COMMUTE_WITH_A_FACTOR and consumer_name not in outputs:
+                        passed.add(consumer_name)
+                        frontier.append(consumer_name)
+                    else:
+                        ok = False
+            if ok and kernels:
+                found[name] = kernels
+    return found
+
+
+def _output_names(node: dict) -> set:
+    """The names of the layers a functional config outputs (``output_layers``: one [name, node, tensor]
+    entry, a list or a dict of them)."""
+    outputs = node.get("output_layers") or []
+    entries = list(outputs.values()) if isinstance(outputs, dict) else outputs
+    if entries and not isinstance(entries[0], list):
+        entries = [entries]
+    return {str(entry[0]) for entry in entries}
+
+
+def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict | None = None):
     """The layer that replaces a config entry, or None to keep it."""
     if not (isinstance(entry, dict) and isinstance(entry.get("config"), dict) and "inbound_nodes" in entry):
         return None
@@ -69,22 +122,23 @@ def _replacement(entry, slopes: dict, batch_norms: set):
     if entry.get("class_name") == "BatchNormalization" and config["name"] in batch_norms:
         return BatchNormAsDepthwise(config["epsilon"], name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "Activation" and config.get("activation") in HARD_SWISH_ACTIVATIONS:
-        return HardSwish(name=config["name"], dtype=config.get("dtype"))
+        kind = SixfoldHardSwish if config["name"] in (sixfold or {}) else HardSwish
+        return kind(name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "PReLU" and sorted(config.get("shared_axes") or []) == [1, 2]:
         return PReLUAsLeakyReLU(slopes[config["name"]], name=config["name"], dtype=config.get("dtype"))
     return None
 
 
-def _swap(node, slopes: dict, batch_norms: set) -> None:
+def _swap(node, slopes: dict, batch_norms: set, sixfold: dict) -> None:
     """Replaces, in a (nested) model config, every entry that has a replacement."""
     if isinstance(node, dict):
         for value in node.values():
-            _swap(value, slopes, batch_norms)
+            _swap(value, slopes, batch_norms, sixfold)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            layer = _replacement(value, slopes, batch_norms)
+            layer = _replacement(value, slopes, batch_norms, sixfold)
             if layer is None:
-                _swap(value, slopes, batch_norms)
+                _swap(value, slopes, batch_norms, sixfold)
             else:
                 node[index] = {**keras.saving.serialize_keras_object(layer), "name": value["name"],
                                "inbound_nodes": value["inbound_nodes"]}
@@ -116,4 +170,10 @@ def for_integer_export(network: keras.Model) -> keras.Model:
         return network
     slopes = {layer.name: float(np.clip(keras.ops.convert_to_numpy(layer.alpha).min() - 0.1, 0.01, 0.9))
               for layer in replaced if isinstance(layer, keras.layers.PReLU)}
-    return rebuilt(network, lambda config: _swap(config, slopes, batch_norms))
+    sixfold = kernels_taking_the_sixth(config)
+    swapped = rebuilt(network, lambda config: _swap(config, slopes, batch_norms, sixfold))
+    kernels = {name for names in sixfold.values() for name in names}
+    for layer in _all_layers(swapped):
+        if layer.name in kernels:
+            layer.kernel.assign(layer.kernel / 6.0)
+    return swapped

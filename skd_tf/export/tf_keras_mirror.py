@@ -19,6 +19,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
+from skd_tf.export.integer_graph import kernels_taking_the_sixth
 from skd_tf.models.input_convention import conversion
 from skd_tf.models.layers import adaptive_average_pool
 from skd_tf.models.torch_layers import ceil_mode_pads
@@ -130,6 +131,15 @@ class HardSwish(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class SixfoldHardSwish(tf_keras.layers.Layer):
+    """tf_keras twin of ``skd_tf.models.layers.SixfoldHardSwish``, x · ReLU6(x + 3), for a hard-swish whose ⅙
+    the following kernels carry (as in the int8 export: ``integer_graph``)."""
+
+    def call(self, x):
+        return x * tf.nn.relu6(x + 3.0)
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
 class ScalarOp(tf_keras.layers.Layer):
     """A Keras 3 operation node on a tensor and a Python number (``x + 3.0``, ``x * (1 / 6)`` in
     keras.applications' MobileNetV3 hard sigmoid)."""
@@ -151,7 +161,8 @@ class ScalarOp(tf_keras.layers.Layer):
 
 CUSTOM_LAYERS = {"AdaptiveAveragePooling2D": AdaptiveAveragePooling2D, "ResizeLike": ResizeLike,
                  "ConvertInput": ConvertInput, "CropLike": CropLike, "CeilModeMaxPool2D": CeilModeMaxPool2D,
-                 "ResizeLikeAlignCorners": ResizeLikeAlignCorners, "HardSwish": HardSwish, "ScalarOp": ScalarOp}
+                 "ResizeLikeAlignCorners": ResizeLikeAlignCorners, "HardSwish": HardSwish,
+                 "SixfoldHardSwish": SixfoldHardSwish, "ScalarOp": ScalarOp}
 
 
 def _is_operation(entry: dict) -> bool:
@@ -182,12 +193,12 @@ def _average_pool_as_depthwise(name: str, config: dict):
         depthwise_initializer=tf_keras.initializers.Constant(1.0 / (size[0] * size[1])), name=name)
 
 
-def _layer_from(entry: dict):
+def _layer_from(entry: dict, sixfold: dict):
     if _is_operation(entry):
         return _operation_from(entry)
     cls_name = entry["class_name"]
     if cls_name == "Activation" and entry["config"].get("activation") in ("hard_swish", "hard_silu"):
-        return HardSwish(name=entry["name"])
+        return (SixfoldHardSwish if entry["name"] in sixfold else HardSwish)(name=entry["name"])
     config = {k: v for k, v in entry["config"].items()
               if k not in _DROPPED_KEYS and not k.endswith(_DROPPED_SUFFIXES)}
     if cls_name == "AveragePooling2D" and config.get("padding", "valid") == "valid":
@@ -218,8 +229,12 @@ def _inbound(entry: dict):
 
 
 def mirror(network) -> tf_keras.Model:
-    """A tf_keras model computing ``network``'s logits from the same input, with the same weights."""
+    """A tf_keras model computing ``network``'s logits from the same input, with the same weights — written
+    as the int8 export writes it: each hard-swish whose ⅙ can move into the kernels after it
+    (``integer_graph.kernels_taking_the_sixth``) as x · ReLU6(x + 3), those kernels divided by 6."""
     config = network.get_config()
+    sixfold = kernels_taking_the_sixth(config)
+    divided = {name for names in sixfold.values() for name in names}
     outputs: dict[str, object] = {}
     created = []
     for entry in config["layers"]:
@@ -233,15 +248,17 @@ def mirror(network) -> tf_keras.Model:
         if cls_name in _PASSTHROUGH:
             outputs[name] = inputs[0]
             continue
-        layer = _layer_from(entry)
+        layer = _layer_from(entry, sixfold)
         outputs[name] = layer(inputs if as_list else inputs[0])
         created.append(layer)
     logits_layer = config["output_layers"]["logits"][0]
     model = tf_keras.Model(outputs[config["input_layers"][0]], outputs[logits_layer], name=network.name)
     for layer in created:
-        if isinstance(layer, (ScalarOp, HardSwish)):  # no weights (and operations are not layers of network)
+        if isinstance(layer, (ScalarOp, HardSwish, SixfoldHardSwish)):  # no weights (operations are no layers)
             continue
         weights = network.get_layer(layer.name).get_weights()
         if weights and any(l is layer for l in model.layers):
+            if layer.name in divided:  # the kernel, first weight of a convolution or dense layer
+                weights = [weights[0] / 6.0, *weights[1:]]
             layer.set_weights(weights)
     return model

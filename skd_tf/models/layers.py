@@ -113,6 +113,16 @@ class HardSwish(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="skd_tf")
+class SixfoldHardSwish(keras.layers.Layer):
+    """Six times hard-swish, x · ReLU6(x + 3): ADD and MUL in a TFLite file, one elementwise op fewer than
+    ``HardSwish``. Its consumers' kernels carry the ⅙ (``skd_tf.export.integer_graph`` swaps it in where every
+    path from the activation reaches a convolution through layers that commute with a factor)."""
+
+    def call(self, x):
+        return x * ops.relu6(x + 3.0)
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
 class PReLUAsLeakyReLU(keras.layers.Layer):
     """Per-channel PReLU, max(y, 0) + α · min(y, 0), computed as a · y + b · LeakyReLU_β(y) with
     b = (1 − α)/(1 − β), a = 1 − b (both sides agree for y > 0 and y < 0; β = ``slope``).
