@@ -152,6 +152,27 @@ def test_flex_ops_are_refused_with_the_layer_named(tmp_path):
         convert(serving_function(keras_logits_fn(net), spec), "float32")
 
 
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_the_baked_in_normalisation_is_one_depthwise_convolution(quantization):
+    """(x − mean) / std as x · (1/std) + (−mean/std): the same numbers as NumPy's, and in the file one
+    DEPTHWISE_CONV_2D instead of a SUB and a MUL over the full-size image."""
+    from skd_tf.export.convert import normalise
+
+    mean, std = (123.7, 116.3, 103.5), (58.4, 57.1, 57.4)
+    image = np.random.default_rng(0).integers(0, 256, (2, 7, 9, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(normalise(tf.constant(image), mean, std)),
+                               (image - np.array(mean)) / np.array(std), rtol=1e-5, atol=1e-5)
+    spec = ServingSpec((8, 8), 3, "logits", True, mean, std)
+    integer = quantization == "int8"
+    fn = serving_function(lambda x: tf.nn.avg_pool2d(x, 2, 2, "VALID"), spec, integer_model=integer)
+    data = [[image[:1, :8, :8]], [image[1:, :8, :8]]]
+    content = convert(fn, quantization, (lambda: iter(data)) if integer else None)
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = [op["op_name"] for op in Interpreter(model_content=content)._get_ops_details()]
+    assert ops.count("DEPTHWISE_CONV_2D") == 1 and "SUB" not in ops and "MUL" not in ops, ops
+
+
 def _export_args(tmp_path, ckpt, *extra):
     return ("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
             "--quantization", "float32", "--out", str(tmp_path / "export"), "--no-savedmodel", "--quiet", *extra)

