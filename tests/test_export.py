@@ -173,6 +173,38 @@ def test_the_baked_in_normalisation_is_one_depthwise_convolution(quantization):
     assert ops.count("DEPTHWISE_CONV_2D") == 1 and "SUB" not in ops and "MUL" not in ops, ops
 
 
+def test_an_int8_input_feeding_the_normalisation_takes_raw_pixels_after_its_bias_is_rescaled():
+    """With int8 I/O the image feeds the normalisation's depthwise convolution: giving the input scale 1 must
+    re-scale that convolution's bias, so that the file fed pixel − 128 computes what it computed before, fed
+    its calibrated quantization of the same pixels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from skd_tf.export.flatbuffer_edit import raw_pixel_input
+
+    rng = np.random.default_rng(0)
+    calibration = [[rng.uniform(20, 230, (1, 8, 8, 3)).astype(np.float32)] for _ in range(4)]  # scale ≠ 1
+    spec = ServingSpec((8, 8), 3, "logits", True, (123.7, 116.3, 103.5), (58.4, 57.1, 57.4))
+    fn = serving_function(lambda x: tf.nn.avg_pool2d(x, 2, 2, "VALID"), spec, integer_model=True)
+    before = convert(fn, "int8", lambda: iter(calibration), int8_io="int8")
+    after = raw_pixel_input(before)
+    pixels = rng.integers(20, 231, (1, 8, 8, 3))
+    outputs = []
+    for content, feed in ((before, None), (after, pixels - 128)):
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        if feed is None:
+            scale, zero_point = detail["quantization"]
+            assert abs(scale - 1) > 0.05, "the calibration should have given another scale than 1"
+            feed = np.clip(np.rint(pixels / scale + zero_point), -128, 127)
+        else:
+            assert detail["quantization"] == (1.0, -128)
+        interpreter.set_tensor(detail["index"], feed.astype(np.int8))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype(int))
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1  # the pixels' own rounding in the old file's input
+
+
 def _export_args(tmp_path, ckpt, *extra):
     return ("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
             "--quantization", "float32", "--out", str(tmp_path / "export"), "--no-savedmodel", "--quiet", *extra)
