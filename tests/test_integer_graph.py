@@ -179,7 +179,7 @@ def test_int8_espnet_c_carries_leaky_relu_and_float32_prelu(tmp_path):
 def test_hard_swish_hands_its_sixth_on_only_along_paths_that_commute_with_a_factor(tmp_path):
     """A hard-swish becomes x · ReLU6(x + 3) (one MUL fewer in the int8 file) with the ⅙ in the kernels it
     reaches through padding, pooling and one operand of a Multiply; one that feeds a sum, a concatenation, its
-    own square or an output keeps its ⅙."""
+    own square, an output or a product with another hard-swish keeps its ⅙."""
     import tensorflow as tf
 
     from skd_tf.export.convert import convert
@@ -195,17 +195,18 @@ def test_hard_swish_hands_its_sixth_on_only_along_paths_that_commute_with_a_fact
         layers.Conv2D(2, 1, activation="relu", name="squeeze")(layers.GlobalAveragePooling2D(keepdims=True)(passes)))
     outputs = [layers.DepthwiseConv2D(3, name="depthwise")(layers.ZeroPadding2D(1)(passes)),
                layers.Conv2D(4, 1, name="project")(layers.Multiply()([passes, gate]))]
-    to_sum, to_concat, squared, out = (hard_swish(name) for name in ("to_sum", "to_concat", "squared", "out"))
+    to_sum, to_concat, squared, out, left, right = (hard_swish(name) for name in (
+        "to_sum", "to_concat", "squared", "out", "left", "right"))
     outputs += [layers.Conv2D(4, 3, name="after_sum")(layers.Add()([to_sum, x])),
                 layers.Conv2D(4, 3, name="after_concat")(layers.Concatenate()([to_concat, x])),
-                layers.Conv2D(4, 3, name="after_square")(layers.Multiply()([squared, squared])), out]
+                layers.Conv2D(4, 3, name="after_square")(layers.Multiply()([squared, squared])), out,
+                layers.Conv2D(4, 3, name="after_product")(layers.Multiply()([left, right]))]
     net = keras.Model(x, [layers.Flatten()(o) for o in outputs])
     assert kernels_taking_the_sixth(net.get_config()) == {"passes": {"depthwise", "squeeze", "project"}}
     swapped = for_integer_export(net)
-    assert {name: type(swapped.get_layer(name)).__name__ for name in ("passes", "to_sum", "to_concat", "squared",
-                                                                      "out")} == \
-        {"passes": "SixfoldHardSwish", "to_sum": "HardSwish", "to_concat": "HardSwish", "squared": "HardSwish",
-         "out": "HardSwish"}
+    kinds = {name: type(swapped.get_layer(name)).__name__
+             for name in ("passes", "to_sum", "to_concat", "squared", "out", "left", "right")}
+    assert kinds == {"passes": "SixfoldHardSwish", **{name: "HardSwish" for name in kinds if name != "passes"}}
     data = np.random.default_rng(0).normal(0, 3, (4, 1, 8, 8, 4)).astype(np.float32)
     for want, got in zip(net(data[0]), swapped(data[0])):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

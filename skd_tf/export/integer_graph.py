@@ -105,8 +105,11 @@ def kernels_taking_the_sixth(config: dict) -> dict[str, set]:
                     else:
                         ok = False
             if ok and kernels:
-                found[name] = kernels
-    return found
+                found[name] = (passed - {name}, kernels)
+    # two hard-swishes meeting in one layer (a Multiply of both) would need 1/36 there: both keep their ⅙
+    reached = [layer for passed, kernels in found.values() for layer in passed | kernels]
+    return {name: kernels for name, (passed, kernels) in found.items()
+            if all(reached.count(layer) == 1 for layer in passed | kernels)}
 
 
 def _output_names(node: dict) -> set:
