@@ -122,7 +122,7 @@ def _output_names(node: dict) -> set:
     return {str(entry[0]) for entry in entries}
 
 
-def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict | None = None):
+def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict):
     """The layer that replaces a config entry, or None to keep it."""
     if not (isinstance(entry, dict) and isinstance(entry.get("config"), dict) and "inbound_nodes" in entry):
         return None
@@ -130,7 +130,7 @@ def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict | None = N
     if entry.get("class_name") == "BatchNormalization" and config["name"] in batch_norms:
         return BatchNormAsDepthwise(config["epsilon"], name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "Activation" and config.get("activation") in HARD_SWISH_ACTIVATIONS:
-        kind = SixfoldHardSwish if config["name"] in (sixfold or {}) else HardSwish
+        kind = SixfoldHardSwish if config["name"] in sixfold else HardSwish
         return kind(name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "PReLU" and sorted(config.get("shared_axes") or []) == [1, 2]:
         return PReLUAsLeakyReLU(slopes[config["name"]], name=config["name"], dtype=config.get("dtype"))

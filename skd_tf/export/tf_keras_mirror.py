@@ -254,7 +254,7 @@ def mirror(network) -> tf_keras.Model:
     logits_layer = config["output_layers"]["logits"][0]
     model = tf_keras.Model(outputs[config["input_layers"][0]], outputs[logits_layer], name=network.name)
     for layer in created:
-        if isinstance(layer, (ScalarOp, HardSwish, SixfoldHardSwish)):  # no weights (operations are no layers)
+        if isinstance(layer, (ScalarOp, HardSwish, SixfoldHardSwish)):  # weightless; operations are not layers
             continue
         weights = network.get_layer(layer.name).get_weights()
         if weights and any(l is layer for l in model.layers):
