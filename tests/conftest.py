@@ -1,7 +1,10 @@
 """Shared test settings: quiet TensorFlow, two logical CPU devices, tiny configs."""
 
+import os
+
 import pytest
 
+from skd_tf.benchmark.device import host_device
 from skd_tf.console import QUIET, start_tensorflow
 
 # TensorFlow started as the commands start it: its start-up lines on a CPU-only host (cuInit, cudart_stub,
@@ -35,6 +38,16 @@ LONGEST_FIRST = (
     "tests/test_distill.py::test_full_distillation_under_xla_computes_what_it_computes_without",  # 30–35
     "tests/test_import.py::test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student",  # 29–30
 )
+
+
+def pytest_report_header(config):
+    return host_device()
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Above the "N passed in S s" line: the suite's time depends on the instruction set (the ten-minute
+    # budget is for 2 AVX2 cores), so a CI record names the host it was measured on.
+    terminalreporter.write_line(f"{host_device()}; ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}")
 
 
 def pytest_collection_modifyitems(config, items):
