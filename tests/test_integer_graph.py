@@ -1,7 +1,8 @@
 """Integer exports trace hard-swish and per-channel PReLU in ops XNNPACK runs in int8, and batch norms the
 converter cannot fold as depthwise convolutions (skd_tf.export.integer_graph): the three layers against
 NumPy, the rewrite keeps the network's function and weights, an int8 file keeps a batch norm's factors per
-channel, and an int8 ESPNet-C file carries LEAKY_RELU where its float32 twin carries PRELU."""
+channel, an int8 ESPNet file carries LEAKY_RELU and DEPTH_TO_SPACE where its float32 twin carries PRELU and
+TRANSPOSE_CONV, and a transposed convolution whose kernel is its stride equals its 1×1 + DEPTH_TO_SPACE form."""
 
 import json
 
@@ -13,7 +14,8 @@ from skd_tf.benchmark import runtime
 from skd_tf.config import DataConfig, ModelConfig
 from skd_tf.export.integer_graph import for_integer_export, kernels_taking_the_sixth
 from skd_tf.models import build_model
-from skd_tf.models.layers import BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU, SixfoldHardSwish
+from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU, SixfoldHardSwish,
+                                  TransposedConvAsDepthToSpace)
 
 
 def test_hard_swish_matches_numpy():
@@ -157,23 +159,54 @@ def test_a_network_without_them_is_returned_as_it_is():
     assert for_integer_export(net) is net
 
 
-def test_int8_espnet_c_carries_leaky_relu_and_float32_prelu(tmp_path):
+def test_int8_espnet_carries_leaky_relu_and_depth_to_space_where_float32_carries_prelu_and_transpose_conv(tmp_path):
     from skd_tf.export import export_tflite
 
     keras.utils.set_random_seed(0)
-    net = build_model(ModelConfig(arch="espnet_c", backbone="espnet"), 4, (32, 32))
+    net = build_model(ModelConfig(arch="espnet", backbone="espnet"), 5, (32, 32))
     _randomise_prelu(net)
-    data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic={"num_train": 4, "num_val": 3, "image_size": 32})
+    data = DataConfig(num_classes=5, crop_size=(32, 32), synthetic={"num_train": 4, "num_val": 3, "image_size": 32})
     record = export_tflite(net, data, tmp_path, ("float32", "int8"), calibration_samples=2, eval_limit=3,
                            savedmodel=False)
     ops = {q: entry["deployability"]["ops"] for q, entry in record["exports"].items()}
     assert "PRELU" in ops["float32"] and "LEAKY_RELU" not in ops["float32"]
     assert "PRELU" not in ops["int8"] and "LEAKY_RELU" in ops["int8"]
+    # the decoder's three 2×2 / 2 transposed convolutions: float32 keeps them, int8 writes 1×1 + DEPTH_TO_SPACE
+    assert ops["float32"]["TRANSPOSE_CONV"] == 3 and "DEPTH_TO_SPACE" not in ops["float32"]
+    assert "TRANSPOSE_CONV" not in ops["int8"] and ops["int8"]["DEPTH_TO_SPACE"] == 3
     # both normalise the input with one depthwise convolution; int8 writes its unfoldable batch norms as more
     assert ops["float32"]["DEPTHWISE_CONV_2D"] == 1 and ops["int8"]["DEPTHWISE_CONV_2D"] > 1
     assert record["exports"]["int8"]["deployability"]["all_integer"] is True
     assert json.loads((tmp_path / "export.json").read_text())["exports"].keys() == {"float32", "int8"}
 
+
+def _transposed_conv_numpy(x, kernel, bias, s):
+    """y[s·i + a, s·j + b, o] = Σ_c x[i, j, c] · K[a, b, o, c] + bias_o (kernel = stride: no overlap)."""
+    n, h, w, _ = x.shape
+    y = np.zeros((n, h * s, w * s, kernel.shape[2]))
+    for a in range(s):
+        for b in range(s):
+            y[:, a::s, b::s] = np.einsum("nijc,oc->nijo", x, kernel[a, b]) + bias
+    return y
+
+
+@pytest.mark.parametrize("stride,use_bias", [(2, False), (3, True)])
+def test_a_stride_sized_transposed_convolution_becomes_a_pointwise_convolution_and_depth_to_space(stride, use_bias):
+    rng = np.random.default_rng(stride)
+    inputs = keras.Input((5, 7, 3))
+    up = keras.layers.Conv2DTranspose(4, stride, strides=stride, use_bias=use_bias, name="up")(inputs)
+    overlapping = keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same", name="overlapping")(up)
+    net = keras.Model(inputs, {"logits": overlapping})
+    net.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in net.get_weights()])
+    swapped = for_integer_export(net)
+    assert isinstance(swapped.get_layer("up"), TransposedConvAsDepthToSpace)
+    assert type(swapped.get_layer("overlapping")) is keras.layers.Conv2DTranspose  # its windows overlap: kept
+    x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    weights = net.get_layer("up").get_weights()
+    want = _transposed_conv_numpy(x, weights[0], weights[1] if use_bias else 0.0, stride)
+    np.testing.assert_allclose(np.asarray(swapped.get_layer("up")(x)), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(net.get_layer("up")(x)), want, rtol=1e-5, atol=1e-5)  # Keras' convention
+    np.testing.assert_allclose(np.asarray(swapped(x)["logits"]), np.asarray(net(x)["logits"]), rtol=1e-5, atol=1e-5)
 
 
 def test_hard_swish_hands_its_sixth_on_only_along_paths_that_commute_with_a_factor(tmp_path):

@@ -24,6 +24,10 @@ constants quantized with one scale per tensor; as a 1×1 depthwise convolution
 Cityscapes ESPNet at 256×512: int8 labels 14 → 23 % of the float labels on the photos; see
 docs/published-weights.md).
 
+And a transposed convolution whose kernel is its stride (ESPNet's decoder, 2×2 / 2), which XNNPACK leaves
+to the builtin kernel in int8, as the 1×1 convolution and DEPTH_TO_SPACE it is
+(``skd_tf.models.layers.TransposedConvAsDepthToSpace``; 61 → 4.9 ms for ESPNet's last one at 512×1024).
+
 Float exports keep the fused ops, which XNNPACK runs in float.
 """
 
@@ -32,7 +36,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from skd_tf.models.layers import BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU, SixfoldHardSwish
+from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU, SixfoldHardSwish,
+                                  TransposedConvAsDepthToSpace)
 from skd_tf.models.rebuild import config_dicts, rebuilt
 
 HARD_SWISH_ACTIVATIONS = ("hard_silu", "hard_swish")
@@ -122,6 +127,16 @@ def _output_names(node: dict) -> set:
     return {str(entry[0]) for entry in entries}
 
 
+def _stride_sized_transposed_conv(config: dict) -> bool:
+    """A ``Conv2DTranspose`` config whose square kernel equals its stride, with no activation, dilation,
+    output padding or groups (``TransposedConvAsDepthToSpace`` computes it)."""
+    size, strides = list(config.get("kernel_size") or []), list(config.get("strides") or [])
+    return (len(size) == 2 and size == strides and size[0] == size[1] and size[0] > 1
+            and config.get("padding") in ("valid", "same") and config.get("activation") in (None, "linear")
+            and list(config.get("dilation_rate") or [1, 1]) == [1, 1] and config.get("output_padding") is None
+            and config.get("data_format", "channels_last") == "channels_last" and config.get("groups", 1) == 1)
+
+
 def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict):
     """The layer that replaces a config entry, or None to keep it."""
     if not (isinstance(entry, dict) and isinstance(entry.get("config"), dict) and "inbound_nodes" in entry):
@@ -134,6 +149,9 @@ def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict):
         return kind(name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "PReLU" and sorted(config.get("shared_axes") or []) == [1, 2]:
         return PReLUAsLeakyReLU(slopes[config["name"]], name=config["name"], dtype=config.get("dtype"))
+    if entry.get("class_name") == "Conv2DTranspose" and _stride_sized_transposed_conv(config):
+        return TransposedConvAsDepthToSpace(config["filters"], config["strides"][0], config["use_bias"],
+                                            name=config["name"], dtype=config.get("dtype"))
     return None
 
 
@@ -153,6 +171,8 @@ def _swap(node, slopes: dict, batch_norms: set, sixfold: dict) -> None:
 
 
 def _replaceable(layer) -> bool:
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        return _stride_sized_transposed_conv(layer.get_config())
     if isinstance(layer, keras.layers.Activation):
         return keras.activations.serialize(layer.activation) in HARD_SWISH_ACTIVATIONS
     return isinstance(layer, keras.layers.PReLU) and sorted(layer.shared_axes or []) == [1, 2]
@@ -165,8 +185,8 @@ def _all_layers(model):
 
 
 def for_integer_export(network: keras.Model) -> keras.Model:
-    """``network`` with its hard-swish activations and per-channel PReLUs replaced by the same functions in
-    int8-delegable ops and its unfoldable batch norms by depthwise convolutions, with the same weights; a
+    """``network`` with its hard-swish activations, per-channel PReLUs and stride-sized transposed convolutions
+    replaced by the same functions in int8-delegable ops and its unfoldable batch norms by depthwise convolutions, with the same weights; a
     network without them, or a subclassed one (no config to rewrite), is returned as it is."""
     try:
         config = network.get_config()
