@@ -186,8 +186,9 @@ def _all_layers(model):
 
 def for_integer_export(network: keras.Model) -> keras.Model:
     """``network`` with its hard-swish activations, per-channel PReLUs and stride-sized transposed convolutions
-    replaced by the same functions in int8-delegable ops and its unfoldable batch norms by depthwise convolutions, with the same weights; a
-    network without them, or a subclassed one (no config to rewrite), is returned as it is."""
+    replaced by the same functions in int8-delegable ops and its unfoldable batch norms by depthwise
+    convolutions, with the same weights; a network without them, or a subclassed one (no config to rewrite),
+    is returned as it is."""
     try:
         config = network.get_config()
     except NotImplementedError:  # a subclassed model
