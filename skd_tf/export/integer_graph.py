@@ -128,13 +128,13 @@ def _output_names(node: dict) -> set:
 
 
 def _stride_sized_transposed_conv(config: dict) -> bool:
-    """A ``Conv2DTranspose`` config whose square kernel equals its stride, with no activation, dilation,
-    output padding or groups (``TransposedConvAsDepthToSpace`` computes it)."""
-    size, strides = list(config.get("kernel_size") or []), list(config.get("strides") or [])
-    return (len(size) == 2 and size == strides and size[0] == size[1] and size[0] > 1
-            and config.get("padding") in ("valid", "same") and config.get("activation") in (None, "linear")
-            and list(config.get("dilation_rate") or [1, 1]) == [1, 1] and config.get("output_padding") is None
-            and config.get("data_format", "channels_last") == "channels_last" and config.get("groups", 1) == 1)
+    """A ``Conv2DTranspose`` config whose square kernel equals its stride, with no activation, dilation or
+    output padding, channels last (``TransposedConvAsDepthToSpace`` computes it; with kernel = stride,
+    "same" and "valid" padding pad nothing)."""
+    size = list(config["kernel_size"])
+    return (size == list(config["strides"]) and size[0] == size[1] > 1
+            and config["activation"] in (None, "linear") and list(config["dilation_rate"]) == [1, 1]
+            and config["output_padding"] is None and config["data_format"] == "channels_last")
 
 
 def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict):
