@@ -82,7 +82,7 @@ def quantization_aware(network):
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from skd_tf.export.tf_keras_mirror import CUSTOM_LAYERS, mirror
+    from skd_tf.export.tf_keras_mirror import CUSTOM_LAYERS, UNQUANTIZED, mirror
 
     base = mirror(network)
     _refuse_repeated_inputs(base)
@@ -98,6 +98,8 @@ def quantization_aware(network):
                                      (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D))}
 
     def annotated(layer):
+        if isinstance(layer, UNQUANTIZED):
+            return layer
         if isinstance(layer, special) or layer.name in standalone:
             return annotate(layer, quantize_config=output_only())
         return annotate(layer)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from skd_tf.export.integer_graph import kernels_taking_the_sixth
+import numpy as np
+
+from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.models.input_convention import conversion
 from skd_tf.models.layers import adaptive_average_pool
 from skd_tf.models.torch_layers import ceil_mode_pads
@@ -140,6 +142,22 @@ class SixfoldHardSwish(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
+class DepthToSpace(tf_keras.layers.Layer):
+    """``tf.nn.depth_to_space`` as a tf_keras layer (DEPTH_TO_SPACE in TFLite; it moves values, so its int8
+    output keeps its input's scale and tfmot is not asked to quantize it)."""
+
+    def __init__(self, block_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = int(block_size)
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.block_size)
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+@tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")
 class ScalarOp(tf_keras.layers.Layer):
     """A Keras 3 operation node on a tensor and a Python number (``x + 3.0``, ``x * (1 / 6)`` in
     keras.applications' MobileNetV3 hard sigmoid)."""
@@ -162,7 +180,9 @@ class ScalarOp(tf_keras.layers.Layer):
 CUSTOM_LAYERS = {"AdaptiveAveragePooling2D": AdaptiveAveragePooling2D, "ResizeLike": ResizeLike,
                  "ConvertInput": ConvertInput, "CropLike": CropLike, "CeilModeMaxPool2D": CeilModeMaxPool2D,
                  "ResizeLikeAlignCorners": ResizeLikeAlignCorners, "HardSwish": HardSwish,
-                 "SixfoldHardSwish": SixfoldHardSwish, "ScalarOp": ScalarOp}
+                 "SixfoldHardSwish": SixfoldHardSwish, "ScalarOp": ScalarOp, "DepthToSpace": DepthToSpace}
+# layers that only move values: fake-quantizing their output would only add a requantization
+UNQUANTIZED = (DepthToSpace,)
 
 
 def _is_operation(entry: dict) -> bool:
@@ -193,12 +213,61 @@ def _average_pool_as_depthwise(name: str, config: dict):
         depthwise_initializer=tf_keras.initializers.Constant(1.0 / (size[0] * size[1])), name=name)
 
 
-def _layer_from(entry: dict, sixfold: dict):
+def _per_channel_factor(name: str):
+    """A 1×1 depthwise convolution without bias: x · k_c, quantized per channel (a MUL by a per-channel
+    constant would be quantized with one scale for all channels)."""
+    return tf_keras.layers.DepthwiseConv2D(1, use_bias=False, name=name)
+
+
+def _prelu_as_leaky_relu(name: str, config: dict):
+    """``PReLUAsLeakyReLU``, a · y + b · LeakyReLU_β(y) with b = (1 − α)/(1 − β), a = 1 − b, in tf_keras
+    layers: two per-channel factors, LeakyReLU and Add (the int8 export writes the same ops)."""
+    slope = float(config["slope"])
+    linear, leaky = _per_channel_factor(f"{name}_linear"), tf_keras.layers.LeakyReLU(slope, name=f"{name}_leaky")
+    scaled, total = _per_channel_factor(f"{name}_scaled"), tf_keras.layers.Add(name=name)
+
+    def weights(alpha):
+        b = (1.0 - alpha.reshape(1, 1, -1, 1)) / (1.0 - slope)
+        return {linear: [1.0 - b], scaled: [b]}
+
+    return lambda y: total([linear(y), scaled(leaky(y))]), weights
+
+
+def _batch_norm_as_depthwise(name: str, config: dict):
+    """``BatchNormAsDepthwise``: a 1×1 depthwise convolution with kernel k = γ / √(σ² + ε), bias β − k · μ."""
+    layer = tf_keras.layers.DepthwiseConv2D(1, use_bias=True, name=name)
+
+    def weights(gamma, beta, mean, variance):
+        k = gamma / np.sqrt(variance + np.float32(config["epsilon"]))
+        return {layer: [k.reshape(1, 1, -1, 1), beta - k * mean]}
+
+    return layer, weights
+
+
+def _transposed_conv_as_depth_to_space(name: str, config: dict):
+    """``TransposedConvAsDepthToSpace``: a 1×1 convolution to s²·O channels (channel (a·s + b)·O + o) and
+    DEPTH_TO_SPACE(s)."""
+    s, filters = int(config["stride"]), int(config["filters"])
+    pointwise = tf_keras.layers.Conv2D(s * s * filters, 1, use_bias=config["use_bias"], name=f"{name}_pointwise")
+    shuffle = DepthToSpace(s, name=name)
+
+    def weights(kernel, *bias):
+        matrix = kernel.transpose(3, 0, 1, 2).reshape(1, 1, kernel.shape[-1], s * s * filters)
+        return {pointwise: [matrix, *(np.tile(b, s * s) for b in bias)]}
+
+    return lambda x: shuffle(pointwise(x)), weights
+
+
+# the integer graph's layers whose twins are several tf_keras layers: name, config → (call, weights), where
+# weights maps the Keras 3 layer's weights to each tf_keras layer's
+COMPOSITES = {"PReLUAsLeakyReLU": _prelu_as_leaky_relu, "BatchNormAsDepthwise": _batch_norm_as_depthwise,
+              "TransposedConvAsDepthToSpace": _transposed_conv_as_depth_to_space}
+
+
+def _layer_from(entry: dict):
     if _is_operation(entry):
         return _operation_from(entry)
     cls_name = entry["class_name"]
-    if cls_name == "Activation" and entry["config"].get("activation") in ("hard_swish", "hard_silu"):
-        return (SixfoldHardSwish if entry["name"] in sixfold else HardSwish)(name=entry["name"])
     config = {k: v for k, v in entry["config"].items()
               if k not in _DROPPED_KEYS and not k.endswith(_DROPPED_SUFFIXES)}
     if cls_name == "AveragePooling2D" and config.get("padding", "valid") == "valid":
@@ -230,13 +299,11 @@ def _inbound(entry: dict):
 
 def mirror(network) -> tf_keras.Model:
     """A tf_keras model computing ``network``'s logits from the same input, with the same weights — written
-    as the int8 export writes it: each hard-swish whose ⅙ can move into the kernels after it
-    (``integer_graph.kernels_taking_the_sixth``) as x · ReLU6(x + 3), those kernels divided by 6."""
+    as the int8 export writes it (``integer_graph.for_integer_export``)."""
+    network = for_integer_export(network)
     config = network.get_config()
-    sixfold = kernels_taking_the_sixth(config)
-    divided = {name for names in sixfold.values() for name in names}
     outputs: dict[str, object] = {}
-    created = []
+    created, composite_weights = [], []
     for entry in config["layers"]:
         name, cls_name = entry["name"], entry["class_name"]
         if cls_name == "InputLayer":
@@ -248,7 +315,12 @@ def mirror(network) -> tf_keras.Model:
         if cls_name in _PASSTHROUGH:
             outputs[name] = inputs[0]
             continue
-        layer = _layer_from(entry, sixfold)
+        if cls_name in COMPOSITES:
+            call, weights = COMPOSITES[cls_name](name, entry["config"])
+            outputs[name] = call(inputs[0])
+            composite_weights.append((name, weights))
+            continue
+        layer = _layer_from(entry)
         outputs[name] = layer(inputs if as_list else inputs[0])
         created.append(layer)
     logits_layer = config["output_layers"]["logits"][0]
@@ -258,7 +330,8 @@ def mirror(network) -> tf_keras.Model:
             continue
         weights = network.get_layer(layer.name).get_weights()
         if weights and any(l is layer for l in model.layers):
-            if layer.name in divided:  # the kernel, first weight of a convolution or dense layer
-                weights = [weights[0] / 6.0, *weights[1:]]
             layer.set_weights(weights)
+    for name, weights in composite_weights:
+        for layer, values in weights(*network.get_layer(name).get_weights()).items():
+            layer.set_weights([np.asarray(v, np.float32) for v in values])
     return model
