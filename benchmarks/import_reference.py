@@ -77,6 +77,10 @@ def chosen_photos(images: list[str] | None) -> list[Path]:
     photos = [Path(p) for p in images] if images else package_photos()
     if not photos:
         raise SystemExit("no photos: pass --images or pip install scikit-image")
+    if not images and len(photos) < len(PACKAGE_PHOTOS):
+        # the docs table is made on all of them: a run on fewer is not comparable with it
+        print(f"warning: {len(photos)} of the {len(PACKAGE_PHOTOS)} package photos found (pip install scikit-image "
+              f"for the rest, which the table in docs/published-weights.md was made on)", file=sys.stderr, flush=True)
     return photos
 
 

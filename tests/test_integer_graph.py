@@ -162,8 +162,8 @@ def test_a_network_without_them_is_returned_as_it_is():
 def test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_carries_prelu_and_transpose_conv(
         tmp_path):
     """The QAT file is converted from the tf_keras mirror of the same integer graph, so it has the int8
-    file's ops (before, the mirror kept PRELU and TRANSPOSE_CONV: 21 XNNPACK partitions, 104 against 32 ms
-    for ESPNet at 256×512), and ESPNet's standalone batch norms and PReLU factors as depthwise convolutions."""
+    file's ops (before, the mirror kept PRELU and TRANSPOSE_CONV: 21 XNNPACK partitions, 336 against 146 ms
+    for ESPNet at 512×1024 on one core), and ESPNet's standalone batch norms and PReLU factors as depthwise convolutions."""
     from skd_tf.export import export_tflite
 
     keras.utils.set_random_seed(0)
