@@ -447,3 +447,20 @@ def test_published_networks_keep_their_upsampling_through_save_and_training(tmp_
     assert logits_align_corners(loaded) and not logits_align_corners(plain)
     assert SegmentationTrainer(loaded, 19).align_corners and SegmentationTrainer(loaded, 19).miou.align_corners
     assert Distiller(plain, loaded).align_corners and not Distiller(loaded, plain).align_corners
+
+
+def test_import_reference_says_when_it_checks_on_fewer_photos_than_its_table(tmp_path, monkeypatch, capsys):
+    """The docs table is made on the 7 photos matplotlib and scikit-image ship; without scikit-image the script
+    would check on one and its figures would silently not compare."""
+    import import_reference
+
+    photo = tmp_path / "one.jpg"
+    photo.write_bytes(b"")
+    monkeypatch.setattr(import_reference, "package_photos", lambda: [photo])
+    assert import_reference.chosen_photos(None) == [photo]
+    assert "1 of the 7 package photos found (pip install scikit-image" in capsys.readouterr().err
+    assert import_reference.chosen_photos([str(photo)]) == [photo]  # photos the user chose: no warning
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(import_reference, "package_photos", lambda: [])
+    with pytest.raises(SystemExit, match="no photos: pass --images or pip install scikit-image"):
+        import_reference.chosen_photos(None)
