@@ -25,13 +25,15 @@ Only the ``logits`` output is kept. Imports tf_keras; only the QAT path uses it.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.models.input_convention import conversion
-from skd_tf.models.layers import adaptive_average_pool
+from skd_tf.models.layers import (BatchNormAsDepthwise, PReLUAsLeakyReLU, TransposedConvAsDepthToSpace,
+                                  adaptive_average_pool)
 from skd_tf.models.torch_layers import ceil_mode_pads
 
 # config keys that are Keras 3-only or irrelevant once the weights are copied
@@ -235,8 +237,8 @@ def _prelu_as_leaky_relu(name: str, config: dict):
     scaled, total = _per_channel_factor(f"{name}_scaled"), tf_keras.layers.Add(name=name)
 
     def weights(alpha):
-        b = (1.0 - alpha.reshape(1, 1, -1, 1)) / (1.0 - slope)
-        return {linear: [1.0 - b], scaled: [b]}
+        a, b = PReLUAsLeakyReLU.factors(alpha.reshape(1, 1, -1, 1), slope)
+        return {linear: [a], scaled: [b]}
 
     return lambda y: total([linear(y), scaled(leaky(y))]), weights
 
@@ -246,8 +248,8 @@ def _batch_norm_as_depthwise(name: str, config: dict):
     layer = tf_keras.layers.DepthwiseConv2D(1, use_bias=True, name=name)
 
     def weights(gamma, beta, mean, variance):
-        k = gamma / np.sqrt(variance + np.float32(config["epsilon"]))
-        return {layer: [k.reshape(1, 1, -1, 1), beta - k * mean]}
+        k, offset = BatchNormAsDepthwise.affine(gamma, beta, mean, variance, config["epsilon"])
+        return {layer: [np.reshape(k, (1, 1, -1, 1)), offset]}
 
     return layer, weights
 
@@ -260,8 +262,8 @@ def _transposed_conv_as_depth_to_space(name: str, config: dict):
     shuffle = DepthToSpace(s, name=name)
 
     def weights(kernel, *bias):
-        matrix = kernel.transpose(3, 0, 1, 2).reshape(1, 1, kernel.shape[-1], s * s * filters)
-        return {pointwise: [matrix, *(np.tile(b, s * s) for b in bias)]}
+        matrix, tiled = TransposedConvAsDepthToSpace.pointwise(kernel, bias[0] if bias else None, s)
+        return {pointwise: [matrix] + ([tiled] if bias else [])}
 
     return lambda x: shuffle(pointwise(x)), weights
 
@@ -341,5 +343,5 @@ def mirror(network) -> tf_keras.Model:
             layer.set_weights(weights)
     for name, weights in composite_weights:
         for layer, values in weights(*network.get_layer(name).get_weights()).items():
-            layer.set_weights([np.asarray(v, np.float32) for v in values])
+            layer.set_weights([np.asarray(keras.ops.convert_to_numpy(v), np.float32) for v in values])
     return model

@@ -141,9 +141,15 @@ class PReLUAsLeakyReLU(keras.layers.Layer):
     def build(self, input_shape):
         self.alpha = self.add_weight(name="alpha", shape=(1, 1, input_shape[-1]), initializer="zeros")
 
+    @staticmethod
+    def factors(alpha, slope: float):
+        """(a, b) with a = 1 − b, b = (1 − α)/(1 − β), shaped as α."""
+        b = (1.0 - alpha) / (1.0 - slope)
+        return 1.0 - b, b
+
     def call(self, y):
-        b = (1.0 - self.alpha) / (1.0 - self.slope)
-        return (1.0 - b) * y + b * ops.leaky_relu(y, negative_slope=self.slope)
+        a, b = self.factors(self.alpha, self.slope)
+        return a * y + b * ops.leaky_relu(y, negative_slope=self.slope)
 
     def get_config(self):
         return {**super().get_config(), "slope": self.slope}
@@ -173,9 +179,15 @@ class BatchNormAsDepthwise(keras.layers.Layer):
         self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
                                                trainable=False)
 
+    @staticmethod
+    def affine(gamma, beta, mean, variance, epsilon: float):
+        """(k, β − k · μ) with k = γ / √(σ² + ε), per channel."""
+        k = gamma / ops.sqrt(variance + epsilon)
+        return k, beta - k * mean
+
     def call(self, x, training=None, mask=None):
-        k = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
-        return ops.depthwise_conv(x, ops.reshape(k, (1, 1, -1, 1)), 1, "valid") + (self.beta - k * self.moving_mean)
+        k, offset = self.affine(self.gamma, self.beta, self.moving_mean, self.moving_variance, self.epsilon)
+        return ops.depthwise_conv(x, ops.reshape(k, (1, 1, -1, 1)), 1, "valid") + offset
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -202,13 +214,19 @@ class TransposedConvAsDepthToSpace(keras.layers.Layer):
         self.kernel = self.add_weight(name="kernel", shape=(s, s, self.filters, input_shape[-1]))
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
+    @staticmethod
+    def pointwise(kernel, bias, stride: int):
+        """The 1×1 convolution's kernel (1, 1, C, s²·O) and bias (s²·O, or None) for ``kernel`` (s, s, O, C)."""
+        s, filters, channels = stride, kernel.shape[2], kernel.shape[3]
+        matrix = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (1, 1, channels, s * s * filters))
+        return matrix, None if bias is None else ops.tile(bias, (s * s,))
+
     def call(self, x):
-        s, channels = self.stride, self.kernel.shape[-1]
-        pointwise = ops.reshape(ops.transpose(self.kernel, (3, 0, 1, 2)), (1, 1, channels, s * s * self.filters))
-        y = ops.conv(x, pointwise, 1, "valid")
-        if self.bias is not None:
-            y = y + ops.tile(self.bias, (s * s,))
-        return tf.nn.depth_to_space(y, s)
+        matrix, bias = self.pointwise(self.kernel, self.bias, self.stride)
+        y = ops.conv(x, matrix, 1, "valid")
+        if bias is not None:
+            y = y + bias
+        return tf.nn.depth_to_space(y, self.stride)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride, "use_bias": self.use_bias}
