@@ -325,15 +325,27 @@ def write_cpuinfo(root: Path, cpu: str, work: Path) -> list[str]:
 
 
 def outputs(inputs: Path, files: list[Path], target: Path, cpu: str | None, work: Path) -> dict:
-    """Runs benchmarks/tflite_outputs.py on this host (``cpu`` None) or under qemu on ``cpu``."""
+    """Runs benchmarks/tflite_outputs.py on this host (``cpu`` None) or under qemu on ``cpu``; reuses
+    ``target`` when it was made from the same inputs and files (their digests, kept beside it), so a rerun
+    after an interruption or a change elsewhere does not emulate again what it has (``max`` takes 10 min and
+    more per file set)."""
+    import hashlib
+
     worker = [str(Path(__file__).with_name("tflite_outputs.py")), str(inputs), str(target), *map(str, files)]
-    if cpu is None:
-        _run([sys.executable, *worker], "the host run")
+    digests = "\n".join(hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in (inputs, *files))
+    stamp = target.with_suffix(".digests")
+    if target.exists() and stamp.exists() and stamp.read_text() == digests:
+        print(f"  {target.name}: made from these files before, reused", flush=True)
     else:
-        root, site = work / "root", work / "site"
-        write_cpuinfo(root, cpu, work)
-        _run([qemu(work), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), *worker],
-             f"the emulated run on {cpu}", env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+        stamp.unlink(missing_ok=True)
+        if cpu is None:
+            _run([sys.executable, *worker], "the host run")
+        else:
+            root, site = work / "root", work / "site"
+            write_cpuinfo(root, cpu, work)
+            _run([qemu(work), "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3.11"), *worker],
+                 f"the emulated run on {cpu}", env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+        stamp.write_text(digests)
     loaded = np.load(target)
     return {"info": json.loads(str(loaded["info"])), "outputs": [loaded[str(i)] for i in range(len(files))]}
 
@@ -389,8 +401,22 @@ def table(record: dict) -> str:
     return ("\n".join(lines) + f"\n\n% of pixels equal to the x86 run, per emulated CPU ({' / '.join(cpus)}; "
             f"logits: argmax agreement, and the largest logit difference relative to the largest logit); "
             f"{record['images']} validation images per LR-ASPP student{published}. Emulated CPU features (HWCAP): "
-            f"{cpu_text}. Host: {record['host']['model']} ({', '.join(record['host']['features'])}); runtime "
-            f"{record['runtime']}; {record.get('emulator', 'qemu')}.\n")
+            f"{cpu_text}. {hosts_text(record)}; runtime {record['runtime']}; {record.get('emulator', 'qemu')}.\n")
+
+
+def hosts_text(record: dict) -> str:
+    """"Host: <model> (<features>)", or with rows from runs on several hosts each host and the rows it ran."""
+    hosts = record.get("hosts", {record["host"]["model"]: record["host"]})
+    if len(hosts) == 1:
+        host = next(iter(hosts.values()))
+        return f"Host: {host['model']} ({', '.join(host['features'])})"
+    parts = []
+    for model, host in hosts.items():
+        ran = [NAMES[s] for s in (*STUDENTS, *PUBLISHED)
+               if any(r["student"] == s and r.get("host", record["host"]["model"]) == model for r in record["rows"])]
+        if ran:
+            parts.append(f"{model} ({', '.join(host['features'])}) ran {', '.join(ran)}")
+    return "Hosts: " + "; ".join(parts)
 
 
 def check(student: str, output: str, inputs: Path, exports: dict, cpus: list[str], work: Path,
@@ -490,9 +516,16 @@ def main(argv: list[str] | None = None) -> int:
         if RESULTS.exists():
             earlier = json.loads(RESULTS.read_text())
             if earlier["images"] == args.images:
-                kept = [r for r in earlier["rows"] if (r["student"], r["output"]) not in done]
-        record = {"images": args.images, "host": host_cpu(), "runtime": runtime, "emulator": emulator,
+                kept = [{"host": earlier["host"]["model"], **r} for r in earlier["rows"]
+                        if (r["student"], r["output"]) not in done]
+        host = host_cpu()
+        for r in rows:
+            r["host"] = host["model"]
+        record = {"images": args.images, "host": host, "runtime": runtime, "emulator": emulator,
                   "rows": kept + rows}
+        if kept:  # each row names the host that ran it; the record's host is the latest run's
+            record["hosts"] = {**earlier.get("hosts", {earlier["host"]["model"]: earlier["host"]}),
+                               host["model"]: host}
         write_text(RESULTS, json.dumps(record, indent=2) + "\n")
     if not RESULTS.exists():
         print("no result recorded yet: run without --table-only", file=sys.stderr)

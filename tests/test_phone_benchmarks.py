@@ -290,3 +290,37 @@ def test_the_label_head_benchmark_measures_every_head_and_again_rows_missing_one
     assert label_head._complete(full) and not label_head._complete(old) and not label_head._complete(None)
     record = {"latency": {"x 512x1024 1t": {**old, "device": "host", "logits_shape": [64, 128]}}, "accuracy": {}}
     assert "| x | 512x1024 | 64×128 | 10.0 | 11.0 (9 %) | – | 13.0 (23 %) |" in label_head.tables(record)
+
+
+def test_arm64_outputs_are_reused_only_for_the_same_files(tmp_path, monkeypatch):
+    runs = []
+
+    def fake_run(cmd, what, **kwargs):  # what tflite_outputs.py writes: info and one output per file
+        runs.append(what)
+        target = Path(cmd[cmd.index(str(inputs)) + 1])
+        np.savez(target, info=json.dumps({"runtime": "fake"}), **{"0": np.full(2, len(runs))})
+
+    monkeypatch.setattr(arm64_check, "_run", fake_run)
+    inputs, model, target = tmp_path / "in.npz", tmp_path / "m.tflite", tmp_path / "x86.npz"
+    np.savez(inputs, images=np.zeros((1, 2, 2, 3), np.uint8))
+    model.write_bytes(b"model one")
+    first = arm64_check.outputs(inputs, [model], target, None, tmp_path)
+    again = arm64_check.outputs(inputs, [model], target, None, tmp_path)
+    assert runs == ["the host run"] and np.array_equal(first["outputs"][0], again["outputs"][0])
+    model.write_bytes(b"model two")  # another file at the same path: run again
+    changed = arm64_check.outputs(inputs, [model], target, None, tmp_path)
+    assert len(runs) == 2 and changed["outputs"][0][0] == 2
+
+
+def test_arm64_table_names_the_host_of_each_row():
+    def row(student, host):
+        return {"student": student, "output": "labels", "quantization": "int8", "host": host,
+                "arm": {"cortex-a53": {"equal": 1.0, "features": ["asimd"]}}}
+
+    hosts = {"EPYC": {"model": "EPYC", "features": ["avx2"]}, "Xeon": {"model": "Xeon", "features": ["amx_int8"]}}
+    record = {"images": 1, "host": hosts["Xeon"], "hosts": hosts, "runtime": "r", "emulator": "q",
+              "rows": [row("mobilenetv2", "EPYC"), row("espnet", "Xeon")]}
+    text = arm64_check.table(record)
+    assert "Hosts: EPYC (avx2) ran LR-ASPP MobileNetV2; Xeon (amx_int8) ran ESPNet (published, Cityscapes)" in text
+    del record["hosts"]
+    assert "Host: Xeon (amx_int8)" in arm64_check.table(record)
