@@ -532,7 +532,8 @@ def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes
     failed once calibration had moved the ranges apart ("'tfl.pad' op quantization parameters violate the same
     scale constraint"); without one, the converter merged the two paddings and requantized the image to the
     concatenation's scale, clipping the first convolution's input (b1_concat 20 % RMS off the fake-quantized
-    model). The mirror makes each pooling a frozen depthwise convolution: the file converts, is integer-only,
+    model). Integer exports make each zero-padded pooling one "same"-padded depthwise convolution of ninths,
+    which the mirror carries as a frozen DepthwiseConv2D: the file converts, is integer-only,
     and its first concatenation is the fake-quantized model's within one output step. tfmot cannot rebuild a
     layer that reads one tensor twice (ESPNet without blocks at level 2): a clear error, not a shape mismatch."""
     from skd_tf.config import ModelConfig

@@ -2,7 +2,8 @@
 converter cannot fold as depthwise convolutions (skd_tf.export.integer_graph): the three layers against
 NumPy, the rewrite keeps the network's function and weights, an int8 file keeps a batch norm's factors per
 channel, an int8 ESPNet file carries LEAKY_RELU and DEPTH_TO_SPACE where its float32 twin carries PRELU and
-TRANSPOSE_CONV, and a transposed convolution whose kernel is its stride equals its 1×1 + DEPTH_TO_SPACE form."""
+TRANSPOSE_CONV, a transposed convolution whose kernel is its stride equals its 1×1 + DEPTH_TO_SPACE form, and
+torch's zero-padded 3×3/2 average pooling equals its 4×4 "same" depthwise form."""
 
 import json
 
@@ -14,8 +15,8 @@ from skd_tf.benchmark import runtime
 from skd_tf.config import DataConfig, ModelConfig
 from skd_tf.export.integer_graph import for_integer_export, kernels_taking_the_sixth
 from skd_tf.models import build_model
-from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU, SixfoldHardSwish,
-                                  TransposedConvAsDepthToSpace)
+from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PaddedAveragePoolAsDepthwise, PReLUAsLeakyReLU,
+                                  SixfoldHardSwish, TransposedConvAsDepthToSpace)
 
 
 def test_hard_swish_matches_numpy():
@@ -199,8 +200,12 @@ def test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_c
         assert "PRELU" not in ops[q] and ops[q]["LEAKY_RELU"] == prelus, q
         assert "TRANSPOSE_CONV" not in ops[q] and ops[q]["DEPTH_TO_SPACE"] == 3, q
         assert ops[q]["DEPTHWISE_CONV_2D"] > 1, q
-    # QAT's PReLU factors a and b are per-channel depthwise kernels (int8's are MUL constants)
-    assert ops["qat"]["DEPTHWISE_CONV_2D"] - ops["int8"]["DEPTHWISE_CONV_2D"] >= 2 * prelus
+        # the input pyramid's zero-padded poolings: depthwise convolutions, no PAD of their own
+        assert "AVERAGE_POOL_2D" not in ops[q] and ops[q]["PAD"] < ops["float32"]["PAD"], q
+    assert ops["float32"]["AVERAGE_POOL_2D"] >= 1
+    # QAT's PReLU factors a and b are per-channel depthwise kernels (int8's are MUL constants); the int8 file
+    # also normalises its input with one (this QAT file takes normalised input)
+    assert ops["qat"]["DEPTHWISE_CONV_2D"] - (ops["int8"]["DEPTHWISE_CONV_2D"] - 1) == 2 * prelus
     assert json.loads((tmp_path / "export.json").read_text())["exports"].keys() == {"float32", "int8"}
 
 
@@ -274,3 +279,38 @@ def test_hard_swish_hands_its_sixth_on_only_along_paths_that_commute_with_a_fact
     path.write_bytes(convert(fn, "int8", lambda: ([d] for d in data)))
     ops = [op["op_name"] for op in runtime.make_interpreter(str(path), xnnpack=False)._get_ops_details()]
     assert ops.count("MUL") == 2 and ops.count("ADD") == 1, ops
+
+
+def _torch_average_pool_numpy(x):
+    """torch's AvgPool2d(3, stride=2, padding=1), count_include_pad: zeros around, every window / 9."""
+    n, h, w, c = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out_h, out_w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    y = np.zeros((n, out_h, out_w, c))
+    for i in range(out_h):
+        for j in range(out_w):
+            y[:, i, j] = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum(axis=(1, 2)) / 9
+    return y
+
+
+@pytest.mark.parametrize("size", [(8, 10), (7, 9), (6, 5)])
+def test_a_zero_padded_average_pooling_becomes_one_same_padded_depthwise_convolution(size):
+    """Even and odd sides: "same" padding of the 4-wide kernel starts the window one row up as torch does."""
+    rng = np.random.default_rng(size[0])
+    inputs = keras.Input((*size, 3))
+    pooled = keras.layers.AveragePooling2D(3, strides=2, name="pool")(keras.layers.ZeroPadding2D(1, name="pad")(inputs))
+    # a padding that also feeds a convolution stays, and so does its pooling
+    shared = keras.layers.ZeroPadding2D(1, name="shared_pad")(inputs)
+    other = keras.layers.AveragePooling2D(3, strides=2, name="other_pool")(shared)
+    conv = keras.layers.Conv2D(3, 3, strides=2, name="conv")(shared)
+    net = keras.Model(inputs, {"logits": keras.layers.Concatenate()([pooled, other, conv])})
+    swapped = for_integer_export(net)
+    assert isinstance(swapped.get_layer("pool"), PaddedAveragePoolAsDepthwise)
+    assert type(swapped.get_layer("pad")) is keras.layers.Identity
+    assert type(swapped.get_layer("other_pool")) is keras.layers.AveragePooling2D
+    assert type(swapped.get_layer("shared_pad")) is keras.layers.ZeroPadding2D
+    x = rng.normal(size=(2, *size, 3)).astype(np.float32)
+    want = _torch_average_pool_numpy(x)
+    np.testing.assert_allclose(np.asarray(PaddedAveragePoolAsDepthwise()(x)), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(net.get_layer("pool")(net.get_layer("pad")(x))), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(swapped(x)["logits"]), np.asarray(net(x)["logits"]), rtol=1e-5, atol=1e-6)

@@ -24,6 +24,11 @@ constants quantized with one scale per tensor; as a 1×1 depthwise convolution
 Cityscapes ESPNet at 256×512: int8 labels 14 → 23 % of the float labels on the photos; see
 docs/published-weights.md).
 
+And torch's zero-padded average pooling (``AvgPool2d(3, 2, 1)``, ESPNet's input pyramid: ZeroPadding2D then
+AveragePooling2D), whose PAD and int8 AVERAGE_POOL_2D must keep their input's scale and leave XNNPACK's
+partition, as one depthwise convolution with "same" padding and a frozen kernel of ninths
+(``skd_tf.models.layers.PaddedAveragePoolAsDepthwise``; the padding layer becomes an identity).
+
 And a transposed convolution whose kernel is its stride (ESPNet's decoder, 2×2 / 2), which XNNPACK leaves
 to the builtin kernel in int8, as the 1×1 convolution and DEPTH_TO_SPACE it is
 (``skd_tf.models.layers.TransposedConvAsDepthToSpace``; 61 → 4.9 ms for ESPNet's last one at 512×1024).
@@ -36,8 +41,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PReLUAsLeakyReLU, SixfoldHardSwish,
-                                  TransposedConvAsDepthToSpace)
+from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PaddedAveragePoolAsDepthwise, PReLUAsLeakyReLU,
+                                  SixfoldHardSwish, TransposedConvAsDepthToSpace)
 from skd_tf.models.rebuild import config_dicts, rebuilt
 
 HARD_SWISH_ACTIVATIONS = ("hard_silu", "hard_swish")
@@ -117,6 +122,37 @@ def kernels_taking_the_sixth(config: dict) -> dict[str, set]:
             if all(reached.count(layer) == 1 for layer in passed | kernels)}
 
 
+def _padded_average_pools(config: dict) -> tuple[set, set]:
+    """(paddings, poolings): the names of the ZeroPadding2D layers of one pixel on every side read by nothing
+    but an AveragePooling2D of 3×3, stride 2, valid padding, channels last — torch's ``AvgPool2d(3, 2, 1)`` —
+    and of those poolings."""
+    paddings, pools = set(), set()
+    for node in config_dicts(config):
+        if not isinstance(node.get("layers"), list):
+            continue
+        layers = [entry for entry in node["layers"] if isinstance(entry, dict) and isinstance(entry.get("config"), dict)]
+        readers: dict[str, list] = {}
+        for entry in layers:
+            for producer in _producers(entry):
+                readers.setdefault(producer, []).append(entry)
+        for entry in layers:
+            options = entry["config"]
+            if (entry.get("class_name") != "ZeroPadding2D" or options.get("data_format") != "channels_last"
+                    or np.asarray(options.get("padding")).tolist() != [[1, 1], [1, 1]]
+                    or options["name"] in _output_names(node)):
+                continue
+            read = readers.get(options["name"], [])
+            if len(read) != 1 or read[0].get("class_name") != "AveragePooling2D":
+                continue
+            pool = read[0]["config"]
+            if (list(pool["pool_size"]) == [3, 3] and list(pool["strides"] or [3, 3]) == [2, 2]
+                    and pool["padding"] == "valid" and pool.get("data_format") == "channels_last"
+                    and len(read[0].get("inbound_nodes", [])) == 1):
+                paddings.add(options["name"])
+                pools.add(pool["name"])
+    return paddings, pools
+
+
 def _output_names(node: dict) -> set:
     """The names of the layers a functional config outputs (``output_layers``: one [name, node, tensor]
     entry, a list or a dict of them)."""
@@ -137,11 +173,15 @@ def _stride_sized_transposed_conv(config: dict) -> bool:
             and config["output_padding"] is None and config["data_format"] == "channels_last")
 
 
-def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict):
+def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict, pooled: tuple[set, set]):
     """The layer that replaces a config entry, or None to keep it."""
     if not (isinstance(entry, dict) and isinstance(entry.get("config"), dict) and "inbound_nodes" in entry):
         return None
     config = entry["config"]
+    if entry.get("class_name") == "ZeroPadding2D" and config["name"] in pooled[0]:
+        return keras.layers.Identity(name=config["name"], dtype=config.get("dtype"))
+    if entry.get("class_name") == "AveragePooling2D" and config["name"] in pooled[1]:
+        return PaddedAveragePoolAsDepthwise(name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "BatchNormalization" and config["name"] in batch_norms:
         return BatchNormAsDepthwise(config["epsilon"], name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "Activation" and config.get("activation") in HARD_SWISH_ACTIVATIONS:
@@ -155,16 +195,16 @@ def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict):
     return None
 
 
-def _swap(node, slopes: dict, batch_norms: set, sixfold: dict) -> None:
+def _swap(node, slopes: dict, batch_norms: set, sixfold: dict, pooled: tuple[set, set]) -> None:
     """Replaces, in a (nested) model config, every entry that has a replacement."""
     if isinstance(node, dict):
         for value in node.values():
-            _swap(value, slopes, batch_norms, sixfold)
+            _swap(value, slopes, batch_norms, sixfold, pooled)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            layer = _replacement(value, slopes, batch_norms, sixfold)
+            layer = _replacement(value, slopes, batch_norms, sixfold, pooled)
             if layer is None:
-                _swap(value, slopes, batch_norms, sixfold)
+                _swap(value, slopes, batch_norms, sixfold, pooled)
             else:
                 node[index] = {**keras.saving.serialize_keras_object(layer), "name": value["name"],
                                "inbound_nodes": value["inbound_nodes"]}
@@ -185,22 +225,23 @@ def _all_layers(model):
 
 
 def for_integer_export(network: keras.Model) -> keras.Model:
-    """``network`` with its hard-swish activations, per-channel PReLUs and stride-sized transposed convolutions
-    replaced by the same functions in int8-delegable ops and its unfoldable batch norms by depthwise
-    convolutions, with the same weights; a network without them, or a subclassed one (no config to rewrite),
+    """``network`` with its hard-swish activations, per-channel PReLUs, stride-sized transposed convolutions
+    and zero-padded 3×3/2 average poolings replaced by the same functions in int8-delegable ops and its
+    unfoldable batch norms by depthwise convolutions, with the same weights; a network without them, or a subclassed one (no config to rewrite),
     is returned as it is."""
     try:
         config = network.get_config()
     except NotImplementedError:  # a subclassed model
         return network
     batch_norms = _unfolded_batch_norms(config)
+    pooled = _padded_average_pools(config)
     replaced = [layer for layer in _all_layers(network) if _replaceable(layer)]
-    if not replaced and not batch_norms:
+    if not replaced and not batch_norms and not pooled[1]:
         return network
     slopes = {layer.name: float(np.clip(keras.ops.convert_to_numpy(layer.alpha).min() - 0.1, 0.01, 0.9))
               for layer in replaced if isinstance(layer, keras.layers.PReLU)}
     sixfold = kernels_taking_the_sixth(config)
-    swapped = rebuilt(network, lambda config: _swap(config, slopes, batch_norms, sixfold))
+    swapped = rebuilt(network, lambda config: _swap(config, slopes, batch_norms, sixfold, pooled))
     kernels = {name for names in sixfold.values() for name in names}
     for layer in _all_layers(swapped):
         if layer.name in kernels:

@@ -5,9 +5,8 @@ tf_keras models (SPEC §4), and our networks are Keras 3 functional models. The
 graph is walked from the Keras 3 config: every layer is recreated from its
 class name and config (Keras 3-only keys dropped), wired to the same inputs,
 and given the trained weights; operation nodes on a tensor and a number
-(MobileNetV3's ``x + 3``) get small twins, and a valid-padded average pooling
-becomes the frozen depthwise convolution it is (``_average_pool_as_depthwise``
-says why).
+(MobileNetV3's ``x + 3``) get small twins, and an average pooling becomes the
+frozen depthwise convolution it is (``_average_pool_as_depthwise`` says why).
 The graph mirrored is the one the int8 export converts
 (``integer_graph.for_integer_export``): hard-swish with its ⅙ in the next
 kernels, PReLU as a · y + b · LeakyReLU_β(y), unfoldable batch norms as 1×1
@@ -32,8 +31,8 @@ import tf_keras
 
 from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.models.input_convention import conversion
-from skd_tf.models.layers import (BatchNormAsDepthwise, PReLUAsLeakyReLU, TransposedConvAsDepthToSpace,
-                                  adaptive_average_pool)
+from skd_tf.models.layers import (BatchNormAsDepthwise, PaddedAveragePoolAsDepthwise, PReLUAsLeakyReLU,
+                                  TransposedConvAsDepthToSpace, adaptive_average_pool)
 from skd_tf.models.torch_layers import ceil_mode_pads
 
 # config keys that are Keras 3-only or irrelevant once the weights are copied
@@ -211,12 +210,10 @@ def _operation_from(entry: dict):
 def _average_pool_as_depthwise(name: str, config: dict):
     """A valid-padded average pooling as the depthwise convolution it is: a frozen kernel of 1/(k_h·k_w).
 
-    TFLite's int8 AVERAGE_POOL_2D and PAD must keep their input's scale. ESPNet pools the zero-padded image
-    (torch's ``AvgPool2d(3, 2, 1)``) next to its first convolution, whose padding the converter merges with
-    the pooling's: with tfmot's own range on the pooling the conversion failed ("'tfl.pad' op quantization
-    parameters violate the same scale constraint"), and without one the converter requantized the shared
-    padding to the concatenation's scale and clipped the convolution's input. A depthwise convolution has a
-    scale of its own, as in the fake-quantized graph, and 1/9 is exact in int8 (127 steps of 1/1143)."""
+    TFLite's int8 AVERAGE_POOL_2D must keep its input's scale, which tfmot's own range on the pooling
+    contradicts (the conversion fails on the same-scale constraint); a depthwise convolution has a scale of
+    its own, as in the fake-quantized graph. (ESPNet's zero-padded poolings arrive here already as
+    ``PaddedAveragePoolAsDepthwise``, from the integer graph.)"""
     size = tuple(config["pool_size"])
     return tf_keras.layers.DepthwiseConv2D(
         size, strides=config.get("strides") or size, padding="valid", use_bias=False, trainable=False,
@@ -268,10 +265,22 @@ def _transposed_conv_as_depth_to_space(name: str, config: dict):
     return lambda x: shuffle(pointwise(x)), weights
 
 
-# the integer graph's layers whose twins are several tf_keras layers: name, config → (call, weights), where
+def _padded_average_pool_as_depthwise(name: str, config: dict):
+    """``PaddedAveragePoolAsDepthwise``: a frozen 4×4 depthwise kernel of ninths, stride 2, "same" padding."""
+    layer = tf_keras.layers.DepthwiseConv2D(4, strides=2, padding="same", use_bias=False, trainable=False, name=name)
+
+    def weights():
+        return {layer: [PaddedAveragePoolAsDepthwise.kernel(int(layer.depthwise_kernel.shape[2]))]}
+
+    return layer, weights
+
+
+# the integer graph's layers whose twins are other tf_keras layers (several, or one with weights of its own):
+# name, config → (call, weights), where
 # weights maps the Keras 3 layer's weights to each tf_keras layer's
 COMPOSITES = {"PReLUAsLeakyReLU": _prelu_as_leaky_relu, "BatchNormAsDepthwise": _batch_norm_as_depthwise,
-              "TransposedConvAsDepthToSpace": _transposed_conv_as_depth_to_space}
+              "TransposedConvAsDepthToSpace": _transposed_conv_as_depth_to_space,
+              "PaddedAveragePoolAsDepthwise": _padded_average_pool_as_depthwise}
 
 
 def _layer_from(entry: dict):

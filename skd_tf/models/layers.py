@@ -230,3 +230,32 @@ class TransposedConvAsDepthToSpace(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride, "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package="skd_tf")
+class PaddedAveragePoolAsDepthwise(keras.layers.Layer):
+    """torch's ``AvgPool2d(3, stride=2, padding=1)`` (zeros padded in and counted in every mean: ESPNet's
+    input pyramid) computed from the unpadded input as one depthwise convolution with "same" padding and
+    the frozen 4×4 kernel K = 1/9 on rows and columns 0–2, 0 on row and column 3:
+    y[i, j] = Σ_{a,b<3} x[2i − 1 + a, 2j − 1 + b] / 9.
+
+    "same" padding of a 4-wide kernel at stride 2 puts one zero before the first row and one (even sides) or
+    two (odd sides) after the last, so the window starts one row up as torch's does, and the fourth tap reads
+    a weight of 0. Integer exports use it (``skd_tf.export.integer_graph``): the int8 file then has no PAD
+    before the pooling — PAD and AVERAGE_POOL_2D must keep their input's scale, and where the padded tensor
+    also fed a concatenation the converter left the pooling in float — and no int8 AVERAGE_POOL_2D, which
+    XNNPACK leaves to the builtin kernels (1/9 is exact per channel in int8: 127 steps of 1/1143)."""
+
+    @staticmethod
+    def kernel(channels: int) -> np.ndarray:
+        """The 4×4×C×1 depthwise kernel."""
+        kernel = np.zeros((4, 4, channels, 1), np.float32)
+        kernel[:3, :3] = 1.0 / 9.0
+        return kernel
+
+    def call(self, x):
+        return ops.depthwise_conv(x, self.kernel(x.shape[-1]), 2, "same")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, None if h is None else -(-h // 2), None if w is None else -(-w // 2), c)
