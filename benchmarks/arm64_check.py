@@ -23,7 +23,8 @@ first ``--images`` of its config's validation set. With ``--published DIR`` (the
 ../shared/reference-weights/skd-cvpr19) also their Cityscapes ESPNet and ESPNet-C, imported and exported to
 float32, float16 and int8 (calibrated on 8 fabricated street scenes, benchmarks/cityscapes_fabric.py; no QAT:
 that needs their training data) at ``--published-size``, and run on 4 other fabricated scenes. Records:
-benchmarks/results/arm64_check.json.
+benchmarks/results/arm64_check.json. Kept in ``--work`` for a rerun: the exports, made again when the
+package's code changed (a digest beside them), and each CPU's outputs, run again when their files changed.
 """
 
 from __future__ import annotations
@@ -190,12 +191,29 @@ def student_checkpoint(student: str, work: Path) -> Path:
     return out / "model.keras"
 
 
+def code_digest() -> str:
+    """A digest of the code that makes the files (the package and the export helpers used here): files
+    exported by other code are exported again."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([*(ROOT / "skd_tf").rglob("*.py"), *(ROOT / "benchmarks" / name for name in
+                                                             ("phone_students.py", "cityscapes_fabric.py"))]):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _exported_by_this_code(folder: Path) -> bool:
+    stamp = folder / "code.digest"
+    return (folder / "export.json").exists() and stamp.exists() and stamp.read_text() == code_digest()
+
+
 def exported(student: str, output: str, work: Path, qat_steps: int) -> dict:
     """{"files": {quantization: file}, "head": the label head computed} of the student's seed-0 checkpoint
-    exported as ``output`` (an ``OUTPUTS`` key; done once)."""
+    exported as ``output`` (an ``OUTPUTS`` key; again when the code changed)."""
     folder = work / "exports" / f"{student}_{output}"
     record = folder / "export.json"
-    if not record.exists():
+    if not _exported_by_this_code(folder):
         checkpoint = student_checkpoint(student, work)
         print(f"exporting {student} ({output})", flush=True)
         what, head = OUTPUTS[output]
@@ -204,6 +222,7 @@ def exported(student: str, output: str, work: Path, qat_steps: int) -> dict:
               "--quantization", ",".join(QUANTIZATIONS), "--output", what, "--label-head", head,
               "--qat-steps", str(qat_steps), "--no-savedmodel", "--eval-limit", "50", "--out", str(folder),
               "--quiet"], f"export of {student}", cwd=ROOT)
+        (folder / "code.digest").write_text(code_digest())
     written = json.loads(record.read_text())
     return {"files": {q: Path(written["exports"][q]["file"]) for q in QUANTIZATIONS},
             "head": written.get("label_head") if OUTPUTS[output][0] == "labels" else None}
@@ -221,7 +240,7 @@ def published_size(text: str) -> tuple[int, int]:
 
 
 def published_exports(name: str, output: str, folder: Path, size: tuple[int, int], work: Path) -> dict:
-    """As ``exported`` for a published checkpoint: imported (``skd_tf.importing``), exported float32, float16 and
+    """As ``exported`` for a published checkpoint: imported (``skd_tf.importing``; once), exported float32, float16 and
     int8 by benchmarks/phone_students.py's ``export_file`` (`skd-tf export`'s conversion) at ``size``, int8
     calibrated on fabricated street scenes (their training data is the user's). No files where the output's
     label head would be another one's (``two_class`` on logits it cannot take)."""
@@ -231,7 +250,7 @@ def published_exports(name: str, output: str, folder: Path, size: tuple[int, int
     target = work / "exports" / f"{name}_{size[0]}x{size[1]}_{output}"
     what, head = OUTPUTS[output]
     record = target / "export.json"
-    if not record.exists():
+    if not _exported_by_this_code(target):
         from skd_tf.config import load_config
         from skd_tf.importing import import_checkpoint
         from skd_tf.models import at_input_size, load_model, logits_align_corners
@@ -258,6 +277,7 @@ def published_exports(name: str, output: str, folder: Path, size: tuple[int, int
         network = at_input_size(network, size)
         head = effective_head(head, tuple(network.output["logits"].shape[1:3]), size, aligned)
         if OUTPUTS[output][1] != head:
+            record.unlink(missing_ok=True)
             return {"files": {}, "head": head}  # the head cannot work there: no file of its own
         calibration = street_scenes(PUBLISHED_CALIBRATION, size)
         files = {}
@@ -268,6 +288,7 @@ def published_exports(name: str, output: str, folder: Path, size: tuple[int, int
         from skd_tf.atomic import write_text
 
         write_text(record, json.dumps({"files": files, "label_head": head if what == "labels" else None}) + "\n")
+        write_text(target / "code.digest", code_digest())
     written = json.loads(record.read_text())
     return {"files": {q: Path(f) for q, f in written["files"].items()}, "head": written["label_head"]}
 

@@ -324,3 +324,14 @@ def test_arm64_table_names_the_host_of_each_row():
     assert "Hosts: EPYC (avx2) ran LR-ASPP MobileNetV2; Xeon (amx_int8) ran ESPNet (published, Cityscapes)" in text
     del record["hosts"]
     assert "Host: Xeon (amx_int8)" in arm64_check.table(record)
+
+
+def test_arm64_exports_are_made_again_when_the_code_changed(tmp_path, monkeypatch):
+    folder = tmp_path / "exports" / "espnet_64x128_labels"
+    folder.mkdir(parents=True)
+    (folder / "export.json").write_text(json.dumps({"files": {}, "label_head": "bilinear"}))
+    assert not arm64_check._exported_by_this_code(folder)  # no digest: made by unknown code
+    (folder / "code.digest").write_text(arm64_check.code_digest())
+    assert arm64_check._exported_by_this_code(folder)
+    monkeypatch.setattr(arm64_check, "code_digest", lambda: "another")
+    assert not arm64_check._exported_by_this_code(folder)
