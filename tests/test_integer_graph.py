@@ -1,8 +1,8 @@
 """Integer exports trace hard-swish and per-channel PReLU in ops XNNPACK runs in int8, and batch norms the
 converter cannot fold as depthwise convolutions (skd_tf.export.integer_graph): the three layers against
 NumPy, the rewrite keeps the network's function and weights, an int8 file keeps a batch norm's factors per
-channel, an int8 ESPNet file carries LEAKY_RELU and DEPTH_TO_SPACE where its float32 twin carries PRELU and
-TRANSPOSE_CONV, a transposed convolution whose kernel is its stride equals its 1×1 + DEPTH_TO_SPACE form, and
+channel, an int8 ESPNet file carries depthwise PReLUs (LEAKY_RELU for slopes above 1) and DEPTH_TO_SPACE where
+its float32 twin carries PRELU and TRANSPOSE_CONV, a transposed convolution whose kernel is its stride equals its 1×1 + DEPTH_TO_SPACE form, and
 torch's zero-padded 3×3/2 average pooling equals its 4×4 "same" depthwise form."""
 
 import json
@@ -15,8 +15,8 @@ from skd_tf.benchmark import runtime
 from skd_tf.config import DataConfig, ModelConfig
 from skd_tf.export.integer_graph import for_integer_export, kernels_taking_the_sixth
 from skd_tf.models import build_model
-from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PaddedAveragePoolAsDepthwise, PReLUAsLeakyReLU,
-                                  SixfoldHardSwish, TransposedConvAsDepthToSpace)
+from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PaddedAveragePoolAsDepthwise, PReLUAsDepthwiseReLU,
+                                  PReLUAsLeakyReLU, SixfoldHardSwish, TransposedConvAsDepthToSpace)
 
 
 def test_hard_swish_matches_numpy():
@@ -44,6 +44,16 @@ def test_prelu_as_leaky_relu_matches_numpy(slope):
     np.testing.assert_allclose(np.asarray(layer(y)), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="slope"):
         PReLUAsLeakyReLU(1.0)
+
+
+def test_prelu_as_depthwise_relu_matches_numpy():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 3, (2, 5, 7, 5)).astype(np.float32)
+    alpha = np.array([-0.7, 0.0, 0.25, 0.99, 1.0], np.float32)  # negative, zero, usual, up to 1
+    layer = PReLUAsDepthwiseReLU()
+    layer.build(y.shape)
+    layer.alpha.assign(alpha.reshape(1, 1, -1))
+    np.testing.assert_allclose(np.asarray(layer(y)), np.where(y > 0, y, alpha * y), rtol=1e-5, atol=1e-5)
 
 
 def test_batch_norm_as_depthwise_matches_numpy_and_keras():
@@ -102,11 +112,16 @@ def test_a_batch_norm_after_a_convolution_is_left_to_the_converter_to_fold():
 
 
 def _randomise_prelu(model, seed=0):
-    """Random PReLU slopes and batch-norm statistics (fresh ones are 0 and 1)."""
+    """Random PReLU slopes and batch-norm statistics (fresh ones are 0 and 1); the first PReLU gets one slope
+    above 1, so that integer exports write it in the leaky form and the others in the depthwise one."""
     rng = np.random.default_rng(seed)
+    first = True
     for weight in model.weights:
         if weight.path.endswith("alpha"):
-            weight.assign(rng.uniform(-0.1, 0.6, weight.shape).astype(np.float32))
+            alpha = rng.uniform(-0.1, 0.6, weight.shape).astype(np.float32)
+            if first:
+                alpha.reshape(-1)[0], first = 1.5, False
+            weight.assign(alpha)
         elif weight.path.endswith(("moving_mean", "beta")):
             weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
         elif weight.path.endswith(("moving_variance", "gamma")):
@@ -126,8 +141,8 @@ def test_the_integer_rewrite_keeps_function_and_weights(model):
                                             keras.activations.serialize(layer.activation) == "hard_silu"
                                             for layer in swapped.layers)
     divided = set()
-    if "espnet" in model["arch"]:
-        assert "PReLUAsLeakyReLU" in kinds
+    if "espnet" in model["arch"]:  # the one PReLU with a slope above 1 in the leaky form, the others depthwise
+        assert kinds.count("PReLUAsLeakyReLU") == 1 and kinds.count("PReLUAsDepthwiseReLU") >= 10
     else:  # the stem's hard-swish feeds the first block's residual sum and keeps its ⅙; the other 19 pass it on
         assert kinds.count("HardSwish") == 1 and kinds.count("SixfoldHardSwish") == 19
         stem = next(layer for layer in swapped.layers if type(layer).__name__ == "HardSwish")
@@ -164,7 +179,7 @@ def test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_c
         tmp_path):
     """The QAT file is converted from the tf_keras mirror of the same integer graph, so it has the int8
     file's ops (before, the mirror kept PRELU and TRANSPOSE_CONV: 21 XNNPACK partitions, 336 against 146 ms
-    for ESPNet at 512×1024 on one core), and ESPNet's standalone batch norms and PReLU factors as depthwise
+    for ESPNet at 512×1024 on one core), and ESPNet's standalone batch norms and PReLUs as depthwise
     convolutions. (QAT is converted without fine-tuning here: the fine-tuning changes weights, not ops.)"""
     from skd_tf.export import export_tflite
     from skd_tf.export.convert import ServingSpec, convert, serving_function
@@ -196,16 +211,18 @@ def test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_c
     assert ops["float32"]["DEPTHWISE_CONV_2D"] == 1
     assert record["exports"]["int8"]["deployability"]["all_integer"] is True
     prelus = ops["float32"]["PRELU"]
-    for q in ("int8", "qat"):
-        assert "PRELU" not in ops[q] and ops[q]["LEAKY_RELU"] == prelus, q
+    for q in ("int8", "qat"):  # one PReLU has a slope above 1: the leaky form; the others the depthwise one
+        assert "PRELU" not in ops[q] and ops[q]["LEAKY_RELU"] == 1, q
         assert "TRANSPOSE_CONV" not in ops[q] and ops[q]["DEPTH_TO_SPACE"] == 3, q
         assert ops[q]["DEPTHWISE_CONV_2D"] > 1, q
         # the input pyramid's zero-padded poolings: depthwise convolutions, no PAD of their own
         assert "AVERAGE_POOL_2D" not in ops[q] and ops[q]["PAD"] < ops["float32"]["PAD"], q
     assert ops["float32"]["AVERAGE_POOL_2D"] >= 1
-    # QAT's PReLU factors a and b are per-channel depthwise kernels (int8's are MUL constants); the int8 file
-    # also normalises its input with one (this QAT file takes normalised input)
-    assert ops["qat"]["DEPTHWISE_CONV_2D"] - (ops["int8"]["DEPTHWISE_CONV_2D"] - 1) == 2 * prelus
+    # the leaky PReLU's factors a and b: two MUL constants in int8, per-channel depthwise kernels in QAT; the
+    # int8 file also normalises its input with one (this QAT file takes normalised input)
+    assert ops["int8"]["MUL"] == 2 and "MUL" not in ops["qat"]
+    assert ops["qat"]["DEPTHWISE_CONV_2D"] - (ops["int8"]["DEPTHWISE_CONV_2D"] - 1) == 2
+    assert ops["int8"]["DEPTHWISE_CONV_2D"] > prelus  # the depthwise PReLUs, the batch norms, the poolings
     assert json.loads((tmp_path / "export.json").read_text())["exports"].keys() == {"float32", "int8"}
 
 

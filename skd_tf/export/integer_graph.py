@@ -12,10 +12,12 @@ float32). The same functions written in ops XNNPACK takes in int8:
   those convolutions' kernels (``skd_tf.models.layers.SixfoldHardSwish``, ``kernels_taking_the_sixth``): 19
   of MobileNetV3-Large's 20 hard-swishes (the stem's feeds a residual sum), all 18 of V3-Small's; the int8
   MUL by ⅙ was a pass over each activation (LR-ASPP V3-Large int8 logits, 512×1024, 1 thread: 32.8 → 25.5 ms);
-- per-channel PReLU (ESPNet): a · y + b · LeakyReLU_β(y) (``skd_tf.models.layers.PReLUAsLeakyReLU``), with
-  β = min α − 0.1 (in [0.01, 0.9]): a_c = (α_c − β)/(1 − β) is then nonzero for every channel — with β equal
-  to every α (PReLU's initial 0.25) the a · y constant would be all zeros and quantize to a scale XNNPACK's
-  int8 MUL refuses.
+- per-channel PReLU (ESPNet): with every slope α ≤ 1, y + ReLU((α − 1) · y), a 1×1 depthwise convolution
+  with the ReLU fused into it and an ADD (``skd_tf.models.layers.PReLUAsDepthwiseReLU``); otherwise
+  a · y + b · LeakyReLU_β(y) (``skd_tf.models.layers.PReLUAsLeakyReLU``), with β = min α − 0.1 (in
+  [0.01, 0.9]): a_c = (α_c − β)/(1 − β) is then nonzero for every channel — with β equal to every α
+  (PReLU's initial 0.25) the a · y constant would be all zeros and quantize to a scale XNNPACK's int8 MUL
+  refuses.
 
 And one function written so that int8 keeps its digits: a batch norm the converter cannot fold into a
 preceding convolution (ESPNet's, after every concatenation and residual sum) becomes MUL and ADD by
@@ -41,8 +43,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PaddedAveragePoolAsDepthwise, PReLUAsLeakyReLU,
-                                  SixfoldHardSwish, TransposedConvAsDepthToSpace)
+from skd_tf.models.layers import (BatchNormAsDepthwise, HardSwish, PaddedAveragePoolAsDepthwise, PReLUAsDepthwiseReLU,
+                                  PReLUAsLeakyReLU, SixfoldHardSwish, TransposedConvAsDepthToSpace)
 from skd_tf.models.rebuild import config_dicts, rebuilt
 
 HARD_SWISH_ACTIVATIONS = ("hard_silu", "hard_swish")
@@ -188,6 +190,8 @@ def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict, pooled: t
         kind = SixfoldHardSwish if config["name"] in sixfold else HardSwish
         return kind(name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "PReLU" and sorted(config.get("shared_axes") or []) == [1, 2]:
+        if config["name"] not in slopes:  # every α ≤ 1
+            return PReLUAsDepthwiseReLU(name=config["name"], dtype=config.get("dtype"))
         return PReLUAsLeakyReLU(slopes[config["name"]], name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "Conv2DTranspose" and _stride_sized_transposed_conv(config):
         return TransposedConvAsDepthToSpace(config["filters"], config["strides"][0], config["use_bias"],
@@ -238,8 +242,10 @@ def for_integer_export(network: keras.Model) -> keras.Model:
     replaced = [layer for layer in _all_layers(network) if _replaceable(layer)]
     if not replaced and not batch_norms and not pooled[1]:
         return network
-    slopes = {layer.name: float(np.clip(keras.ops.convert_to_numpy(layer.alpha).min() - 0.1, 0.01, 0.9))
-              for layer in replaced if isinstance(layer, keras.layers.PReLU)}
+    # the leaky form's β for each PReLU with a slope above 1; the others take the depthwise form
+    alphas = {layer.name: keras.ops.convert_to_numpy(layer.alpha) for layer in replaced
+              if isinstance(layer, keras.layers.PReLU)}
+    slopes = {name: float(np.clip(alpha.min() - 0.1, 0.01, 0.9)) for name, alpha in alphas.items() if alpha.max() > 1}
     sixfold = kernels_taking_the_sixth(config)
     swapped = rebuilt(network, lambda config: _swap(config, slopes, batch_norms, sixfold, pooled))
     kernels = {name for names in sixfold.values() for name in names}

@@ -9,7 +9,7 @@ and given the trained weights; operation nodes on a tensor and a number
 frozen depthwise convolution it is (``_average_pool_as_depthwise`` says why).
 The graph mirrored is the one the int8 export converts
 (``integer_graph.for_integer_export``): hard-swish with its ⅙ in the next
-kernels, PReLU as a · y + b · LeakyReLU_β(y), unfoldable batch norms as 1×1
+kernels, PReLU as y + ReLU((α − 1) · y) or a · y + b · LeakyReLU_β(y), unfoldable batch norms as 1×1
 depthwise convolutions, stride-sized transposed convolutions as a 1×1
 convolution and DEPTH_TO_SPACE — written here in tf_keras' own layers
 (``COMPOSITES``), so that tfmot fake-quantizes each tensor the int8 file
@@ -31,8 +31,8 @@ import tf_keras
 
 from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.models.input_convention import conversion
-from skd_tf.models.layers import (BatchNormAsDepthwise, PaddedAveragePoolAsDepthwise, PReLUAsLeakyReLU,
-                                  TransposedConvAsDepthToSpace, adaptive_average_pool)
+from skd_tf.models.layers import (BatchNormAsDepthwise, PaddedAveragePoolAsDepthwise, PReLUAsDepthwiseReLU,
+                                  PReLUAsLeakyReLU, TransposedConvAsDepthToSpace, adaptive_average_pool)
 from skd_tf.models.torch_layers import ceil_mode_pads
 
 # config keys that are Keras 3-only or irrelevant once the weights are copied
@@ -240,6 +240,17 @@ def _prelu_as_leaky_relu(name: str, config: dict):
     return lambda y: total([linear(y), scaled(leaky(y))]), weights
 
 
+def _prelu_as_depthwise_relu(name: str, config: dict):
+    """``PReLUAsDepthwiseReLU``, y + ReLU((α − 1) · y): a 1×1 depthwise convolution with a ReLU, and Add."""
+    negative = tf_keras.layers.DepthwiseConv2D(1, use_bias=False, activation="relu", name=f"{name}_negative")
+    total = tf_keras.layers.Add(name=name)
+
+    def weights(alpha):
+        return {negative: [PReLUAsDepthwiseReLU.kernel(alpha)]}
+
+    return lambda y: total([y, negative(y)]), weights
+
+
 def _batch_norm_as_depthwise(name: str, config: dict):
     """``BatchNormAsDepthwise``: a 1×1 depthwise convolution with kernel k = γ / √(σ² + ε), bias β − k · μ."""
     layer = tf_keras.layers.DepthwiseConv2D(1, use_bias=True, name=name)
@@ -278,7 +289,8 @@ def _padded_average_pool_as_depthwise(name: str, config: dict):
 # the integer graph's layers whose twins are other tf_keras layers (several, or one with weights of its own):
 # name, config → (call, weights), where
 # weights maps the Keras 3 layer's weights to each tf_keras layer's
-COMPOSITES = {"PReLUAsLeakyReLU": _prelu_as_leaky_relu, "BatchNormAsDepthwise": _batch_norm_as_depthwise,
+COMPOSITES = {"PReLUAsLeakyReLU": _prelu_as_leaky_relu, "PReLUAsDepthwiseReLU": _prelu_as_depthwise_relu,
+              "BatchNormAsDepthwise": _batch_norm_as_depthwise,
               "TransposedConvAsDepthToSpace": _transposed_conv_as_depth_to_space,
               "PaddedAveragePoolAsDepthwise": _padded_average_pool_as_depthwise}
 
