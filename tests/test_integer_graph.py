@@ -2,8 +2,9 @@
 converter cannot fold as depthwise convolutions (skd_tf.export.integer_graph): the three layers against
 NumPy, the rewrite keeps the network's function and weights, an int8 file keeps a batch norm's factors per
 channel, an int8 ESPNet file carries depthwise PReLUs (LEAKY_RELU for slopes above 1) and DEPTH_TO_SPACE where
-its float32 twin carries PRELU and TRANSPOSE_CONV, a transposed convolution whose kernel is its stride equals its 1×1 + DEPTH_TO_SPACE form, and
-torch's zero-padded 3×3/2 average pooling equals its 4×4 "same" depthwise form."""
+its float32 twin carries PRELU and TRANSPOSE_CONV, a transposed convolution whose kernel is its stride equals
+its 1×1 + DEPTH_TO_SPACE form, and torch's zero-padded 3×3/2 average pooling equals its 4×4 "same" depthwise
+form."""
 
 import json
 

@@ -132,7 +132,8 @@ def _padded_average_pools(config: dict) -> tuple[set, set]:
     for node in config_dicts(config):
         if not isinstance(node.get("layers"), list):
             continue
-        layers = [entry for entry in node["layers"] if isinstance(entry, dict) and isinstance(entry.get("config"), dict)]
+        layers = [entry for entry in node["layers"]
+                  if isinstance(entry, dict) and isinstance(entry.get("config"), dict)]
         readers: dict[str, list] = {}
         for entry in layers:
             for producer in _producers(entry):
@@ -231,8 +232,8 @@ def _all_layers(model):
 def for_integer_export(network: keras.Model) -> keras.Model:
     """``network`` with its hard-swish activations, per-channel PReLUs, stride-sized transposed convolutions
     and zero-padded 3×3/2 average poolings replaced by the same functions in int8-delegable ops and its
-    unfoldable batch norms by depthwise convolutions, with the same weights; a network without them, or a subclassed one (no config to rewrite),
-    is returned as it is."""
+    unfoldable batch norms by depthwise convolutions, with the same weights; a network without them, or a
+    subclassed one (no config to rewrite), is returned as it is."""
     try:
         config = network.get_config()
     except NotImplementedError:  # a subclassed model
