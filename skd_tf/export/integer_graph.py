@@ -40,6 +40,8 @@ Float exports keep the fused ops, which XNNPACK runs in float.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
 import numpy as np
 
@@ -63,19 +65,31 @@ def _producers(entry) -> list[str]:
             if node.get("class_name") == "__keras_tensor__" and node.get("config", {}).get("keras_history")]
 
 
+def _graphs(config: dict):
+    """For each functional graph of a (nested) model config: its layer entries by name, the entries reading
+    each layer, and the names of its outputs."""
+    for node in config_dicts(config):
+        if not isinstance(node.get("layers"), list):
+            continue
+        layers = {entry.get("name"): entry for entry in node["layers"]
+                  if isinstance(entry, dict) and isinstance(entry.get("config"), dict)}
+        consumers: dict[str, list] = {}
+        for entry in layers.values():
+            for producer in _producers(entry):
+                consumers.setdefault(producer, []).append(entry)
+        yield layers, consumers, _output_names(node)
+
+
 def _unfolded_batch_norms(config: dict) -> set:
     """The names of the batch norms in a (nested) model config that read anything but a linear layer the
     converter folds them into (``FOLDS_BATCH_NORM``; one with a fused activation keeps its batch norm
     apart), with scale and centre (four weights)."""
     found = set()
-    for node in config_dicts(config):
-        if not isinstance(node.get("layers"), list):
-            continue
-        layers = [entry for entry in node["layers"] if isinstance(entry, dict)]
-        folds = {entry.get("name") for entry in layers if entry.get("class_name") in FOLDS_BATCH_NORM
-                 and entry.get("config", {}).get("activation") in (None, "linear")}
-        for entry in layers:
-            options = entry.get("config", {})
+    for layers, _, _ in _graphs(config):
+        folds = {name for name, entry in layers.items() if entry.get("class_name") in FOLDS_BATCH_NORM
+                 and entry["config"].get("activation") in (None, "linear")}
+        for entry in layers.values():
+            options = entry["config"]
             if (entry.get("class_name") == "BatchNormalization" and options.get("scale") and options.get("center")
                     and options.get("axis") in (-1, 3, [-1], [3])
                     and not all(name in folds for name in _producers(entry) or [None])):
@@ -90,15 +104,7 @@ def kernels_taking_the_sixth(config: dict) -> dict[str, set]:
     the way may be an output; an activation feeding a sum, a concatenation, a batch norm or an output keeps
     its ⅙."""
     found = {}
-    for node in config_dicts(config):
-        if not isinstance(node.get("layers"), list):
-            continue
-        layers = {entry.get("name"): entry for entry in node["layers"] if isinstance(entry, dict)}
-        consumers: dict[str, list] = {}
-        for entry in layers.values():
-            for producer in _producers(entry):
-                consumers.setdefault(producer, []).append(entry)
-        outputs = _output_names(node)
+    for layers, consumers, outputs in _graphs(config):
         for name, entry in layers.items():
             if not (entry.get("class_name") == "Activation"
                     and entry.get("config", {}).get("activation") in HARD_SWISH_ACTIVATIONS):
@@ -129,22 +135,14 @@ def _padded_average_pools(config: dict) -> tuple[set, set]:
     but an AveragePooling2D of 3×3, stride 2, valid padding, channels last — torch's ``AvgPool2d(3, 2, 1)`` —
     and of those poolings."""
     paddings, pools = set(), set()
-    for node in config_dicts(config):
-        if not isinstance(node.get("layers"), list):
-            continue
-        layers = [entry for entry in node["layers"]
-                  if isinstance(entry, dict) and isinstance(entry.get("config"), dict)]
-        readers: dict[str, list] = {}
-        for entry in layers:
-            for producer in _producers(entry):
-                readers.setdefault(producer, []).append(entry)
-        for entry in layers:
+    for layers, consumers, outputs in _graphs(config):
+        for entry in layers.values():
             options = entry["config"]
             if (entry.get("class_name") != "ZeroPadding2D" or options.get("data_format") != "channels_last"
                     or np.asarray(options.get("padding")).tolist() != [[1, 1], [1, 1]]
-                    or options["name"] in _output_names(node)):
+                    or options["name"] in outputs):
                 continue
-            read = readers.get(options["name"], [])
+            read = consumers.get(options["name"], [])
             if len(read) != 1 or read[0].get("class_name") != "AveragePooling2D":
                 continue
             pool = read[0]["config"]
@@ -176,40 +174,50 @@ def _stride_sized_transposed_conv(config: dict) -> bool:
             and config["output_padding"] is None and config["data_format"] == "channels_last")
 
 
-def _replacement(entry, slopes: dict, batch_norms: set, sixfold: dict, pooled: tuple[set, set]):
+class _Plan(NamedTuple):
+    """What ``for_integer_export`` replaces, by layer name."""
+
+    slopes: dict        # PReLUs with a slope above 1 → the leaky form's β (the others: the depthwise form)
+    batch_norms: set    # batch norms the converter cannot fold
+    sixfold: dict       # hard-swishes whose ⅙ moves into the kernels after them
+    paddings: set       # zero paddings read only by a torch-style 3×3/2 average pooling ...
+    pools: set          # ... and those poolings
+
+
+def _replacement(entry, plan: _Plan):
     """The layer that replaces a config entry, or None to keep it."""
     if not (isinstance(entry, dict) and isinstance(entry.get("config"), dict) and "inbound_nodes" in entry):
         return None
     config = entry["config"]
-    if entry.get("class_name") == "ZeroPadding2D" and config["name"] in pooled[0]:
+    if entry.get("class_name") == "ZeroPadding2D" and config["name"] in plan.paddings:
         return keras.layers.Identity(name=config["name"], dtype=config.get("dtype"))
-    if entry.get("class_name") == "AveragePooling2D" and config["name"] in pooled[1]:
+    if entry.get("class_name") == "AveragePooling2D" and config["name"] in plan.pools:
         return PaddedAveragePoolAsDepthwise(name=config["name"], dtype=config.get("dtype"))
-    if entry.get("class_name") == "BatchNormalization" and config["name"] in batch_norms:
+    if entry.get("class_name") == "BatchNormalization" and config["name"] in plan.batch_norms:
         return BatchNormAsDepthwise(config["epsilon"], name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "Activation" and config.get("activation") in HARD_SWISH_ACTIVATIONS:
-        kind = SixfoldHardSwish if config["name"] in sixfold else HardSwish
+        kind = SixfoldHardSwish if config["name"] in plan.sixfold else HardSwish
         return kind(name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "PReLU" and sorted(config.get("shared_axes") or []) == [1, 2]:
-        if config["name"] not in slopes:  # every α ≤ 1
+        if config["name"] not in plan.slopes:  # every α ≤ 1
             return PReLUAsDepthwiseReLU(name=config["name"], dtype=config.get("dtype"))
-        return PReLUAsLeakyReLU(slopes[config["name"]], name=config["name"], dtype=config.get("dtype"))
+        return PReLUAsLeakyReLU(plan.slopes[config["name"]], name=config["name"], dtype=config.get("dtype"))
     if entry.get("class_name") == "Conv2DTranspose" and _stride_sized_transposed_conv(config):
         return TransposedConvAsDepthToSpace(config["filters"], config["strides"][0], config["use_bias"],
                                             name=config["name"], dtype=config.get("dtype"))
     return None
 
 
-def _swap(node, slopes: dict, batch_norms: set, sixfold: dict, pooled: tuple[set, set]) -> None:
+def _swap(node, plan: _Plan) -> None:
     """Replaces, in a (nested) model config, every entry that has a replacement."""
     if isinstance(node, dict):
         for value in node.values():
-            _swap(value, slopes, batch_norms, sixfold, pooled)
+            _swap(value, plan)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            layer = _replacement(value, slopes, batch_norms, sixfold, pooled)
+            layer = _replacement(value, plan)
             if layer is None:
-                _swap(value, slopes, batch_norms, sixfold, pooled)
+                _swap(value, plan)
             else:
                 node[index] = {**keras.saving.serialize_keras_object(layer), "name": value["name"],
                                "inbound_nodes": value["inbound_nodes"]}
@@ -239,17 +247,16 @@ def for_integer_export(network: keras.Model) -> keras.Model:
     except NotImplementedError:  # a subclassed model
         return network
     batch_norms = _unfolded_batch_norms(config)
-    pooled = _padded_average_pools(config)
+    paddings, pools = _padded_average_pools(config)
     replaced = [layer for layer in _all_layers(network) if _replaceable(layer)]
-    if not replaced and not batch_norms and not pooled[1]:
+    if not replaced and not batch_norms and not pools:
         return network
-    # the leaky form's β for each PReLU with a slope above 1; the others take the depthwise form
     alphas = {layer.name: keras.ops.convert_to_numpy(layer.alpha) for layer in replaced
               if isinstance(layer, keras.layers.PReLU)}
     slopes = {name: float(np.clip(alpha.min() - 0.1, 0.01, 0.9)) for name, alpha in alphas.items() if alpha.max() > 1}
-    sixfold = kernels_taking_the_sixth(config)
-    swapped = rebuilt(network, lambda config: _swap(config, slopes, batch_norms, sixfold, pooled))
-    kernels = {name for names in sixfold.values() for name in names}
+    plan = _Plan(slopes, batch_norms, kernels_taking_the_sixth(config), paddings, pools)
+    swapped = rebuilt(network, lambda config: _swap(config, plan))
+    kernels = {name for names in plan.sixfold.values() for name in names}
     for layer in _all_layers(swapped):
         if layer.name in kernels:
             layer.kernel.assign(layer.kernel / 6.0)
