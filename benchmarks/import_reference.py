@@ -49,6 +49,9 @@ PACKAGE_PHOTOS = [("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")] + [
     ("skimage", f"data/{name}") for name in ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
                                              "motorcycle_right.png", "rocket.jpg")]
 QUANTIZATIONS = ("float32", "float16", "int8")
+PERCENTILE = 99.9  # the int8 file again with activation ranges at percentiles (`--calibration-percentile`)
+# each exported file: (record key, quantization, calibration percentile)
+VARIANTS = [(q, q, None) for q in QUANTIZATIONS] + [(f"int8_p{PERCENTILE}", "int8", PERCENTILE)]
 RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
 
 
@@ -183,16 +186,16 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
     torch_labels = labels_at(twin, size)
     row["keras_vs_torch_labels"] = float((labels_at(keras, size) == torch_labels).mean())
     calibration = street_scenes(calibration_count, size)
-    for quantization in QUANTIZATIONS:
-        path = out / f"{stem}_{quantization}.tflite"
+    for key, quantization, percentile in VARIANTS:
+        path = out / f"{stem}_{key}.tflite"
         start = time.time()
         # export_one's conversion, calibrated on fabricated scenes (export_one draws from the config's training
         # data, which is the user's Cityscapes / CamVid and not on this machine)
         export_file(network, size, quantization, "labels", calibration, path, mean=cfg.data.mean, std=cfg.data.std,
-                    align_corners=aligned)
+                    align_corners=aligned, calibration_percentile=percentile)
         labels = tflite_labels(path, rgb)
         wrong = labels != torch_labels
-        row[quantization] = {"file_bytes": path.stat().st_size, "labels_vs_torch": float(1 - wrong.mean()),
+        row[key] = {"file_bytes": path.stat().st_size, "labels_vs_torch": float(1 - wrong.mean()),
                              "wrong_on_boundaries": boundary_share(torch_labels, wrong),
                              "latency_ms": {str(t): latency(path, t) for t in (1, 2)},
                              "seconds": round(time.time() - start, 1)}
@@ -381,17 +384,17 @@ def table(record: dict) -> str:
     lines = [f"{record['host']}; {record['photos']} natural photos ({', '.join(record['photo_names'])}), int8 "
              f"calibrated on {record['calibration']} fabricated street scenes.", "",
              "| file | params | Keras vs PyTorch: max \\|Δ logit\\| / max \\|logit\\|, labels | TFLite labels vs "
-             "PyTorch: float32 / float16 / int8 | size float32 / float16 / int8 | latency float32 / float16 / int8, "
-             "1 thread | 2 threads |", "|---|---|---|---|---|---|---|"]
+             f"PyTorch: float32 / float16 / int8 / int8 P{PERCENTILE} | size float32 / float16 / int8 | latency "
+             f"float32 / float16 / int8 / int8 P{PERCENTILE}, 1 thread | 2 threads |", "|---|---|---|---|---|---|---|"]
     for row in record["rows"]:
-        files = [row[q] for q in QUANTIZATIONS]
+        files = [row.get(key) for key, *_ in VARIANTS]  # a record made before the percentile file: "–"
         lines.append(
             f"| {row['file']} ({row['input_size'][0]}×{row['input_size'][1]}) | {row['parameters'] / 1e3:.0f} k | "
             f"{row['logits_max_abs_diff'] / row['logits_max_abs']:.1e}, {percent(row['keras_vs_torch_labels'])} | "
-            + " / ".join(percent(f["labels_vs_torch"]) for f in files) + " | "
-            + " / ".join(f"{f['file_bytes'] / 2**20:.2f}" for f in files) + " MiB | "
-            + " / ".join(f"{f['latency_ms']['1']:.0f}" for f in files) + " ms | "
-            + " / ".join(f"{f['latency_ms']['2']:.0f}" for f in files) + " ms |")
+            + " / ".join(percent(f and f["labels_vs_torch"]) for f in files) + " | "
+            + " / ".join(f"{f['file_bytes'] / 2**20:.2f}" for f in files[:len(QUANTIZATIONS)]) + " MiB | "
+            + " / ".join(f"{f['latency_ms']['1']:.0f}" if f else "–" for f in files) + " ms | "
+            + " / ".join(f"{f['latency_ms']['2']:.0f}" if f else "–" for f in files) + " ms |")
     if "int8_diagnosis" in record:
         d = record["int8_diagnosis"]
         growth = ", ".join(f"{name} {100 * value:.0f} %" for name, value in d["relative_rms_error"].items())
@@ -482,12 +485,12 @@ def main() -> int:
         record = json.loads(RESULTS.read_text())
         for row in record["rows"]:
             stem = file_stem(row["file"])
-            for quantization in QUANTIZATIONS:
-                path = Path(args.out) / f"{stem}_{quantization}.tflite"
-                if not path.is_file():
+            for key, *_ in VARIANTS:
+                path = Path(args.out) / f"{stem}_{key}.tflite"
+                if key not in row or not path.is_file():
                     raise SystemExit(f"{path} is missing: run without --retime first")
-                row[quantization]["latency_ms"] = {str(t): latency(path, t) for t in (1, 2)}
-            print(row["file"], {q: row[q]["latency_ms"] for q in QUANTIZATIONS}, flush=True)
+                row[key]["latency_ms"] = {str(t): latency(path, t) for t in (1, 2)}
+            print(row["file"], {key: row[key]["latency_ms"] for key, *_ in VARIANTS}, flush=True)
         record["host"] = host_device()
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         text = table(record)

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", choices=["uint8", "int8"],
                    help="integer input type of int8/qat models (default: export.int8_io, uint8)")
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
+    p.add_argument("--calibration-percentile", type=float, metavar="P",
+                   help="int8 activation ranges from the (100-P)-th to the P-th percentile of the calibration "
+                        "values instead of their extremes, e.g. 99.9 (default: export.calibration_percentile, "
+                        "extremes)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher)")
     p.add_argument("--eval-limit", type=int, help="check on the first N validation images only")
@@ -307,7 +311,8 @@ def _cmd_export(args) -> int:
         raw["qat"] = {**raw.get("qat", {}), "steps": args.qat_steps}
     ecfg = parse_export(raw, {"output": args.output, "label_head": args.label_head, "preprocess": args.preprocess,
                               "input_size": _parse_size(args.input_size), "int8_io": args.int8_io,
-                              "calibration_samples": args.calibration_samples, "teacher": args.teacher,
+                              "calibration_samples": args.calibration_samples,
+                              "calibration_percentile": args.calibration_percentile, "teacher": args.teacher,
                               "eval_limit": args.eval_limit, "savedmodel": args.savedmodel},
                         source=cfg.origin)
     quantizations = [q.strip() for q in (args.quantization or ecfg.quantization).split(",") if q.strip()]

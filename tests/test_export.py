@@ -41,7 +41,8 @@ def _cli(*args, timeout=600):
 
 
 def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
-    """float32, float16, dynamic, int8 and QAT through `skd-tf export`, checked in export.json."""
+    """float32, float16, dynamic, int8 (activation ranges at percentiles) and QAT through `skd-tf export`,
+    checked in export.json."""
     cfg, ckpt = _save_student(tmp_path)  # PSPNet on dilated ResNet-18, as configs/synthetic_student.yaml
     teacher = build_model(cfg.model.model_copy(update={"width": 0.25}), cfg.data.num_classes,
                           tuple(cfg.data.crop_size))
@@ -49,8 +50,8 @@ def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
     out = tmp_path / "export"
     result = _cli("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
                   "--quantization", "float32,float16,dynamic,int8,qat", "--out", str(out),
-                  "--calibration-samples", "4", "--qat-steps", "2", "--eval-limit", "3",
-                  "--teacher", str(tmp_path / "teacher.keras"), "--quiet")
+                  "--calibration-samples", "4", "--calibration-percentile", "99.9", "--qat-steps", "2",
+                  "--eval-limit", "3", "--teacher", str(tmp_path / "teacher.keras"), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((out / "export.json").read_text())
     exports = record["exports"]
@@ -72,6 +73,8 @@ def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
         assert deploy["input"]["dtype"] == "uint8"
         assert deploy["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
     assert exports["qat"]["qat"]["steps"] == 2 and exports["qat"]["qat"]["teacher"].endswith("teacher.keras")
+    # int8's ranges from percentiles; QAT's come from its fine-tuning
+    assert exports["int8"]["calibration_percentile"] == 99.9 and "calibration_percentile" not in exports["qat"]
     assert exports["int8"]["file_bytes"] < 0.5 * exports["float32"]["file_bytes"]
     for q, entry in exports.items():  # where the bytes go: the parts add up to the file
         parts = entry["bytes"]
@@ -238,6 +241,7 @@ def test_bad_inputs_give_one_line_errors_and_no_tflite(tmp_path, capsys):
         (_export_args(tmp_path, ckpt, "--input-size", "big"), "--input-size must look like"),
         (_export_args(tmp_path, ckpt, "--quantization", "int4"), "unknown quantization 'int4'"),
         (_export_args(tmp_path, ckpt, "--calibration-samples", "0"), "export.calibration_samples"),
+        (_export_args(tmp_path, ckpt, "--calibration-percentile", "100"), "export.calibration_percentile"),
     ]
     for args, message in cases:  # in-process: the CLI's error handling, without a process start each
         assert cli_main(list(args)) == 2, args
@@ -527,6 +531,62 @@ def test_int8_calibration_records_each_tensors_own_range(tmp_path):
     steps = sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
     np.testing.assert_allclose(steps, [1, 1, 2, 2, 4, 5], rtol=1e-4)
     assert calibrator.Calibrator.calibrate is original  # the hook is undone after conversion
+
+
+def test_int8_calibration_percentile_sets_each_range_to_the_percentiles_of_its_values(tmp_path):
+    """The same chain on a ramp of 990 values in [0, 1] and 10 outliers at 10: by extremes the activations' int8
+    steps are 10, 11, 22, 23 (× 1/255), a tenth of them spanning the ramp; with ``calibration_percentile`` 98
+    each range is [0, P₉₈] of its tensor, and the constants keep 1 and 2. P₉₈ is NumPy's percentile of the same
+    values within the histogram's bin, (max − min) / BINS, plus the gap between neighbouring values (NumPy
+    interpolates between order statistics, the histogram between bin edges)."""
+    from skd_tf.export.calibration import BINS
+    from skd_tf.export.convert import convert
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 1000], tf.float32)])
+    def chain(x):
+        return (x + 1.0) * 2.0 + 1.0
+
+    values = np.concatenate([np.linspace(0, 1, 990), np.full(10, 10.0)]).astype(np.float32)
+    rng = np.random.default_rng(0)
+    samples = [values[None], rng.permutation(values)[None]]
+
+    def steps(**percentile):
+        content = convert(chain.get_concrete_function(), "int8", lambda: iter([[x] for x in samples]),
+                          float_output=False, **percentile)
+        (tmp_path / "chain.tflite").write_bytes(content)
+        details = runtime.make_interpreter(str(tmp_path / "chain.tflite")).get_tensor_details()
+        return sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
+
+    np.testing.assert_allclose(steps(), [1, 2, 10, 11, 22, 23], rtol=1e-4)
+    top = float(np.percentile(values, 98))  # 0.99: the outliers clipped
+    expected = sorted([1, 2, top, top + 1, 2 * (top + 1), 2 * (top + 1) + 1])
+    # the tensors span 10, 10, 20 and 20 (a bin at most 20 / BINS); neighbouring values 1/989 apart, × 2 after the MUL
+    np.testing.assert_allclose(steps(calibration_percentile=98), expected, rtol=0, atol=20 / BINS + 2 / 989)
+    with pytest.raises(ValueError, match="applies to int8 post-training quantization, not qat"):
+        convert(chain.get_concrete_function(), "qat", lambda: iter([[x] for x in samples]), calibration_percentile=98)
+
+
+def test_int8_calibration_percentile_samples_every_channel_of_a_large_tensor(tmp_path, monkeypatch):
+    """Beyond SAMPLED_VALUES a tensor's values are sampled, never strided: four channels, the last one 10
+    everywhere (a quarter of the values), so P₉₈ is 10 — a stride of 4 (4096 values, 1024 sampled) would see
+    only the first channel's ramp and clip to 0.98."""
+    from skd_tf.export import calibration
+    from skd_tf.export.convert import convert
+
+    monkeypatch.setattr(calibration, "SAMPLED_VALUES", 1024)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 1024, 4], tf.float32)])
+    def double(x):
+        return x * 2.0
+
+    ramp = np.linspace(0, 1, 1024, dtype=np.float32)
+    values = np.stack([ramp, ramp[::-1], ramp, np.full(1024, 10.0, np.float32)], axis=-1)[None]
+    content = convert(double.get_concrete_function(), "int8", lambda: iter([[values]]), float_output=False,
+                      calibration_percentile=98)
+    (tmp_path / "double.tflite").write_bytes(content)
+    interpreter = runtime.make_interpreter(str(tmp_path / "double.tflite"))
+    steps = sorted(d["quantization"][0] * 255 for d in interpreter.get_tensor_details() if d["dtype"] == np.int8)
+    np.testing.assert_allclose(steps, [2, 10, 20], rtol=1e-3)  # the constant 2, x in [0, 10], 2x in [0, 20]
 
 
 def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import arm64_check  # noqa: E402
+import calibration_percentile  # noqa: E402
 import label_head  # noqa: E402
 import phone_students  # noqa: E402
 from tflite_outputs import aarch64_features  # noqa: E402
@@ -335,3 +336,16 @@ def test_arm64_exports_are_made_again_when_the_code_changed(tmp_path, monkeypatc
     assert arm64_check._exported_by_this_code(folder)
     monkeypatch.setattr(arm64_check, "code_digest", lambda: "another")
     assert not arm64_check._exported_by_this_code(folder)
+
+
+def test_calibration_percentile_table_has_a_cell_per_file_and_percentile(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibration_percentile, "RESULTS", tmp_path)
+    for name, photos, scenes in (("extremes", 0.2677, 0.6356), ("p99.9", 0.5937, 0.7168)):
+        (tmp_path / f"cityscapes_ESPNet_Ours_64_{name}.json").write_text(json.dumps(
+            {"input_size": [256, 512], "photos_kept": photos, "scenes_kept": scenes}))
+    lines = calibration_percentile.table([None, 99.9, 99.8]).splitlines()
+    assert lines[0] == ("| file | input | int8, extremes: photos / scenes | int8, ranges at 99.9 %: photos / scenes "
+                        "| int8, ranges at 99.8 %: photos / scenes |")
+    assert lines[2] == "| cityscapes/ESPNet_Ours_64.pth | 256×512 | 26.8 / 63.6 % | 59.4 / 71.7 % | – |"
+    assert lines[3] == "| cityscapes/ESPNet_C_Ours_60.pth | – | – | – | – |"
+    assert len(lines) == 2 + 6  # a row per published file

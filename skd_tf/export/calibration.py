@@ -16,6 +16,10 @@ outputs, which the planner never shares. The calibrator is wrapped, not rewritte
 it does is right. The price: one more pass over the calibration images when the graph has in-place ops, and
 memory for those tensors only (keeping every activation, as a first version did, took 24 GB for PSPNet
 ResNet-18 at 1024×2048).
+
+With a ``percentile`` p, every activation's range becomes the p-th and (100 − p)-th percentiles of the values
+it takes on the calibration data instead of its extremes (clipping the rare values that set a per-tensor int8
+step for the whole tensor). TFLite's quantizer has no such option; its ranges are rewritten the same way.
 """
 
 from __future__ import annotations
@@ -26,9 +30,18 @@ from typing import Callable, Iterable
 import numpy as np
 
 
+# Histogram bins per tensor for the percentiles: the clipping point is placed within (max − min) / BINS.
+BINS = 4096
+# Values histogrammed per tensor and calibration sample (drawn at random beyond this): bounds the cost.
+SAMPLED_VALUES = 1 << 18
+# Bytes of tensors one probe interpreter keeps as outputs (no buffer reuse): larger sets take several passes.
+PROBE_BYTES = 1 << 31
+
+
 @contextmanager
-def corrected_calibration():
-    """Within the block, TFLite's post-training calibration records each activation's true min/max.
+def corrected_calibration(percentile: float | None = None):
+    """Within the block, TFLite's post-training calibration records each activation's true min/max — or, with
+    ``percentile`` p in (50, 100), its (100 − p)-th and p-th percentiles (``percentile_ranges``).
 
     Hooks ``tensorflow.lite.python.optimize.calibrator.Calibrator.calibrate`` (private, the step every
     full-integer conversion with a representative dataset goes through; tests/test_export.py fails loudly if
@@ -38,7 +51,8 @@ def corrected_calibration():
     original = calibrator.Calibrator.calibrate
 
     def calibrate(self, dataset_gen):
-        return recorded_ranges(original(self, dataset_gen), dataset_gen)
+        calibrated = recorded_ranges(original(self, dataset_gen), dataset_gen)
+        return calibrated if percentile is None else percentile_ranges(calibrated, dataset_gen, percentile)
 
     calibrator.Calibrator.calibrate = calibrate
     try:
@@ -56,38 +70,118 @@ def recorded_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> b
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
     tensors = model.subgraphs[0].tensors
-    ranged = {i for i, t in enumerate(tensors)
-              if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1}
-    shared = sorted(in_place_inputs(calibrated) & ranged)
+    shared = sorted(in_place_inputs(calibrated) & _ranged(model))
     if not shared:
         return calibrated
-    probe = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = probe.subgraphs[0]
-    graph.outputs = np.concatenate([np.asarray(graph.outputs, np.int32), np.asarray(shared, np.int32)])
-    interpreter = _interpreter(bytes(flatbuffer_utils.convert_object_to_bytearray(probe)))
-    inputs = interpreter.get_input_details()
     low, high = {i: np.inf for i in shared}, {i: -np.inf for i in shared}
-    seen = False
-    for sample in dataset_gen():
-        values = [sample[d["name"]] for d in inputs] if isinstance(sample, dict) else list(sample)
-        if len(values) != len(inputs):
-            raise ValueError(f"a calibration sample has {len(values)} inputs, the model {len(inputs)}")
-        for detail, value in zip(inputs, values):
-            interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
-        interpreter.invoke()
-        for i in shared:
-            value = interpreter.get_tensor(i)
-            if value.size:
-                low[i] = min(low[i], float(value.min()))
-                high[i] = max(high[i], float(value.max()))
-        seen = True
-    if not seen:
-        raise ValueError("the representative dataset yielded no sample")
+
+    def extremes(i, value):
+        low[i] = min(low[i], float(value.min()))
+        high[i] = max(high[i], float(value.max()))
+
+    _visit_values(calibrated, shared, dataset_gen, extremes)
     for i in shared:
         if np.isfinite(low[i]):
             tensors[i].quantization.min = np.array([low[i]], np.float32)
             tensors[i].quantization.max = np.array([high[i]], np.float32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def percentile_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable], percentile: float) -> bytes:
+    """``calibrated`` with every per-tensor activation range of its main subgraph set to [P₁₀₀₋ₚ, Pₚ] of the
+    values that tensor takes on ``dataset_gen()``'s samples (p = ``percentile``), widened to hold 0 as int8
+    ranges must. The recorded ranges must be the true extremes (``recorded_ranges``): they bound a histogram of
+    ``BINS`` bins per tensor, from which Pₚ, the smallest value with a share p of the values at or below it, is
+    read by linear interpolation inside its bin: within (max − min) / ``BINS`` of it (``SAMPLED_VALUES`` per
+    tensor and sample, drawn with a fixed seed from a larger tensor: a stride would pick the same channels of
+    every pixel)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    if not 50 < percentile < 100:
+        raise ValueError(f"a calibration percentile must lie between 50 and 100 (exclusive), not {percentile}")
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    tensors = model.subgraphs[0].tensors
+    edges = {i: (float(tensors[i].quantization.min[0]), float(tensors[i].quantization.max[0]))
+             for i in sorted(_ranged(model))}
+    counts = {i: np.zeros(BINS, np.int64) for i in edges}
+    rng = np.random.default_rng(0)
+
+    def histogram(i, value):
+        flat = value.ravel()
+        if flat.size > SAMPLED_VALUES:
+            flat = flat[rng.integers(0, flat.size, SAMPLED_VALUES)]
+        low, high = edges[i]
+        if high > low:
+            counts[i] += np.bincount(np.clip(((flat - low) * (BINS / (high - low))).astype(np.int64), 0, BINS - 1),
+                                     minlength=BINS)
+
+    _visit_values(calibrated, list(edges), dataset_gen, histogram)
+    for i, (low, high) in edges.items():
+        total = counts[i].sum()
+        if not total:
+            continue
+        cumulative = np.concatenate([[0], np.cumsum(counts[i])]) / total
+        grid = np.linspace(low, high, BINS + 1)
+        bottom, top = (_quantile(cumulative, grid, q) for q in (1 - percentile / 100, percentile / 100))
+        tensors[i].quantization.min = np.array([min(bottom, 0.0)], np.float32)
+        tensors[i].quantization.max = np.array([max(top, 0.0)], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _quantile(cumulative: np.ndarray, grid: np.ndarray, q: float) -> float:
+    """The smallest value whose share of values at or below it reaches ``q`` (0 < q < 1), from the cumulative
+    shares ``cumulative`` at the bin edges ``grid``, linearly inside the bin where ``q`` is reached."""
+    j = int(np.searchsorted(cumulative, q, side="left"))  # cumulative[j - 1] < q ≤ cumulative[j]
+    share = (q - cumulative[j - 1]) / (cumulative[j] - cumulative[j - 1])
+    return float(grid[j - 1] + share * (grid[j] - grid[j - 1]))
+
+
+def _ranged(model) -> set[int]:
+    """The main subgraph's tensors with one calibrated min/max (per-tensor activations)."""
+    return {i for i, t in enumerate(model.subgraphs[0].tensors)
+            if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1}
+
+
+def _visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[], Iterable],
+                  visit: Callable[[int, np.ndarray], None]) -> None:
+    """``visit(i, value)`` for each of ``tensor_ids`` and each of ``dataset_gen()``'s samples (lists of inputs
+    in the model's input order, or dicts by input name), the float model ``content`` run without delegates
+    with those tensors made graph outputs, which the memory planner never shares — in as many passes over the
+    samples as keep each probe's outputs under ``PROBE_BYTES``."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    graph = model.subgraphs[0]
+    chunks, chunk, size = [], [], 0
+    for i in tensor_ids:
+        nbytes = 4 * abs(int(np.prod(graph.tensors[i].shape if graph.tensors[i].shape is not None else [])))
+        if chunk and size + nbytes > PROBE_BYTES:
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(i)
+        size += nbytes
+    if chunk:
+        chunks.append(chunk)
+    outputs = np.asarray(graph.outputs, np.int32)
+    for ids in chunks:
+        graph.outputs = np.concatenate([outputs, np.asarray(ids, np.int32)])
+        interpreter = _interpreter(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+        inputs = interpreter.get_input_details()
+        seen = False
+        for sample in dataset_gen():
+            values = [sample[d["name"]] for d in inputs] if isinstance(sample, dict) else list(sample)
+            if len(values) != len(inputs):
+                raise ValueError(f"a calibration sample has {len(values)} inputs, the model {len(inputs)}")
+            for detail, value in zip(inputs, values):
+                interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
+            interpreter.invoke()
+            for i in ids:
+                value = interpreter.get_tensor(i)
+                if value.size:
+                    visit(i, value)
+            seen = True
+        if not seen:
+            raise ValueError("the representative dataset yielded no sample")
 
 
 def in_place_inputs(model_content: bytes) -> set[int]:

@@ -8,6 +8,7 @@ Example::
       preprocess: true            # bake (x - mean) / std in: the app feeds raw uint8 RGB
       int8_io: uint8              # integer input type of int8/qat models: uint8 or int8
       calibration_samples: 200    # representative training images for int8 calibration
+      calibration_percentile: null  # int8 activation ranges: null = extremes; p in (50, 100) = percentiles
       eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
       qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, pixel_weight: 10.0, temperature: 1.0,
             calibration_batches: 16, freeze_batch_norm: false}
@@ -52,6 +53,9 @@ class ExportConfig(_Section):
     input_size: Optional[tuple[int, int]] = None
     int8_io: Literal["uint8", "int8"] = "uint8"
     calibration_samples: int = Field(200, ge=1)
+    # int8 activation ranges from the (100 − p)-th to the p-th percentile of the calibration values instead of
+    # their extremes (skd_tf.export.calibration.percentile_ranges); docs/export.md says when it pays
+    calibration_percentile: Optional[float] = Field(None, gt=50, lt=100)
     eval_limit: Optional[int] = Field(None, ge=1)
     parity_images: int = Field(8, ge=1)
     savedmodel: bool = True

@@ -91,13 +91,16 @@ def keras_logits_fn(network) -> Callable[[tf.Tensor], tf.Tensor]:
 
 
 def convert(concrete_fn, quantization: str, representative: Optional[Callable[[], Iterable]] = None,
-            int8_io: str = "uint8", trackable=None, float_output: bool = True) -> bytes:
+            int8_io: str = "uint8", trackable=None, float_output: bool = True,
+            calibration_percentile: Optional[float] = None) -> bytes:
     """Converts ``concrete_fn`` with TFLite builtins only.
 
     ``float32``: no optimisation. ``float16``: float16 weights. ``dynamic``: int8
     weights, float activations. ``int8``: full-integer post-training quantization
     calibrated on ``representative`` (a generator factory yielding input lists),
-    integer input (``int8_io``) and, for float outputs, integer output. ``qat``:
+    integer input (``int8_io``) and, for float outputs, integer output; each activation's
+    range its extremes on that data, or with ``calibration_percentile`` p its
+    (100 − p)-th to p-th percentiles (``calibration.percentile_ranges``). ``qat``:
     a graph with fake-quant nodes converted to full integer the same way.
     """
     # Without trackable_obj TF warns of a "deprecated path", but that path freezes the variables; with it,
@@ -120,7 +123,10 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
             converter.inference_output_type = io_type
     elif quantization != "float32":
         raise ValueError(f"unknown quantization {quantization!r}")
-    calibration = corrected_calibration() if representative is not None else contextlib.nullcontext()
+    if calibration_percentile is not None and quantization != "int8":
+        raise ValueError(f"a calibration percentile applies to int8 post-training quantization, not {quantization}")
+    calibration = (corrected_calibration(calibration_percentile) if representative is not None
+                   else contextlib.nullcontext())
     try:
         with warnings.catch_warnings(), native_stderr(without_tflite_notes), calibration:
             # the converter asks for input statistics it then computes from the representative data

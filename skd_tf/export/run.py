@@ -121,9 +121,12 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
         logits_fn = qat_logits_fn(result.model)
     else:
         logits_fn = network_logits_fn(network, quantization)
+    percentile = ecfg.calibration_percentile if quantization == "int8" else None
     if integer:
         facts["calibration_samples"] = ecfg.calibration_samples
-    return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io), facts
+    if percentile is not None:
+        facts["calibration_percentile"] = percentile
+    return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile), facts
 
 
 def network_logits_fn(network, quantization: str):
@@ -133,13 +136,14 @@ def network_logits_fn(network, quantization: str):
 
 
 def serving_flatbuffer(logits_fn, spec: ServingSpec, quantization: str, representative=None,
-                       int8_io: str = "uint8") -> bytes:
+                       int8_io: str = "uint8", calibration_percentile: float | None = None) -> bytes:
     """The .tflite file of ``logits_fn`` with ``spec``'s input and output heads: converted (integer files
-    calibrated on ``representative``), integer inputs rescaled to raw pixels when pre-processing is baked in,
-    tensor names shortened — the bytes `skd-tf export` writes."""
+    calibrated on ``representative``; int8 activation ranges from ``calibration_percentile`` when given),
+    integer inputs rescaled to raw pixels when pre-processing is baked in, tensor names shortened — the bytes
+    `skd-tf export` writes."""
     integer = quantization in ("int8", "qat")
     content = convert(serving_function(logits_fn, spec, integer_model=integer), quantization, representative,
-                      int8_io, float_output=spec.output == "logits")
+                      int8_io, float_output=spec.output == "logits", calibration_percentile=calibration_percentile)
     if integer and spec.preprocess:
         content = raw_pixel_input(content)
     return shorten_tensor_names(content)

@@ -1,0 +1,140 @@
+"""What int8 activation ranges at percentiles do to the published ESPNets (`skd-tf export --calibration-percentile`).
+
+    python benchmarks/import_reference.py ../shared/reference-weights/skd-cvpr19   # imports the six files first
+    python benchmarks/calibration_percentile.py                  # measure what is not recorded, print the table
+    python benchmarks/calibration_percentile.py --table-only --docs  # the recorded table into docs/export.md
+
+Each of the six checkpoints import_reference.py imported (``--imports``, its ``--out``) at a reduced size
+(Cityscapes 256×512, CamVid 360×480, as its int8 diagnosis) exported as `skd-tf export` exports it: float32,
+and int8 calibrated on 8 fabricated street scenes with activation ranges from their extremes (TFLite's own
+calibration) and from each of ``--percentiles``. Recorded per (file, percentile): the share of the float32
+file's labels the int8 file keeps on the 7 natural photos (what docs/published-weights.md's table scores) and
+on 8 other fabricated scenes (images like the calibration's). One JSON per (file, percentile) in
+benchmarks/results/calibration_percentile/; what is recorded is skipped (``--fresh`` redoes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RESULTS = ROOT / "benchmarks" / "results" / "calibration_percentile"
+SIZES = {19: (256, 512), 11: (360, 480)}  # by class count: Cityscapes, CamVid
+CALIBRATION = 8
+HELD_OUT = 8
+PERCENTILES = (None, 99.95, 99.9, 99.8)  # None: the extremes
+
+
+def percentile_name(percentile: float | None) -> str:
+    return "extremes" if percentile is None else f"p{percentile}"
+
+
+def measure(imports: Path, entry, percentiles, fresh: bool) -> None:
+    """Records (file, percentile) pairs of ``entry`` that are not recorded yet (all with ``fresh``)."""
+    from import_reference import config_of, file_stem, load_photos, chosen_photos, tflite_labels
+    from cityscapes_fabric import street_scenes
+    from phone_students import export_file
+
+    from skd_tf.atomic import write_text
+    from skd_tf.models import at_input_size, load_model, logits_align_corners
+
+    rel, config, _, classes, _ = entry
+    stem = file_stem(rel)
+    todo = [p for p in percentiles if fresh or not (RESULTS / f"{stem}_{percentile_name(p)}.json").is_file()]
+    if not todo:
+        return
+    path = imports / f"{stem}.keras"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run benchmarks/import_reference.py with the checkpoint folder first")
+    cfg = config_of(config)
+    size = SIZES[classes]
+    network = load_model(path, cfg.data)
+    aligned = logits_align_corners(network)
+    network = at_input_size(network, size)
+    photos = load_photos(chosen_photos(None), size)
+    scenes = street_scenes(CALIBRATION + HELD_OUT, size)
+    calibration, held_out = scenes[:CALIBRATION], scenes[CALIBRATION:]
+    with tempfile.TemporaryDirectory() as tmp:
+        def labels(quantization, percentile=None):
+            file = Path(tmp) / f"{quantization}.tflite"
+            export_file(network, size, quantization, "labels", calibration, file, mean=cfg.data.mean,
+                        std=cfg.data.std, align_corners=aligned, calibration_percentile=percentile)
+            return tflite_labels(file, photos), tflite_labels(file, held_out)
+
+        float_photos, float_scenes = labels("float32")
+        for percentile in todo:
+            int8_photos, int8_scenes = labels("int8", percentile)
+            record = {"file": rel, "input_size": list(size), "percentile": percentile, "calibration": CALIBRATION,
+                      "photos": len(photos), "held_out": HELD_OUT,
+                      "photos_kept": float((int8_photos == float_photos).mean()),
+                      "scenes_kept": float((int8_scenes == float_scenes).mean())}
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            write_text(RESULTS / f"{stem}_{percentile_name(percentile)}.json", json.dumps(record, indent=2) + "\n")
+            print(f"{rel} {percentile_name(percentile)}: photos {100 * record['photos_kept']:.2f} %, "
+                  f"scenes {100 * record['scenes_kept']:.2f} %", flush=True)
+
+
+def table(percentiles) -> str:
+    from import_reference import FILES, file_stem
+
+    names = [percentile_name(p) for p in percentiles]
+    lines = ["| file | input | " + " | ".join(f"int8, {'ranges at ' + n[1:] + ' %' if n != 'extremes' else 'extremes'}: "
+                                            f"photos / scenes" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for rel, *_ in FILES:
+        cells, size = [], None
+        for name in names:
+            path = RESULTS / f"{file_stem(rel)}_{name}.json"
+            if path.is_file():
+                r = json.loads(path.read_text())
+                size = r["input_size"]
+                cells.append(f"{100 * r['photos_kept']:.1f} / {100 * r['scenes_kept']:.1f} %")
+            else:
+                cells.append("–")
+        where = f"{size[0]}×{size[1]}" if size else "–"
+        lines.append(f"| {rel} | {where} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--imports", default="runs/import_reference",
+                        help="the .keras imports of benchmarks/import_reference.py (its --out)")
+    parser.add_argument("--percentiles", default=",".join(percentile_name(p) for p in PERCENTILES),
+                        help="comma-separated: extremes and percentiles in (50, 100), e.g. extremes,99.9")
+    parser.add_argument("--fresh", action="store_true", help="redo recorded (file, percentile) pairs")
+    parser.add_argument("--table-only", action="store_true", help="print (and --docs) the recorded table")
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/export.md")
+    args = parser.parse_args()
+    percentiles = []
+    for item in (s.strip().removeprefix("p") for s in args.percentiles.split(",") if s.strip()):
+        try:
+            value = None if item == "extremes" else float(item)
+        except ValueError:
+            parser.error(f"--percentiles: {item!r} is neither 'extremes' nor a number")
+        if value is not None and not 50 < value < 100:
+            parser.error(f"--percentiles: {value} is not in (50, 100)")
+        percentiles.append(value)
+    if not args.table_only:
+        from import_reference import FILES
+
+        from skd_tf.console import QUIET, start_tensorflow
+
+        start_tensorflow(QUIET)
+        for entry in FILES:
+            measure(Path(args.imports), entry, percentiles, args.fresh)
+    from docs_pages import show
+
+    show(table(percentiles), "export.md", "calibration_percentile", args.docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
