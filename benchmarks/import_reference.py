@@ -157,7 +157,8 @@ def latency(path: Path, threads: int) -> float:
     return float(run_isolated(str(path), threads, True, settings)["latency_ms"]["mean"])
 
 
-def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, calibration_count: int) -> dict:
+def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, calibration_count: int,
+               variants=VARIANTS) -> dict:
     from skd_tf.importing import import_checkpoint
     from skd_tf.models import at_input_size, load_model, logits_align_corners
     from skd_tf.models.torch_checkpoint import read_state_dict
@@ -186,7 +187,7 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
     torch_labels = labels_at(twin, size)
     row["keras_vs_torch_labels"] = float((labels_at(keras, size) == torch_labels).mean())
     calibration = street_scenes(calibration_count, size)
-    for key, quantization, percentile in VARIANTS:
+    for key, quantization, percentile in variants:
         path = out / f"{stem}_{key}.tflite"
         start = time.time()
         # export_one's conversion, calibrated on fabricated scenes (export_one draws from the config's training
@@ -467,7 +468,17 @@ def main() -> int:
                         help="only redo the int8 diagnosis on the first imported file in --out (no checkpoints needed)")
     parser.add_argument("--retime", action="store_true",
                         help="only re-measure the latency of the recorded files in --out (on an idle machine)")
+    parser.add_argument("--variants", help="comma-separated files to export again, of "
+                                           f"{', '.join(k for k, *_ in VARIANTS)} (default: all, and the diagnosis); "
+                                           "the others keep their records")
     args = parser.parse_args()
+    variants = VARIANTS
+    if args.variants:
+        chosen = {v.strip() for v in args.variants.split(",") if v.strip()}
+        unknown = chosen - {k for k, *_ in VARIANTS}
+        if unknown:
+            parser.error(f"--variants: unknown {', '.join(sorted(unknown))}")
+        variants = [v for v in VARIANTS if v[0] in chosen]
     if args.table_only:
         text = table(json.loads(RESULTS.read_text()))
     elif args.diagnosis_only:
@@ -516,14 +527,22 @@ def main() -> int:
             spec.loader.exec_module(reference)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        record = json.loads(RESULTS.read_text()) if args.variants else None
+        if record and (record["photo_names"] != [p.name for p in photos] or record["calibration"] != args.calibration):
+            raise SystemExit(f"{RESULTS} was made on other photos or another calibration: run without --variants")
         rows = []
         for entry in FILES:
             print(f"{entry[0]} ...", flush=True)
-            rows.append(check_file(folder, entry, photos, reference, out, args.calibration))
+            rows.append(check_file(folder, entry, photos, reference, out, args.calibration, variants))
             print(json.dumps(rows[-1]), flush=True)
-        record = {"host": host_device(), "photos": len(photos), "photo_names": [p.name for p in photos],
-                  "calibration": args.calibration, "rows": rows}
-        record["int8_diagnosis"] = diagnosis(out, photos, args.diagnosis_size)
+        if record:  # the chosen files' entries replace theirs in the recorded rows, the host is this one
+            for old, new in zip(record["rows"], rows):
+                old.update({key: new[key] for key, *_ in variants})
+            record["host"] = host_device()
+        else:
+            record = {"host": host_device(), "photos": len(photos), "photo_names": [p.name for p in photos],
+                      "calibration": args.calibration, "rows": rows}
+            record["int8_diagnosis"] = diagnosis(out, photos, args.diagnosis_size)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         text = table(record)

@@ -115,7 +115,7 @@ def percentile_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable], pe
             counts[i] += np.bincount(np.clip(((flat - low) * (BINS / (high - low))).astype(np.int64), 0, BINS - 1),
                                      minlength=BINS)
 
-    _visit_values(calibrated, list(edges), dataset_gen, histogram)
+    _visit_values(calibrated, list(edges), dataset_gen, histogram, xnnpack=True)
     for i, (low, high) in edges.items():
         total = counts[i].sum()
         if not total:
@@ -143,9 +143,9 @@ def _ranged(model) -> set[int]:
 
 
 def _visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[], Iterable],
-                  visit: Callable[[int, np.ndarray], None]) -> None:
+                  visit: Callable[[int, np.ndarray], None], xnnpack: bool = False) -> None:
     """``visit(i, value)`` for each of ``tensor_ids`` and each of ``dataset_gen()``'s samples (lists of inputs
-    in the model's input order, or dicts by input name), the float model ``content`` run without delegates
+    in the model's input order, or dicts by input name), the float model ``content`` run (``_interpreter``)
     with those tensors made graph outputs, which the memory planner never shares — in as many passes over the
     samples as keep each probe's outputs under ``PROBE_BYTES``."""
     from ai_edge_litert.tools import flatbuffer_utils
@@ -165,7 +165,7 @@ def _visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[
     outputs = np.asarray(graph.outputs, np.int32)
     for ids in chunks:
         graph.outputs = np.concatenate([outputs, np.asarray(ids, np.int32)])
-        interpreter = _interpreter(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+        interpreter = _interpreter(bytes(flatbuffer_utils.convert_object_to_bytearray(model)), xnnpack)
         inputs = interpreter.get_input_details()
         seen = False
         for sample in dataset_gen():
@@ -203,10 +203,16 @@ def in_place_inputs(model_content: bytes) -> set[int]:
     return shared
 
 
-def _interpreter(model_content: bytes):
+def _interpreter(model_content: bytes, xnnpack: bool = False):
+    """A planned interpreter of ``model_content``: the calibrator's kind (builtin kernels, no delegate), or with
+    ``xnnpack`` LiteRT's default delegate on 2 threads — the same values to float rounding, several times
+    faster (the percentiles' pass over every activation)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=model_content,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    if xnnpack:
+        interpreter = Interpreter(model_content=model_content, num_threads=2)
+    else:
+        interpreter = Interpreter(model_content=model_content,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     return interpreter
