@@ -197,9 +197,9 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
         labels = tflite_labels(path, rgb)
         wrong = labels != torch_labels
         row[key] = {"file_bytes": path.stat().st_size, "labels_vs_torch": float(1 - wrong.mean()),
-                             "wrong_on_boundaries": boundary_share(torch_labels, wrong),
-                             "latency_ms": {str(t): latency(path, t) for t in (1, 2)},
-                             "seconds": round(time.time() - start, 1)}
+                    "wrong_on_boundaries": boundary_share(torch_labels, wrong),
+                    "latency_ms": {str(t): latency(path, t) for t in (1, 2)},
+                    "seconds": round(time.time() - start, 1)}
     return row
 
 
