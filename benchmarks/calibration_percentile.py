@@ -84,14 +84,13 @@ def measure(imports: Path, entry, percentiles, fresh: bool) -> None:
 def table(percentiles) -> str:
     from import_reference import FILES, file_stem
 
-    names = [percentile_name(p) for p in percentiles]
-    lines = ["| file | input | " + " | ".join(f"int8, {'ranges at ' + n[1:] + ' %' if n != 'extremes' else 'extremes'}: "
-                                            f"photos / scenes" for n in names) + " |",
-             "|---|---|" + "---|" * len(names)]
+    heads = ["extremes" if p is None else f"ranges at {p} %" for p in percentiles]
+    lines = ["| file | input | " + " | ".join(f"int8, {head}: photos / scenes" for head in heads) + " |",
+             "|---|---|" + "---|" * len(heads)]
     for rel, *_ in FILES:
         cells, size = [], None
-        for name in names:
-            path = RESULTS / f"{file_stem(rel)}_{name}.json"
+        for percentile in percentiles:
+            path = RESULTS / f"{file_stem(rel)}_{percentile_name(percentile)}.json"
             if path.is_file():
                 r = json.loads(path.read_text())
                 size = r["input_size"]

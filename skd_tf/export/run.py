@@ -122,13 +122,15 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
     else:
         logits_fn = network_logits_fn(network, quantization)
     percentile = ecfg.calibration_percentile if quantization == "int8" else None
-    if quantization == "int8" and progress:  # TFLite's calibrator is slow at large sizes (docs/export.md)
-        ranges = f", ranges at the {percentile}th percentile" if percentile is not None else ""
-        print(f"int8: calibrating on {ecfg.calibration_samples} training images{ranges} ...", flush=True)
     if integer:
         facts["calibration_samples"] = ecfg.calibration_samples
-    if percentile is not None:
-        facts["calibration_percentile"] = percentile
+    if quantization == "int8":
+        ranges = ""
+        if percentile is not None:
+            facts["calibration_percentile"] = percentile
+            ranges = f", ranges at the {percentile}th percentile"
+        if progress:  # TFLite's calibrator is slow at large sizes (docs/export.md)
+            print(f"int8: calibrating on {ecfg.calibration_samples} training images{ranges} ...", flush=True)
     return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile), facts
 
 
