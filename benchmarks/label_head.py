@@ -212,7 +212,12 @@ def tables(record: dict) -> str:
     lines = ["| student | input | logits | int8 ms, logits only | " + " | ".join(f"{h} head: ms (share)" for h in HEADS)
              + " | all-integer |", "|---|---|---|---|" + "---|" * len(HEADS) + "---|"]
     devices = set()
-    for key, row in record["latency"].items():
+    def order(key):  # by student (STUDENTS' order), then input size, whatever order the record grew in
+        name, size, threads = key.split()
+        return (list(STUDENTS).index(name) if name in STUDENTS else len(STUDENTS), int(size.split("x")[0]), threads)
+
+    for key in sorted(record["latency"], key=order):
+        row = record["latency"][key]
         name, size, threads = key.split()
         devices.add(row["device"])
         base = row["logits"]["ms"]

@@ -3,7 +3,7 @@
 Five heads (``LABEL_HEADS``), from the exact to the cheapest:
 
 * ``bilinear``: the logits upsampled bilinearly to H×W, then argmax — what evaluation scores. Its cost is
-  the full-size K-channel tensor (RESIZE_BILINEAR then ARG_MAX over 19 classes at 512×1024: 6.5–10 ms in
+  the full-size K-channel tensor (RESIZE_BILINEAR then ARG_MAX over 19 classes at 512×1024: 6.5–11 ms in
   int8 on one x86 core, a quarter of LR-ASPP MobileNetV2's time; docs/real-size.md).
 * ``two_class``: the bilinear head's labels without the full-size K-channel tensor. Bilinear interpolation
   is linear, so inside the cell between four neighbouring logit vectors the argmax between two classes a, b
