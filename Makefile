@@ -19,10 +19,8 @@ install: $(STAMP)
 
 # Two pytest workers: most of a test's time is single-threaded Python (tracing, graph building), so two
 # share the two cores of the CI machine well; each replica-gradient report's tests stay on one worker.
-# One intra-op thread per TensorFlow process (the workers and the runs they start): two workers of two threads
-# each on two cores made kernels wait for each other (a 13 s test took 34 s; the suite 420 s instead of 447 s).
 test: $(STAMP)
-	TF_NUM_INTRAOP_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 # Teacher, baseline, distilled student, TFLite export, latency, runs/demo/report.md. Finished stages are
 # reused (an interrupted run resumes); `$(BIN)/skd-tf demo --fresh` starts over.

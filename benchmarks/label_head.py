@@ -212,6 +212,7 @@ def tables(record: dict) -> str:
     lines = ["| student | input | logits | int8 ms, logits only | " + " | ".join(f"{h} head: ms (share)" for h in HEADS)
              + " | all-integer |", "|---|---|---|---|" + "---|" * len(HEADS) + "---|"]
     devices = set()
+
     def order(key):  # by student (STUDENTS' order), then input size, whatever order the record grew in
         name, size, threads = key.split()
         return (list(STUDENTS).index(name) if name in STUDENTS else len(STUDENTS), int(size.split("x")[0]), threads)

@@ -55,6 +55,6 @@ def low_agreement_warning(quantization: str, entry: dict) -> str:
         remedy = "try more --qat-steps or a teacher (export.teacher), or ship float16"
     else:
         remedy = "compare it with the float32 file"
-    return (f"warning: {quantization} gives Keras' labels on only {100 * share:.1f} % of the pixels of "
+    return (f"warning: {quantization} gives Keras' labels on only {100 * share:.2f} % of the pixels of "
             f"{parity['num_images']} validation images (below {100 * LOW_AGREEMENT:.0f} %): {remedy} "
             f"(docs/export.md)")
