@@ -14,9 +14,8 @@ def format_export(record: dict, quantizations: list[str] | None = None) -> str:
     """One row per exported quantization: size, mIoUs, label agreement, logit parity, integer-only, GPU."""
     rows = [("quantization", "size (KiB)", "mIoU TFLite", "mIoU Keras", "agreement", "max |Δlogit|",
              "integer-only", "GPU delegate")]
-    for q, entry in record.get("exports", {}).items():
-        if quantizations and q not in quantizations:
-            continue
+    shown = {q: entry for q, entry in record.get("exports", {}).items() if not quantizations or q in quantizations}
+    for q, entry in shown.items():
         p, d = entry["parity"], entry["deployability"]
         diff = p.get("max_abs_logit_diff")
         rows.append((q, f"{entry['file_bytes'] / 1024:.1f}", f"{100 * p['miou_tflite']:.2f}",
@@ -27,8 +26,7 @@ def format_export(record: dict, quantizations: list[str] | None = None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    lines += [line for q, entry in record.get("exports", {}).items()
-              if (not quantizations or q in quantizations) and (line := low_agreement_warning(q, entry))]
+    lines += [line for q, entry in shown.items() if (line := low_agreement_warning(q, entry))]
     if "int8_to_float32_size" in record:
         lines.append(f"int8 / float32 file size: {record['int8_to_float32_size']:.3f}")
         breakdown = record["exports"]["int8"].get("bytes")
