@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import arm64_check  # noqa: E402
 import calibration_percentile  # noqa: E402
+import int8_kernels  # noqa: E402
 import label_head  # noqa: E402
 import phone_students  # noqa: E402
 from tflite_outputs import aarch64_features  # noqa: E402
@@ -134,6 +135,47 @@ def test_the_relu_control_swaps_only_the_hard_swish_activations():
     assert len(activations(control)) == len(activations(net))
     assert len(net.get_weights()) == len(control.get_weights()) > 0
     assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), control.get_weights()))
+
+
+def test_the_int8_kernel_table_sums_convolutions_by_kind_and_leaves_the_rest_to_other_ops():
+    layers = [{"kind": "depthwise 3×3", "float32_ms": 1.0, "int8_ms": 2.0},
+              {"kind": "1×1 conv", "float32_ms": 4.0, "int8_ms": 1.0},
+              {"kind": "depthwise 3×3", "float32_ms": 2.0, "int8_ms": 3.5},
+              {"kind": "3×3 conv /2", "float32_ms": 0.5, "int8_ms": 1.5}]
+    assert int8_kernels.summed_by_kind(layers) == [("depthwise 3×3", 2, 3.0, 5.5), ("3×3 conv /2", 1, 0.5, 1.5),
+                                                  ("1×1 conv", 1, 4.0, 1.0)]  # most int8 time first
+    record = {"host": {"model": "CPU A", "features": ["avx2", "fma"]}, "threads": 1,
+              "settings": {"runs": 10, "min_seconds": 0.5},
+              "students": {"espnet_c": {"layers": layers, "network": {"float32_ms": 10.0, "int8_ms": 9.0}}}}
+    lines = int8_kernels.table([record]).splitlines()
+    assert "| espnet_c | depthwise 3×3 | 2 | 3.0 | 5.5 | 1.83 |" in lines
+    assert "| espnet_c | **all convolutions, timed alone** | 4 | 7.5 | 8.0 | 1.07 |" in lines
+    assert "| espnet_c | **whole network (logits file)** | – | 10.0 | 9.0 | **0.90** |" in lines
+    assert "| espnet_c | whole − convolutions (other ops, fusion) | – | 2.5 | 1.0 | – |" in lines
+    assert lines[-1].endswith("1 thread(s), mean of ≥ 10 runs and 0.5 s; host: CPU A [avx2 fma].")
+
+
+def test_a_convolution_timed_alone_is_the_networks_layer_with_its_weights():
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    stem = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
+    depthwise = keras.layers.DepthwiseConv2D(5, padding="same", dilation_rate=2)(stem)
+    net = keras.Model(inputs, keras.layers.Conv2D(4, 1)(depthwise))
+    image = np.random.default_rng(0).normal(size=(1, 16, 16, 3)).astype(np.float32)
+    middle = keras.Model(inputs, [stem, depthwise])(image)
+    conv, dw, pointwise = [layer for layer in net.layers[1:]]
+    assert [int8_kernels.layer_kind(layer.get_config(), isinstance(layer, keras.layers.DepthwiseConv2D))
+            for layer in (conv, dw, pointwise)] == ["3×3 conv /2", "depthwise 5×5", "1×1 conv"]
+    alone = int8_kernels.lone_layer(dw, (8, 8, 8))
+    assert alone.layers[1] is not dw
+    np.testing.assert_array_equal(alone(middle[0]), middle[1])  # same configuration (dilation) and weights
+    blob = int8_kernels.converted(alone, quantize=True)
+    interpreter = Interpreter(model_content=blob)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8  # no QUANTIZE op in the timing
+    assert [op["op_name"] for op in interpreter._get_ops_details()] == ["DEPTHWISE_CONV_2D"]
 
 
 def test_outputs_are_compared_by_labels_and_by_logits():
