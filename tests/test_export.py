@@ -558,6 +558,42 @@ def test_int8_calibration_records_each_tensors_own_range(tmp_path):
     assert calibrator.Calibrator.calibrate is original  # the hook is undone after conversion
 
 
+def test_int8_calibration_ranges_span_every_sample_though_the_calibrator_sees_only_the_first(tmp_path):
+    """The same chain calibrated on a ramp over [0, 1], then one over [0, 3]: every activation's range comes from
+    both (steps 3, 4, 8, 9 × 1/255 besides the constants' 1 and 2; from the first alone they would be 1, 2, 4,
+    5), while TFLite's calibrator, which runs on the builtin kernels, is fed the first sample only."""
+    from tensorflow.lite.python.optimize import calibrator
+
+    from skd_tf.export.convert import convert
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def chain(x):
+        return (x + 1.0) * 2.0 + 1.0
+
+    ramp = np.linspace(0, 1, 64, dtype=np.float32)[None]
+    fed = []
+    original = calibrator.Calibrator._feed_tensors
+
+    def counting(self, dataset_gen, resize_input):
+        def counted():
+            for sample in dataset_gen():
+                fed.append(sample)
+                yield sample
+        return original(self, counted, resize_input)
+
+    calibrator.Calibrator._feed_tensors = counting
+    try:
+        content = convert(chain.get_concrete_function(), "int8", lambda: iter([[ramp], [3 * ramp]]),
+                          float_output=False)
+    finally:
+        calibrator.Calibrator._feed_tensors = original
+    (tmp_path / "chain.tflite").write_bytes(content)
+    details = runtime.make_interpreter(str(tmp_path / "chain.tflite")).get_tensor_details()
+    steps = sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
+    np.testing.assert_allclose(steps, [1, 2, 3, 4, 8, 9], rtol=1e-4)
+    assert len(fed) == 1
+
+
 def test_int8_calibration_percentile_sets_each_range_to_the_percentiles_of_its_values(tmp_path):
     """The same chain on a ramp of 990 values in [0, 1] and 10 outliers at 10: by extremes the activations' int8
     steps are 10, 11, 22, 23 (× 1/255), a tenth of them spanning the ramp; with ``calibration_percentile`` 98
@@ -635,12 +671,13 @@ def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes
     second, first = (keras.Model(net.input, {"logits": net.get_layer(name).output}) for name in ("b2.act", "b1_concat"))
     rng = np.random.default_rng(0)
     calibration = [scale * rng.standard_normal((2, 32, 32, 3)).astype(np.float32) for scale in (1.0, 2.0)]
+    samples = [rng.standard_normal((1, 32, 32, 3)).astype(np.float32) for _ in range(2)]
     for network in (second, first):
         model = quantization_aware(network)
         calibrate_ranges(model, calibration)
         spec = ServingSpec((32, 32), network.output["logits"].shape[-1], output="logits", preprocess=False)
         content = convert(serving_function(qat_logits_fn(model), spec, integer_model=True), "qat",
-                          lambda: ([rng.standard_normal((1, 32, 32, 3)).astype(np.float32)] for _ in range(2)))
+                          lambda: ([sample] for sample in samples))
         (tmp_path / "qat.tflite").write_bytes(content)
         interpreter = runtime.make_interpreter(str(tmp_path / "qat.tflite"))
         assert not [d["name"] for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
