@@ -166,12 +166,12 @@ def test_a_convolution_timed_alone_is_the_networks_layer_with_its_weights():
     net = keras.Model(inputs, keras.layers.Conv2D(4, 1)(depthwise))
     image = np.random.default_rng(0).normal(size=(1, 16, 16, 3)).astype(np.float32)
     middle = keras.Model(inputs, [stem, depthwise])(image)
-    conv, dw, pointwise = [layer for layer in net.layers[1:]]
+    conv, dw, pointwise = net.layers[1:]
     assert [int8_kernels.layer_kind(layer.get_config(), isinstance(layer, keras.layers.DepthwiseConv2D))
             for layer in (conv, dw, pointwise)] == ["3×3 conv /2", "depthwise 5×5", "1×1 conv"]
     alone = int8_kernels.lone_layer(dw, (8, 8, 8))
     assert alone.layers[1] is not dw
-    np.testing.assert_array_equal(alone(middle[0]), middle[1])  # same configuration (dilation) and weights
+    np.testing.assert_allclose(alone(middle[0]), middle[1], rtol=1e-6, atol=1e-6)  # same dilation and weights
     blob = int8_kernels.converted(alone, quantize=True)
     interpreter = Interpreter(model_content=blob)
     assert interpreter.get_input_details()[0]["dtype"] == np.int8  # no QUANTIZE op in the timing
