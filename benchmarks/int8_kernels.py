@@ -15,9 +15,9 @@ noise: the scale does not change the kernels XNNPACK picks). Both are timed in t
 export, calibrated on fabricated street scenes), is timed the same way, so the table also shows what the
 convolutions leave to the other ops (additions, poolings, resizes, activations XNNPACK does not fuse).
 
-Records: one JSON per host in benchmarks/results/int8_kernels/, named by its instruction-set features
-(int8 against float32 is what those change most); a student recorded for this host is skipped unless
-``--fresh``. Timing needs the machine alone.
+Records: one JSON per host and thread count in benchmarks/results/int8_kernels/, named by the host's
+instruction-set features (int8 against float32 is what those change most); a student recorded for this host
+and thread count is skipped unless ``--fresh``. Timing needs the machine alone.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ DEFAULT_STUDENTS = ("lraspp_mobilenetv2", "lraspp_mobilenetv3_large", "lraspp_mo
                     "pspnet_resnet18")
 
 
-def record_path(host: dict) -> Path:
-    return RESULTS / f"{host_key(host)}.json"
+def record_path(host: dict, threads: int) -> Path:
+    return RESULTS / f"{host_key(host)}_{threads}t.json"
 
 
 def layer_kind(config: dict, depthwise: bool) -> str:
@@ -199,10 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = Settings(warmup=2, runs=10, min_seconds=0.5)
         host = host_cpu()
-        target = record_path(host)
+        target = record_path(host, args.threads)
         record = json.loads(target.read_text()) if target.exists() else {}
-        if record.get("threads", args.threads) != args.threads:
-            record = {}  # another thread count: a record holds one
         record.update({"host": host, "threads": args.threads,
                        "settings": {"warmup": settings.warmup, "runs": settings.runs,
                                     "min_seconds": settings.min_seconds}})
