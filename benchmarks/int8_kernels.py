@@ -23,12 +23,9 @@ and thread count is skipped unless ``--fresh``. Timing needs the machine alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,24 +67,20 @@ def lone_layer(layer, input_shape: tuple[int, ...]):
 
 
 def converted(model, quantize: bool, seed: int = 0) -> bytes:
-    """A single-layer model as a TFLite flatbuffer: float32, or int8 throughout (int8 input and output,
-    per-channel weights, ranges from four normal-noise inputs)."""
+    """A single-layer model as a TFLite flatbuffer through `skd-tf export`'s conversion
+    (skd_tf.export.convert.convert): float32, or int8 throughout (int8 input and output, per-channel weights,
+    ranges from four normal-noise inputs)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantize:
-        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-        rng = np.random.default_rng(seed)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.normal(size=(1, *shape)).astype(np.float32)]
-                                                    for _ in range(4))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        # Keras' export prints its signature for every file; int8 input without input statistics is the point
-        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-        return converter.convert()
+    from skd_tf.export.convert import convert
+
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    function = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
+    if not quantize:
+        return convert(function, "float32")
+    rng = np.random.default_rng(seed)
+    samples = [[rng.normal(size=(1, *shape)).astype(np.float32)] for _ in range(4)]
+    return convert(function, "int8", lambda: iter(samples), int8_io="int8")
 
 
 def timed_ms(path: Path, threads: int, settings) -> float:

@@ -170,15 +170,17 @@ def _visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[
         graph.outputs = np.concatenate([outputs, np.asarray(ids, np.int32)])
         interpreter = _interpreter(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
         inputs = interpreter.get_input_details()
+        shapes = [tuple(d["shape"]) for d in inputs]
         seen = False
         for sample in dataset_gen():
             values = [sample[d["name"]] for d in inputs] if isinstance(sample, dict) else list(sample)
             if len(values) != len(inputs):
                 raise ValueError(f"a calibration sample has {len(values)} inputs, the model {len(inputs)}")
             values = [np.asarray(value, detail["dtype"]) for detail, value in zip(inputs, values)]
-            if any(tuple(interpreter.get_tensor(d["index"]).shape) != v.shape for d, v in zip(inputs, values)):
-                for detail, value in zip(inputs, values):  # samples of other sizes, as the calibrator takes them
-                    interpreter.resize_tensor_input(detail["index"], value.shape)
+            if [v.shape for v in values] != shapes:  # samples of other sizes, as the calibrator takes them
+                shapes = [v.shape for v in values]
+                for detail, shape in zip(inputs, shapes):
+                    interpreter.resize_tensor_input(detail["index"], shape)
                 interpreter.allocate_tensors()
             for detail, value in zip(inputs, values):
                 interpreter.set_tensor(detail["index"], value)
