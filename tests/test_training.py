@@ -91,3 +91,33 @@ def test_cli_errors_are_one_line(tmp_path, tiny_config, capsys):
     path.write_text(yaml.safe_dump(tiny_config))
     assert main(["evaluate", "--config", str(path), "--checkpoint", str(tmp_path / "none.keras")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_a_trainer_fit_from_python_traces_its_step_once():
+    """`SegmentationTrainer.fit` as the README calls it (compile, then fit): Keras leaves a single device's
+    optimizer variables to the first traced step, and a tf.function that creates variables is traced twice
+    (seconds per trace on a real network); the trainer makes them before. Python code in a traced step runs
+    once per trace, so the counter counts traces."""
+    from skd_tf.config import DataConfig, ModelConfig, SyntheticConfig
+    from skd_tf.data import train_dataset
+    from skd_tf.models import build_model
+    from skd_tf.training import SegmentationTrainer
+
+    class Counting(SegmentationTrainer):
+        traces = 0
+
+        def train_step(self, data):
+            Counting.traces += 1
+            return super().train_step(data)
+
+    keras.utils.set_random_seed(0)
+    data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic=SyntheticConfig(num_train=8, num_val=4,
+                                                                                   image_size=32))
+    network = build_model(ModelConfig(width=0.125, head_channels=8), 4, (32, 32))
+    trainer = Counting(network, num_classes=4)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    before = [w.copy() for w in network.get_weights()]
+    trainer.fit(train_dataset(data, 2, seed=0), steps_per_epoch=3, epochs=1, verbose=0)
+    assert Counting.traces == 1
+    assert trainer.optimizer.iterations.numpy() == 3
+    assert any(not np.array_equal(a, b) for a, b in zip(before, network.get_weights()))  # it trained

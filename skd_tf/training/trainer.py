@@ -51,6 +51,14 @@ class SegmentationTrainer(Prebuilt, keras.Model):
     def metrics(self):
         return list(self.trackers.values()) + [self.miou]
 
+    def fit(self, *args, **kwargs):
+        """Keras' ``fit``, with the optimizer's variables made first: on one device Keras leaves them to the
+        first traced train step, and a tf.function that creates variables is traced twice."""
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.network.trainable_variables)
+        return super().fit(*args, **kwargs)
+
     def call(self, images, training=False):
         return self.network(images, training=training)
 
