@@ -311,6 +311,26 @@ flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni avx512_bf16 avx_vnni
 """
 
 
+def test_the_runtime_version_is_that_of_whichever_distribution_installed_the_package(tmp_path, monkeypatch):
+    """LiteRT's module ``ai_edge_litert`` comes from ``ai-edge-litert`` or from its nightly,
+    ``ai-edge-litert-nightly``: the benchmark names the version of whichever is installed (it said "unknown" for
+    the nightly). Two fake distributions on sys.path stand for them."""
+    from skd_tf.benchmark.runtime import _dist_version
+
+    for dist, version, package in (("fake_litert_nightly", "2.4.0.dev20261026", "fake_litert"),
+                                   ("plain_dist", "1.0", "plain_dist")):
+        info = tmp_path / f"{dist}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: {version}\n")
+        (info / "top_level.txt").write_text(package + "\n")
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _dist_version("fake_litert") == "2.4.0.dev20261026"
+    assert _dist_version("plain_dist") == "1.0"
+    assert _dist_version("no_such_package_here") == "unknown"
+
+
 def test_device_names_the_cpu_and_the_features_int8_kernels_use():
     assert device.describe_cpu(X86_CPUINFO, "x86_64") == \
         "AMD EPYC 9R14 x2 [avx2 fma avx512f avx512_vnni avx_vnni avx512_bf16]"

@@ -52,10 +52,10 @@ def load_runtime(preferred: str | None = None) -> Runtime:
         try:
             if name == "ai_edge_litert":
                 module = importlib.import_module("ai_edge_litert.interpreter")
-                version = _dist_version("ai-edge-litert")
+                version = _dist_version("ai_edge_litert")
             elif name == "tflite_runtime":
                 module = importlib.import_module("tflite_runtime.interpreter")
-                version = _dist_version("tflite-runtime")
+                version = _dist_version("tflite_runtime")
             else:
                 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
                 tf = importlib.import_module("tensorflow")
@@ -67,13 +67,18 @@ def load_runtime(preferred: str | None = None) -> Runtime:
                              + "; ".join(errors))
 
 
-def _dist_version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def _dist_version(package: str) -> str:
+    """The version of the installed distribution that provides the import package ``package`` (LiteRT's
+    ``ai_edge_litert`` comes from ``ai-edge-litert`` or from the nightly ``ai-edge-litert-nightly``), or
+    "unknown"."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
+    for dist in packages_distributions().get(package, []):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def check_model_file(path: str) -> int:
