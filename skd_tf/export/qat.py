@@ -171,12 +171,15 @@ def calibrate_ranges(qat_model, batches, decay: float = 0.8) -> None:
 
 def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tuple[int, int],
              progress: bool = True) -> QATResult:
-    """Fine-tunes the QAT twin of ``network`` for ``cfg.steps`` steps; returns it at ``input_size``."""
+    """Fine-tunes the QAT twin of ``network`` for ``cfg.steps`` steps; returns it at ``input_size``. Seeded by
+    ``cfg.seed`` (data order, and the random generators of Python, NumPy and TensorFlow): a run repeats."""
     import tf_keras
 
     from skd_tf.data.pipeline import train_dataset
 
     train_size = tuple(data.crop_size)
+    # the fine-tuning's dropout masks (tf_keras draws them from its own generator): the same file every run
+    tf_keras.utils.set_random_seed(cfg.seed)
     qat_model = quantization_aware(at_input_size(network, train_size))
     if teacher is not None:
         teacher = at_input_size(teacher, train_size)
