@@ -22,12 +22,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def measure_one(nodes: int, c_s: int, c_t: int, exact: bool, repeats: int, seed: int = 0) -> dict:
     """Times loss + gradient on a 1×nodes×1 map; returns seconds (median) and peak memory (MiB)."""
-    import resource
     import time
 
     import numpy as np
     import tensorflow as tf
 
+    from skd_tf.benchmark.device import peak_rss_mb
     from skd_tf.losses.pairwise import PairwiseDistillation
 
     rng = np.random.default_rng(seed)
@@ -54,7 +54,7 @@ def measure_one(nodes: int, c_s: int, c_t: int, exact: bool, repeats: int, seed:
         value, grad = step(student, teacher)
         grad.numpy()
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {"nodes": nodes, "exact": exact, "seconds": float(np.median(times[1:])),
             "peak_mib": peak - before, "value": float(value)}
 
