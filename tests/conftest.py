@@ -81,3 +81,27 @@ def two_replicas():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     return strategy
+
+
+@pytest.fixture
+def traced_once(monkeypatch):
+    """Fails the test when a tf.function it called was traced more than once: a function that creates variables
+    in its first trace (an optimizer's slots, say) is traced twice, seconds per trace on a real network, and
+    that slipped in unseen twice (the QAT fine-tuning, ``SegmentationTrainer.fit`` from Python). TensorFlow's
+    private Function class is patched because no public hook lists the functions a run called; its
+    ``experimental_get_tracing_count`` is public."""
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    called = {}
+    original = polymorphic_function.Function.__call__
+
+    def recording(self, *args, **kwargs):
+        called[id(self)] = self
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(polymorphic_function.Function, "__call__", recording)
+    yield
+    twice = sorted(f"{getattr(f._python_function, '__qualname__', f)} ({f.experimental_get_tracing_count()} traces)"
+                   for f in called.values() if f.experimental_get_tracing_count() > 1)
+    assert called, "no tf.function was called: the recording hook no longer sees TensorFlow's functions"
+    assert not twice, f"traced more than once: {', '.join(twice)}"

@@ -13,7 +13,7 @@ TINY = ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic
         "distill.holistic.n_critic=1"]  # one critic update a step: the compiled graph stays small
 
 
-def test_demo_runs_every_stage_then_reuses_them(tmp_path, capsys):
+def test_demo_runs_every_stage_then_reuses_them(tmp_path, capsys, traced_once):
     argv = ["demo", "--runs-dir", str(tmp_path)] + [a for item in TINY for a in ("--set", item)]
     assert main(argv + ["--quiet"]) == 0
     demo = tmp_path / "demo"

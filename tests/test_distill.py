@@ -58,7 +58,7 @@ BFLOAT16 = {"synthetic_skd_full"}
 
 
 @pytest.mark.parametrize("name", SYNTHETIC_DISTILL)
-def test_each_synthetic_distill_config_runs_one_step(name, tiny_teacher, tmp_path):
+def test_each_synthetic_distill_config_runs_one_step(name, tiny_teacher, tmp_path, traced_once):
     sampled = name in ("synthetic_skd_full", "synthetic_ka")  # gradient shares: with a critic, with components
     precision = ["train.mixed_precision=mixed_bfloat16"] if name in BFLOAT16 else []
     cfg = tiny(name, tiny_teacher, tmp_path / name, "train.steps=1", "train.steps_per_epoch=1",

@@ -318,7 +318,7 @@ def test_imagenet_backbone_initialises_the_student_strictly(tmp_path):
         build_model(skd_pspnet_config(18, pretrained=str(tmp_path / "missing.pth")), 5, (64, 64))
 
 
-def test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student(tmp_path, capfd):
+def test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student(tmp_path, capfd, traced_once):
     """docs/published-weights.md's "Reproducing the paper" at toy size: import the teacher, evaluate it, distil the student
     from an ImageNet-layout backbone with the paper's losses, each network fed its own input convention."""
     teacher = randomise(SkdPSPNet(18, 5), seed=11)

@@ -22,7 +22,7 @@ EXPORTS = {"mobilenetv3_large": ["--quantization", "float32,int8"],
 
 
 @pytest.mark.parametrize("variant", sorted(EXPORTS))
-def test_mobilenetv3_student_trains_exports_and_runs(tmp_path, variant):
+def test_mobilenetv3_student_trains_exports_and_runs(tmp_path, variant, traced_once):
     config = str(ROOT / "configs" / f"synthetic_lraspp_{variant}.yaml")
     sets = [a for s in TINY + [f"train.out_dir={tmp_path / 'run'}"] for a in ("--set", s)]
     if variant == "mobilenetv3_large":  # distilled from a (tiny, untrained) PSPNet teacher

@@ -32,7 +32,7 @@ def run(command, name, out, extra=(), data_sets=()):
     return load_config(ROOT / "configs" / f"{name}.yaml", sets)
 
 
-def test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop(tmp_path):
+def test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop(tmp_path, traced_once):
     write_cityscapes_zips(tmp_path / "manual", real_size.TINY_COUNTS)
     data = [f"data.manual_dir={tmp_path / 'manual'}", f"data.data_dir={tmp_path / 'tfds'}"]
     teacher = run("train", "cityscapes_teacher", tmp_path / "teacher", data_sets=data)
