@@ -107,7 +107,7 @@ def test_the_teacher_runs_compiled_when_distances_are_measured_and_the_distiller
     assert seen and not any(seen)
 
 
-def test_evaluate_with_teacher_and_critic_writes_the_distances(tmp_path, capsys):
+def test_evaluate_with_teacher_and_critic_writes_the_distances(tmp_path, capsys, traced_once):
     from skd_tf.cli import main
     from skd_tf.losses import HolisticDistillation
 

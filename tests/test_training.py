@@ -17,7 +17,7 @@ class StopAfterFirstEpoch(keras.callbacks.Callback):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first checkpoint
 
 
-def test_train_writes_model_scores_and_resumes_exactly(tmp_path, tiny_config):
+def test_train_writes_model_scores_and_resumes_exactly(tmp_path, tiny_config, traced_once):
     full = config_from_dict(tiny_config)
     scores = train(full, verbose=0)
     assert set(scores) == {"miou", "per_class_iou", "pixel_accuracy", "num_images"}
@@ -56,7 +56,7 @@ def test_nan_loss_stops_with_the_term_and_step(tmp_path):
         cb.raise_if_diverged()
 
 
-def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys):
+def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys, traced_once):
     import yaml
 
     path = tmp_path / "tiny.yaml"

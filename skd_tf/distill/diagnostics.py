@@ -24,7 +24,7 @@ import tensorflow as tf
 from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import val_dataset
 from skd_tf.distill.config import parse_distill
-from skd_tf.evaluation import sized_batches
+from skd_tf.evaluation import compiled_for_any_batch, sized_batches
 from skd_tf.losses import HolisticDistillation, PairwiseDistillation, PixelwiseDistillation
 from skd_tf.training.trainer import supervised_losses
 
@@ -144,7 +144,7 @@ def teacher_distances(student: keras.Model, teacher: keras.Model, data: DataConf
     for images, _, (s_net, t_net) in sized_batches([student, teacher], ds):
         key = (id(s_net), id(t_net))
         if key not in compiled:
-            compiled[key] = tf.function(lambda x, s=s_net, t=t_net: distances(s, t, x))
+            compiled[key] = compiled_for_any_batch(lambda x, s=s_net, t=t_net: distances(s, t, x), images)
         n = int(images.shape[0])
         for name, value in compiled[key](images).items():
             sums[name] += n * float(value)

@@ -33,6 +33,12 @@ def sized_batches(networks: list[keras.Model], ds):
         yield images, labels, rebuilt[size]
 
 
+def compiled_for_any_batch(fn, images) -> tf.types.experimental.GenericFunction:
+    """``fn`` of an image batch, compiled once for batches shaped like ``images`` of any size: the batch
+    dimension is left open, so a split's last, smaller batch is not traced again (seconds for a real network)."""
+    return tf.function(fn, input_signature=[tf.TensorSpec((None, *images.shape[1:]), images.dtype)])
+
+
 def evaluate_network(network: keras.Model, data: DataConfig, batch_size: int = 8,
                      limit: int | None = None, progress: bool = True, errors: bool = False) -> dict:
     """Scores ``network`` on ``data.val_split``.
@@ -72,7 +78,7 @@ def predicted_batches(network: keras.Model, ds):
     aligned = logits_align_corners(network)
     for images, labels, (model,) in sized_batches([network], ds):
         if id(model) not in predictors:
-            predictors[id(model)] = tf.function(lambda x, m=model: m(x, training=False)["logits"])
+            predictors[id(model)] = compiled_for_any_batch(lambda x, m=model: m(x, training=False)["logits"], images)
         logits = upsample_logits(tf.cast(predictors[id(model)](images), tf.float32), labels, aligned)
         yield labels, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
