@@ -122,6 +122,10 @@ class Distiller(Prebuilt, keras.Model):
             variables += loss.trainable_variables
         return variables
 
+    @property
+    def trained_variables(self) -> list:
+        return self.student_variables
+
     def build_state(self, image_shape) -> None:
         """Creates every variable eagerly (models, losses, critic, optimizers) before ``fit``; once."""
         if self.built and self.optimizer.built:

@@ -98,13 +98,17 @@ class AutoEncoderTrainer(Prebuilt, keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    @property
+    def trained_variables(self) -> list:
+        return self.autoencoder.trainable_variables
+
     def call(self, images, training=False):
         return self.autoencoder(self.teacher(images, training=False)["features"], training=training)
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         features = tf.stop_gradient(as_float32(self.teacher(images, training=False)["features"]))
-        variables = self.autoencoder.trainable_variables
+        variables = self.trained_variables
         with tf.GradientTape() as tape:
             reconstruction, code = self.autoencoder(features, training=True)
             loss = average_over_global_batch(autoencoder_loss(features, reconstruction, code, self.alpha))
@@ -135,7 +139,6 @@ def pretrain_autoencoder(teacher, autoencoder, dataset, steps: int, learning_rat
     """
     trainer = AutoEncoderTrainer(teacher, autoencoder, alpha=alpha)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    trainer.optimizer.build(autoencoder.trainable_variables)
     callbacks = []
     if probe_batches:
         at = sorted({max(1, round(steps * (i + 1) / probes)) for i in range(probes)})

@@ -41,9 +41,23 @@ class Prebuilt:
     MultiWorkerMirroredStrategy; a model that is already built does not need it.
     """
 
+    @property
+    def trained_variables(self) -> list:
+        """The variables the compiled optimizer updates."""
+        raise NotImplementedError
+
+    def build_optimizer(self) -> None:
+        """Makes the optimizer's variables for ``trained_variables`` (under the model's strategy) if the model is
+        built and they are not: on one device Keras leaves them to the first traced train step, and a
+        tf.function that creates variables is traced twice."""
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trained_variables)
+
     def fit(self, *args, shuffle: bool = False, **kwargs):
-        """Keras' ``fit``; ``shuffle`` defaults to False, as the data pipelines shuffle (and Keras warns that it
-        ignores ``shuffle=True`` for a tf.data.Dataset)."""
+        """Keras' ``fit`` after ``build_optimizer``; ``shuffle`` defaults to False, as the data pipelines shuffle
+        (and Keras warns that it ignores ``shuffle=True`` for a tf.data.Dataset)."""
+        self.build_optimizer()
         return super().fit(*args, shuffle=shuffle, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):

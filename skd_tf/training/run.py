@@ -144,7 +144,7 @@ def _train(cfg: RunConfig, out: Path, verbose: int, extra_callbacks) -> dict:
     trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
     # compiled: an eager call of a built functional model keeps every layer's output until it returns
     tf.function(lambda x: trainer(x))(tf.zeros((1, *cfg.data.crop_size, 3)))
-    optimizer.build(trainer.network.trainable_variables)
+    trainer.build_optimizer()  # before fit: resuming restores its state
 
     fit_resumable(trainer, network, cfg, out, verbose=verbose, extra_callbacks=extra_callbacks)
     scores = evaluate_network(network, cfg.data, cfg.eval.batch_size, progress=verbose > 0)

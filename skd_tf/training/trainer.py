@@ -46,18 +46,15 @@ class SegmentationTrainer(Prebuilt, keras.Model):
         names = ["loss", "ce"] + (["aux_ce"] if self.has_aux else [])
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.miou = MeanIoU(num_classes, ignore_label, name="miou", align_corners=self.align_corners)
+        self.built = network.built  # no weights of its own: built when its network is (fit builds the optimizer)
 
     @property
     def metrics(self):
         return list(self.trackers.values()) + [self.miou]
 
-    def fit(self, *args, **kwargs):
-        """Keras' ``fit``, with the optimizer's variables made first: on one device Keras leaves them to the
-        first traced train step, and a tf.function that creates variables is traced twice."""
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.network.trainable_variables)
-        return super().fit(*args, **kwargs)
+    @property
+    def trained_variables(self) -> list:
+        return self.network.trainable_variables
 
     def call(self, images, training=False):
         return self.network(images, training=training)
@@ -72,7 +69,7 @@ class SegmentationTrainer(Prebuilt, keras.Model):
 
     def train_step(self, data):
         images, labels = data[0], data[1]  # (x, y) or, from train_on_batch / evaluate, (x, y, sample_weight)
-        variables = self.network.trainable_variables
+        variables = self.trained_variables
         with tf.GradientTape() as tape:
             outputs = self.network(images, training=True)
             terms, total = self.compute_losses(outputs, labels)
