@@ -98,8 +98,8 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
     ``float32``: no optimisation. ``float16``: float16 weights. ``dynamic``: int8
     weights, float activations. ``int8``: full-integer post-training quantization
     calibrated on ``representative`` (a generator factory yielding input lists, the same samples at each
-    call: calibration iterates it more than once), integer input (``int8_io``) and, for float outputs, integer output; each activation's
-    range its extremes on that data, or with ``calibration_percentile`` p its
+    call: calibration iterates it more than once), integer input (``int8_io``) and, for float outputs,
+    integer output; each activation's range its extremes on that data, or with ``calibration_percentile`` p its
     (100 − p)-th to p-th percentiles (``calibration.percentile_ranges``). ``qat``:
     a graph with fake-quant nodes converted to full integer the same way.
     """
