@@ -8,6 +8,7 @@ legacy ``tflite_runtime`` wheel, then TensorFlow's bundled interpreter.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -67,12 +68,18 @@ def load_runtime(preferred: str | None = None) -> Runtime:
                              + "; ".join(errors))
 
 
+@functools.cache
 def _dist_version(package: str) -> str:
     """The version of the installed distribution that provides the import package ``package`` (LiteRT's
     ``ai_edge_litert`` comes from ``ai-edge-litert`` or from the nightly ``ai-edge-litert-nightly``), or
     "unknown"."""
     from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
+    try:  # the distribution named as the package: one directory lookup
+        return version(package)
+    except PackageNotFoundError:
+        pass
+    # packages_distributions reads every installed distribution's file list: 0.6 s in a venv with TensorFlow
     for dist in packages_distributions().get(package, []):
         try:
             return version(dist)
