@@ -15,8 +15,15 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
                        help="also TensorFlow's own start-up and C++ log (filtered otherwise)")
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
+BESIDE = ("default: the config.json beside the checkpoint, which train, distill and import write into the "
+          "run's folder")
+
+
+def _add_config_args(parser: argparse.ArgumentParser, beside_checkpoint: bool = False) -> None:
+    if beside_checkpoint:
+        parser.add_argument("--config", help=f"YAML run config (see configs/; {BESIDE})")
+    else:
+        parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.steps=200 (repeatable; value parsed as YAML)")
 
@@ -53,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="mIoU of a checkpoint on the config's validation split",
                        description="Evaluate a .keras segmentation checkpoint on data.val_split of the config; "
                                    "print per-class IoU, mIoU and pixel accuracy, and write them as JSON.")
-    _add_config_args(p)
+    _add_config_args(p, beside_checkpoint=True)
     p.add_argument("--checkpoint", required=True, help="a .keras model written by skd-tf train/distill")
     p.add_argument("--json", help="where to write the scores (default: <checkpoint dir>/eval.json)")
     p.add_argument("--limit", type=int, help="evaluate only the first N validation images")
@@ -73,11 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mIoU on the validation split, the op list, integer-only and GPU-delegate "
                                    "checks and the file size in OUT/export.json. Settings default to the "
                                    "config's export: section; flags override it.")
-    _add_config_args(p)
+    _add_config_args(p, beside_checkpoint=True)
     p.add_argument("--checkpoint", required=True, help="the student's .keras checkpoint")
     p.add_argument("--quantization", help="one or more of float32,float16,dynamic,int8,qat "
                                           "(comma-separated; default: export.quantization, int8)")
-    p.add_argument("--out", help="output directory (default: <train.out_dir>/export)")
+    p.add_argument("--out", help="output directory (default: <train.out_dir>/export; with the config.json beside "
+                                 "the checkpoint, <checkpoint folder>/export)")
     p.add_argument("--output", choices=["labels", "logits"],
                    help="labels: uint8 label map at input size (argmax head); logits: model-resolution logits "
                         "(default: export.output, labels)")
@@ -111,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT/<name>_overlay.png (the classes' colours blended into the image).")
     p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
     p.add_argument("--model", required=True, help="a .keras checkpoint or a .tflite file")
-    p.add_argument("--config", help="the model's YAML run config: needed for .keras, and for a .tflite file "
-                                    "without its export.json beside it")
+    p.add_argument("--config", help="the model's YAML run config: for .keras (by default the config.json beside "
+                                    "the checkpoint, which train, distill and import write into the run's folder), "
+                                    "and for a .tflite file without its export.json beside it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable; value parsed as YAML)")
     p.add_argument("--out", help="output folder (default: <model folder>/predictions)")
@@ -244,7 +253,7 @@ def _cmd_predict(args) -> int:
     if args.threads < 1:
         raise ValueError("--threads must be >= 1")
     if args.overrides and not args.config:
-        raise ValueError("--set needs --config")
+        raise ValueError("--set needs --config (or a .keras model with the config.json of its run beside it)")
     cfg = load_config(args.config, args.overrides) if args.config else None
     out = args.out or str(Path(args.model).parent / "predictions")
     records = predict(args.model, args.inputs, out, cfg, args.threads, args.alpha, args.timing,
@@ -319,7 +328,7 @@ def _cmd_export(args) -> int:
     for q in quantizations:
         if q not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {q!r}; choose from {', '.join(QUANTIZATIONS)}")
-    out = args.out or str(Path(cfg.train.out_dir) / "export")
+    out = args.out or str((Path(args.checkpoint).parent if args.config_beside else Path(cfg.train.out_dir)) / "export")
     record = export_student(cfg, args.checkpoint, ecfg, quantizations, out, progress=not args.quiet)
     print(format_export(record, quantizations))
     print(f"report: {Path(out) / 'export.json'}")
@@ -348,6 +357,7 @@ def _cmd_import(args) -> int:
     print(f"{record['tensors']} tensors of {args.checkpoint} -> {record['model']} ({cfg.model.arch}, "
           f"{cfg.data.num_classes} classes, {record['parameters']:,} parameters)")
     print(f"input convention: {record['input_convention']}")
+    print(f"run config: {record['config']} (evaluate, export and predict read it beside the model)")
     return 0
 
 
@@ -379,6 +389,24 @@ def _explain(err: Exception, args) -> str | None:
     return str(explain_pipeline_error(err, load_config(args.config, args.overrides).data))
 
 
+def _config_beside_checkpoint(args) -> None:
+    """``evaluate`` / ``export`` / ``predict`` of a .keras checkpoint without ``--config``: the config.json that
+    ``train``, ``distill`` and ``import`` write beside the model in its run's folder (named on stdout)."""
+    checkpoint = getattr(args, "checkpoint", None) or getattr(args, "model", None)
+    args.config_beside = False
+    if not hasattr(args, "config") or args.config is not None or not str(checkpoint or "").endswith(".keras"):
+        return
+    beside = Path(checkpoint).parent / "config.json"
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    if not beside.is_file():
+        raise ValueError(f"{checkpoint} has no config.json beside it (train, distill and import write one into the "
+                         f"run's folder): pass --config, the YAML config it was made with")
+    args.config, args.config_beside = str(beside), True
+    if not args.quiet:
+        print(f"config: {beside}")
+
+
 def main(argv: list[str] | None = None) -> int:
     name = "skd-tf"
     try:  # a Ctrl-C while the parser's imports load is an interruption too, not a traceback
@@ -399,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
     try:
+        _config_beside_checkpoint(args)
         return COMMANDS[args.command](args)
     except errors as err:
         print(f"{name}: error: {err}", file=sys.stderr)

@@ -2,6 +2,7 @@
 and nothing new on disk; plus ``predict``, ``config`` and ``--version``."""
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -190,7 +191,8 @@ def test_predict_keras_and_tflite_over_a_folder_match_evaluation(tmp_path, train
 
     tmp, config, model = trained
     data = tmp / "data"
-    assert main(["predict", "--model", str(model), "--config", str(config), str(data), "--out", str(tmp_path / "k"),
+    # no --config: the config.json that train wrote beside the model
+    assert main(["predict", "--model", str(model), str(data), "--out", str(tmp_path / "k"),
                  "--timing", str(tmp_path / "timing.json"), "--quiet"]) == 0
     cfg = load_config(config)
     ds, _ = val_dataset(cfg.data, 1)
@@ -208,9 +210,13 @@ def test_predict_keras_and_tflite_over_a_folder_match_evaluation(tmp_path, train
         blend = np.round(0.5 * np.asarray(Image.open(image_path), np.float32) + 0.5 * colours[labels])
         np.testing.assert_array_equal(overlay, blend)
 
-    export_dir = tmp_path / "export"
-    assert main(["export", "--config", str(config), "--checkpoint", str(model), "--quantization", "float32",
-                 "--no-savedmodel", "--out", str(export_dir), "--quiet"]) == 0
+    moved = tmp_path / "moved"  # the run's folder moved away from its train.out_dir: exported beside the model
+    moved.mkdir()
+    for name in ("model.keras", "config.json"):
+        shutil.copy(model.parent / name, moved / name)
+    assert main(["export", "--checkpoint", str(moved / "model.keras"), "--quantization", "float32",
+                 "--no-savedmodel", "--quiet"]) == 0
+    export_dir = moved / "export"
     tflite = export_dir / "f_float32.tflite"
     assert tflite.stat().st_mode & 0o044 == 0o044  # readable like every other output, not mkstemp's 0600
     assert main(["predict", "--model", str(tflite), str(data / "images" / "*.png"), "--out", str(tmp_path / "t"),
@@ -229,12 +235,17 @@ def test_predict_keras_and_tflite_over_a_folder_match_evaluation(tmp_path, train
 
 def test_predict_refuses_bad_inputs_in_one_line(tmp_path, capfd, trained):
     tmp, config, model = trained
-    line = refused(capfd, tmp_path, ["predict", "--model", str(model), str(tmp_path / "nothing*.png")])
-    assert line == "skd-tf predict: error: a .keras model needs --config (the evaluation size, mean and std)"
-    line = refused(capfd, tmp_path, ["predict", "--model", str(model), "--config", str(config),
-                                     str(tmp_path / "nothing*.png")])
-    assert line == (f"skd-tf predict: error: input not found: {tmp_path / 'nothing*.png'} (no such file or "
-                    f"folder, and no file matches it)")
+    lone = tmp_path / "lone" / "model.keras"  # a checkpoint copied out of its run's folder
+    lone.parent.mkdir()
+    shutil.copy(model, lone)
+    line = refused(capfd, tmp_path, ["predict", "--model", str(lone), str(tmp_path / "nothing*.png")])
+    assert line == (f"skd-tf predict: error: {lone} has no config.json beside it (train, distill and import write one "
+                    f"into the run's folder): pass --config, the YAML config it was made with")
+    for with_config in ([], ["--config", str(config)]):  # the run's config.json beside the model, or the YAML
+        line = refused(capfd, tmp_path, ["predict", "--model", str(model), *with_config,
+                                         str(tmp_path / "nothing*.png")])
+        assert line == (f"skd-tf predict: error: input not found: {tmp_path / 'nothing*.png'} (no such file or "
+                        f"folder, and no file matches it)")
     broken = write_dataset(tmp_path / "broken")
     truncate(broken / "images" / "im1.png")
     capfd.readouterr()

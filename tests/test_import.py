@@ -250,7 +250,8 @@ def test_import_cli_writes_a_model_that_evaluate_takes(tmp_path, capfd):
                  "--out", str(out)]) == 0
     printed = capfd.readouterr().out
     assert "input convention: BGR in 0..255, mean [73.1819, 82.9355, 72.4152]" in printed
-    assert main(["evaluate", "--quiet", "--config", str(config), "--checkpoint", str(out)]) == 0
+    assert f"run config: {out.parent / 'config.json'}" in printed
+    assert main(["evaluate", "--quiet", "--checkpoint", str(out)]) == 0  # the config.json beside the model
     scores = json.loads((out.parent / "eval.json").read_text())
     assert scores["num_images"] == 4 and 0 <= scores["miou"] <= 1
 

@@ -71,9 +71,11 @@ def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys, traced_once):
     scores = json.loads(target.read_text())
     assert scores["num_images"] == 4 and len(scores["per_class_iou"]) == 4
     assert set(scores) == {"miou", "per_class_iou", "pixel_accuracy", "num_images"}
-    assert main(["evaluate", "--config", str(path), "--checkpoint", str(model), "--json", str(target),
-                 "--quiet", "--limit", "4", "--errors"]) == 0
-    assert "objects split between classes" in capsys.readouterr().out
+    # without --config: the config.json train wrote beside the model, named on stdout
+    assert main(["evaluate", "--checkpoint", str(model), "--json", str(target), "--limit", "4", "--errors"]) == 0
+    out = capsys.readouterr().out
+    assert f"config: {model.parent / 'config.json'}" in out and "objects split between classes" in out
+    assert json.loads(target.read_text())["miou"] == scores["miou"]
     errors = json.loads(target.read_text())["errors"]  # the kinds partition the wrong pixels
     wrong = sum(errors[k] for k in ("whole_object", "split", "edge", "spill"))
     assert wrong == pytest.approx(1 - scores["pixel_accuracy"], abs=1e-9) and 0 <= errors["objects_misread"] <= 1

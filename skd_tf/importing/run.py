@@ -1,6 +1,7 @@
 """``import_checkpoint(config, checkpoint, out)``: read a PyTorch checkpoint, build the config's network,
 assign every tensor strictly, save a ``.keras`` model of this project's kind (dict outputs, the network's
-input convention inside it). Nothing is written unless every tensor found its place.
+input convention inside it) and the run config beside it as ``config.json`` (as ``train`` writes it, so that
+``evaluate``, ``export`` and ``predict`` find it). Nothing is written unless every tensor found its place.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from skd_tf.atomic import write_text
 from skd_tf.config import RunConfig
 from skd_tf.models import build_model, input_conventions
 from skd_tf.models.torch_checkpoint import CheckpointError, read_state_dict
@@ -35,8 +37,9 @@ def class_count_hint(cfg: RunConfig, tensors: dict, expected: dict) -> str:
 
 
 def import_checkpoint(cfg: RunConfig, checkpoint: str, out: str | os.PathLike, allow_pickle: bool = False) -> dict:
-    """Writes ``out`` (.keras) from ``checkpoint`` (.pth) for ``cfg.model`` and returns what was done:
-    ``{"checkpoint", "model", "tensors", "parameters", "input_convention", "input_size"}``."""
+    """Writes ``out`` (.keras) from ``checkpoint`` (.pth) for ``cfg.model``, and ``cfg`` as ``config.json`` beside
+    it; returns what was done: ``{"checkpoint", "model", "config", "tensors", "parameters", "input_convention",
+    "input_size"}``."""
     out = Path(out)
     if out.suffix != ".keras":
         raise ValueError(f"--out must name a .keras file (got {out})")
@@ -48,9 +51,10 @@ def import_checkpoint(cfg: RunConfig, checkpoint: str, out: str | os.PathLike, a
         hint = class_count_hint(cfg, tensors, expected_tensors(network))
         raise CheckpointError(f"{err}{hint}") from None
     save_atomic(network, out)
+    write_text(out.parent / "config.json", cfg.model_dump_json(indent=2))
     conventions = input_conventions(network)
-    return {"checkpoint": str(checkpoint), "model": str(out), "tensors": used,
-            "parameters": int(network.count_params()),
+    return {"checkpoint": str(checkpoint), "model": str(out), "config": str(out.parent / "config.json"),
+            "tensors": used, "parameters": int(network.count_params()),
             "input_convention": conventions[0].describe() if conventions else
             f"the pipeline's: RGB in 0..255, mean {list(cfg.data.mean)}, std {list(cfg.data.std)}",
             "input_size": list(cfg.data.crop_size)}

@@ -122,7 +122,8 @@ def predict(model: str, inputs: list[str], out: str | Path, cfg: RunConfig | Non
     if not model.endswith((".tflite", ".keras")):
         raise ValueError(f"{model}: predict runs .keras checkpoints and .tflite files")
     if model.endswith(".keras") and cfg is None:
-        raise ValueError("a .keras model needs --config (the evaluation size, mean and std)")
+        raise ValueError("a .keras model needs its run config (the evaluation size, mean and std): skd-tf's --config, "
+                         "or the config.json beside the model")
     images = find_images(inputs)
     predictor = TFLitePredictor(model, cfg, threads) if model.endswith(".tflite") else KerasPredictor(model, cfg.data)
     out = Path(out)
