@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher)")
     p.add_argument("--eval-limit", type=int, help="check on the first N validation images only")
+    p.add_argument("--images", nargs="+", metavar="IMAGE",
+                   help="unlabelled images (files, folders, quoted glob patterns; e.g. frames of your app) to "
+                        "calibrate int8 on and check the files on, instead of the config's data set — for a "
+                        "published model whose data set you do not have; no mIoU then, only agreement with Keras "
+                        "(default: export.images)")
     p.add_argument("--no-savedmodel", dest="savedmodel", action="store_const", const=False,
                    help="skip the SavedModel export for servers")
     _add_output_args(p)
@@ -322,7 +327,7 @@ def _cmd_export(args) -> int:
                               "input_size": _parse_size(args.input_size), "int8_io": args.int8_io,
                               "calibration_samples": args.calibration_samples,
                               "calibration_percentile": args.calibration_percentile, "teacher": args.teacher,
-                              "eval_limit": args.eval_limit, "savedmodel": args.savedmodel},
+                              "eval_limit": args.eval_limit, "images": args.images, "savedmodel": args.savedmodel},
                         source=cfg.origin)
     quantizations = [q.strip() for q in (args.quantization or ecfg.quantization).split(",") if q.strip()]
     for q in quantizations:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from PIL import Image
 
 from skd_tf.benchmark import runtime
 from skd_tf.export.convert import ServingSpec, UnsupportedOpsError, convert, keras_logits_fn, serving_function
@@ -264,6 +265,52 @@ def test_empty_representative_dataset_is_an_error_and_writes_nothing(tmp_path, c
     assert not list(tmp_path.rglob("*.tflite"))
 
 
+def test_a_model_without_its_data_set_exports_calibrated_and_checked_on_unlabelled_images(tmp_path, capsys):
+    """`--images`: a published model's user has no Cityscapes. The data set named by the config does not exist
+    (any read of it fails); int8 is calibrated on the images, each resized to the input as an app would, and
+    every file is checked on them: agreement with Keras, no mIoU. QAT (which needs labels) is refused first."""
+    from skd_tf.export.checks import raw_photo
+    from skd_tf.export.convert import ServingSpec
+    from skd_tf.export.run import representative_images
+
+    cfg, ckpt = _save_student(tmp_path)
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    raw["data"].update(source="folder", train_dir=str(tmp_path / "absent"), val_dir=str(tmp_path / "absent"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    rng = np.random.default_rng(5)
+    (tmp_path / "frames").mkdir()
+    for i, (h, w) in enumerate([(32, 32), (48, 40), (24, 64)]):  # the app's frames, not at the input size
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "frames" / f"f{i}.png")
+    frames = sorted((tmp_path / "frames").glob("*.png"))
+
+    spec = ServingSpec((32, 32), 4, "labels", True, tuple(cfg.data.mean), tuple(cfg.data.std))
+    samples = list(representative_images(cfg, spec, 2, 0, frames)())
+    assert len(samples) == 2  # the first `count` images, raw pixels (normalisation is in the file)
+    first = np.asarray(Image.open(frames[0]), np.float32)[None]
+    np.testing.assert_array_equal(samples[0][0], first)
+    resized = tf.image.resize(np.asarray(Image.open(frames[1]), np.float32)[None], (32, 32), method="bilinear")
+    np.testing.assert_array_equal(samples[1][0], np.clip(np.round(resized.numpy()), 0, 255))
+    np.testing.assert_array_equal(raw_photo(frames[1], (32, 32)), samples[1][0])
+
+    images = ["--images", str(tmp_path / "frames")]
+    assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "float32,qat", *images))) == 2
+    assert "qat fine-tunes on the config's labelled training split" in capsys.readouterr().err
+    assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "float32,int8", *images))) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert record["images"] == [str(f) for f in frames]
+    for quantization in ("float32", "int8"):
+        parity = record["exports"][quantization]["parity"]
+        assert parity["num_images"] == 3 and parity["checked_on"] == "images" and parity["miou_tflite"] is None
+    assert record["exports"]["float32"]["parity"]["argmax_agreement"] > 0.99
+    assert record["exports"]["int8"]["calibration_samples"] == 3  # all there are (200 asked)
+    row = next(line.split() for line in printed.splitlines() if line.startswith("int8 "))
+    assert row[2:4] == ["-", "-"]  # the summary's mIoU columns
+    capsys.readouterr()
+    assert cli_main(list(_export_args(tmp_path, ckpt, "--images", str(tmp_path / "none*.png")))) == 2
+    assert f"input not found: {tmp_path / 'none*.png'}" in capsys.readouterr().err
+
+
 def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_to_try():
     from skd_tf.export.summary import format_export
 
@@ -285,6 +332,11 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     text = format_export(record, ["float32", "int8", "qat"])
     assert "int8 gives Keras' labels on only 8.66 %" in text and "try another --calibration-percentile than 99.9" in text
     assert "float32 file should give Keras' labels: please report it" in text and "dynamic" not in text
+    photos = {"exports": {"int8": entry(0.4276)}}  # checked on --images: no labels, no QAT, no mIoU
+    photos["exports"]["int8"]["parity"].update(checked_on="images", miou_tflite=None, miou_keras=None)
+    assert format_export(photos).splitlines()[-1] == (
+        "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): "
+        "try --calibration-percentile 99.9 or more --images, or ship float16 (docs/export.md)")
     record["exports"]["int8"]["parity"]["num_images"] = 0  # nothing was checked: nothing to warn of
     assert "int8 gives" not in format_export(record)
 

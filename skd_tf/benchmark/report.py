@@ -120,7 +120,8 @@ def pareto_points(results: list[dict], export_records: list[dict],
     miou = {}
     for record in export_records:
         for entry in record.get("exports", {}).values():
-            miou[os.path.abspath(entry["file"])] = 100.0 * entry["parity"]["miou_tflite"]
+            if entry["parity"].get("miou_tflite") is not None:  # None: checked on unlabelled images
+                miou[os.path.abspath(entry["file"])] = 100.0 * entry["parity"]["miou_tflite"]
     points = {}
     for r in results:
         key = os.path.abspath(r["model"])

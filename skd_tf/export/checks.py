@@ -3,7 +3,8 @@
 * ``parity``: every validation image (raw RGB, as an app would pass it) through
   the TFLite model in the LiteRT interpreter and through the Keras reference
   graph; per-pixel label agreement, both mIoUs, and max |Δ logits| when the file
-  outputs logits.
+  outputs logits. With unlabelled images instead (``export --images``): the
+  agreement and the logits only.
 * ``deployability``: the op list (without the XNNPACK delegate, so ops are not
   hidden in a DELEGATE node), the ops touching float tensors (an int8/QAT model
   must have none: its I/O is integer), and LiteRT's model analyzer's GPU
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -23,6 +25,7 @@ from skd_tf.export.convert import ServingSpec
 from skd_tf.export.label_heads import label_head
 from skd_tf.config import DataConfig
 from skd_tf.console import show_progress
+from skd_tf.data.photos import read_photo
 from skd_tf.data.pipeline import val_dataset
 from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
 
@@ -45,6 +48,15 @@ def raw_input_image(image: tf.Tensor, data: DataConfig, input_size: tuple[int, i
     exported model: pixel values rounded to integers, resized (bilinear) to ``input_size`` if needed."""
     mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
     raw = tf.clip_by_value(tf.round(image * std + mean), 0.0, 255.0)
+    if tuple(raw.shape[1:3]) != tuple(input_size):
+        raw = tf.clip_by_value(tf.round(tf.image.resize(raw, input_size, method="bilinear")), 0.0, 255.0)
+    return raw.numpy()
+
+
+def raw_photo(path: Path, input_size: tuple[int, int]) -> np.ndarray:
+    """An image file as the raw RGB float 1×H×W×3 image an app feeds the exported model: its pixels as a viewer
+    shows them, resized (bilinear, rounded) to ``input_size`` if needed."""
+    raw = tf.constant(read_photo(path)[None], tf.float32)
     if tuple(raw.shape[1:3]) != tuple(input_size):
         raw = tf.clip_by_value(tf.round(tf.image.resize(raw, input_size, method="bilinear")), 0.0, 255.0)
     return raw.numpy()
@@ -74,8 +86,9 @@ def _to_label_size(pred: np.ndarray, labels) -> tf.Tensor:
 
 def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data: DataConfig,
            limit: Optional[int] = None, logits_twin: Optional[str] = None, parity_images: int = 8,
-           progress: bool = True) -> dict:
-    """Agreement and accuracy of a TFLite model against its Keras reference on the validation split.
+           progress: bool = True, photos: Optional[list[Path]] = None) -> dict:
+    """Agreement and accuracy of a TFLite model against its Keras reference on the validation split — or, given
+    ``photos`` (unlabelled image files), agreement alone on them (the mIoUs are None).
 
     ``reference_logits`` maps a model input (see ``model_input``) to float logits.
     ``logits_twin``: a float logits-output TFLite file used for the max |Δ logits|
@@ -87,15 +100,20 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
     cm_keras = np.zeros_like(cm_tflite)
     agree = total = n = 0
     max_diff = 0.0
-    _, count = val_dataset(data, 1, limit)
-    for raw, labels in tqdm(raw_validation_images(data, spec.input_size, limit), total=count,
-                            desc="check TFLite", unit="img", disable=not show_progress(progress), leave=False):
+    if photos is not None:
+        photos = photos[:limit]
+        count, images = len(photos), ((raw_photo(p, spec.input_size), None) for p in photos)
+    else:
+        _, count = val_dataset(data, 1, limit)
+        images = raw_validation_images(data, spec.input_size, limit)
+    for raw, labels in tqdm(images, total=count, desc="check TFLite", unit="img",
+                            disable=not show_progress(progress), leave=False):
         x = model_input(raw, spec)
         ref_logits = np.asarray(reference_logits(tf.constant(x, tf.float32)))
         # agreement: against the Keras graph with the file's own head (the export's fidelity); mIoU Keras: with
         # the bilinear head, what `skd-tf evaluate` scores (so a cheaper head's cost shows in the mIoU)
         ref_labels = labels_from_logits(ref_logits, spec.input_size, spec.label_head, spec.align_corners)
-        eval_labels = ref_labels if spec.label_head == "bilinear" else labels_from_logits(
+        eval_labels = ref_labels if spec.label_head == "bilinear" or labels is None else labels_from_logits(
             ref_logits, spec.input_size, align_corners=spec.align_corners)
         out = runtime.run(interpreter, x)
         if spec.output == "logits":
@@ -109,15 +127,20 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
                 max_diff = max(max_diff, float(np.max(np.abs(runtime.run(twin, x) - ref_logits))))
         agree += int(np.sum(tfl_labels == ref_labels))
         total += tfl_labels.size
-        cm_tflite += confusion_matrix(labels, _to_label_size(tfl_labels, labels), data.num_classes,
-                                      data.ignore_label).numpy()
-        cm_keras += confusion_matrix(labels, _to_label_size(eval_labels, labels), data.num_classes,
-                                     data.ignore_label).numpy()
+        if labels is not None:
+            cm_tflite += confusion_matrix(labels, _to_label_size(tfl_labels, labels), data.num_classes,
+                                          data.ignore_label).numpy()
+            cm_keras += confusion_matrix(labels, _to_label_size(eval_labels, labels), data.num_classes,
+                                         data.ignore_label).numpy()
         n += 1
-    tfl, ker = scores_from_confusion(cm_tflite), scores_from_confusion(cm_keras)
-    result = {"num_images": n, "argmax_agreement": agree / max(total, 1),
-              "miou_tflite": tfl["miou"], "miou_keras": ker["miou"],
-              "per_class_iou_tflite": tfl["per_class_iou"], "per_class_iou_keras": ker["per_class_iou"]}
+    result = {"num_images": n, "checked_on": "images" if photos is not None else "validation split",
+              "argmax_agreement": agree / max(total, 1)}
+    if photos is not None:
+        result.update(miou_tflite=None, miou_keras=None, per_class_iou_tflite=None, per_class_iou_keras=None)
+    else:
+        tfl, ker = scores_from_confusion(cm_tflite), scores_from_confusion(cm_keras)
+        result.update(miou_tflite=tfl["miou"], miou_keras=ker["miou"], per_class_iou_tflite=tfl["per_class_iou"],
+                      per_class_iou_keras=ker["per_class_iou"])
     if spec.output == "logits" or twin is not None:
         result["max_abs_logit_diff"] = max_diff
         result["logit_diff_images"] = min(n, parity_images)

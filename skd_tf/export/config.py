@@ -57,6 +57,9 @@ class ExportConfig(_Section):
     # their extremes (skd_tf.export.calibration.percentile_ranges); docs/export.md says when it pays
     calibration_percentile: Optional[float] = Field(None, gt=50, lt=100)
     eval_limit: Optional[int] = Field(None, ge=1)
+    # unlabelled images (files, folders, glob patterns) to calibrate int8 on and check the files on instead of the
+    # data set's training and validation splits: for a published model whose data set is not at hand
+    images: Optional[list[str]] = None
     parity_images: int = Field(8, ge=1)
     savedmodel: bool = True
     teacher: Optional[str] = None

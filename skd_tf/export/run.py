@@ -31,6 +31,7 @@ from skd_tf.export.label_heads import effective_head
 from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
+from skd_tf.data.photos import image_files
 from skd_tf.models import at_input_size, load_model, output_stride, segmentation_outputs
 from skd_tf.models.logits import logits_align_corners
 from skd_tf.training.run import write_json
@@ -40,14 +41,19 @@ class ExportError(ValueError):
     """A bad input to the export (size, data, checkpoint) explained in one line."""
 
 
-def representative_images(cfg: RunConfig, spec: ServingSpec, count: int, seed: int):
-    """A generator factory of ``count`` calibration inputs drawn from the training stream.
+def representative_images(cfg: RunConfig, spec: ServingSpec, count: int, seed: int,
+                          photos: Optional[list[Path]] = None):
+    """A generator factory of ``count`` calibration inputs drawn from the training stream — or the first
+    ``count`` of ``photos`` (unlabelled image files, ``export --images``), resized to the input as an app would.
 
     Raw pixel values when pre-processing is baked in, else normalised images;
     ExportError when the training data yields nothing.
     """
     from skd_tf.data.pipeline import train_dataset
 
+    if photos is not None:
+        return lambda: ([checks.model_input(checks.raw_photo(p, spec.input_size), spec).astype(np.float32)]
+                        for p in photos[:count])
     mean, std = np.asarray(cfg.data.mean, np.float32), np.asarray(cfg.data.std, np.float32)
 
     try:
@@ -104,11 +110,13 @@ def _teacher_for_qat(cfg: RunConfig, ecfg: ExportConfig, size):
 
 
 def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, quantization: str,
-               progress: bool = True) -> tuple[bytes, dict]:
-    """Converts ``network`` with one quantization; returns the flatbuffer and facts about how it was made."""
+               progress: bool = True, photos: Optional[list[Path]] = None) -> tuple[bytes, dict]:
+    """Converts ``network`` with one quantization; returns the flatbuffer and facts about how it was made.
+    ``photos``: unlabelled image files to calibrate on instead of the training split."""
     facts: dict = {}
     integer = quantization in ("int8", "qat")
-    representative = representative_images(cfg, spec, ecfg.calibration_samples, cfg.seed) if integer else None
+    representative = (representative_images(cfg, spec, ecfg.calibration_samples, cfg.seed, photos) if integer
+                      else None)
     if quantization == "qat":
         from skd_tf.export.qat import finetune, qat_logits_fn
 
@@ -123,14 +131,16 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
         logits_fn = network_logits_fn(network, quantization)
     percentile = ecfg.calibration_percentile if quantization == "int8" else None
     if integer:
-        facts["calibration_samples"] = ecfg.calibration_samples
+        facts["calibration_samples"] = (min(ecfg.calibration_samples, len(photos)) if photos
+                                        else ecfg.calibration_samples)
     if quantization == "int8":
         ranges = ""
         if percentile is not None:
             facts["calibration_percentile"] = percentile
             ranges = f", ranges at the {percentile}th percentile"
         if progress:  # TFLite's calibrator is slow at large sizes (docs/export.md)
-            print(f"int8: calibrating on {ecfg.calibration_samples} training images{ranges} ...", flush=True)
+            print(f"int8: calibrating on {facts['calibration_samples']} "
+                  f"{'of the --images' if photos else 'training images'}{ranges} ...", flush=True)
     return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile), facts
 
 
@@ -176,6 +186,10 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
     ``out_dir/<cfg.name>_<quantization>.tflite``; returns the export.json content."""
     out = Path(out_dir)
     network, spec = prepare_network(checkpoint, cfg, ecfg)
+    photos = image_files(ecfg.images) if ecfg.images else None
+    if photos is not None and "qat" in quantizations:  # before any file is written
+        raise ExportError("qat fine-tunes on the config's labelled training split, which --images (unlabelled) "
+                          "cannot stand in for: export int8 or float16 from images")
     record_path = out / "export.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     if record.get("checkpoint") not in (None, _describe(checkpoint)):
@@ -185,14 +199,15 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
                    "output": spec.output, "label_head": spec.label_head if spec.output == "labels" else None,
                    "align_corners": spec.align_corners,
                    "preprocess": spec.preprocess, "mean": list(spec.mean),
-                   "std": list(spec.std), "class_names": class_names(cfg.data)})
+                   "std": list(spec.std), "class_names": class_names(cfg.data),
+                   "images": [str(p) for p in photos] if photos is not None else None})
     exports = record.setdefault("exports", {})
     reference = tf.function(lambda x: keras_logits_fn(network)(
         normalize(x, spec.mean, spec.std) if spec.preprocess else x))
     twin: Optional[str] = None
     for quantization in quantizations:
         start = time.time()
-        content, facts = export_one(network, spec, cfg, ecfg, quantization, progress)
+        content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos)
         path = out / f"{cfg.name}_{quantization}.tflite"
         write_bytes(path, content)
         if quantization == "float32" and spec.output == "labels":
@@ -205,7 +220,7 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
         try:
             parity = checks.parity(str(path), reference, spec, cfg.data, ecfg.eval_limit,
                                    logits_twin=twin if quantization == "float32" else None,
-                                   parity_images=ecfg.parity_images, progress=progress)
+                                   parity_images=ecfg.parity_images, progress=progress, photos=photos)
         finally:
             if twin and quantization == "float32":
                 os.unlink(twin)

@@ -11,15 +11,16 @@ LOW_AGREEMENT = 0.95
 
 
 def format_export(record: dict, quantizations: list[str] | None = None) -> str:
-    """One row per exported quantization: size, mIoUs, label agreement, logit parity, integer-only, GPU."""
+    """One row per exported quantization: size, mIoUs ("-" when checked on unlabelled ``--images``), label
+    agreement, logit parity, integer-only, GPU."""
     rows = [("quantization", "size (KiB)", "mIoU TFLite", "mIoU Keras", "agreement", "max |Δlogit|",
              "integer-only", "GPU delegate")]
     shown = {q: entry for q, entry in record.get("exports", {}).items() if not quantizations or q in quantizations}
     for q, entry in shown.items():
         p, d = entry["parity"], entry["deployability"]
         diff = p.get("max_abs_logit_diff")
-        rows.append((q, f"{entry['file_bytes'] / 1024:.1f}", f"{100 * p['miou_tflite']:.2f}",
-                     f"{100 * p['miou_keras']:.2f}", f"{100 * p['argmax_agreement']:.2f}%",
+        rows.append((q, f"{entry['file_bytes'] / 1024:.1f}", _percent(p.get("miou_tflite")),
+                     _percent(p.get("miou_keras")), f"{100 * p['argmax_agreement']:.2f}%",
                      "-" if diff is None else f"{diff:.2e}",
                      {True: "yes", False: "NO: " + ",".join(d["float_ops"]), None: "-"}[d["all_integer"]],
                      "compatible" if d["gpu_delegate_compatible"] else "see report"))
@@ -35,6 +36,10 @@ def format_export(record: dict, quantizations: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.2f}"
+
+
 def low_agreement_warning(quantization: str, entry: dict) -> str:
     """A warning line when an exported file gives Keras' labels on fewer than ``LOW_AGREEMENT`` of the checked
     pixels (``entry``: the file's export.json record), saying what to try instead; ``""`` otherwise."""
@@ -48,11 +53,12 @@ def low_agreement_warning(quantization: str, entry: dict) -> str:
         percentile = entry.get("calibration_percentile")
         ranges = (f"another --calibration-percentile than {percentile:g}" if percentile is not None
                   else "--calibration-percentile 99.9")
-        remedy = f"try {ranges} or --quantization qat, or ship float16"
+        qat = " or more --images" if parity.get("checked_on") == "images" else " or --quantization qat"
+        remedy = f"try {ranges}{qat}, or ship float16"
     elif quantization == "qat":
         remedy = "try more --qat-steps or a teacher (export.teacher), or ship float16"
     else:
         remedy = "compare it with the float32 file"
     return (f"warning: {quantization} gives Keras' labels on only {100 * share:.2f} % of the pixels of "
-            f"{parity['num_images']} validation images (below {100 * LOW_AGREEMENT:.0f} %): {remedy} "
+            f"{parity['num_images']} {'' if parity.get('checked_on') == 'images' else 'validation '}images (below {100 * LOW_AGREEMENT:.0f} %): {remedy} "
             f"(docs/export.md)")

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
 
 import numpy as np
 
 from skd_tf.benchmark.labels import palette
 from skd_tf.data import DataError
-from skd_tf.data.sources import IMAGE_SUFFIXES
+from skd_tf.data.photos import image_files
 
 
 def find_images(inputs: list[str]) -> list[Path]:
-    """The images named by ``inputs``: files, folders (their .jpg/.jpeg/.png files, not recursing) and glob
-    patterns (quote them so the shell leaves them alone), in the given order, each folder's sorted. A
-    folder dataset's root (``images/`` and ``masks/`` inside) stands for its ``images/`` folder.
-    Errors name the input that matches nothing and two inputs whose outputs would collide."""
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir() and (path / "images").is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES
-                                                                     for p in path.iterdir()):
-            path = path / "images"
-        if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not matches:
-                raise DataError(f"no .jpg or .png images in {path}")
-        elif path.is_file():
-            matches = [path]
-        else:
-            matches = sorted(Path(p) for p in glob.glob(item) if os.path.isfile(p))
-            if not matches:
-                raise DataError(f"input not found: {item} (no such file or folder, and no file matches it)")
-        found.extend(matches)
+    """The images named by ``inputs`` (``skd_tf.data.photos.image_files``: files, folders, glob patterns); a
+    DataError names two inputs whose outputs would collide (the same file name in two folders)."""
     stems: dict[str, Path] = {}
-    for path in dict.fromkeys(found):
+    for path in image_files(inputs):
         if path.stem in stems:
             raise DataError(f"two inputs share the name {path.stem!r} ({stems[path.stem]} and {path}), so their "
                             f"outputs would overwrite each other; predict them into different --out folders")

@@ -20,25 +20,15 @@ from tqdm.auto import tqdm
 
 from skd_tf.config import DataConfig, RunConfig
 from skd_tf.console import show_progress
-from skd_tf.data import DataError
+from skd_tf.data.photos import read_photo
 from skd_tf.data.pipeline import val_transform
 from skd_tf.predict.images import find_images, output_paths, save_labels, save_overlay
 
 
 def read_image(path: Path) -> tf.Tensor:
-    """The file's pixels as uint8 H×W×3 as every viewer shows them: turned by the EXIF orientation a phone
-    writes instead of rotating the pixels (Pillow's ``exif_transpose``; TensorFlow's decoder ignores it, and a
-    portrait photo would get the labels of its sideways pixels). Errors name the file, in our words."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except UnidentifiedImageError:
-        raise DataError(f"cannot decode {path}: not an image file Pillow can read (JPEG, PNG, ...)") from None
-    except (OSError, SyntaxError, ValueError) as err:  # a truncated or damaged file
-        raise DataError(f"cannot decode {path}: the file is truncated or damaged ({err})") from None
-    return tf.constant(pixels, tf.uint8)
+    """The file's pixels as every viewer shows them (``skd_tf.data.photos.read_photo``: EXIF orientation
+    honoured, errors in our words), as a uint8 H×W×3 tensor."""
+    return tf.constant(read_photo(path), tf.uint8)
 
 
 class KerasPredictor:
