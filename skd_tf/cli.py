@@ -314,6 +314,7 @@ def _parse_size(text: str | None):
 
 
 def _cmd_export(args) -> int:
+    from skd_tf.data import DataError
     from skd_tf.export.config import QUANTIZATIONS, parse_export
     from skd_tf.export.run import export_student
     from skd_tf.export.summary import format_export
@@ -334,7 +335,13 @@ def _cmd_export(args) -> int:
         if q not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {q!r}; choose from {', '.join(QUANTIZATIONS)}")
     out = args.out or str((Path(args.checkpoint).parent if args.config_beside else Path(cfg.train.out_dir)) / "export")
-    record = export_student(cfg, args.checkpoint, ecfg, quantizations, out, progress=not args.quiet)
+    try:
+        record = export_student(cfg, args.checkpoint, ecfg, quantizations, out, progress=not args.quiet)
+    except DataError as err:
+        if ecfg.images or "qat" in quantizations:
+            raise
+        raise DataError(f"{err}; without the data set, --images FRAMES... calibrates and checks the files on "
+                        f"images of your own") from None
     print(format_export(record, quantizations))
     print(f"report: {Path(out) / 'export.json'}")
     return 0

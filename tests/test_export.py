@@ -309,6 +309,11 @@ def test_a_model_without_its_data_set_exports_calibrated_and_checked_on_unlabell
     capsys.readouterr()
     assert cli_main(list(_export_args(tmp_path, ckpt, "--images", str(tmp_path / "none*.png")))) == 2
     assert f"input not found: {tmp_path / 'none*.png'}" in capsys.readouterr().err
+    for quantization in ("float32", "int8"):  # without --images the missing data set is named, and the way out
+        assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", quantization))) == 2
+        err = capsys.readouterr().err
+        assert str(tmp_path / "absent") in err and err.rstrip().endswith(
+            "; without the data set, --images FRAMES... calibrates and checks the files on images of your own"), err
 
 
 def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_to_try():

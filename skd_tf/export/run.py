@@ -46,8 +46,8 @@ def representative_images(cfg: RunConfig, spec: ServingSpec, count: int, seed: i
     """A generator factory of ``count`` calibration inputs drawn from the training stream — or the first
     ``count`` of ``photos`` (unlabelled image files, ``export --images``), resized to the input as an app would.
 
-    Raw pixel values when pre-processing is baked in, else normalised images;
-    ExportError when the training data yields nothing.
+    Raw pixel values when pre-processing is baked in, else normalised images; DataError when the training
+    data cannot be read, ExportError when it yields nothing.
     """
     from skd_tf.data.pipeline import train_dataset
 
@@ -59,7 +59,7 @@ def representative_images(cfg: RunConfig, spec: ServingSpec, count: int, seed: i
     try:
         stream = train_dataset(cfg.data, 1, seed).take(count)
     except DataError as err:
-        raise ExportError(f"the representative dataset is empty or unreadable: {err}") from None
+        raise DataError(f"the representative dataset is empty or unreadable: {err}") from None
 
     def images():
         produced = 0
