@@ -40,9 +40,11 @@ _ALWAYS_BENIGN = (
 )
 _NO_GPU_BENIGN = ("failed call to cuInit",)
 # Python-side warnings that every export or evaluation triggers and that ask nothing of the user: the
-# TFLite converter's deprecation note, and the retracing note when one model is evaluated at several
-# input sizes (one function per size, by design).
-_PYTHON_NOISE = ("Please consider providing the trackable_obj argument", "triggered tf.function retracing")
+# TFLite converter's deprecation note, the retracing note when one model is evaluated at several
+# input sizes (one function per size, by design), and tfds' note on a data set not prepared yet (when its
+# files are missing our error says which and where they go).
+_PYTHON_NOISE = ("Please consider providing the trackable_obj argument", "triggered tf.function retracing",
+                 "has no dataset_info.json")
 
 
 class _DropKnownNoise(logging.Filter):

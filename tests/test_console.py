@@ -30,6 +30,22 @@ def test_startup_filter_keeps_a_cuda_failure_when_an_nvidia_device_is_present():
     assert len(kept) == 2 and "failed call to cuInit" in kept[0]
 
 
+def test_python_side_noise_is_dropped_and_other_warnings_kept():
+    """The absl / tensorflow loggers' notes that ask nothing of the user (the converter's deprecation, one
+    retrace per evaluation size, tfds' unprepared data set) are dropped by the filter `start_tensorflow` adds."""
+    import logging
+
+    from skd_tf.console import _DropKnownNoise
+
+    def passes(message):
+        return _DropKnownNoise().filter(logging.LogRecord("absl", logging.WARNING, __file__, 1, message, (), None))
+
+    assert not passes("Variant folder /root/tensorflow_datasets/cityscapes/semantic_segmentation/1.0.0 has no "
+                      "dataset_info.json")
+    assert not passes("5 out of the last 5 calls to <function f> triggered tf.function retracing.")
+    assert passes("Cityscapes needs a manual download") and passes("a real warning")
+
+
 def test_device_line():
     assert describe_devices([], 2) == "devices: CPU only (no GPU visible), 2 cores"
     assert describe_devices(["GPU:0", "GPU:1"], 8) == "devices: 2 GPUs (GPU:0, GPU:1)"
