@@ -252,10 +252,12 @@ def test_bad_inputs_give_one_line_errors_and_no_tflite(tmp_path, capsys):
 
 
 def test_empty_representative_dataset_is_an_error_and_writes_nothing(tmp_path, capsys):
-    """int8 calibration on a folder dataset whose training split holds no image."""
+    """int8 calibration on a folder dataset whose training split holds no image (its validation split one)."""
     cfg, ckpt = _save_student(tmp_path)
     for d in ("train/images", "train/masks", "val/images", "val/masks"):
         (tmp_path / d).mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "val" / "images" / "a.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "val" / "masks" / "a.png")
     raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
     raw["data"].update(source="folder", train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
@@ -310,10 +312,12 @@ def test_a_model_without_its_data_set_exports_calibrated_and_checked_on_unlabell
     assert cli_main(list(_export_args(tmp_path, ckpt, "--images", str(tmp_path / "none*.png")))) == 2
     assert f"input not found: {tmp_path / 'none*.png'}" in capsys.readouterr().err
     for quantization in ("float32", "int8"):  # without --images the missing data set is named, and the way out
-        assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", quantization))) == 2
+        args = _export_args(tmp_path, ckpt, "--quantization", quantization, "--out", str(tmp_path / "no_data"))
+        assert cli_main(list(args)) == 2
         err = capsys.readouterr().err
         assert str(tmp_path / "absent") in err and err.rstrip().endswith(
             "; without the data set, --images FRAMES... calibrates and checks the files on images of your own"), err
+        assert not (tmp_path / "no_data").exists()  # stopped before any file was written
 
 
 def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_to_try():

@@ -32,6 +32,7 @@ from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
 from skd_tf.data.photos import image_files
+from skd_tf.data.pipeline import val_dataset
 from skd_tf.models import at_input_size, load_model, output_stride, segmentation_outputs
 from skd_tf.models.logits import logits_align_corners
 from skd_tf.training.run import write_json
@@ -190,6 +191,8 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
     if photos is not None and "qat" in quantizations:  # before any file is written
         raise ExportError("qat fine-tunes on the config's labelled training split, which --images (unlabelled) "
                           "cannot stand in for: export int8 or float16 from images")
+    if photos is None:  # the validation split checks every file: a missing one stops the export before any is written
+        val_dataset(cfg.data, 1, ecfg.eval_limit)
     record_path = out / "export.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     if record.get("checkpoint") not in (None, _describe(checkpoint)):
