@@ -59,6 +59,6 @@ def low_agreement_warning(quantization: str, entry: dict) -> str:
         remedy = "try more --qat-steps or a teacher (export.teacher), or ship float16"
     else:
         remedy = "compare it with the float32 file"
+    images = "images" if parity.get("checked_on") == "images" else "validation images"
     return (f"warning: {quantization} gives Keras' labels on only {100 * share:.2f} % of the pixels of "
-            f"{parity['num_images']} {'' if parity.get('checked_on') == 'images' else 'validation '}images (below {100 * LOW_AGREEMENT:.0f} %): {remedy} "
-            f"(docs/export.md)")
+            f"{parity['num_images']} {images} (below {100 * LOW_AGREEMENT:.0f} %): {remedy} (docs/export.md)")
