@@ -17,8 +17,9 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_config_args(parser: argparse.ArgumentParser, beside_checkpoint: bool = False) -> None:
     if beside_checkpoint:
-        parser.add_argument("--config", help="YAML run config (see configs/; default: the config.json beside the "
-                                              "checkpoint, which train, distill and import write into the run's folder)")
+        parser.add_argument("--config", help="YAML run config (see configs/; default: the config.json beside "
+                                              "the checkpoint, which train, distill and import write into the "
+                                              "run's folder)")
     else:
         parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
