@@ -18,6 +18,18 @@ def test_every_shipped_config_validates(path):
         parse_distill(cfg.distill, str(path))
 
 
+def test_a_runs_config_json_reads_back_as_the_config_of_every_shipped_config(tmp_path):
+    """`evaluate`, `export` and `predict` take the config.json that `train` / `import` (``model_dump_json``) and
+    `distill` (``json.dumps(model_dump())``) write beside a model for the run's config: it must read back equal."""
+    import json
+
+    for path in CONFIGS:
+        cfg = load_config(path)
+        for i, text in enumerate((cfg.model_dump_json(indent=2), json.dumps(cfg.model_dump(), indent=2))):
+            (tmp_path / f"{i}.json").write_text(text)
+            assert load_config(tmp_path / f"{i}.json").model_dump() == cfg.model_dump(), path.name
+
+
 def test_base_configs_merge_and_cycles_are_caught(tmp_path):
     (tmp_path / "a.yaml").write_text("name: a\ntrain: {steps: 10, steps_per_epoch: 5, learning_rate: 0.5}\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\ntrain: {steps: 20}\n")
