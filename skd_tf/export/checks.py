@@ -47,16 +47,17 @@ def raw_input_image(image: tf.Tensor, data: DataConfig, input_size: tuple[int, i
     """An evaluation pipeline's normalised 1×h×w×3 image as the raw RGB float image an app feeds the
     exported model: pixel values rounded to integers, resized (bilinear) to ``input_size`` if needed."""
     mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
-    raw = tf.clip_by_value(tf.round(image * std + mean), 0.0, 255.0)
-    if tuple(raw.shape[1:3]) != tuple(input_size):
-        raw = tf.clip_by_value(tf.round(tf.image.resize(raw, input_size, method="bilinear")), 0.0, 255.0)
-    return raw.numpy()
+    return _pixels_at(tf.clip_by_value(tf.round(image * std + mean), 0.0, 255.0), input_size)
 
 
 def raw_photo(path: Path, input_size: tuple[int, int]) -> np.ndarray:
     """An image file as the raw RGB float 1×H×W×3 image an app feeds the exported model: its pixels as a viewer
     shows them, resized (bilinear, rounded) to ``input_size`` if needed."""
-    raw = tf.constant(read_photo(path)[None], tf.float32)
+    return _pixels_at(tf.constant(read_photo(path)[None], tf.float32), input_size)
+
+
+def _pixels_at(raw: tf.Tensor, input_size: tuple[int, int]) -> np.ndarray:
+    """Pixel values resized (bilinear) to ``input_size`` and rounded back to integers when their size differs."""
     if tuple(raw.shape[1:3]) != tuple(input_size):
         raw = tf.clip_by_value(tf.round(tf.image.resize(raw, input_size, method="bilinear")), 0.0, 255.0)
     return raw.numpy()
@@ -103,9 +104,9 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
     if photos is not None:
         photos = photos[:limit]
         count, images = len(photos), ((raw_photo(p, spec.input_size), None) for p in photos)
-    else:
-        _, count = val_dataset(data, 1, limit)
-        images = raw_validation_images(data, spec.input_size, limit)
+    else:  # the split read once (raw_validation_images would read it again after the count)
+        ds, count = val_dataset(data, 1, limit)
+        images = ((raw_input_image(image, data, spec.input_size), label) for image, label in ds)
     for raw, labels in tqdm(images, total=count, desc="check TFLite", unit="img",
                             disable=not show_progress(progress), leave=False):
         x = model_input(raw, spec)
