@@ -3,9 +3,6 @@ QAT on every shipped student architecture, the tf_keras mirror, the interpreter 
 each bad input (with no .tflite left behind)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -35,13 +32,7 @@ def _save_student(tmp_path, **model):
     return cfg, path
 
 
-def _cli(*args, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "skd_tf.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env)
-
-
-def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
+def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path, capsys):
     """float32, float16, dynamic, int8 (activation ranges at percentiles) and QAT through `skd-tf export`,
     checked in export.json."""
     cfg, ckpt = _save_student(tmp_path)  # PSPNet on dilated ResNet-18, as configs/synthetic_student.yaml
@@ -49,11 +40,11 @@ def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
                           tuple(cfg.data.crop_size))
     teacher.save(tmp_path / "teacher.keras")
     out = tmp_path / "export"
-    result = _cli("export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
-                  "--quantization", "float32,float16,dynamic,int8,qat", "--out", str(out),
-                  "--calibration-samples", "4", "--calibration-percentile", "99.9", "--qat-steps", "2",
-                  "--eval-limit", "3", "--teacher", str(tmp_path / "teacher.keras"), "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert cli_main(["export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
+                     "--quantization", "float32,float16,dynamic,int8,qat", "--out", str(out),
+                     "--calibration-samples", "4", "--calibration-percentile", "99.9", "--qat-steps", "2",
+                     "--eval-limit", "3", "--teacher", str(tmp_path / "teacher.keras"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
     record = json.loads((out / "export.json").read_text())
     exports = record["exports"]
     assert sorted(exports) == ["dynamic", "float16", "float32", "int8", "qat"]
@@ -86,10 +77,10 @@ def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path):
                       for t in runtime.make_interpreter(exports["int8"]["file"]).get_tensor_details())
     tensors = len(runtime.make_interpreter(exports["int8"]["file"]).get_tensor_details())
     assert per_channel <= exports["int8"]["bytes"]["quantization"] <= per_channel + 8 * tensors
-    assert "int8 file: weights" in result.stdout
+    assert "int8 file: weights" in printed
     assert exports["float16"]["file_bytes"] < 0.6 * exports["float32"]["file_bytes"]
     assert (out / "saved_model" / "saved_model.pb").exists()
-    assert "int8" in result.stdout and "report:" in result.stdout
+    assert "int8" in printed and "report:" in printed
     # the SavedModel serves the same label map as the float32 file
     served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
     image = np.random.RandomState(0).randint(0, 256, (1, 32, 32, 3)).astype(np.uint8)

@@ -2,7 +2,10 @@
 
 The Cityscapes configs read full-size (2048×1024) fabricated scenes through the real tfds builder; the
 distillation configs run at an odd crop (97: ⌈97/8⌉ = 13 maps, as 769 gives 97); ADE20K and pets read
-tfds-mocked records at those datasets' usual image sizes. Widths are reduced, depths are not.
+tfds-mocked records at those datasets' usual image sizes. Widths are reduced, depths are not. The ResNet-101
+teacher is built from its config and distilled from, not trained: its training step is the code every
+`train` test runs, and tracing it at depth 101 cost 35 of the suite's seconds (`benchmarks/real_size.py
+--tiny` trains it).
 """
 
 import json
@@ -14,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from skd_tf.cli import main
 from skd_tf.config import load_config
+from skd_tf.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -35,8 +39,14 @@ def run(command, name, out, extra=(), data_sets=()):
 def test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop(tmp_path, traced_once):
     write_cityscapes_zips(tmp_path / "manual", real_size.TINY_COUNTS)
     data = [f"data.manual_dir={tmp_path / 'manual'}", f"data.data_dir={tmp_path / 'tfds'}"]
-    teacher = run("train", "cityscapes_teacher", tmp_path / "teacher", data_sets=data)
+    teacher = load_config(ROOT / "configs" / "cityscapes_teacher.yaml",
+                          real_size.TINY_SETS + ["model.pretrained=none"])
     assert teacher.model.backbone == "resnet101" and teacher.model.output_stride == 8
+    network = build_model(teacher.model, teacher.data.num_classes, teacher.data.crop_size)
+    assert sum(layer.name.endswith("_3_conv") for layer in network.layers) == 3 + 4 + 23 + 3  # bottleneck blocks
+    assert network.get_layer("conv5_block2_2_conv").dilation_rate == (4, 4)  # output stride 8
+    (tmp_path / "teacher").mkdir()
+    network.save(tmp_path / "teacher" / "model.keras")
     # cityscapes_student is the distillation configs' student: its build and data path run below
     assert load_config(ROOT / "configs" / "cityscapes_student.yaml").model.backbone == "resnet18"
     crop = real_size.TINY_DISTILL_CROP
