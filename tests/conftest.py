@@ -1,5 +1,6 @@
 """Shared test settings: quiet TensorFlow, two logical CPU devices, tiny configs."""
 
+import gc
 import os
 
 import pytest
@@ -11,6 +12,13 @@ from skd_tf.console import QUIET, start_tensorflow
 # CPU-feature notices) filtered out, so nothing of it lands in (or after) pytest's report
 start_tensorflow(QUIET)
 import tensorflow as tf  # noqa: E402
+
+# Tracing allocates millions of short-lived Python objects: with the default thresholds the collector ran 3 071
+# times (17 full passes over TensorFlow's own objects too) in the Cityscapes-configs and all-quantizations tests,
+# 4.5 of their 66 s (timed with gc.callbacks, AVX2 EPYC). Frozen imports and rarer collections: 19 runs, 1.6 s.
+# Memory stays bounded (a collection every 100 000 net allocations); no graph, op or number changes.
+gc.freeze()
+gc.set_threshold(100_000, 50, 1000)
 
 # Two logical CPUs let tf.distribute tests run a 2-replica MirroredStrategy.
 _cpus = tf.config.list_physical_devices("CPU")
@@ -24,19 +32,23 @@ except RuntimeError:  # already initialised by an earlier import
 # hands tests to whichever worker is free in collection order, so a minute-long test collected late keeps one
 # worker busy while the other has finished. Seconds from `--durations` on 2 cores with 2 workers; a test not
 # listed keeps its place after these (tests/test_layout.py checks that every name is still collected).
-LONGEST_FIRST = (
-    "tests/test_distill.py::test_resume_after_sigkill_matches_an_uninterrupted_run",  # 48–82 s
-    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_small]",  # 47–58
-    "tests/test_distill.py::test_multi_worker_run_ends_with_identical_weights_on_both_workers",  # 55
-    "tests/test_real_configs.py::test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop",  # 50–53
-    "tests/test_demo.py::test_demo_runs_every_stage_then_reuses_them",  # 49–51
-    "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_skd_full]",  # 34–49
-    "tests/test_export.py::test_all_quantizations_of_the_synthetic_student_architecture",  # 43–46
-    "tests/test_python_api.py::test_readme_python_example_runs_as_written",  # 32–38
-    "tests/test_distill.py::test_a_distillation_with_zero_weight_ends_with_the_baseline_weights",  # 32–36
-    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_large]",  # 32–34
-    "tests/test_distill.py::test_full_distillation_under_xla_computes_what_it_computes_without",  # 30–35
-    "tests/test_import.py::test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student",  # 29–30
+LONGEST_FIRST = (  # seconds: AVX2-only EPYC, 2026-12-06
+    # the replica report's group (its tests go to one worker together, scheduled where the first is collected)
+    "tests/test_distill.py::test_each_terms_gradient_on_two_replicas_matches_one_device",  # 80–82 s
+    "tests/test_demo.py::test_demo_runs_every_stage_then_reuses_them",  # 60–76
+    "tests/test_distill.py::test_multi_worker_run_ends_with_identical_weights_on_both_workers",  # 62–74
+    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_small]",  # 57–69
+    "tests/test_distill.py::test_resume_after_sigkill_matches_an_uninterrupted_run",  # 56
+    "tests/test_python_api.py::test_readme_python_example_runs_as_written",  # 54–57
+    "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_skd_full]",  # 50–51
+    "tests/test_integer_graph.py::test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_"
+    "carries_prelu_and_transpose_conv",  # 40–43
+    "tests/test_distill.py::test_full_distillation_under_xla_computes_what_it_computes_without",  # 41–43
+    "tests/test_real_configs.py::test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop",  # 39 alone
+    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_large]",  # 37–44
+    "tests/test_import.py::test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student",  # 34–37
+    "tests/test_distill.py::test_a_distillation_with_zero_weight_ends_with_the_baseline_weights",  # 29–31
+    "tests/test_export.py::test_all_quantizations_of_the_synthetic_student_architecture",  # 28 alone
 )
 
 
@@ -50,9 +62,14 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"{host_device()}; ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}")
 
 
+def collected_name(item) -> str:
+    """The test's node id without the "@group" that pytest-xdist's --dist loadgroup appends in its workers."""
+    return item.nodeid.split("@")[0]
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))  # stable: every other test keeps its order
+    items.sort(key=lambda item: rank.get(collected_name(item), len(rank)))  # stable: the others keep their order
 
 
 def tiny_config_dict(tmp_path, **model) -> dict:

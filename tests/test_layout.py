@@ -129,10 +129,10 @@ def _umask() -> int:
 
 def test_the_longest_first_list_names_collected_tests(request):
     """conftest.LONGEST_FIRST orders `make test`'s slowest tests first; a renamed test would silently drop out."""
-    from tests.conftest import LONGEST_FIRST
+    from tests.conftest import LONGEST_FIRST, collected_name
 
     if len(request.session.items) < 100:  # a single file or test was asked for
         pytest.skip("needs the whole suite collected")
-    collected = {item.nodeid for item in request.session.items}
+    collected = {collected_name(item) for item in request.session.items}
     assert [name for name in LONGEST_FIRST if name not in collected] == []
-    assert [item.nodeid for item in request.session.items[:len(LONGEST_FIRST)]] == list(LONGEST_FIRST)
+    assert [collected_name(item) for item in request.session.items[:len(LONGEST_FIRST)]] == list(LONGEST_FIRST)
