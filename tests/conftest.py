@@ -1,6 +1,5 @@
 """Shared test settings: quiet TensorFlow, two logical CPU devices, tiny configs."""
 
-import gc
 import os
 
 import pytest
@@ -12,13 +11,6 @@ from skd_tf.console import QUIET, start_tensorflow
 # CPU-feature notices) filtered out, so nothing of it lands in (or after) pytest's report
 start_tensorflow(QUIET)
 import tensorflow as tf  # noqa: E402
-
-# Tracing allocates millions of short-lived Python objects: with the default thresholds the collector ran 3 071
-# times (17 full passes over TensorFlow's own objects too) in the Cityscapes-configs and all-quantizations tests,
-# 4.5 of their 66 s (timed with gc.callbacks, AVX2 EPYC). Frozen imports and rarer collections: 19 runs, 1.6 s.
-# Memory stays bounded (a collection every 100 000 net allocations); no graph, op or number changes.
-gc.freeze()
-gc.set_threshold(100_000, 50, 1000)
 
 # Two logical CPUs let tf.distribute tests run a 2-replica MirroredStrategy.
 _cpus = tf.config.list_physical_devices("CPU")
