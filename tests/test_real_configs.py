@@ -4,7 +4,7 @@ The Cityscapes configs read full-size (2048×1024) fabricated scenes through the
 distillation configs run at an odd crop (97: ⌈97/8⌉ = 13 maps, as 769 gives 97); ADE20K and pets read
 tfds-mocked records at those datasets' usual image sizes. Widths are reduced, depths are not. The ResNet-101
 teacher is built from its config and distilled from, not trained: its training step is the code every
-`train` test runs, and tracing it at depth 101 cost 35 of the suite's seconds (`benchmarks/real_size.py
+`train` test runs, and tracing it at depth 101 cost 30–50 s of the suite (`benchmarks/real_size.py
 --tiny` trains it).
 """
 
