@@ -19,8 +19,6 @@ from skd_tf.config import config_from_dict
 from skd_tf.models import build_model
 from tests.conftest import tiny_config_dict
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _save_student(tmp_path, **model):
     raw = tiny_config_dict(tmp_path, **model)

@@ -38,7 +38,11 @@ def raw_validation_images(data: DataConfig, input_size: tuple[int, int], limit: 
     The pipeline's normalised images are mapped back to pixel values and rounded
     to integers (what a camera gives), then resized to the model input if needed.
     """
-    ds, count = val_dataset(data, 1, limit)
+    return raw_images(val_dataset(data, 1, limit)[0], data, input_size)
+
+
+def raw_images(ds, data: DataConfig, input_size: tuple[int, int]):
+    """Yields ``(raw_input_image(image), labels)`` for each ``(image, labels)`` of an evaluation dataset ``ds``."""
     for image, label in ds:
         yield raw_input_image(image, data, input_size), label
 
@@ -104,9 +108,9 @@ def parity(tflite_path: str, reference_logits: Callable, spec: ServingSpec, data
     if photos is not None:
         photos = photos[:limit]
         count, images = len(photos), ((raw_photo(p, spec.input_size), None) for p in photos)
-    else:  # the split read once (raw_validation_images would read it again after the count)
+    else:
         ds, count = val_dataset(data, 1, limit)
-        images = ((raw_input_image(image, data, spec.input_size), label) for image, label in ds)
+        images = raw_images(ds, data, spec.input_size)
     for raw, labels in tqdm(images, total=count, desc="check TFLite", unit="img",
                             disable=not show_progress(progress), leave=False):
         x = model_input(raw, spec)
