@@ -1,8 +1,10 @@
 """Per-term gradients of one distillation step on one device and on two replicas, and their conditioning.
 
-Run as a script (``python tests/replica_gradients.py``; the test imports only ``ALL_LOSSES``) in a fresh
-process, so that its two logical CPU devices and ``TF_ENABLE_ONEDNN_OPTS`` are set before TensorFlow starts. Prints one JSON object: for each term (the
-cross-entropy, every distillation loss, the holistic generator term)
+The teacher and student are tests/small_networks.py's (what is checked is how the Distiller combines
+replicas, not a backbone). Run as a script (``python tests/replica_gradients.py``; the test imports only
+``ALL_LOSSES``) in a fresh process, so that its two logical CPU devices and ``TF_ENABLE_ONEDNN_OPTS`` are
+set before TensorFlow starts. Prints one JSON object: for each term (the cross-entropy, every distillation
+loss, the holistic generator term)
 
 * ``scale``: max |g| of the single-device gradient over the student's (and the losses') variables;
 * ``split``: max |g_single − g_2replicas| / scale, the 2-replica gradient being the sum of the
@@ -23,13 +25,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from skd_tf.config import ModelConfig, load_config
+from skd_tf.config import load_config
 from skd_tf.data import train_dataset
 from skd_tf.distill.config import parse_distill
 from skd_tf.distill.run import build_losses
 from skd_tf.losses import HolisticDistillation
-from skd_tf.models import build_model
 from skd_tf.training.trainer import supervised_losses
+from small_networks import small_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_LOSSES = {
@@ -52,8 +54,7 @@ def main() -> None:
                       ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic.image_size=32"])
     images, labels = next(iter(train_dataset(cfg.data, BATCH, 0)))
     with strategy.scope():
-        teacher = build_model(ModelConfig(width=0.125, head_channels=12), 6, (32, 32))
-        student = build_model(ModelConfig(width=0.125, head_channels=8, dropout=0), 6, (32, 32))
+        teacher, student = small_segmenter(6, 16, name="teacher"), small_segmenter(6, 8, name="student")
         losses = build_losses(parse_distill({"teacher": "unused", "losses": ALL_LOSSES}), teacher, student)
         holistic = HolisticDistillation(critic_width=0.0625, seed=0, name="holistic_loss")
         for loss in [l for l, _ in losses.values()] + [holistic]:
@@ -116,8 +117,7 @@ def paper_configuration_end_weights(strategy, cfg, steps: int = 3) -> dict:
     for name, scope in (("single", tf.distribute.get_strategy()), ("mirrored", strategy)):
         with scope.scope():
             keras.utils.set_random_seed(0)
-            teacher = build_model(ModelConfig(width=0.125, head_channels=12), 6, (32, 32))
-            student = build_model(ModelConfig(width=0.125, head_channels=8, dropout=0), 6, (32, 32))
+            teacher, student = small_segmenter(6, 16, name="teacher"), small_segmenter(6, 8, name="student")
             losses = build_losses(parse_distill({"teacher": "unused", "losses": PAPER_LOSSES}), teacher, student)
             holistic = HolisticDistillation(critic_width=0.0625, seed=0, name="holistic_loss")
             distiller = Distiller(teacher, student, losses, 6, holistic, 0.1, 1, global_batch_size=BATCH,

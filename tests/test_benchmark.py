@@ -109,7 +109,9 @@ def _bare_env(tmp_path, packages):
     env_dir = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
     python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
+    # --no-compile: the board's Python compiles the few modules it imports (numpy's, the runtime's) itself
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+                    *packages],
                    check=True, capture_output=True)
     return python
 

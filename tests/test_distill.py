@@ -20,6 +20,7 @@ from skd_tf.distill.config import parse_distill
 from skd_tf.distill.run import distill
 from skd_tf.models import build_model, load_model
 from skd_tf.training.checkpointing import TrainingDiverged, read_epoch
+from small_networks import small_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 # Configs run one real distillation step (the fit path with a critic, and with knowledge adaptation's
@@ -91,10 +92,8 @@ def _skd_distiller(jit_compile: bool):
     from skd_tf.losses import HolisticDistillation, PairwiseDistillation, PixelwiseDistillation
 
     keras.utils.set_random_seed(0)
-    # no dropout: XLA draws its masks with another random algorithm than the CPU kernels
-    cfg = ModelConfig(arch="pspnet", backbone="resnet18", width=0.125, head_channels=16, dropout=0.0)
-    student = build_model(cfg, 4, (32, 32), name="student")
-    teacher = build_model(cfg.model_copy(update={"width": 0.25}), 4, (32, 32), name="teacher")
+    # no dropout (XLA draws its masks with another random algorithm than the CPU kernels)
+    student, teacher = small_segmenter(4, 8, name="student"), small_segmenter(4, 16, name="teacher")
     distiller = Distiller(teacher, student, {"pixel": (PixelwiseDistillation(), 10.0),
                                              "pairwise": (PairwiseDistillation(), 10.0)},
                           holistic=HolisticDistillation(seed=0), holistic_weight=0.1, global_batch_size=4)
@@ -192,8 +191,7 @@ def test_critic_loss_weight_scales_the_critic_step():
     deltas = {}
     for weight in (1.0, 0.1):
         keras.utils.set_random_seed(0)
-        teacher = build_model(ModelConfig(width=0.25, head_channels=8), 3, (32, 32), name="teacher")
-        student = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32), name="student")
+        teacher, student = small_segmenter(3, 8, name="teacher"), small_segmenter(3, 4, name="student")
         holistic = HolisticDistillation(critic_width=0.0625, seed=1)
         distiller = Distiller(teacher, student, {}, 3, holistic=holistic, global_batch_size=2,
                               critic_loss_weight=weight)
@@ -214,8 +212,7 @@ def test_evaluation_changes_no_variable():
     from skd_tf.losses import FeatureAutoEncoder, HolisticDistillation, KnowledgeAdaptation
 
     keras.utils.set_random_seed(0)
-    teacher = build_model(ModelConfig(width=0.25, head_channels=8), 3, (32, 32), name="teacher")
-    student = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32), name="student")
+    teacher, student = small_segmenter(3, 4, name="teacher"), small_segmenter(3, 4, name="student")
     ka = KnowledgeAdaptation(FeatureAutoEncoder(8, code_channels=4), adapter_depth=1)
     distiller = Distiller(teacher, student, {"ka": (ka, 1.0)}, 3, holistic=HolisticDistillation(critic_width=0.0625),
                           global_batch_size=2)
@@ -354,7 +351,8 @@ def replica_report() -> dict:
     and each term's tolerance comes from that run's own measured conditioning, so a second run checked the
     same logic under another rounding for 24 s more of the suite (it passed on every host it ran on)."""
     script = Path(__file__).with_name("replica_gradients.py")
-    proc = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')",
+    proc = run_python(f"import runpy, sys; sys.path.insert(0, {str(script.parent)!r}); "
+                      f"runpy.run_path({str(script)!r}, run_name='__main__')",
                       env={"TF_ENABLE_ONEDNN_OPTS": "1"})
     output = proc.communicate(timeout=900)[0].decode()
     assert proc.returncode == 0, output
@@ -383,8 +381,9 @@ def test_each_terms_gradient_on_two_replicas_matches_one_device():
     1e-5 (the rounding of summing two half-batch gradients). A real error in the distribution logic
     (a per-replica instead of a global-batch average, a missing all-gather, a per-replica batch norm)
     changes gradients by 10–100 % and fails by orders of magnitude. On AVX2 the split differences
-    are 2e-6–2e-5 and the sensitivities 1e-5–1e-4; the start is well-conditioned, which is asserted
-    so that the tolerance cannot silently grow to meaninglessness.
+    are 4e-7–2e-6 and the sensitivities 2e-6–2e-5 (tests/small_networks.py's teacher and student); the
+    start is well-conditioned, which is asserted so that the tolerance cannot silently grow to
+    meaninglessness.
     """
     report = dict(replica_report())
     report.pop("paper_configuration", None)
@@ -403,12 +402,12 @@ def test_mirrored_paper_configuration_ends_with_the_single_device_weights():
 
     Tolerance: the per-term test above bounds the replica difference of each step's gradient by
     ~1e-5 relative, so 3 steps of lr·g (SGD, lr = 1e-4, momentum 0.9) differ by ~1e-7 — measured
-    2.4e-7 on AVX2 (BN statistics included); we allow 1e-5. Why not a larger lr: this tiny student
-    (batch 4, PSP bins batch-normalised over 4 values) becomes ill-conditioned once it has moved —
-    at lr = 1e-3 the difference is 1.2e-7, 3.5e-7, then 1.4e-5 after step 3; with the CLI at lr =
-    0.01, 3e-4 at step 3 and 3e-3 at step 5, and on one device, moving its weights by 2.5e-6 then
-    moves the pair-wise gradient by 1.5e-3 relative. That is the student's conditioning, not the
-    distribution, so any rounding difference (replica split, another CPU) is amplified alike.
+    6e-8 on AVX2 (BN statistics included; 2.4e-7 with the PSPNet-ResNet-18 students used before
+    tests/small_networks.py); we allow 1e-5. Why not a larger lr: a tiny student on batches of 4
+    becomes ill-conditioned once it has moved — the PSPNet one, at lr = 1e-3, differed by 1.2e-7,
+    3.5e-7, then 1.4e-5 after step 3, and on one device moving its weights by 2.5e-6 moved its
+    pair-wise gradient by 1.5e-3 relative. That is the student's conditioning, not the distribution,
+    so any rounding difference (replica split, another CPU) is amplified alike.
     """
     r = replica_report()["paper_configuration"]
     assert r["init"] == 0.0, "both runs must start from the same weights"
