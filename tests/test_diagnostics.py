@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from skd_tf.config import DataConfig, ModelConfig
+from skd_tf.config import DataConfig
 from skd_tf.distill.diagnostics import gradient_norms, gradient_shares, read_gradient_shares, teacher_distances
 from skd_tf.distill.distiller import Distiller
 from skd_tf.losses import PairwiseDistillation, PixelwiseDistillation
-from skd_tf.models import build_model
 from skd_tf.training.trainer import supervised_losses
+from small_networks import small_segmenter
 
 DATA = DataConfig(synthetic={"num_train": 8, "num_val": 4, "image_size": 32}, crop_size=(32, 32), num_classes=6)
 
 
 def models(seed=0):
+    """tests/small_networks.py's teacher and student, 8 feature channels each: what is checked is the
+    diagnostics' arithmetic, not a backbone."""
     keras.utils.set_random_seed(seed)
-    teacher = build_model(ModelConfig(width=0.25, head_channels=8), 6, (32, 32), name="teacher")
-    student = build_model(ModelConfig(width=0.125, head_channels=8, dropout=0), 6, (32, 32), name="student")
-    return teacher, student
+    return small_segmenter(6, 4, name="teacher"), small_segmenter(6, 4, name="student")
 
 
 def batch():

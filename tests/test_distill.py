@@ -37,9 +37,12 @@ TINY = ["data.crop_size=[32,32]", "data.synthetic.num_train=16", "data.synthetic
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
+    """An untrained teacher checkpoint, tests/small_networks.py's (16 feature channels to the students' 8):
+    the teacher is traced into every step, evaluation and distance of the runs below, and what they check
+    is the distillation run, not the teacher's architecture (tests/test_import.py distils from real ones)."""
     keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "teacher.keras"
-    build_model(ModelConfig(width=0.125, head_channels=12), 6, (32, 32)).save(path)
+    small_segmenter(6, 8, name="teacher").save(path)
     return str(path)
 
 

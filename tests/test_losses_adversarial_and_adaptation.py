@@ -11,6 +11,7 @@ from skd_tf.losses import (AutoEncoderTrainer, FeatureAutoEncoder, HolisticCriti
                            KnowledgeAdaptation, PairwiseDistillation, PixelwiseDistillation, autoencoder_loss,
                            autoencoder_quality, gradient_penalty, pretrain_autoencoder)
 from skd_tf.models import build_model
+from small_networks import small_segmenter
 
 
 def rand(*shape, seed=0):
@@ -238,7 +239,7 @@ def test_knowledge_adaptation_matches_reference(floor):
 
 def test_autoencoder_pretraining_reduces_its_loss():
     keras.utils.set_random_seed(0)
-    teacher = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32))
+    teacher = small_segmenter(3, 4, name="teacher")  # 8 feature channels
     images = tf.data.Dataset.from_tensors(rand(4, 32, 32, 3, seed=21)).repeat()
     trainer = AutoEncoderTrainer(teacher, FeatureAutoEncoder(feature_channels=8, code_channels=4))
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -257,16 +258,15 @@ def test_autoencoder_pretraining_reduces_its_loss():
 
 def test_losses_plug_into_keras_distiller():
     keras.utils.set_random_seed(1)
-    teacher_net = build_model(ModelConfig(width=0.25, head_channels=16), 3, (32, 32), name="teacher")
-    student_net = build_model(ModelConfig(width=0.125, head_channels=8), 3, (32, 32), name="student")
+    teacher_net, student_net = small_segmenter(3, 8, name="teacher"), small_segmenter(3, 4, name="student")
     # Keras's Distiller compares final outputs: give it logits-only views; the pair-wise loss reads
-    # the head features through the layer name.
+    # the feature maps through their layers' names.
     teacher = keras.Model(teacher_net.input, teacher_net.output["logits"])
     student = keras.Model(student_net.input, student_net.output["logits"])
     pixel, pairwise = PixelwiseDistillation(), PairwiseDistillation(granularity=2)
     distiller = keras.distillation.Distiller(
         teacher, student,
-        [KerasDistillationLoss(pixel), KerasDistillationLoss(pairwise, "head_relu", "head_relu")],
+        [KerasDistillationLoss(pixel), KerasDistillationLoss(pairwise, "teacher_relu2", "student_relu2")],
         distillation_loss_weights=[1.0, 0.5], student_loss_weight=0.3)
     distiller.compile(optimizer="sgd", loss=keras.losses.MeanSquaredError())
     x, y = rand(2, 32, 32, 3, seed=22), rand(2, 4, 4, 3, seed=23)
