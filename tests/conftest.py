@@ -24,23 +24,26 @@ except RuntimeError:  # already initialised by an earlier import
 # hands tests to whichever worker is free in collection order, so a minute-long test collected late keeps one
 # worker busy while the other has finished. Seconds from `--durations` on 2 cores with 2 workers; a test not
 # listed keeps its place after these (tests/test_layout.py checks that every name is still collected).
-LONGEST_FIRST = (  # seconds: AVX2-only EPYC, 2026-12-06
-    # the replica report's group (its tests go to one worker together, scheduled where the first is collected)
-    "tests/test_distill.py::test_each_terms_gradient_on_two_replicas_matches_one_device",  # 80–82 s
-    "tests/test_demo.py::test_demo_runs_every_stage_then_reuses_them",  # 60–76
-    "tests/test_distill.py::test_multi_worker_run_ends_with_identical_weights_on_both_workers",  # 62–74
-    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_small]",  # 57–69
-    "tests/test_distill.py::test_resume_after_sigkill_matches_an_uninterrupted_run",  # 56
-    "tests/test_python_api.py::test_readme_python_example_runs_as_written",  # 54–57
-    "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_skd_full]",  # 50–51
+LONGEST_FIRST = (  # seconds: AVX2-only EPYC, 2026-12-06 (make test at 902001d; alone at 8642f0f)
+    "tests/test_distill.py::test_multi_worker_run_ends_with_identical_weights_on_both_workers",  # 81–86
+    "tests/test_distill.py::test_resume_after_sigkill_matches_an_uninterrupted_run",  # 68–80
+    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_small]",  # 61–66
+    "tests/test_demo.py::test_demo_runs_every_stage_then_reuses_them",  # 60–61
+    "tests/test_python_api.py::test_readme_python_example_runs_as_written",  # 43–55
+    "tests/test_real_configs.py::test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop",  # 38–55
+    "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_skd_full]",  # 37–51
+    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_large]",  # 39–46
     "tests/test_integer_graph.py::test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_"
-    "carries_prelu_and_transpose_conv",  # 40–43
-    "tests/test_distill.py::test_full_distillation_under_xla_computes_what_it_computes_without",  # 41–43
-    "tests/test_real_configs.py::test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop",  # 39 alone
-    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_large]",  # 37–44
-    "tests/test_import.py::test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student",  # 34–37
-    "tests/test_distill.py::test_a_distillation_with_zero_weight_ends_with_the_baseline_weights",  # 29–31
-    "tests/test_export.py::test_all_quantizations_of_the_synthetic_student_architecture",  # 28 alone
+    "carries_prelu_and_transpose_conv",  # 40–44
+    "tests/test_import.py::test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student",  # 35–39
+    "tests/test_export.py::test_all_quantizations_of_the_synthetic_student_architecture",  # 32–35
+    "tests/test_distill.py::test_a_distillation_with_zero_weight_ends_with_the_baseline_weights",  # 26–35
+    # the replica report's group (its tests go to one worker together, scheduled where the first is collected)
+    "tests/test_distill.py::test_each_terms_gradient_on_two_replicas_matches_one_device",  # 27–28
+    "tests/test_distill.py::test_full_distillation_under_xla_computes_what_it_computes_without",  # 18–27
+    "tests/test_export.py::test_tf_keras_mirror_computes_the_same_logits[lraspp-mobilenetv3_large]",  # 18–33
+    "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_ka]",  # 20–23 alone
+    "tests/test_training.py::test_train_writes_model_scores_and_resumes_exactly",  # 21
 )
 
 
