@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Bytecode: pip's compilation of every installed module (~15,000, mostly TensorFlow's and torch's, few ever
-# imported) took 45 of `pip install`'s 85 s on 2 AVX2 cores. It is skipped; a module is compiled when first
-# imported, into the venv's own cache that every later process reads. PYTHONDONTWRITEBYTECODE (set on some
-# machines) would make each process compile TensorFlow's modules again: 14 s per import instead of 6.5.
+# imported) made `pip install` take 85 s instead of 40–48 s on 2 AVX2 cores. It is skipped; a module is compiled
+# when first imported, into the venv's own cache that every later process reads. PYTHONDONTWRITEBYTECODE (set on
+# some machines) would make each process compile TensorFlow's modules again: 14 s per import instead of 6.5.
 export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 unexport PYTHONDONTWRITEBYTECODE
 

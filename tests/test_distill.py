@@ -384,8 +384,9 @@ def test_each_terms_gradient_on_two_replicas_matches_one_device():
     1e-5 (the rounding of summing two half-batch gradients). A real error in the distribution logic
     (a per-replica instead of a global-batch average, a missing all-gather, a per-replica batch norm)
     changes gradients by 10–100 % and fails by orders of magnitude. On AVX2 the split differences
-    are 4e-7–2e-6 and the sensitivities 2e-6–2e-5 (tests/small_networks.py's teacher and student); the
-    start is well-conditioned, which is asserted so that the tolerance cannot silently grow to
+    are 4e-7–2e-6 and the sensitivities 2e-6–2e-5 (tests/small_networks.py's teacher and student; with
+    their batch norms made per-replica, the splits were 0.29–1.5 and the paper configuration's end 7.7e-3);
+    the start is well-conditioned, which is asserted so that the tolerance cannot silently grow to
     meaninglessness.
     """
     report = dict(replica_report())
