@@ -100,10 +100,10 @@ def test_a_trainer_fit_from_python_traces_its_step_once():
     optimizer variables to the first traced step, and a tf.function that creates variables is traced twice
     (seconds per trace on a real network); the trainer makes them before. Python code in a traced step runs
     once per trace, so the counter counts traces."""
-    from skd_tf.config import DataConfig, ModelConfig, SyntheticConfig
+    from skd_tf.config import DataConfig, SyntheticConfig
     from skd_tf.data import train_dataset
-    from skd_tf.models import build_model
     from skd_tf.training import SegmentationTrainer
+    from small_networks import small_segmenter
 
     class Counting(SegmentationTrainer):
         traces = 0
@@ -115,7 +115,7 @@ def test_a_trainer_fit_from_python_traces_its_step_once():
     keras.utils.set_random_seed(0)
     data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic=SyntheticConfig(num_train=8, num_val=4,
                                                                                    image_size=32))
-    network = build_model(ModelConfig(width=0.125, head_channels=8), 4, (32, 32))
+    network = small_segmenter(4, 4)  # what is counted is the trainer's tracing, not a backbone's
     trainer = Counting(network, num_classes=4)
     trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     before = [w.copy() for w in network.get_weights()]
