@@ -31,15 +31,15 @@ LONGEST_FIRST = (  # seconds: AVX2-only EPYC, 2026-12-06 (make test at 902001d; 
     "tests/test_demo.py::test_demo_runs_every_stage_then_reuses_them",  # 60–61
     "tests/test_python_api.py::test_readme_python_example_runs_as_written",  # 43–55
     "tests/test_real_configs.py::test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop",  # 38–55
-    "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_skd_full]",  # 37–51
     "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_large]",  # 39–46
-    "tests/test_integer_graph.py::test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_"
-    "carries_prelu_and_transpose_conv",  # 40–44
     "tests/test_import.py::test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student",  # 35–39
     "tests/test_export.py::test_all_quantizations_of_the_synthetic_student_architecture",  # 32–35
-    "tests/test_distill.py::test_a_distillation_with_zero_weight_ends_with_the_baseline_weights",  # 26–35
     # the replica report's group (its tests go to one worker together, scheduled where the first is collected)
-    "tests/test_distill.py::test_each_terms_gradient_on_two_replicas_matches_one_device",  # 27–28
+    "tests/test_distill.py::test_each_terms_gradient_on_two_replicas_matches_one_device",  # 28 alone, 44 in make test
+    "tests/test_distill.py::test_a_distillation_with_zero_weight_ends_with_the_baseline_weights",  # 26–35
+    "tests/test_integer_graph.py::test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_"
+    "carries_prelu_and_transpose_conv",  # 25 alone
+    "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_skd_full]",  # 22 alone
     "tests/test_distill.py::test_full_distillation_under_xla_computes_what_it_computes_without",  # 18–27
     "tests/test_export.py::test_tf_keras_mirror_computes_the_same_logits[lraspp-mobilenetv3_large]",  # 18–33
     "tests/test_distill.py::test_each_synthetic_distill_config_runs_one_step[synthetic_ka]",  # 20–23 alone

@@ -11,7 +11,7 @@ import tensorflow as tf
 from skd_tf.config import DataConfig
 from skd_tf.distill.diagnostics import gradient_norms, gradient_shares, read_gradient_shares, teacher_distances
 from skd_tf.distill.distiller import Distiller
-from skd_tf.losses import PairwiseDistillation, PixelwiseDistillation
+from skd_tf.losses import HolisticDistillation, PairwiseDistillation, PixelwiseDistillation
 from skd_tf.training.trainer import supervised_losses
 from small_networks import small_segmenter
 
@@ -38,8 +38,12 @@ def global_norm(grads):
 def test_gradient_norms_are_the_weighted_terms_gradient_norms_and_leave_the_state_alone():
     teacher, student = models()
     pixel = PixelwiseDistillation()
-    distiller = Distiller(teacher, student, {"pixel": (pixel, 3.0)}, 6, global_batch_size=2)
+    holistic = HolisticDistillation(critic_width=0.0625, seed=0)
+    distiller = Distiller(teacher, student, {"pixel": (pixel, 3.0)}, 6, holistic=holistic, holistic_weight=0.5,
+                          global_batch_size=2)
     images, labels = batch()
+    holistic.score(tf.zeros((2, 4, 4, 6)), images)  # the critic's weights exist before the traced function
+    critic = [v.numpy().copy() for v in holistic.critic.weights]
     before = [v.numpy().copy() for v in student.non_trainable_variables]
     norms = gradient_norms(distiller, images, labels)
     for v, b in zip(student.non_trainable_variables, before):
@@ -49,13 +53,20 @@ def test_gradient_norms_are_the_weighted_terms_gradient_norms_and_leave_the_stat
         s_out = student(images, training=True)
         ce = supervised_losses(s_out, labels, 255, 0.4, 2)[1]
         term = 3.0 * pixel(s_out, t_out)
+        critic_term = 0.5 * holistic(s_out, t_out, images=images)
     for v, b in zip(student.non_trainable_variables, before):
         v.assign(b)
+    for v, b in zip(holistic.critic.weights, critic):
+        np.testing.assert_array_equal(v.numpy(), b)  # the critic (its spectral norms' u too) untouched
     expected_ce = global_norm(tape.gradient(ce, student.trainable_variables))
     expected_pixel = global_norm(tape.gradient(term, student.trainable_variables))
+    expected_holistic = global_norm(tape.gradient(critic_term, student.trainable_variables))
     np.testing.assert_allclose(norms["ce"], expected_ce, rtol=1e-4)
     np.testing.assert_allclose(norms["pixel"], expected_pixel, rtol=1e-4)
-    assert gradient_shares(norms) == pytest.approx({"pixel": expected_pixel / expected_ce}, rel=1e-4)
+    np.testing.assert_allclose(norms["holistic"], expected_holistic, rtol=1e-4)
+    assert expected_holistic > 0
+    assert gradient_shares(norms) == pytest.approx({"pixel": expected_pixel / expected_ce,
+                                                    "holistic": expected_holistic / expected_ce}, rel=1e-4)
 
 
 def test_read_gradient_shares_keeps_the_last_sample_of_a_repeated_step(tmp_path):
@@ -109,7 +120,6 @@ def test_the_teacher_runs_compiled_when_distances_are_measured_and_the_distiller
 
 def test_evaluate_with_teacher_and_critic_writes_the_distances(tmp_path, capsys, traced_once):
     from skd_tf.cli import main
-    from skd_tf.losses import HolisticDistillation
 
     teacher, student = models(1)
     teacher.save(tmp_path / "teacher.keras")

@@ -63,11 +63,13 @@ BFLOAT16 = {"synthetic_skd_full"}
 
 @pytest.mark.parametrize("name", SYNTHETIC_DISTILL)
 def test_each_synthetic_distill_config_runs_one_step(name, tiny_teacher, tmp_path, traced_once):
-    sampled = name in ("synthetic_skd_full", "synthetic_ka")  # gradient shares: with a critic, with components
+    # gradient shares sampled in a run of a loss with components (the critic's share, and the values against
+    # hand-computed gradients: test_diagnostics.py, on small networks)
+    sampled = name == "synthetic_ka"
     precision = ["train.mixed_precision=mixed_bfloat16"] if name in BFLOAT16 else []
     cfg = tiny(name, tiny_teacher, tmp_path / name, "train.steps=1", "train.steps_per_epoch=1",
                f"distill.diagnostics_every={1 if sampled else 0}", *precision,
-               critic_steps=None)  # the config's own n_critic
+               critic_steps=2)  # a loop of critic updates (the config's five trace five copies of the update)
     try:
         scores = distill(cfg, verbose=0)
     finally:
@@ -77,8 +79,7 @@ def test_each_synthetic_distill_config_runs_one_step(name, tiny_teacher, tmp_pat
     distances, shares = saved["teacher_distance"], saved["gradient_share"]
     assert distances["pixel_kl"] > 0 and distances["pairwise"] > 0 and ("critic" in distances) == ("full" in name)
     if sampled:
-        terms = set(cfg.distill["losses"]) | ({"holistic"} if "full" in name else set())
-        assert shares["samples"] == 1 and set(shares["last"]) == terms
+        assert shares["samples"] == 1 and set(shares["last"]) == set(cfg.distill["losses"])
         assert all(np.isfinite(v) and v > 0 for v in shares["last"].values())
     else:
         assert shares == {}

@@ -33,10 +33,13 @@ def _save_student(tmp_path, **model):
 def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path, capsys):
     """float32, float16, dynamic, int8 (activation ranges at percentiles) and QAT through `skd-tf export`,
     checked in export.json."""
+    from small_networks import small_segmenter
+
     cfg, ckpt = _save_student(tmp_path)  # PSPNet on dilated ResNet-18, as configs/synthetic_student.yaml
-    teacher = build_model(cfg.model.model_copy(update={"width": 0.25}), cfg.data.num_classes,
-                          tuple(cfg.data.crop_size))
-    teacher.save(tmp_path / "teacher.keras")
+    # QAT's teacher: only its logits are read (tests/small_networks.py's network, traced into each QAT step)
+    keras.utils.set_random_seed(0)
+    small_segmenter(cfg.data.num_classes, 8, size=tuple(cfg.data.crop_size), name="teacher").save(
+        tmp_path / "teacher.keras")
     out = tmp_path / "export"
     assert cli_main(["export", "--config", str(tmp_path / "config.yaml"), "--checkpoint", str(ckpt),
                      "--quantization", "float32,float16,dynamic,int8,qat", "--out", str(out),
@@ -95,7 +98,7 @@ MOBILE = [dict(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.
 
 
 @pytest.mark.parametrize("model", [dict(), dict(arch="deeplabv3", output_stride=16), *MOBILE,
-                                   dict(arch="espnet", backbone="espnet")],
+                                   dict(arch="espnet", backbone="espnet", espnet_blocks=(1, 1))],
                          ids=lambda m: f"{m.get('arch', 'pspnet')}-{m.get('backbone', 'resnet18')}")
 def test_tf_keras_mirror_computes_the_same_logits(tmp_path, model):
     """The tf_keras twin computes the Keras 3 network's logits (ESPNet's with PReLU, standalone batch norms

@@ -1,7 +1,7 @@
 """The MobileNetV3 phone students end to end at a tiny size: LR-ASPP MobileNetV3-Large distilled a step
-(pixel-wise, synthetic_skd_pi with this student) and exported to float32 and int8; -Small trained a step with
-its synthetic config and exported to int8 and QAT with int8 I/O and logits output — integer-only with
-hard-swish (as ADD/MUL, which XNNPACK runs in int8) and squeeze-excite — and the files run."""
+(pixel-wise, synthetic_skd_pi with this student) and exported to float32 and int8 (post-training); -Small
+trained a step with its synthetic config and exported by QAT with int8 I/O and logits output — integer-only
+with hard-swish (as ADD/MUL, which XNNPACK runs in int8) and squeeze-excite — and the files run."""
 
 import json
 from pathlib import Path
@@ -17,7 +17,7 @@ TINY = ["data.synthetic.num_train=8", "data.synthetic.num_val=3", "data.syntheti
         "data.crop_size=[48,48]", "model.width=0.75", "model.head_channels=16", "train.batch_size=2",
         "train.steps=1", "train.steps_per_epoch=1", "eval.batch_size=3"]
 EXPORTS = {"mobilenetv3_large": ["--quantization", "float32,int8"],
-           "mobilenetv3_small": ["--quantization", "int8,qat", "--qat-steps", "2", "--output", "logits",
+           "mobilenetv3_small": ["--quantization", "qat", "--qat-steps", "2", "--output", "logits",
                                  "--int8-io", "int8"]}
 
 
