@@ -97,6 +97,7 @@ MOBILE = [dict(arch="lraspp", backbone="mobilenetv2", output_stride=16, width=0.
           dict(arch="deeplabv3", backbone="mobilenetv3_small", output_stride=16, width=0.75)]
 
 
+# ESPNet with one block per stage: every layer kind the mirror rewrites, in half the layers of the published one
 @pytest.mark.parametrize("model", [dict(), dict(arch="deeplabv3", output_stride=16), *MOBILE,
                                    dict(arch="espnet", backbone="espnet", espnet_blocks=(1, 1))],
                          ids=lambda m: f"{m.get('arch', 'pspnet')}-{m.get('backbone', 'resnet18')}")

@@ -187,6 +187,7 @@ def test_int8_and_qat_espnet_carry_leaky_relu_and_depth_to_space_where_float32_c
     from skd_tf.export.qat import calibrate_ranges, qat_logits_fn, quantization_aware
 
     keras.utils.set_random_seed(0)
+    # one block per stage (the published ESPNet has 2 and 8): which ops the files hold does not depend on it
     net = build_model(ModelConfig(arch="espnet", backbone="espnet", espnet_blocks=(1, 1)), 5, (32, 32))
     _randomise_prelu(net)
     data = DataConfig(num_classes=5, crop_size=(32, 32), synthetic={"num_train": 4, "num_val": 3, "image_size": 32})
