@@ -53,7 +53,7 @@ def tiny(name, teacher, out, *extra, critic_steps=1):
                       TINY + [f"distill.teacher={teacher}", f"train.out_dir={out}", *extra])
     if cfg.distill.get("holistic"):
         cfg.distill["holistic"]["critic_width"] = 0.0625
-        cfg.distill["holistic"]["n_critic"] = critic_steps or cfg.distill["holistic"]["n_critic"]
+        cfg.distill["holistic"]["n_critic"] = critic_steps
     return cfg
 
 

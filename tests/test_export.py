@@ -18,6 +18,7 @@ from skd_tf.cli import main as cli_main
 from skd_tf.config import config_from_dict
 from skd_tf.models import build_model
 from tests.conftest import tiny_config_dict
+from small_networks import small_segmenter
 
 
 def _save_student(tmp_path, **model):
@@ -33,8 +34,6 @@ def _save_student(tmp_path, **model):
 def test_all_quantizations_of_the_synthetic_student_architecture(tmp_path, capsys):
     """float32, float16, dynamic, int8 (activation ranges at percentiles) and QAT through `skd-tf export`,
     checked in export.json."""
-    from small_networks import small_segmenter
-
     cfg, ckpt = _save_student(tmp_path)  # PSPNet on dilated ResNet-18, as configs/synthetic_student.yaml
     # QAT's teacher: only its logits are read (tests/small_networks.py's network, traced into each QAT step)
     keras.utils.set_random_seed(0)
