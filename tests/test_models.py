@@ -110,6 +110,20 @@ def test_save_load_roundtrip_and_bad_checkpoints(tmp_path):
         load_model(tmp_path / "plain.keras")
 
 
+def test_keras_builds_each_attribute_skipset_once():
+    """skd_tf.models memoises Keras 3.15's get_attr_skipset, whose own cache never hits (keras_saving.py): the
+    saving walk gets the set Keras computes, built once. Fails loudly when the private function moves, and
+    when Keras mends its cache (then keras_saving.py can go)."""
+    from keras.src.saving import saving_lib
+
+    skipset = saving_lib.get_attr_skipset
+    assert hasattr(skipset, "cache_info"), "skd_tf.models did not memoise keras' get_attr_skipset"
+    for kind in ("Layer", "Functional", "Optimizer", "Metric"):
+        assert skipset(kind) is skipset(kind) and skipset(kind) == skipset.__wrapped__(kind)
+    assert skipset.__wrapped__("Layer") is not skipset.__wrapped__("Layer"), \
+        "Keras caches its attribute skip-sets now: skd_tf/models/keras_saving.py is no longer needed"
+
+
 @pytest.mark.parametrize("variant", sorted(MOBILENETV3))
 def test_mobilenetv3_last_stage_is_dilated_instead_of_strided(variant):
     """Output stride 16: the same network as at 32 with the last stage's depthwise convolutions at stride 1

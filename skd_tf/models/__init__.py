@@ -18,10 +18,13 @@ import keras
 from skd_tf.config import DEEP_STEM_ARCHS, ESPNET_ARCHS, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from skd_tf.models import backbones, cirkd, espnet, heads, skd_pspnet
 from skd_tf.models.input_convention import ConvertInput, for_pipeline, input_conventions
+from skd_tf.models.keras_saving import cache_attribute_skipsets
 from skd_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
 from skd_tf.models.logits import Logits, logits_align_corners
 from skd_tf.models.outputs import SEGMENTATION_OUTPUTS, is_segmentation_model, segmentation_outputs
 from skd_tf.models.rebuild import rebuilt
+
+cache_attribute_skipsets()  # Keras 3.15 rebuilds one for every object it saves or loads
 
 
 
