@@ -27,7 +27,6 @@ from skd_tf.models.rebuild import rebuilt
 cache_attribute_skipsets()  # Keras 3.15 rebuilds one for every object it saves or loads
 
 
-
 def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], name: str | None = None,
                 pipeline: tuple = (IMAGENET_MEAN, IMAGENET_STD)) -> keras.Model:
     """Builds the configured segmentation network for a fixed input size.
