@@ -16,15 +16,12 @@ from __future__ import annotations
 import functools
 
 
-def cache_attribute_skipsets() -> bool:
-    """Memoises ``get_attr_skipset`` where the saving code calls it; True when it is (or was) done."""
+def cache_attribute_skipsets() -> None:
+    """Memoises ``get_attr_skipset`` where the saving code calls it (once; nothing if Keras has no such function)."""
     try:
         from keras.src.saving import saving_lib
     except ImportError:
-        return False
+        return
     original = getattr(saving_lib, "get_attr_skipset", None)
-    if original is None:
-        return False
-    if not hasattr(original, "cache_info"):
+    if original is not None and not hasattr(original, "cache_info"):
         saving_lib.get_attr_skipset = functools.cache(original)
-    return True
