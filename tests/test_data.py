@@ -132,6 +132,17 @@ def test_folder_dataset_loads_and_validates(tmp_path):
         list(val_dataset(cfg, 2)[0])
 
 
+def test_folder_dataset_under_home_with_its_own_ignore_label(tmp_path, monkeypatch):
+    """CamVid as configs/camvid_espnet.yaml reads it: ``~/...`` folders, label 11 ("unlabelled") ignored."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    mask = np.arange(12, dtype=np.uint8).repeat(4).reshape(6, 8)
+    write_folder(tmp_path / "data" / "camvid", [mask])
+    cfg = DataConfig(source="folder", num_classes=11, ignore_label=11, train_dir="~/data/camvid",
+                     val_dir="~/data/camvid", val_mode="whole")
+    (_, labels), = list(val_dataset(cfg, 1)[0])
+    np.testing.assert_array_equal(labels[0], mask)
+
+
 def test_folder_dataset_errors_name_the_file(tmp_path):
     write_folder(tmp_path / "size", [np.zeros((8, 8))], sizes=[(8, 9)])
     with pytest.raises(DataError, match=r"img0\.jpg is 9x8 but its mask .*img0\.png is 8x8"):

@@ -149,14 +149,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def folder_pairs(root: str | os.PathLike) -> list[tuple[str, str]]:
-    """Pairs ``images/<stem>.jpg|png`` with ``masks/<stem>.png``, checking sizes and readability.
+    """Pairs ``images/<stem>.jpg|png`` with ``masks/<stem>.png`` under ``root`` (``~`` expanded), checking sizes
+    and readability.
 
     Only the file headers are read here (fast); label values are checked as the
     pipeline decodes each mask.
     """
     from PIL import Image, UnidentifiedImageError
 
-    root = Path(root)
+    root = Path(root).expanduser()
     image_dir, mask_dir = root / "images", root / "masks"
     for d in (image_dir, mask_dir):
         if not d.is_dir():

@@ -63,8 +63,10 @@ def build_model(cfg: ModelConfig, num_classes: int, input_size: tuple[int, int],
             features, logits = heads.deeplabv3_head(ends["out"], num_classes, cfg.head_channels, stride, cfg.dropout)
         else:
             features, logits = heads.lraspp_head(ends["out"], ends["stride8"], num_classes, cfg.head_channels)
-    # the published networks' code upsamples its logits with align_corners=True (skd_tf.models.logits)
-    logits_layer = Logits(name="logits") if cfg.arch in DEEP_STEM_ARCHS else keras.layers.Identity(name="logits")
+    # the published networks' code (SKD's PSPNet and ESPNets, CIRKD's) trains and evaluates with logits upsampled
+    # with align_corners=True (skd_tf.models.logits); ESPNet-C's 1/8 scores need it to score what the authors did
+    aligned = cfg.arch in DEEP_STEM_ARCHS + ESPNET_ARCHS
+    logits_layer = Logits(name="logits") if aligned else keras.layers.Identity(name="logits")
     outputs = {"logits": logits_layer(logits),
                "features": keras.layers.Identity(name="features")(features)}
     if aux_logits is not None:
