@@ -424,16 +424,21 @@ def _np_label_head(logits: np.ndarray, size, head: str, align_corners: bool = Fa
     return _np_resize_nearest(logits.argmax(-1), size)
 
 
-def test_upsampling_logits_with_aligned_corners_matches_a_numpy_reference():
+def test_upsampling_logits_with_aligned_corners_matches_a_numpy_reference(monkeypatch, caplog):
     """Training and evaluation bring the published networks' logits to label size as torch's align_corners=True
-    does, the others with half-pixel centres; saved models keep which (their ``logits`` layer)."""
+    does, the others with half-pixel centres; saved models keep which (their ``logits`` layer). No TensorFlow
+    deprecation notice on the way (tf.compat.v1.image.resize_bilinear logged one into every such export)."""
+    from tensorflow.python.util import deprecation
+
     from skd_tf.models.logits import Logits, logits_align_corners, upsample_logits
 
+    monkeypatch.setattr(deprecation, "_PRINTED_WARNING", {})  # TensorFlow logs each deprecation once a process
     logits = np.random.default_rng(3).normal(size=(2, 5, 7, 4)).astype(np.float32)
     labels = tf.zeros((2, 37, 50), tf.int32)
     for aligned in (True, False):
         np.testing.assert_allclose(upsample_logits(tf.constant(logits), labels, aligned).numpy(),
                                    _np_resize_bilinear(logits, (37, 50), aligned), atol=1e-5)
+    assert not [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(3, 1, strides=4)(inputs)
     for layer, aligned in ((Logits(name="logits"), True), (keras.layers.Identity(name="logits"), False)):

@@ -33,6 +33,7 @@ from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.models.input_convention import conversion
 from skd_tf.models.layers import (BatchNormAsDepthwise, PaddedAveragePoolAsDepthwise, PReLUAsDepthwiseReLU,
                                   PReLUAsLeakyReLU, TransposedConvAsDepthToSpace, adaptive_average_pool)
+from skd_tf.models.logits import resize_bilinear
 from skd_tf.models.torch_layers import ceil_mode_pads
 
 # config keys that are Keras 3-only or irrelevant once the weights are copied
@@ -128,7 +129,7 @@ class ResizeLikeAlignCorners(tf_keras.layers.Layer):
         size = (int(reference.shape[1]), int(reference.shape[2]))
         if tuple(x.shape[1:3]) == size:
             return tf.identity(x)
-        return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+        return resize_bilinear(x, size, align_corners=True)
 
 
 @tf_keras.utils.register_keras_serializable(package="skd_tf_mirror")

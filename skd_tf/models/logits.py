@@ -22,8 +22,9 @@ def upsample_logits(logits: tf.Tensor, labels: tf.Tensor, align_corners: bool = 
 
 def resize_bilinear(x: tf.Tensor, size, align_corners: bool = False) -> tf.Tensor:
     """B×h×w×K → B×H×W×K bilinearly, with half-pixel centres or (``align_corners``) the corners aligned."""
-    if align_corners:  # tf.image.resize has no align_corners; the v1 op has (and TFLite's RESIZE_BILINEAR)
-        return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+    if align_corners:  # tf.image.resize has no align_corners; the op under it has (and TFLite's RESIZE_BILINEAR)
+        # the op itself: tf.compat.v1.image.resize_bilinear, its deprecated wrapper, logs a warning on first use
+        return tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=True)
     return tf.image.resize(x, size, method="bilinear")
 
 

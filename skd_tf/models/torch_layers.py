@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
+
+from skd_tf.models.logits import resize_bilinear
 
 
 @keras.saving.register_keras_serializable(package="skd_tf")
@@ -77,8 +78,7 @@ class ResizeLikeAlignCorners(keras.layers.Layer):
         size = (reference.shape[1], reference.shape[2])
         if tuple(x.shape[1:3]) == size:
             return x
-        # keras.ops.image.resize has no align_corners; TFLite's RESIZE_BILINEAR has
-        return tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+        return resize_bilinear(x, size, align_corners=True)  # keras.ops.image.resize has no align_corners
 
     def compute_output_shape(self, input_shapes):
         x, reference = input_shapes
