@@ -708,6 +708,38 @@ def test_int8_calibration_percentile_samples_every_channel_of_a_large_tensor(tmp
     np.testing.assert_allclose(steps, [2, 10, 20], rtol=1e-3)  # the constant 2, x in [0, 10], 2x in [0, 20]
 
 
+def test_qat_concatenations_and_their_inputs_share_one_range_so_the_file_converts():
+    """After fine-tuning, moving averages leave ESPNet's first concatenation a hair off the image pooling it
+    reads (300 CamVid steps: [-1.7301, 4.0748] against [-1.7570, 4.0616]) and the converter refused the file
+    ("same scale constraint"): each concatenation and its fake-quantized inputs get the union of their ranges."""
+    from skd_tf.config import ModelConfig
+    from skd_tf.export.qat import _output_range, calibrate_ranges, qat_logits_fn, quantization_aware
+    from skd_tf.export.qat import tie_concatenation_ranges
+
+    keras.utils.set_random_seed(0)
+    net = build_model(ModelConfig(arch="espnet", espnet_blocks=(1, 1)), 5, (32, 32))
+    model = quantization_aware(keras.Model(net.input, {"logits": net.get_layer("b2.act").output}))
+    rng = np.random.default_rng(0)
+    calibrate_ranges(model, [rng.standard_normal((2, 32, 32, 3)).astype(np.float32)])
+    concat = model.get_layer("quant_b1_concat")
+    ranges = [r for r in map(_output_range, [concat, *concat.inbound_nodes[0].inbound_layers]) if r is not None]
+    assert len(ranges) == 2  # the concatenation's, the image pooling's (the PReLU's Add carries none)
+    for (low, high), values in zip(ranges, ((-1.7301, 4.0748), (-1.7570, 4.0616))):  # as the CamVid run left them
+        low.assign(values[0])
+        high.assign(values[1])
+    spec = ServingSpec((32, 32), int(model.output.shape[-1]), output="logits", preprocess=False)
+
+    def converted():
+        return convert(serving_function(qat_logits_fn(model), spec, integer_model=True), "qat",
+                       lambda: ([rng.standard_normal((1, 32, 32, 3)).astype(np.float32)] for _ in range(2)))
+
+    with pytest.raises(ValueError, match="same scale constraint"):
+        converted()
+    assert tie_concatenation_ranges(model) == 4  # b1, level 2's two ESP blocks, b2: none shares an input
+    assert [(round(float(a.numpy()), 4), round(float(b.numpy()), 4)) for a, b in ranges] == [(-1.757, 4.0748)] * 2
+    assert converted()
+
+
 def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes(tmp_path):
     """ESPNet's input reinforcement average-pools the zero-padded image next to its first convolution. TFLite's
     int8 PAD and AVERAGE_POOL_2D keep their input's scale: with tfmot's own range on the pooling the conversion
