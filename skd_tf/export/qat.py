@@ -185,7 +185,7 @@ def tie_concatenation_ranges(qat_model) -> int:
     TFLite's int8 CONCATENATION reads its inputs at its output's scale, and the converter refuses a QAT graph
     whose concatenation and inputs carry different ranges ("'tfl.concatenation' op quantization parameters
     violate the same scale constraint"). Moving averages part them as soon as two inputs take turns at an
-    extreme: ESPNet's first concatenation after 300 CamVid steps, 0.022767 against 0.022821 per step."""
+    extreme: ESPNet's first concatenation after 40–300 CamVid steps, int8 steps of 0.022764 against 0.022818."""
     import tf_keras
 
     groups: list[dict] = []

@@ -31,8 +31,8 @@ def resize_bilinear(x: tf.Tensor, size, align_corners: bool = False) -> tf.Tenso
 @keras.saving.register_keras_serializable(package="skd_tf")
 class Logits(keras.layers.Layer):
     """The ``logits`` output of a network whose scores are brought to label size with
-    ``align_corners=True`` (the SKD reference code's PSPNet and ESPNets, CIRKD's networks): an identity that records it in
-    the saved model, so training, evaluation and export upsample as the network's own code did."""
+    ``align_corners=True`` (the SKD reference code's PSPNet and ESPNets, CIRKD's networks): an identity that
+    records it in the saved model, so training, evaluation and export upsample as the network's own code did."""
 
     def __init__(self, align_corners: bool = True, **kwargs):
         super().__init__(**kwargs)
