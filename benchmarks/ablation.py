@@ -1,10 +1,10 @@
 """The paper's ablation table (Liu et al. 2019, Table 1) and the neighbouring methods, on the synthetic data.
 
-    python benchmarks/ablation.py                   # 12 rows; 5 seeds for the SKD rows and KA, 3 for the others
-    python benchmarks/ablation.py --seed-list 3,4   # only these seeds (e.g. the ones a new machine should add)
-    python benchmarks/ablation.py --quick           # 1 seed, 200 steps per student: a plumbing check
-    python benchmarks/ablation.py --table-only --any-config --results R   # the table of an archive of records
-    python benchmarks/ablation.py --table-only --seed-list 0,1,2,3,4     # the table of these seeds' records
+    python -m benchmarks.ablation                   # 12 rows; 5 seeds for the SKD rows and KA, 3 for the others
+    python -m benchmarks.ablation --seed-list 3,4   # only these seeds (e.g. the ones a new machine should add)
+    python -m benchmarks.ablation --quick           # 1 seed, 200 steps per student: a plumbing check
+    python -m benchmarks.ablation --table-only --any-config --results R   # the table of an archive of records
+    python -m benchmarks.ablation --table-only --seed-list 0,1,2,3,4     # the table of these seeds' records
 
 Rows: the baseline student, + pixel-wise, + pair-wise, + holistic (the paper's three), then knowledge
 adaptation, SP, CC, IRG, RKD, CWD, FitNet and attention transfer. Each (row, seed) is its own
@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from skd_tf.console import QUIET, start_tensorflow  # noqa: E402
 
 start_tensorflow(QUIET)  # the loss registry's module imports TensorFlow: without its start-up lines
@@ -137,7 +136,6 @@ def resolved_digest(resolved: dict) -> str:
 def config_digest(config: str, extra: list[str]) -> str:
     """The ``resolved_digest`` of a row's config with ``extra`` overrides, so a record made before a config
     changed (e.g. a newly calibrated weight) is recognised as stale and rerun."""
-    sys.path.insert(0, str(ROOT))
     from skd_tf.config import load_config
 
     return resolved_digest(load_config(ROOT / "configs" / f"{config}.yaml", list(extra)).model_dump())
@@ -374,7 +372,7 @@ def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str],
     teacher_splits = [json.loads((results / t["fingerprint"] / "teacher_errors.json").read_text())
                       for t in summary["teachers"] if (results / t["fingerprint"] / "teacher_errors.json").exists()]
     summary["teacher_errors"] = mean_errors(teacher_splits)
-    mode = "`python benchmarks/ablation.py --quick`" if args.quick else "`python benchmarks/ablation.py`"
+    mode = "`python -m benchmarks.ablation --quick`" if args.quick else "`python -m benchmarks.ablation`"
     note = (f"From {mode} (records in `{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}`); "
             f"host(s): {'; '.join(summary['hosts'])}. Paired Δ: same seed = same initialisation, data order "
             f"and teacher; interval = 95 % t-interval over seeds. Gap closed = (row − baseline) / (teacher − "
@@ -392,8 +390,7 @@ def publish(results: Path, out: Path, args, png: Path, digests: dict[str, str],
         plot(summary, png)
         print(f"plot: {png}", flush=True)
     if args.docs:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from docs_pages import write_block
+        from benchmarks.docs_pages import write_block
 
         print(f"{write_block(DOCS_PAGE, 'ablation', table).relative_to(ROOT)} updated", flush=True)
     return summary

@@ -1,6 +1,6 @@
 """Does our host latency agree with LiteRT's own `litert-benchmark`? (target: means within 15 %)
 
-    python benchmarks/agree_litert.py MODEL.tflite [MODEL2.tflite ...] --threads 2 --runs 100
+    python -m benchmarks.agree_litert MODEL.tflite [MODEL2.tflite ...] --threads 2 --runs 100
 
 For each model, runs `skd-tf benchmark`'s measurement (a fresh worker process,
 the LiteRT interpreter with XNNPACK) and `litert-benchmark --result_json` with
@@ -18,8 +18,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skd_tf.benchmark.measure import Settings, run_isolated  # noqa: E402
 

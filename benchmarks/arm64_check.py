@@ -1,7 +1,7 @@
 """The exported files on 64-bit ARM kernels: label maps and logits on an emulated aarch64 CPU vs this host.
 
-    python benchmarks/arm64_check.py                  # set up, export, run, compare; prints the table
-    python benchmarks/arm64_check.py --table-only --docs
+    python -m benchmarks.arm64_check                  # set up, export, run, compare; prints the table
+    python -m benchmarks.arm64_check --table-only --docs
 
 A phone runs XNNPACK's NEON kernels (dot-product and i8mm ones where the CPU has them); x86 runs others.
 This script runs the same .tflite files under qemu-user on emulated ARM CPUs — ``cortex-a53`` (ARMv8.0
@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = ROOT / "benchmarks" / "results" / "arm64_check.json"
 CPUS = ("cortex-a53", "cortex-a76", "max")
 QUANTIZATIONS = ("float32", "float16", "int8", "qat")
@@ -255,8 +254,8 @@ def published_exports(name: str, output: str, folder: Path, size: tuple[int, int
         from skd_tf.importing import import_checkpoint
         from skd_tf.models import at_input_size, load_model, logits_align_corners
 
-        from cityscapes_fabric import street_scenes
-        from phone_students import export_file
+        from benchmarks.cityscapes_fabric import street_scenes
+        from benchmarks.phone_students import export_file
 
         checkpoint = folder / rel
         if not checkpoint.is_file():
@@ -297,7 +296,7 @@ def published_images(size: tuple[int, int], work: Path) -> Path:
     """``PUBLISHED_IMAGES`` fabricated street scenes the int8 calibration did not see, as raw pixels."""
     target = work / "inputs" / f"street_{size[0]}x{size[1]}.npz"
     if not target.exists():
-        from cityscapes_fabric import street_scenes
+        from benchmarks.cityscapes_fabric import street_scenes
 
         scenes = street_scenes(PUBLISHED_CALIBRATION + PUBLISHED_IMAGES, size)[PUBLISHED_CALIBRATION:]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -483,8 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="print the recorded table, run nothing")
     parser.add_argument("--docs", action="store_true", help="write the table into docs/real-size.md")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from docs_pages import show
+    from benchmarks.docs_pages import show
 
     if not args.table_only:
         cpus = args.cpus.split(",")
@@ -502,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--published: {args.published} is not a folder")
         if not students and args.published is None:
             parser.error("nothing to check: name --students or --published")
-        from ablation import host_cpu
+        from benchmarks.ablation import host_cpu
 
         published = list(PUBLISHED) if args.published is not None else []
         try:

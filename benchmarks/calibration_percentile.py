@@ -1,8 +1,8 @@
 """What int8 activation ranges at percentiles do to the published ESPNets (`skd-tf export --calibration-percentile`).
 
-    python benchmarks/import_reference.py ../shared/reference-weights/skd-cvpr19   # imports the six files first
-    python benchmarks/calibration_percentile.py                  # measure what is not recorded, print the table
-    python benchmarks/calibration_percentile.py --table-only --docs  # the recorded table into docs/export.md
+    python -m benchmarks.import_reference ../shared/reference-weights/skd-cvpr19   # imports the six files first
+    python -m benchmarks.calibration_percentile                  # measure what is not recorded, print the table
+    python -m benchmarks.calibration_percentile --table-only --docs  # the recorded table into docs/export.md
 
 Each of the six checkpoints import_reference.py imported (``--imports``, its ``--out``) at a reduced size
 (Cityscapes 256×512, CamVid 360×480, as its int8 diagnosis) exported as `skd-tf export` exports it: float32,
@@ -21,10 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = ROOT / "benchmarks" / "results" / "calibration_percentile"
 SIZES = {19: (256, 512), 11: (360, 480)}  # by class count: Cityscapes, CamVid
 CALIBRATION = 8
@@ -38,9 +36,9 @@ def percentile_name(percentile: float | None) -> str:
 
 def measure(imports: Path, entry, percentiles, fresh: bool) -> None:
     """Records (file, percentile) pairs of ``entry`` that are not recorded yet (all with ``fresh``)."""
-    from import_reference import config_of, file_stem, load_photos, chosen_photos, tflite_labels
-    from cityscapes_fabric import street_scenes
-    from phone_students import export_file
+    from benchmarks.import_reference import config_of, file_stem, load_photos, chosen_photos, tflite_labels
+    from benchmarks.cityscapes_fabric import street_scenes
+    from benchmarks.phone_students import export_file
 
     from skd_tf.atomic import write_text
     from skd_tf.models import at_input_size, load_model, logits_align_corners
@@ -82,7 +80,7 @@ def measure(imports: Path, entry, percentiles, fresh: bool) -> None:
 
 
 def table(percentiles) -> str:
-    from import_reference import FILES, file_stem
+    from benchmarks.import_reference import FILES, file_stem
 
     heads = ["extremes" if p is None else f"ranges at {p} %" for p in percentiles]
     lines = ["| file | input | " + " | ".join(f"int8, {head}: photos / scenes" for head in heads) + " |",
@@ -122,14 +120,14 @@ def main() -> int:
             parser.error(f"--percentiles: {value} is not in (50, 100)")
         percentiles.append(value)
     if not args.table_only:
-        from import_reference import FILES
+        from benchmarks.import_reference import FILES
 
         from skd_tf.console import QUIET, start_tensorflow
 
         start_tensorflow(QUIET)
         for entry in FILES:
             measure(Path(args.imports), entry, percentiles, args.fresh)
-    from docs_pages import show
+    from benchmarks.docs_pages import show
 
     show(table(percentiles), "export.md", "calibration_percentile", args.docs)
     return 0

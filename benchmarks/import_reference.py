@@ -1,6 +1,6 @@
 """The SKD authors' six ESPNet / ESPNet-C checkpoints: imported, exported to TFLite and checked against PyTorch.
 
-    python benchmarks/import_reference.py ../shared/reference-weights/skd-cvpr19 [--reference-code DIR] [--docs]
+    python -m benchmarks.import_reference ../shared/reference-weights/skd-cvpr19 [--reference-code DIR] [--docs]
 
 For each file: ``skd-tf import`` with its config (configs/{cityscapes,camvid}_espnet[_c].yaml), the torch
 network (benchmarks/torch_nets.py; with ``--reference-code`` also the authors' own ``network/ESPnet.py`` from a
@@ -32,10 +32,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cityscapes_fabric import street_scenes  # noqa: E402
-from phone_students import export_file  # noqa: E402
+from benchmarks.cityscapes_fabric import street_scenes  # noqa: E402
+from benchmarks.phone_students import export_file  # noqa: E402
 
 # (file under the folder, config, decoder, classes, evaluation size)
 FILES = [
@@ -100,7 +98,7 @@ def torch_network(module, decoder: bool, classes: int, state: dict):
     import torch
 
     if module is None:
-        from torch_nets import ESPNet
+        from benchmarks.torch_nets import ESPNet
 
         net = ESPNet(classes, decoder=decoder)
     else:
@@ -548,7 +546,7 @@ def main() -> int:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         text = table(record)
-    from docs_pages import show
+    from benchmarks.docs_pages import show
 
     show(text, "published-weights.md", "import_reference", args.docs)
     return 0

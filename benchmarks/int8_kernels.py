@@ -1,8 +1,8 @@
 """Where a phone student's int8 time goes on this CPU: every convolution timed alone, float32 against int8.
 
-    python benchmarks/int8_kernels.py                      # time the students not recorded for this host
-    python benchmarks/int8_kernels.py --students espnet_c  # a subset (names of benchmarks/phone_students.py)
-    python benchmarks/int8_kernels.py --table-only --docs  # the recorded table into docs/real-size.md
+    python -m benchmarks.int8_kernels                      # time the students not recorded for this host
+    python -m benchmarks.int8_kernels --students espnet_c  # a subset (names of benchmarks/phone_students.py)
+    python -m benchmarks.int8_kernels --table-only --docs  # the recorded table into docs/real-size.md
 
 Issue #29 asks for int8 ≤ 0.5 × float32 latency for every mobile student; PSPNet ResNet-18 is far under it
 and the light students are not. This script says why, per kind of convolution: each student of
@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import host_cpu  # noqa: E402
-from phone_students import LATENCY_STUDENTS, export_file, host_key, settled_student  # noqa: E402
+from benchmarks.ablation import host_cpu  # noqa: E402
+from benchmarks.phone_students import LATENCY_STUDENTS, export_file, host_key, settled_student  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "int8_kernels"
 SIZE = (512, 1024)
@@ -96,7 +95,7 @@ def time_student(student: str, threads: int, settings, tmp: Path) -> dict:
     file in both; the record's entry for the student."""
     import keras
 
-    from cityscapes_fabric import street_scenes
+    from benchmarks.cityscapes_fabric import street_scenes
 
     scenes = street_scenes(8, SIZE)
     network = settled_student(student, SIZE, scenes)
@@ -180,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="print the recorded table, run nothing")
     parser.add_argument("--docs", action="store_true", help="write the table into docs/real-size.md")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     students = [s for s in args.students.split(",") if s]
     if unknown := set(students) - set(LATENCY_STUDENTS):
         parser.error(f"--students: unknown {', '.join(sorted(unknown))} (one of {', '.join(LATENCY_STUDENTS)})")
@@ -209,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         print("no records yet: run without --table-only")
         return 0
-    from docs_pages import show
+    from benchmarks.docs_pages import show
 
     show(table(found), "real-size.md", "int8-kernels", args.docs)
     return 0

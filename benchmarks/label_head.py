@@ -1,7 +1,7 @@
 """What the export's label head costs and what the cheaper heads lose (issue #29, "a cheap label head").
 
-    python benchmarks/label_head.py                      # measure what is not recorded yet, print the tables
-    python benchmarks/label_head.py --table-only --docs  # the recorded tables into docs/real-size.md
+    python -m benchmarks.label_head                      # measure what is not recorded yet, print the tables
+    python -m benchmarks.label_head --table-only --docs  # the recorded tables into docs/real-size.md
 
 Latency: each student (LR-ASPP MobileNetV2, PSPNet ResNet-18, ESPNet-C; untrained, BN statistics set from 4
 fabricated scenes as in phone_students.py) exported to int8 at 512×1024 and 1024×2048 five times —
@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = ROOT / "benchmarks" / "results" / "label_head.json"
 HEADS = ("bilinear", "two_class", "half", "quarter", "nearest")  # skd_tf.export.label_heads.LABEL_HEADS
 SIZES = ((512, 1024), (1024, 2048))
@@ -61,7 +60,7 @@ def save_record(record: dict) -> None:
 
 def export_int8(network, size, head: str | None, calibration: np.ndarray, path: Path) -> bool:
     """The int8 file of ``network`` at ``size`` with the label ``head`` (None: logits); returns all-integer."""
-    from phone_students import export_file
+    from benchmarks.phone_students import export_file
     from skd_tf.export import checks
 
     export_file(network, size, "int8", "logits" if head is None else "labels", calibration, path, head or "bilinear")
@@ -73,8 +72,8 @@ def measure_latency(record: dict, students: list[str], threads: int, fresh: bool
     from skd_tf.benchmark.measure import Settings, run_isolated
     from skd_tf.config import ModelConfig
     from skd_tf.models import build_model
-    from cityscapes_fabric import street_scenes
-    from phone_students import BN_IMAGES, normalised, settle_batch_norm
+    from benchmarks.cityscapes_fabric import street_scenes
+    from benchmarks.phone_students import BN_IMAGES, normalised, settle_batch_norm
 
     settings = Settings(warmup=2, runs=10, min_seconds=3.0)
     for name in students:
@@ -148,7 +147,7 @@ def measure_synthetic(record: dict, model_path: str, fresh: bool) -> None:
 
 def street_data(seeds, size):
     """Fabricated street scenes at ``size``: images normalised as the Cityscapes configs do, labels as train ids."""
-    from cityscapes_fabric import draw_scene
+    from benchmarks.cityscapes_fabric import draw_scene
     from PIL import Image
 
     from skd_tf.config import IMAGENET_MEAN, IMAGENET_STD
@@ -276,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("all", "latency"):
             measure_latency(record, args.students.split(","), args.threads, args.fresh)
         print(f"done in {(time.time() - start) / 60:.1f} min", flush=True)
-    from docs_pages import show
+    from benchmarks.docs_pages import show
 
     show(tables(record), "real-size.md", "label_head", args.docs)
     return 0

@@ -1,7 +1,7 @@
 """Exact Gram-form pair-wise loss vs the explicit N×N form: time and peak memory, forward + backward.
 
-    python benchmarks/pairwise.py                      # N = 1024, 4096, 8192; C_S = 128, C_T = 512
-    python benchmarks/pairwise.py --find-max           # also the largest N the explicit form fits in
+    python -m benchmarks.pairwise                      # N = 1024, 4096, 8192; C_S = 128, C_T = 512
+    python -m benchmarks.pairwise --find-max           # also the largest N the explicit form fits in
                                                        # --budget-gib (24) and the Gram form at that N
 
 Each measurement runs in a fresh subprocess, so "peak" is that process's peak

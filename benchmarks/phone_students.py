@@ -1,10 +1,10 @@
 """The phone students side by side (issue #29): accuracy over seeds, and latency as deployed.
 
-    python benchmarks/phone_students.py --part accuracy --seeds 0,1,2   # train what is not recorded yet
-    python benchmarks/phone_students.py --part latency                  # export and time what is not recorded
-    python benchmarks/phone_students.py --part race                     # LR-ASPP V2 against V3-Large, int8, paired
+    python -m benchmarks.phone_students --part accuracy --seeds 0,1,2   # train what is not recorded yet
+    python -m benchmarks.phone_students --part latency                  # export and time what is not recorded
+    python -m benchmarks.phone_students --part race                     # LR-ASPP V2 against V3-Large, int8, paired
                                                                         # (and V3-Large with ReLU: hard-swish's cost)
-    python benchmarks/phone_students.py --table-only --docs             # the recorded tables into docs/real-size.md
+    python -m benchmarks.phone_students --table-only --docs             # the recorded tables into docs/real-size.md
 
 Accuracy: each ``configs/synthetic_lraspp_<backbone>.yaml`` (LR-ASPP on MobileNetV2, MobileNetV3-Large,
 MobileNetV3-Small; same data, schedule and head) trained from random weights with ``--set seed=S``; its
@@ -36,8 +36,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import config_digest, host_cpu, interval_cell, log_of, paired_difference, run_cli  # noqa: E402
+from benchmarks.ablation import config_digest, host_cpu, interval_cell, log_of, paired_difference, run_cli  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "phone_students"
 ACCURACY_STUDENTS = ("mobilenetv2", "mobilenetv3_large", "mobilenetv3_large_reduced_tail", "mobilenetv3_small")
@@ -209,7 +208,7 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
     """Exports ``student`` at ``size`` to each of ``FILES`` and times each file; records it. A record that
     lacks one of ``FILES`` (made before it was timed) is made again whole: shares and ratios only compare
     timings of one run (single measurements of a shared VM differ by several ms between sessions)."""
-    from cityscapes_fabric import street_scenes
+    from benchmarks.cityscapes_fabric import street_scenes
     from skd_tf.benchmark.device import host_device
     from skd_tf.benchmark.measure import run_isolated
     from skd_tf.export.label_heads import effective_head
@@ -344,7 +343,7 @@ def race(rounds: int, settings) -> dict:
     ``rounds`` interleaved rounds (each round times every file once, in a rotated order), so that the VM's
     drift and neighbours fall on all of them alike and each student's difference to the first is paired by
     round; recorded per host (replacing that host's record)."""
-    from cityscapes_fabric import street_scenes
+    from benchmarks.cityscapes_fabric import street_scenes
     from skd_tf.benchmark.device import host_device
     from skd_tf.benchmark.measure import run_isolated
 
@@ -410,7 +409,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="print the recorded tables, run nothing")
     parser.add_argument("--docs", action="store_true", help="write the tables into docs/real-size.md")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     chosen = args.students.split(",") if args.students else None
     if not args.table_only and args.part in ("accuracy", "both"):
         try:
@@ -439,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds < 2:
             parser.error("--rounds: at least 2 (the interval needs two pairs)")
         race(args.rounds, Settings(warmup=1, runs=5, min_seconds=2.0))
-    from docs_pages import show
+    from benchmarks.docs_pages import show
 
     show(accuracy_table(accuracy_records()), "real-size.md", "phone-students-accuracy", args.docs)
     records = latency_records()

@@ -1,6 +1,6 @@
 """A method's paired effect on the student, per data set and pooled over several ablation record folders.
 
-    python benchmarks/pooled_effect.py --rows ka benchmarks/results/ablation benchmarks/results/ablation_s2c5 \\
+    python -m benchmarks.pooled_effect --rows ka benchmarks/results/ablation benchmarks/results/ablation_s2c5 \\
         benchmarks/results/ablation_128
 
 Each folder holds the records of `benchmarks/ablation.py` on one data set (its own teacher). A pair is one
@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import (ROWS, config_digest, interval_cell, load_records, paired_difference,  # noqa: E402
+from benchmarks.ablation import (ROWS, config_digest, interval_cell, load_records, paired_difference,  # noqa: E402
                       row_overrides)
 
 COMMAND = {config: command for _, _, config, command, _ in ROWS}

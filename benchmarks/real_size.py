@@ -1,8 +1,8 @@
 """The real configs at their real sizes, on fabricated data: does every stage run, how fast, in how much memory.
 
-    python benchmarks/real_size.py                       # every stage (about an hour on 2 cores)
-    python benchmarks/real_size.py --stages pipeline     # only these stages (comma-separated)
-    python benchmarks/real_size.py --tiny                # the same path at reduced size (what `make test` runs)
+    python -m benchmarks.real_size                       # every stage (about an hour on 2 cores)
+    python -m benchmarks.real_size --stages pipeline     # only these stages (comma-separated)
+    python -m benchmarks.real_size --tiny                # the same path at reduced size (what `make test` runs)
 
 Stages, each its own process (its wall time and peak RSS measured by the parent):
   data        writes full-size Cityscapes zips (2048×1024 street scenes drawn from seeds, the official layout,
@@ -40,9 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import ROOT, host_cpu, log_of  # noqa: E402
+from benchmarks.ablation import ROOT, host_cpu, log_of  # noqa: E402
 
 STAGES = ("data", "pipeline", "teacher", "student", "mobile_student", "skd", "skd_reference_code", "mock_tfds",
           "export", "benchmark")
@@ -168,7 +166,7 @@ def training_stage(plan: Plan, command: str, name: str, extra: list[str], out: P
 # ----------------------------------------------------------------------------------------------- stages
 
 def stage_data(plan: Plan) -> dict:
-    from cityscapes_fabric import write_cityscapes_zips
+    from benchmarks.cityscapes_fabric import write_cityscapes_zips
 
     began = time.time()
     sizes = write_cityscapes_zips(plan.manual, TINY_COUNTS if plan.tiny else COUNTS)
@@ -263,7 +261,7 @@ def mock_records(source: str, examples: int):
     size (tfds' own random mock draws the image and its mask at two unrelated sizes, which training refuses)."""
     import numpy as np
     import tensorflow as tf
-    from cityscapes_fabric import png_bytes as png
+    from benchmarks.cityscapes_fabric import png_bytes as png
 
     from skd_tf.data.sources import TFDS_SPECS
 

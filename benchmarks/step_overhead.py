@@ -1,6 +1,6 @@
 """Time per training step of distillation against its parts, on the CPU with the synthetic models.
 
-    python benchmarks/step_overhead.py [--steps 30] [--batch 16]
+    python -m benchmarks.step_overhead [--steps 30] [--batch 16]
 
 Measures, in one process and on the same batch: a student-only training step,
 a teacher forward pass, a distillation step with pixel + pair-wise losses, and

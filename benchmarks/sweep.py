@@ -1,8 +1,8 @@
 """Chooses each distillation method's weight on a held-out part of the *training* split.
 
-    python benchmarks/sweep.py                      # every method, the default grid, both choice variants
-    python benchmarks/sweep.py --methods pi,pa,ho   # only these methods (in the paper's chain order)
-    python benchmarks/sweep.py --table-only         # run nothing; print the choice from the records
+    python -m benchmarks.sweep                      # every method, the default grid, both choice variants
+    python -m benchmarks.sweep --methods pi,pa,ho   # only these methods (in the paper's chain order)
+    python -m benchmarks.sweep --table-only         # run nothing; print the choice from the records
 
 The last ``--holdout`` images of the synthetic training split are withheld (``data.holdout``) from the
 teacher, the baseline and every student, and each run is scored on them (``data.val_split:
@@ -31,9 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import (LOSSES, ROOT, config_digest, host_cpu, log_of, run_cli, stale_run, teacher_fingerprint,  # noqa: E402
+from benchmarks.ablation import (LOSSES, ROOT, config_digest, host_cpu, log_of, run_cli, stale_run, teacher_fingerprint,  # noqa: E402
                       trained_teacher_distance)
 
 # (key, label, config, the weight's config key, literature weight, the chained methods whose choice it uses);
@@ -269,7 +267,7 @@ def calibration_options(results: Path = ROOT / "benchmarks/results/sweep") -> di
 def write_docs(results: Path, table: str) -> None:
     """docs/results.md: the sweep table between its markers; docs/losses.md: the losses table with the
     calibrated weights."""
-    from docs_pages import write_block
+    from benchmarks.docs_pages import write_block
 
     write_block("results.md", "sweep", table)
     write_losses_table(results)
@@ -277,13 +275,12 @@ def write_docs(results: Path, table: str) -> None:
 
 def write_losses_table(results: Path) -> None:
     """Replaces docs/losses.md's losses table with one that has the calibrated weights."""
-    sys.path.insert(0, str(ROOT))
     from skd_tf.console import QUIET, start_tensorflow
 
     start_tensorflow(QUIET)  # the losses module imports TensorFlow: without its start-up noise
     from skd_tf.losses import markdown_table
 
-    from docs_pages import replace_table
+    from benchmarks.docs_pages import replace_table
 
     replace_table("losses.md", "| config name | loss | formula |",
                   markdown_table(calibrated_losses(results), calibration_options(results)))

@@ -1,14 +1,12 @@
 """benchmarks/ablation.py: paired statistics by hand, and its resumable plumbing with the CLI faked."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import ablation  # noqa: E402
+from benchmarks import ablation
 
 
 def test_paired_difference_by_hand():

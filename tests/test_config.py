@@ -71,14 +71,12 @@ def test_overrides_and_missing_file(tmp_path, tiny_config):
 
 
 def test_docs_losses_table_matches_the_registry_and_the_sweep():
-    import sys
 
     from skd_tf.losses import markdown_table
 
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "benchmarks"))
-    import sweep
+    from benchmarks import sweep
 
     page = root.joinpath("docs", "losses.md").read_text()
     assert markdown_table(sweep.calibrated_losses(), sweep.calibration_options()) in page, \
-        "regenerate with: python benchmarks/sweep.py --table-only --docs"
+        "regenerate with: python -m benchmarks.sweep --table-only --docs"

@@ -18,9 +18,7 @@ from skd_tf.models import build_model, for_pipeline, load_model  # noqa: E402
 from skd_tf.models.input_convention import ConvertInput, conversion  # noqa: E402
 from skd_tf.models.torch_checkpoint import CheckpointError, read_state_dict  # noqa: E402
 from skd_tf.models.torch_weights import expected_tensors  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from torch_nets import CirkdNet, ESPNet, SkdPSPNet, TorchvisionResNet, randomise  # noqa: E402
+from benchmarks.torch_nets import CirkdNet, ESPNet, SkdPSPNet, TorchvisionResNet, randomise  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference-weights"
 SKD_ESPNET = {"mean": [73.18188461, 82.93553322, 72.41519599], "std": [45.3199, 46.1528, 44.9148],
@@ -465,7 +463,7 @@ def test_published_networks_keep_their_upsampling_through_save_and_training(tmp_
 def test_import_reference_says_when_it_checks_on_fewer_photos_than_its_table(tmp_path, monkeypatch, capsys):
     """The docs table is made on the 7 photos matplotlib and scikit-image ship; without scikit-image the script
     would check on one and its figures would silently not compare."""
-    import import_reference
+    from benchmarks import import_reference
 
     photo = tmp_path / "one.jpg"
     photo.write_bytes(b"")
@@ -484,7 +482,7 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
     in order; label 11 left out of mIoU as the SKD code's eval_esp.py leaves it; the docs table from a record."""
     import shutil
 
-    import camvid_reference
+    from benchmarks import camvid_reference
     from PIL import Image
 
     camvid = tmp_path / "CamVid"

@@ -90,6 +90,20 @@ def test_nothing_is_installed_outside_the_skd_tf_namespace(tmp_path):
     assert out.stdout.split() == ["True", "True"]
 
 
+def test_benchmarks_and_tests_import_by_package_not_by_sys_path():
+    """The benchmark scripts are the package ``benchmarks`` (``python -m benchmarks.<name>``): neither they nor the
+    tests reach each other by editing ``sys.path`` (code run elsewhere, in a string, may)."""
+    root = PACKAGE.parent
+    edits = []
+    for path in sorted((root / "benchmarks").glob("*.py")) + sorted((root / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            target = node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None
+            if isinstance(target, ast.Attribute) and target.attr == "path" and getattr(target.value, "id", "") == "sys":
+                edits.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert edits == []
+    assert (root / "benchmarks" / "__init__.py").is_file()
+
+
 def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path):
     """skd_tf.atomic: every writer's one mechanism. A block that raises leaves the old content and no
     temporary file; a finished one replaces files and whole directories (a SavedModel); the file mode is

@@ -11,14 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import arm64_check, calibration_percentile, int8_kernels, label_head, phone_students
+from benchmarks.tflite_outputs import aarch64_features
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import arm64_check  # noqa: E402
-import calibration_percentile  # noqa: E402
-import int8_kernels  # noqa: E402
-import label_head  # noqa: E402
-import phone_students  # noqa: E402
-from tflite_outputs import aarch64_features  # noqa: E402
 
 
 def test_accuracy_table_pairs_each_mobilenetv3_with_mobilenetv2_over_shared_seeds():

@@ -3,13 +3,11 @@
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import pooled_effect  # noqa: E402
+from benchmarks import pooled_effect
 
 
 def write(folder: Path, row: str, config: str, seed: int, miou: float, digest: str | None = None) -> None:

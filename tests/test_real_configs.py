@@ -9,7 +9,6 @@ teacher is built from its config and distilled from, not trained: its training s
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,10 @@ from skd_tf.cli import main
 from skd_tf.config import load_config
 from skd_tf.models import build_model
 
+from benchmarks import real_size
+from benchmarks.cityscapes_fabric import write_cityscapes_zips
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import real_size  # noqa: E402
-from cityscapes_fabric import write_cityscapes_zips  # noqa: E402
 
 
 def run(command, name, out, extra=(), data_sets=()):

@@ -2,13 +2,11 @@
 overrides are valid for the real configs."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import sweep  # noqa: E402
+from benchmarks import ablation, sweep
 
 from skd_tf.config import load_config  # noqa: E402
 from skd_tf.distill.config import parse_distill  # noqa: E402
@@ -45,7 +43,7 @@ def test_sweep_chooses_the_best_mean_gain_over_variants_and_resumes(tmp_path, mo
 
     fake = fake_cli_factory(calls, gain)
     monkeypatch.setattr(sweep, "run_cli", fake)
-    monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)  # the shared baseline-distance step
+    monkeypatch.setattr(ablation, "run_cli", fake)  # the shared baseline-distance step
     argv = ["--methods", "pi,pa", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     assert sweep.main(argv + ["--noise-seeds", "3"]) == 0
     noise = sweep.baseline_noise(tmp_path / "results", ["s0c6", "s1c8"])
@@ -173,7 +171,7 @@ def test_a_method_that_costs_mioU_at_every_grid_weight_is_swept_lower(tmp_path, 
 
     fake = fake_cli_factory(calls, gain)
     monkeypatch.setattr(sweep, "run_cli", fake)
-    monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)
+    monkeypatch.setattr(ablation, "run_cli", fake)
     argv = ["--methods", "sp", "--grid", "0.03,0.1,0.3,1", "--runs", str(tmp_path / "runs"),
             "--results", str(tmp_path / "results")]
     assert sweep.main(argv) == 0
@@ -193,7 +191,7 @@ def test_a_method_that_costs_mioU_at_every_grid_weight_is_swept_lower(tmp_path, 
     calls.clear()
     fake = fake_cli_factory(calls, always_worse)
     monkeypatch.setattr(sweep, "run_cli", fake)
-    monkeypatch.setattr(sys.modules["ablation"], "run_cli", fake)
+    monkeypatch.setattr(ablation, "run_cli", fake)
     argv = ["--methods", "cc", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     assert sweep.main(argv) == 0  # its own grid (METHOD_GRID: ×0.01-×0.1), then down every rung, then stops
     weights = sorted({float(s["distill.losses.cc.weight"]) for _, s in calls if "/cc/" in s["train.out_dir"]})
