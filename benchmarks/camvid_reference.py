@@ -12,8 +12,8 @@ model's mIoU on the test split (`skd-tf evaluate`), `skd-tf export` of every --q
 on --calibration-samples training images, QAT fine-tuned on the training split with the float network as its
 pixel-wise teacher; every file scored on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded
 strictly from the same file) on the test images, fed as the reference loader feeds them. Records go to
-benchmarks/results/camvid_reference.json, one entry per (file, quantization); a recorded entry is not made again
-(--fresh to redo); --docs writes the table of docs/published-weights.md.
+benchmarks/results/camvid_reference.json, one entry per (file, quantization; QAT per step count); a recorded entry
+is not made again (--fresh to redo); --docs writes the table of docs/published-weights.md.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
     elif not keras_path.is_file():
         import_checkpoint(cfg, str(folder / rel), keras_path)
     for quantization in quantizations:
-        if quantization in base["quantizations"]:
+        key = f"qat_{qat_steps}" if quantization == "qat" else quantization  # each QAT schedule its own entry
+        if key in base["quantizations"]:
             continue
         print(f"{rel}: {quantization}", flush=True)
         reference_path = out / stem / "torch_labels.npy"
@@ -133,7 +134,7 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
         facts = record["exports"][quantization]
         rgb, _ = test_split(cfg)
         agreement = float((tflite_labels(Path(facts["file"]), rgb) == np.load(reference_path)).mean())
-        base["quantizations"][quantization] = {
+        base["quantizations"][key] = {
             "miou_tflite": facts["parity"]["miou_tflite"], "labels_vs_keras": facts["parity"]["argmax_agreement"],
             "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
             if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
@@ -149,7 +150,7 @@ def table(records: dict) -> str:
         if row is None:
             continue
         for quantization, facts in row["quantizations"].items():
-            how = quantization + (f" ({facts['qat_steps']} steps)" if facts.get("qat_steps") else "")
+            how = f"qat ({facts['qat_steps']} steps)" if facts.get("qat_steps") else quantization
             lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
                          f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{100 * facts['labels_vs_keras']:.2f} % | {facts['file_bytes'] / 2**20:.2f} |")
