@@ -102,6 +102,7 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
     cfg = run_config(config, views)
     keras_path = out / stem / "model.keras"
     base = records.get(rel)
+    rgb = None  # the test images, decoded once for every check of this file below
     if base is None:
         print(f"{rel}: import, Keras and PyTorch on the test split", flush=True)
         imported = import_checkpoint(cfg, str(folder / rel), keras_path)
@@ -132,7 +133,8 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
         start = time.time()
         record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
         facts = record["exports"][quantization]
-        rgb, _ = test_split(cfg)
+        if rgb is None:
+            rgb = test_split(cfg)[0]
         agreement = float((tflite_labels(Path(facts["file"]), rgb) == np.load(reference_path)).mean())
         base["quantizations"][key] = {
             "miou_tflite": facts["parity"]["miou_tflite"], "labels_vs_keras": facts["parity"]["argmax_agreement"],
