@@ -12,8 +12,8 @@ model's mIoU on the test split (`skd-tf evaluate`), `skd-tf export` of every --q
 on --calibration-samples training images, QAT fine-tuned on the training split with the float network as its
 pixel-wise teacher; every file scored on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded
 strictly from the same file) on the test images, fed as the reference loader feeds them. Records go to
-benchmarks/results/camvid_reference.json, one entry per (file, quantization; QAT per step count); a recorded entry
-is not made again (--fresh to redo); --docs writes the table of docs/published-weights.md.
+benchmarks/results/camvid_reference.json, one entry per (file, quantization; QAT per step count and learning rate);
+a recorded entry is not made again (--fresh to redo); --docs writes the table of docs/published-weights.md.
 """
 
 from __future__ import annotations
@@ -88,8 +88,14 @@ def miou(labels: np.ndarray, predicted: np.ndarray, classes: int, ignore: int) -
     return scores_from_confusion(confusion_matrix(labels, predicted, classes, ignore).numpy())["miou"]
 
 
+def qat_key(steps: int, learning_rate: float | None) -> str:
+    """The record key of one QAT schedule: ``qat_300``, or ``qat_1000_lr3e-05`` when the learning rate is not the
+    config's."""
+    return f"qat_{steps}" if learning_rate is None else f"qat_{steps}_lr{learning_rate:g}"
+
+
 def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], calibration: int, qat_steps: int,
-               records: dict, save) -> None:
+               records: dict, save, qat_learning_rate: float | None = None) -> None:
     from skd_tf.evaluation.evaluate import evaluate_network
     from skd_tf.export.config import parse_export
     from skd_tf.export.run import export_student
@@ -120,16 +126,18 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
     elif not keras_path.is_file():
         import_checkpoint(cfg, str(folder / rel), keras_path)
     for quantization in quantizations:
-        key = f"qat_{qat_steps}" if quantization == "qat" else quantization  # each QAT schedule its own entry
+        key = qat_key(qat_steps, qat_learning_rate) if quantization == "qat" else quantization  # one per schedule
         if key in base["quantizations"]:
             continue
         print(f"{rel}: {quantization}", flush=True)
         reference_path = out / stem / "torch_labels.npy"
         if not reference_path.is_file():
             raise SystemExit(f"{reference_path} is missing: rerun with --fresh")
+        qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
+        if qat_learning_rate is not None:
+            qat["learning_rate"] = qat_learning_rate
         export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
-                                           "teacher": str(keras_path) if quantization == "qat" else None,
-                                           "qat": {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}})
+                                           "teacher": str(keras_path) if quantization == "qat" else None, "qat": qat})
         start = time.time()
         record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
         facts = record["exports"][quantization]
@@ -140,6 +148,8 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
             "miou_tflite": facts["parity"]["miou_tflite"], "labels_vs_keras": facts["parity"]["argmax_agreement"],
             "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
             if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
+            **({"qat_learning_rate": export.qat.learning_rate, "qat_first_loss": facts["qat"]["first_loss"],
+                "qat_last_loss": facts["qat"]["last_loss"]} if quantization == "qat" else {}),
             "seconds": round(time.time() - start, 1)}
         save()
 
@@ -152,7 +162,10 @@ def table(records: dict) -> str:
         if row is None:
             continue
         for quantization, facts in row["quantizations"].items():
-            how = f"qat ({facts['qat_steps']} steps)" if facts.get("qat_steps") else quantization
+            how = quantization
+            if facts.get("qat_steps"):
+                how = f"qat ({facts['qat_steps']} steps" + (f", lr {facts['qat_learning_rate']:g})"
+                                                            if "qat_learning_rate" in facts else ")")
             lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
                          f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{100 * facts['labels_vs_keras']:.2f} % | {facts['file_bytes'] / 2**20:.2f} |")
@@ -166,6 +179,8 @@ def main() -> int:
     parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=200, help="training images calibrating int8")
     parser.add_argument("--qat-steps", type=int, default=300, help="QAT fine-tuning steps (default: %(default)s)")
+    parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's, "
+                        "export.qat.learning_rate); recorded as its own entry")
     parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: all four)")
     parser.add_argument("--out", default="runs/camvid_reference", help="where the .keras/.tflite files go")
     parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
@@ -191,7 +206,7 @@ def main() -> int:
     for entry in CAMVID_FILES:
         if entry[0] in chosen:
             check_file(folder, entry, views, out, args.quantizations.split(","), args.calibration_samples,
-                       args.qat_steps, records, save)
+                       args.qat_steps, records, save, args.qat_learning_rate)
     print(table(records))
     if args.docs:
         write_block("published-weights.md", "camvid-table", table(records))

@@ -27,11 +27,11 @@ except RuntimeError:  # already initialised by an earlier import
 LONGEST_FIRST = (  # seconds: AVX2-only EPYC, 2026-12-06 (make test at 902001d; alone at 8642f0f)
     "tests/test_distill.py::test_multi_worker_run_ends_with_identical_weights_on_both_workers",  # 81–86
     "tests/test_distill.py::test_resume_after_sigkill_matches_an_uninterrupted_run",  # 68–80
-    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_small]",  # 61–66
     "tests/test_demo.py::test_demo_runs_every_stage_then_reuses_them",  # 60–61
     "tests/test_python_api.py::test_readme_python_example_runs_as_written",  # 43–55
     "tests/test_real_configs.py::test_cityscapes_configs_train_and_distil_one_step_at_an_odd_crop",  # 38–55
     "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_large]",  # 39–46
+    "tests/test_mobile_students.py::test_mobilenetv3_student_trains_exports_and_runs[mobilenetv3_small]",  # 33–47
     "tests/test_import.py::test_paper_pipeline_imports_the_teacher_and_distils_a_pretrained_student",  # 35–39
     "tests/test_export.py::test_all_quantizations_of_the_synthetic_student_architecture",  # 32–35
     # the replica report's group (its tests go to one worker together, scheduled where the first is collected)

@@ -504,10 +504,16 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
     assert camvid_reference.miou(truth, predicted, 6, 11) == pytest.approx((1 / 3 + 1 / 2) / 2)
 
     record = {"camvid/espnet/base_57.8.pth": {"miou_torch": 0.5783, "miou_keras": 0.5783, "quantizations": {
-        "qat": {"miou_tflite": 0.55, "labels_vs_torch": 0.975, "labels_vs_keras": 0.9751, "file_bytes": 2**20,
-                "qat_steps": 300}}}}
-    assert camvid_reference.table(record).splitlines()[-1] == (
-        "| `camvid/espnet/base_57.8.pth` | 57.83 | 57.83 | qat (300 steps) | 55.00 | 97.50 % | 97.51 % | 1.00 |")
+        "qat_300": {"miou_tflite": 0.55, "labels_vs_torch": 0.975, "labels_vs_keras": 0.9751, "file_bytes": 2**20,
+                    "qat_steps": 300},
+        "qat_1000_lr3e-05": {"miou_tflite": 0.56, "labels_vs_torch": 0.98, "labels_vs_keras": 0.98, "file_bytes": 2**20,
+                             "qat_steps": 1000, "qat_learning_rate": 3e-5}}}}
+    assert camvid_reference.table(record).splitlines()[-2:] == [
+        "| `camvid/espnet/base_57.8.pth` | 57.83 | 57.83 | qat (300 steps) | 55.00 | 97.50 % | 97.51 % | 1.00 |",
+        "| `camvid/espnet/base_57.8.pth` | 57.83 | 57.83 | qat (1000 steps, lr 3e-05) | 56.00 | 98.00 % | 98.00 % "
+        "| 1.00 |"]
+    assert camvid_reference.qat_key(300, None) == "qat_300"
+    assert camvid_reference.qat_key(1000, 3e-5) == "qat_1000_lr3e-05"
     shutil.rmtree(camvid / "trainannot")
     with pytest.raises(SystemExit, match="no trainannot/ folder"):
         camvid_reference.folder_view(camvid, tmp_path / "other")
