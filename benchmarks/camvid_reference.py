@@ -123,16 +123,25 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
             "miou_torch": miou(labels, reference, classes, cfg.data.ignore_label), "miou_keras": scores["miou"],
             "pixel_accuracy_keras": scores["pixel_accuracy"], "quantizations": {}}
         save()
-    elif not keras_path.is_file():
-        import_checkpoint(cfg, str(folder / rel), keras_path)
+    else:  # recorded on another machine: the model and PyTorch's labels are made again, checked against the record
+        if not keras_path.is_file():
+            import_checkpoint(cfg, str(folder / rel), keras_path)
+        if not (out / stem / "torch_labels.npy").is_file() and any(
+                (qat_key(qat_steps, qat_learning_rate) if q == "qat" else q) not in base["quantizations"]
+                for q in quantizations):
+            print(f"{rel}: PyTorch on the test split", flush=True)
+            rgb, labels = test_split(cfg)
+            reference = torch_labels(torch_network(None, decoder, classes, read_state_dict(folder / rel)), rgb,
+                                     cfg.model.input_convention)
+            if abs(miou(labels, reference, classes, cfg.data.ignore_label) - base["miou_torch"]) > 1e-6:
+                raise SystemExit(f"{rel}: PyTorch's test mIoU is not the recorded one: another CamVid? (--fresh)")
+            np.save(out / stem / "torch_labels.npy", reference)
     for quantization in quantizations:
         key = qat_key(qat_steps, qat_learning_rate) if quantization == "qat" else quantization  # one per schedule
         if key in base["quantizations"]:
             continue
         print(f"{rel}: {quantization}", flush=True)
         reference_path = out / stem / "torch_labels.npy"
-        if not reference_path.is_file():
-            raise SystemExit(f"{reference_path} is missing: rerun with --fresh")
         qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
         if qat_learning_rate is not None:
             qat["learning_rate"] = qat_learning_rate

@@ -811,3 +811,25 @@ def test_qat_fine_tuning_repeats_exactly():
     assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_qat_fine_tuning_reports_progress_in_a_log_and_stops_at_the_first_non_finite_loss(capsys):
+    """Off a terminal (a log file, CI) no bar is drawn, so a long fine-tuning printed nothing for 20 minutes: it
+    prints a line every tenth of its steps. A diverged run stops at the step that diverged (it ran to its end)."""
+    from skd_tf.config import DataConfig, SyntheticConfig
+    from skd_tf.export.config import QATConfig
+    from skd_tf.export.qat import finetune
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    net = keras.Model(inputs, {"logits": keras.layers.Conv2D(4, 3, padding="same", name="logits")(inputs)})
+    data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic=SyntheticConfig(num_train=4, num_val=2,
+                                                                                   image_size=32))
+    finetune(net, None, data, QATConfig(steps=20, batch_size=2, calibration_batches=1), (32, 32), progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"QAT fine-tune: step {k}/20" for k in range(2, 21, 2)]
+    assert "(mean of the last 10)" in lines[-1] and lines[-1].endswith(" s/step")
+    with pytest.raises(FloatingPointError, match=r"diverged at step [2-9] \(loss (nan|inf)\)"):
+        finetune(net, None, data, QATConfig(steps=20, batch_size=2, calibration_batches=1, learning_rate=1e38),
+                 (32, 32), progress=False)
+    assert capsys.readouterr().out == ""

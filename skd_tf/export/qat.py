@@ -14,6 +14,7 @@ only inside this module's functions: importing it sets TF_USE_LEGACY_KERAS.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
@@ -250,13 +251,21 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
 
     losses = []
     stream = train_dataset(data, cfg.batch_size, seed=cfg.seed).take(cfg.steps)
-    with tqdm(total=cfg.steps, desc="QAT fine-tune", unit="step", disable=not show_progress(progress), leave=False) as bar:
+    bar_shown = show_progress(progress)
+    lines = progress and not bar_shown  # off a terminal (a log file): a line every tenth of the run instead
+    started = time.time()
+    with tqdm(total=cfg.steps, desc="QAT fine-tune", unit="step", disable=not bar_shown, leave=False) as bar:
         for images, labels in stream:
             losses.append(float(step(images, labels)))
+            if not np.isfinite(losses[-1]):
+                raise FloatingPointError(f"QAT fine-tuning diverged at step {len(losses)} (loss {losses[-1]}); "
+                                         "lower export.qat.learning_rate")
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
-    if not np.all(np.isfinite(losses)):
-        raise FloatingPointError(f"QAT fine-tuning diverged (loss {losses[-1]}); lower export.qat.learning_rate")
+            if lines and (len(losses) % max(1, cfg.steps // 10) == 0 or len(losses) == cfg.steps):
+                print(f"QAT fine-tune: step {len(losses)}/{cfg.steps}, loss {np.mean(losses[-10:]):.4f} (mean of "
+                      f"the last {min(10, len(losses))}), {(time.time() - started) / len(losses):.2f} s/step",
+                      flush=True)
     tie_concatenation_ranges(qat_model)
     export_model = qat_model
     if tuple(input_size) != train_size:
