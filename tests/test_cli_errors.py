@@ -71,9 +71,14 @@ def refused(capfd, root: Path, argv: list[str]) -> str:
     return lines[0]
 
 
+# Under pytest-xdist (make test), the tests reading `trained` stay in one worker: its 8–9 s of training run once.
+SAME_MODEL = pytest.mark.xdist_group("cli_trained")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny model trained two steps on a clean folder dataset, with its config."""
+    """A tiny model trained two steps on a clean folder dataset, with its config (trained once: the tests that
+    read it are one xdist group, ``SAME_MODEL``, so `make test` runs them in one worker)."""
     tmp = tmp_path_factory.mktemp("trained")
     data = write_dataset(tmp / "data")
     config = folder_config(tmp, data)
@@ -81,6 +86,7 @@ def trained(tmp_path_factory):
     return tmp, config, tmp / "run" / "model.keras"
 
 
+@SAME_MODEL
 def test_bad_mask_values_and_truncated_pngs_name_the_file(tmp_path, capfd, trained):
     _, _, model = trained
     bad = write_dataset(tmp_path / "bad_label", bad_label=2)
@@ -99,6 +105,7 @@ def test_bad_mask_values_and_truncated_pngs_name_the_file(tmp_path, capfd, train
         assert line.startswith(f"skd-tf train: error: cannot decode {broken / part / 'im1.png'}: "), line
 
 
+@SAME_MODEL
 def test_damaged_checkpoints_and_run_state_are_named(tmp_path, capfd, trained):
     tmp, config, _ = trained
     for name, content in (("truncated.keras", None), ("text.keras", b"not a model\n")):
@@ -142,6 +149,7 @@ def test_a_truncated_cityscapes_zip_is_named(tmp_path, capfd):
                     f"(an interrupted download?); download it again from https://www.cityscapes-dataset.com/downloads/")
 
 
+@SAME_MODEL
 def test_config_mistakes_name_the_override_and_suggest_the_key(tmp_path, capfd, trained):
     _, config, _ = trained
     line = refused(capfd, tmp_path, ["train", "--config", str(config), "--set", "train.stpes=10"])
@@ -180,6 +188,7 @@ def label_png(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
+@SAME_MODEL
 def test_predict_keras_and_tflite_over_a_folder_match_evaluation(tmp_path, trained):
     """predict's labels are evaluate's predictions (for .tflite: the export check's), at each image's own size;
     the overlay blends the class colours into the image."""
@@ -233,6 +242,7 @@ def test_predict_keras_and_tflite_over_a_folder_match_evaluation(tmp_path, train
         assert np.mean(labels == keras_labels) > 0.99  # float32 TFLite = Keras up to argmax near-ties
 
 
+@SAME_MODEL
 def test_predict_refuses_bad_inputs_in_one_line(tmp_path, capfd, trained):
     tmp, config, model = trained
     lone = tmp_path / "lone" / "model.keras"  # a checkpoint copied out of its run's folder
@@ -254,6 +264,7 @@ def test_predict_refuses_bad_inputs_in_one_line(tmp_path, capfd, trained):
     assert capfd.readouterr().err.startswith(f"skd-tf predict: error: cannot decode {broken / 'images' / 'im1.png'}")
 
 
+@SAME_MODEL
 def test_predict_follows_the_exif_orientation_and_names_undecodable_files(tmp_path, capfd, trained):
     """A phone photo stored sideways with EXIF orientation 6 gets labels for the photo as viewers show it (the
     same as for the upright pixels); a file that is not an image is refused in our words, without TensorFlow's
