@@ -104,13 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "values instead of their extremes, e.g. 99.9 (default: export.calibration_percentile, "
                         "extremes)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
-    p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher)")
+    p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher; "
+                   "on --images, the float network itself)")
     p.add_argument("--eval-limit", type=int, help="check on the first N validation images only")
     p.add_argument("--images", nargs="+", metavar="IMAGE",
                    help="unlabelled images (files, folders, quoted glob patterns; e.g. frames of your app) to "
-                        "calibrate int8 on and check the files on, instead of the config's data set — for a "
-                        "published model whose data set you do not have; no mIoU then, only agreement with Keras "
-                        "(default: export.images)")
+                        "calibrate int8 on, fine-tune QAT on (to reproduce the float network, or --teacher) and "
+                        "check the files on, instead of the config's data set — for a published model whose data "
+                        "set you do not have; no mIoU then, only agreement with Keras (default: export.images)")
     p.add_argument("--no-savedmodel", dest="savedmodel", action="store_const", const=False,
                    help="skip the SavedModel export for servers")
     _add_output_args(p)

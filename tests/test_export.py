@@ -265,7 +265,7 @@ def test_empty_representative_dataset_is_an_error_and_writes_nothing(tmp_path, c
 def test_a_model_without_its_data_set_exports_calibrated_and_checked_on_unlabelled_images(tmp_path, capsys):
     """`--images`: a published model's user has no Cityscapes. The data set named by the config does not exist
     (any read of it fails); int8 is calibrated on the images, each resized to the input as an app would, and
-    every file is checked on them: agreement with Keras, no mIoU. QAT (which needs labels) is refused first."""
+    every file is checked on them: agreement with Keras, no mIoU (QAT on images: the next test)."""
     from skd_tf.export.checks import raw_photo
     from skd_tf.export.convert import ServingSpec
     from skd_tf.export.run import representative_images
@@ -290,8 +290,6 @@ def test_a_model_without_its_data_set_exports_calibrated_and_checked_on_unlabell
     np.testing.assert_array_equal(raw_photo(frames[1], (32, 32)), samples[1][0])
 
     images = ["--images", str(tmp_path / "frames")]
-    assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "float32,qat", *images))) == 2
-    assert "qat fine-tunes on the config's labelled training split" in capsys.readouterr().err
     assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "float32,int8", *images))) == 0
     printed = capsys.readouterr().out
     record = json.loads((tmp_path / "export" / "export.json").read_text())
@@ -313,6 +311,59 @@ def test_a_model_without_its_data_set_exports_calibrated_and_checked_on_unlabell
         assert str(tmp_path / "absent") in err and err.rstrip().endswith(
             "; without the data set, --images FRAMES... calibrates and checks the files on images of your own"), err
         assert not (tmp_path / "no_data").exists()  # stopped before any file was written
+
+
+def test_qat_on_unlabelled_images_fine_tunes_the_int8_twin_towards_the_float_network(tmp_path, capsys):
+    """`export --images ... --quantization qat`: without labels the fine-tuning is the pixel-wise KL alone, to the
+    float network being exported (no teacher given). The batches are the frames as an app feeds them, normalised as
+    training normalises, flipped at random; the data set named by the config is never read."""
+    from skd_tf.config import DataConfig
+    from skd_tf.export.checks import raw_photo
+    from skd_tf.export.config import QATConfig, parse_export
+    from skd_tf.export.qat import finetune, photo_batches
+    from skd_tf.export.run import ExportError, export_student
+
+    rng = np.random.default_rng(7)
+    (tmp_path / "frames").mkdir()
+    for i, (h, w) in enumerate([(32, 32), (48, 40), (24, 64), (40, 40)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "frames" / f"f{i}.png")
+    frames = sorted((tmp_path / "frames").glob("*.png"))
+    data = DataConfig(num_classes=4, crop_size=(32, 32), hflip=False, mean=(100.0, 110.0, 120.0),
+                      std=(50.0, 60.0, 70.0))
+    images, labels = next(photo_batches(frames, (32, 32), 2, 3, data))
+    order = np.random.default_rng(3).permutation(4)[:2]
+    expected = (np.concatenate([raw_photo(frames[i], (32, 32)) for i in order]) - [100, 110, 120]) / [50, 60, 70]
+    assert labels is None
+    np.testing.assert_allclose(images.numpy(), expected, rtol=1e-6)
+    flipped = [next(photo_batches(frames, (32, 32), 4, seed, data.model_copy(update={"hflip": True})))[0].numpy()
+               for seed in (3, 4)]
+    assert any(not np.allclose(batch, batch[:, :, ::-1]) for batch in flipped)
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    net = keras.Model(inputs, {"logits": keras.layers.Conv2D(4, 1, name="logits")(x)})
+    with pytest.raises(ValueError, match="needs a teacher"):
+        finetune(net, None, data, QATConfig(steps=1, batch_size=2), (32, 32), progress=False, photos=frames)
+
+    raw = tiny_config_dict(tmp_path)
+    raw["data"].update(num_classes=4, source="folder", train_dir=str(tmp_path / "absent"),
+                       val_dir=str(tmp_path / "absent"))
+    cfg = config_from_dict(raw)
+    ecfg = parse_export({}, {"images": [str(tmp_path / "frames")], "savedmodel": False,
+                             "qat": {"steps": 2, "batch_size": 2, "calibration_batches": 1}})
+    record = export_student(cfg, net, ecfg, ["qat"], tmp_path / "export", progress=True)
+    assert "qat: fine-tuning on 4 of the --images without labels (pixel-wise KL to the float network alone)" in \
+        capsys.readouterr().out
+    entry = record["exports"]["qat"]
+    assert entry["qat"]["teacher"] == "the float network" and entry["qat"]["data"] == "images"
+    assert entry["qat"]["ce_weight"] == 0.0 and np.isfinite(entry["qat"]["last_loss"])
+    assert entry["deployability"]["all_integer"] is True
+    assert entry["parity"]["checked_on"] == "images" and entry["parity"]["num_images"] == 4
+    too_big = parse_export({}, {"images": [str(tmp_path / "frames")], "savedmodel": False})
+    with pytest.raises(ExportError, match="qat on --images fine-tunes on batches of 8 of them: 4 given"):
+        export_student(cfg, net, too_big, ["float32", "qat"], tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
 
 
 def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_to_try():

@@ -10,8 +10,8 @@ Example::
       calibration_samples: 200    # representative training images for int8 calibration
       calibration_percentile: null  # int8 activation ranges: null = extremes; p in (50, 100) = percentiles
       eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
-      qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, pixel_weight: 10.0, temperature: 1.0,
-            calibration_batches: 16, freeze_batch_norm: false}
+      qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, ce_weight: 1.0, pixel_weight: 10.0,
+            temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false}
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ OUTPUTS = ("labels", "logits")
 
 
 class QATConfig(_Section):
-    """Quantization-aware fine-tuning: CE + pixel_weight · pixel-wise KL to the frozen teacher."""
+    """Quantization-aware fine-tuning: ce_weight · CE + pixel_weight · pixel-wise KL to the frozen teacher. On
+    unlabelled images (``export.images``) there is no CE: the KL alone, to the teacher or else to the float
+    network being exported."""
 
     steps: int = Field(300, ge=1)
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(1e-5, gt=0)
+    ce_weight: float = Field(1.0, ge=0)
     pixel_weight: float = Field(10.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     calibration_batches: int = Field(16, ge=1)

@@ -8,18 +8,26 @@ with fake quantization in the loop on
     L = CE(z^S, y) + λ_pi · L_pi(z^S, z^T)
 
 where L_pi is the pixel-wise distillation loss (SPEC §1.1) against the frozen
-Keras 3 teacher's logits (CE only when no teacher is given). tfmot is imported
-only inside this module's functions: importing it sets TF_USE_LEGACY_KERAS.
+Keras 3 teacher's logits (CE only when no teacher is given; CE weighted by
+``export.qat.ce_weight``). On unlabelled images (``photo_batches``) only the
+pixel-wise term remains: the int8 twin learns to reproduce its teacher, by
+default the float network itself. tfmot is imported only inside this module's
+functions: importing it sets TF_USE_LEGACY_KERAS.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from skd_tf.data.augment import normalize
+from skd_tf.export.checks import raw_photo
 from skd_tf.export.config import QATConfig
 from skd_tf.config import DataConfig
 from skd_tf.console import show_progress
@@ -209,14 +217,37 @@ def tie_concatenation_ranges(qat_model) -> int:
     return len(groups)
 
 
+def photo_batches(photos: list[Path], size: tuple[int, int], batch_size: int, seed: int, data: DataConfig):
+    """Endless (images, None) batches of unlabelled image files for fine-tuning without labels: each file as
+    an app feeds it (``checks.raw_photo``: as a viewer shows it, resized bilinear to ``size``), flipped left-right
+    at random when ``data.hflip``, normalised (x − mean) / std as the training pipeline normalises; every pass
+    over the files in a new order drawn from ``seed``."""
+    if len(photos) < batch_size:
+        raise ValueError(f"QAT on images: {len(photos)} image(s) for batches of {batch_size}; give at least "
+                         f"{batch_size} or lower export.qat.batch_size")
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(photos))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            batch = np.concatenate([raw_photo(photos[i], size) for i in order[start:start + batch_size]])
+            if data.hflip:
+                flip = rng.random(batch_size) < 0.5
+                batch[flip] = batch[flip, :, ::-1]
+            yield normalize(tf.constant(batch, tf.float32), data.mean, data.std), None
+
+
 def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tuple[int, int],
-             progress: bool = True) -> QATResult:
+             progress: bool = True, photos: Optional[list[Path]] = None) -> QATResult:
     """Fine-tunes the QAT twin of ``network`` for ``cfg.steps`` steps; returns it at ``input_size``. Seeded by
-    ``cfg.seed`` (data order, and the random generators of Python, NumPy and TensorFlow): a run repeats."""
+    ``cfg.seed`` (data order, and the random generators of Python, NumPy and TensorFlow): a run repeats.
+    ``photos``: unlabelled image files to fine-tune on (``photo_batches``) instead of the training split; the
+    loss is then the pixel-wise term alone, so a teacher is needed (``export_one`` passes the float network)."""
     import tf_keras
 
     from skd_tf.data.pipeline import train_dataset
 
+    if teacher is None and (photos is not None or not cfg.ce_weight):
+        raise ValueError("QAT without labels (images, or export.qat.ce_weight 0) needs a teacher to reproduce")
     train_size = tuple(data.crop_size)
     # the fine-tuning's dropout masks (tf_keras draws them from its own generator): the same file every run
     tf_keras.utils.set_random_seed(cfg.seed)
@@ -226,8 +257,12 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
         teacher.trainable = False
     if cfg.freeze_batch_norm:
         freeze_batch_norm(qat_model)
-    calibration = train_dataset(data, cfg.batch_size, seed=cfg.seed + 1).take(cfg.calibration_batches)
-    calibrate_ranges(qat_model, (images for images, _ in calibration))
+    if photos is not None:
+        batches = photo_batches(photos, train_size, cfg.batch_size, cfg.seed + 1, data)
+        calibrate_ranges(qat_model, (next(batches)[0] for _ in range(cfg.calibration_batches)))
+    else:
+        calibration = train_dataset(data, cfg.batch_size, seed=cfg.seed + 1).take(cfg.calibration_batches)
+        calibrate_ranges(qat_model, (images for images, _ in calibration))
     pixel = PixelwiseDistillation(temperature=cfg.temperature)
     aligned = logits_align_corners(network)
     optimizer = tf_keras.optimizers.Adam(cfg.learning_rate)
@@ -242,7 +277,10 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
         teacher_logits = teacher(images, training=False)["logits"] if teacher is not None else None
         with tf.GradientTape() as tape:
             logits = qat_model(images, training=True)
-            loss = segmentation_cross_entropy(logits, labels, data.ignore_label, align_corners=aligned)
+            loss = tf.constant(0.0)
+            if labels is not None and cfg.ce_weight:  # labels: None on unlabelled images
+                loss = cfg.ce_weight * segmentation_cross_entropy(logits, labels, data.ignore_label,
+                                                                  align_corners=aligned)
             if teacher_logits is not None and cfg.pixel_weight:
                 loss += cfg.pixel_weight * pixel({"logits": logits}, {"logits": teacher_logits})
         grads = tape.gradient(loss, qat_model.trainable_variables)
@@ -250,7 +288,11 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
         return loss
 
     losses = []
-    stream = train_dataset(data, cfg.batch_size, seed=cfg.seed).take(cfg.steps)
+    if photos is not None:
+        batches = photo_batches(photos, train_size, cfg.batch_size, cfg.seed, data)
+        stream = (next(batches) for _ in range(cfg.steps))
+    else:
+        stream = train_dataset(data, cfg.batch_size, seed=cfg.seed).take(cfg.steps)
     bar_shown = show_progress(progress)
     lines = progress and not bar_shown  # off a terminal (a log file): a line every tenth of the run instead
     started = time.time()

@@ -122,11 +122,19 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
         from skd_tf.export.qat import finetune, qat_logits_fn
 
         teacher, teacher_path = _teacher_for_qat(cfg, ecfg, tuple(cfg.data.crop_size))
+        if teacher is None and (photos is not None or not ecfg.qat.ce_weight):
+            # no labels to learn from: the int8 twin learns to give the float network's own outputs
+            teacher, teacher_path = network, "the float network"
         if teacher is None and progress:
             print("note: no teacher (export.teacher or distill.teacher): QAT fine-tunes with cross-entropy only")
-        result = finetune(network, teacher, cfg.data, ecfg.qat, spec.input_size, progress)
+        if photos is not None and progress:
+            print(f"qat: fine-tuning on {len(photos)} of the --images without labels (pixel-wise KL to "
+                  f"{teacher_path} alone)", flush=True)
+        result = finetune(network, teacher, cfg.data, ecfg.qat, spec.input_size, progress, photos)
         facts["qat"] = {**ecfg.qat.model_dump(), "teacher": teacher_path, "first_loss": result.first_loss,
-                        "last_loss": result.last_loss}
+                        "last_loss": result.last_loss, "data": "images" if photos is not None else "training split"}
+        if photos is not None:
+            facts["qat"]["ce_weight"] = 0.0  # no labels, no cross-entropy
         logits_fn = qat_logits_fn(result.model)
     else:
         logits_fn = network_logits_fn(network, quantization)
@@ -188,9 +196,9 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
     out = Path(out_dir)
     network, spec = prepare_network(checkpoint, cfg, ecfg)
     photos = image_files(ecfg.images) if ecfg.images else None
-    if photos is not None and "qat" in quantizations:  # before any file is written
-        raise ExportError("qat fine-tunes on the config's labelled training split, which --images (unlabelled) "
-                          "cannot stand in for: export int8 or float16 from images")
+    if photos is not None and "qat" in quantizations and len(photos) < ecfg.qat.batch_size:  # before any file
+        raise ExportError(f"qat on --images fine-tunes on batches of {ecfg.qat.batch_size} of them: "
+                          f"{len(photos)} given; give more or lower export.qat.batch_size")
     if photos is None:  # the validation split checks every file: a missing one stops the export before any is written
         val_dataset(cfg.data, 1, ecfg.eval_limit)
     record_path = out / "export.json"
