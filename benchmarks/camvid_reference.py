@@ -88,14 +88,18 @@ def miou(labels: np.ndarray, predicted: np.ndarray, classes: int, ignore: int) -
     return scores_from_confusion(confusion_matrix(labels, predicted, classes, ignore).numpy())["miou"]
 
 
-def qat_key(steps: int, learning_rate: float | None) -> str:
-    """The record key of one QAT schedule: ``qat_300``, or ``qat_1000_lr3e-05`` when the learning rate is not the
-    config's."""
-    return f"qat_{steps}" if learning_rate is None else f"qat_{steps}_lr{learning_rate:g}"
+QAT_SETTINGS = {"learning_rate": "lr", "ce_weight": "ce"}  # export.qat keys the script sets, and their short names
+
+
+def qat_key(steps: int, settings: dict | None = None) -> str:
+    """The record key of one QAT schedule: ``qat_300``, or with the export.qat settings given (not the config's)
+    ``qat_1000_lr3e-05_ce0``."""
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    return f"qat_{steps}" + "".join(f"_{QAT_SETTINGS[k]}{given[k]:g}" for k in QAT_SETTINGS if k in given)
 
 
 def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], calibration: int, qat_steps: int,
-               records: dict, save, qat_learning_rate: float | None = None) -> None:
+               records: dict, save, qat_settings: dict | None = None) -> None:
     from skd_tf.evaluation.evaluate import evaluate_network
     from skd_tf.export.config import parse_export
     from skd_tf.export.run import export_student
@@ -127,7 +131,7 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
         if not keras_path.is_file():
             import_checkpoint(cfg, str(folder / rel), keras_path)
         if not (out / stem / "torch_labels.npy").is_file() and any(
-                (qat_key(qat_steps, qat_learning_rate) if q == "qat" else q) not in base["quantizations"]
+                (qat_key(qat_steps, qat_settings) if q == "qat" else q) not in base["quantizations"]
                 for q in quantizations):
             print(f"{rel}: PyTorch on the test split", flush=True)
             rgb, labels = test_split(cfg)
@@ -137,14 +141,13 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
                 raise SystemExit(f"{rel}: PyTorch's test mIoU is not the recorded one: another CamVid? (--fresh)")
             np.save(out / stem / "torch_labels.npy", reference)
     for quantization in quantizations:
-        key = qat_key(qat_steps, qat_learning_rate) if quantization == "qat" else quantization  # one per schedule
+        key = qat_key(qat_steps, qat_settings) if quantization == "qat" else quantization  # one per schedule
         if key in base["quantizations"]:
             continue
         print(f"{rel}: {quantization}", flush=True)
         reference_path = out / stem / "torch_labels.npy"
         qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
-        if qat_learning_rate is not None:
-            qat["learning_rate"] = qat_learning_rate
+        qat.update({k: v for k, v in (qat_settings or {}).items() if v is not None})
         export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
                                            "teacher": str(keras_path) if quantization == "qat" else None, "qat": qat})
         start = time.time()
@@ -157,8 +160,9 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
             "miou_tflite": facts["parity"]["miou_tflite"], "labels_vs_keras": facts["parity"]["argmax_agreement"],
             "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
             if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
-            **({"qat_learning_rate": export.qat.learning_rate, "qat_first_loss": facts["qat"]["first_loss"],
-                "qat_last_loss": facts["qat"]["last_loss"]} if quantization == "qat" else {}),
+            **({"qat_learning_rate": export.qat.learning_rate, "qat_ce_weight": export.qat.ce_weight,
+                "qat_first_loss": facts["qat"]["first_loss"], "qat_last_loss": facts["qat"]["last_loss"]}
+               if quantization == "qat" else {}),
             "seconds": round(time.time() - start, 1)}
         save()
 
@@ -173,8 +177,10 @@ def table(records: dict) -> str:
         for quantization, facts in row["quantizations"].items():
             how = quantization
             if facts.get("qat_steps"):
-                how = f"qat ({facts['qat_steps']} steps" + (f", lr {facts['qat_learning_rate']:g})"
-                                                            if "qat_learning_rate" in facts else ")")
+                how = f"qat ({facts['qat_steps']} steps"
+                how += f", lr {facts['qat_learning_rate']:g}" if "qat_learning_rate" in facts else ""
+                how += f", CE × {facts['qat_ce_weight']:g}" if facts.get("qat_ce_weight", 1.0) != 1.0 else ""
+                how += ")"
             lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
                          f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{100 * facts['labels_vs_keras']:.2f} % | {facts['file_bytes'] / 2**20:.2f} |")
@@ -190,6 +196,8 @@ def main() -> int:
     parser.add_argument("--qat-steps", type=int, default=300, help="QAT fine-tuning steps (default: %(default)s)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's, "
                         "export.qat.learning_rate); recorded as its own entry")
+    parser.add_argument("--qat-ce-weight", type=float, help="QAT's cross-entropy weight (default: the config's, "
+                        "export.qat.ce_weight; 0: the pixel-wise KL to the float network alone)")
     parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: all four)")
     parser.add_argument("--out", default="runs/camvid_reference", help="where the .keras/.tflite files go")
     parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
@@ -215,7 +223,8 @@ def main() -> int:
     for entry in CAMVID_FILES:
         if entry[0] in chosen:
             check_file(folder, entry, views, out, args.quantizations.split(","), args.calibration_samples,
-                       args.qat_steps, records, save, args.qat_learning_rate)
+                       args.qat_steps, records, save,
+                       {"learning_rate": args.qat_learning_rate, "ce_weight": args.qat_ce_weight})
     print(table(records))
     if args.docs:
         write_block("published-weights.md", "camvid-table", table(records))

@@ -512,8 +512,12 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
         "| `camvid/espnet/base_57.8.pth` | 57.83 | 57.83 | qat (300 steps) | 55.00 | 97.50 % | 97.51 % | 1.00 |",
         "| `camvid/espnet/base_57.8.pth` | 57.83 | 57.83 | qat (1000 steps, lr 3e-05) | 56.00 | 98.00 % | 98.00 % "
         "| 1.00 |"]
-    assert camvid_reference.qat_key(300, None) == "qat_300"
-    assert camvid_reference.qat_key(1000, 3e-5) == "qat_1000_lr3e-05"
+    assert camvid_reference.qat_key(300, {"learning_rate": None, "ce_weight": None}) == "qat_300"
+    assert camvid_reference.qat_key(1000, {"ce_weight": 0.0, "learning_rate": 3e-5}) == "qat_1000_lr3e-05_ce0"
+    record["camvid/espnet/base_57.8.pth"]["quantizations"] = {"qat_1000_lr3e-05_ce0": {
+        "miou_tflite": 0.56, "labels_vs_torch": 0.98, "labels_vs_keras": 0.98, "file_bytes": 2**20, "qat_steps": 1000,
+        "qat_learning_rate": 3e-5, "qat_ce_weight": 0.0}}
+    assert "| qat (1000 steps, lr 3e-05, CE × 0) | 56.00 |" in camvid_reference.table(record)
     shutil.rmtree(camvid / "trainannot")
     with pytest.raises(SystemExit, match="no trainannot/ folder"):
         camvid_reference.folder_view(camvid, tmp_path / "other")
