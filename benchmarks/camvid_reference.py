@@ -111,41 +111,40 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
     stem = file_stem(rel)
     cfg = run_config(config, views)
     keras_path = out / stem / "model.keras"
+    reference_path = out / stem / "torch_labels.npy"
     base = records.get(rel)
     rgb = None  # the test images, decoded once for every check of this file below
+
+    def pytorch_on_the_test_split() -> float:
+        """PyTorch's labels of the test images into ``reference_path``; returns their mIoU."""
+        nonlocal rgb
+        rgb, labels = test_split(cfg)
+        reference = torch_labels(torch_network(None, decoder, classes, read_state_dict(folder / rel)), rgb,
+                                 cfg.model.input_convention)
+        np.save(reference_path, reference)
+        return miou(labels, reference, classes, cfg.data.ignore_label)
+
     if base is None:
         print(f"{rel}: import, Keras and PyTorch on the test split", flush=True)
         imported = import_checkpoint(cfg, str(folder / rel), keras_path)
         network = load_model(keras_path, cfg.data)
         scores = evaluate_network(network, cfg.data, batch_size=4, progress=False)
-        rgb, labels = test_split(cfg)
-        reference = torch_labels(torch_network(None, decoder, classes, read_state_dict(folder / rel)), rgb,
-                                 cfg.model.input_convention)
-        np.save(out / stem / "torch_labels.npy", reference)
+        miou_torch = pytorch_on_the_test_split()
         base = records[rel] = {
             "file": rel, "config": config, "parameters": imported["parameters"], "test_images": len(rgb),
-            "miou_torch": miou(labels, reference, classes, cfg.data.ignore_label), "miou_keras": scores["miou"],
-            "pixel_accuracy_keras": scores["pixel_accuracy"], "quantizations": {}}
+            "miou_torch": miou_torch, "miou_keras": scores["miou"], "pixel_accuracy_keras": scores["pixel_accuracy"],
+            "quantizations": {}}
         save()
-    else:  # recorded on another machine: the model and PyTorch's labels are made again, checked against the record
-        if not keras_path.is_file():
-            import_checkpoint(cfg, str(folder / rel), keras_path)
-        if not (out / stem / "torch_labels.npy").is_file() and any(
-                (qat_key(qat_steps, qat_settings) if q == "qat" else q) not in base["quantizations"]
-                for q in quantizations):
-            print(f"{rel}: PyTorch on the test split", flush=True)
-            rgb, labels = test_split(cfg)
-            reference = torch_labels(torch_network(None, decoder, classes, read_state_dict(folder / rel)), rgb,
-                                     cfg.model.input_convention)
-            if abs(miou(labels, reference, classes, cfg.data.ignore_label) - base["miou_torch"]) > 1e-6:
-                raise SystemExit(f"{rel}: PyTorch's test mIoU is not the recorded one: another CamVid? (--fresh)")
-            np.save(out / stem / "torch_labels.npy", reference)
-    for quantization in quantizations:
-        key = qat_key(qat_steps, qat_settings) if quantization == "qat" else quantization  # one per schedule
-        if key in base["quantizations"]:
-            continue
+    keys = {q: qat_key(qat_steps, qat_settings) if q == "qat" else q for q in quantizations}  # one per schedule
+    pending = [q for q in quantizations if keys[q] not in base["quantizations"]]
+    if pending and not keras_path.is_file():  # recorded on another machine: the model is made again
+        import_checkpoint(cfg, str(folder / rel), keras_path)
+    if pending and not reference_path.is_file():  # and PyTorch's labels, checked against the record
+        print(f"{rel}: PyTorch on the test split", flush=True)
+        if abs(pytorch_on_the_test_split() - base["miou_torch"]) > 1e-6:
+            raise SystemExit(f"{rel}: PyTorch's test mIoU is not the recorded one: another CamVid? (--fresh)")
+    for quantization in pending:
         print(f"{rel}: {quantization}", flush=True)
-        reference_path = out / stem / "torch_labels.npy"
         qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
         qat.update({k: v for k, v in (qat_settings or {}).items() if v is not None})
         export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
@@ -156,7 +155,7 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
         if rgb is None:
             rgb = test_split(cfg)[0]
         agreement = float((tflite_labels(Path(facts["file"]), rgb) == np.load(reference_path)).mean())
-        base["quantizations"][key] = {
+        base["quantizations"][keys[quantization]] = {
             "miou_tflite": facts["parity"]["miou_tflite"], "labels_vs_keras": facts["parity"]["argmax_agreement"],
             "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
             if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
