@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skd_tf.atomic import write_text
 from skd_tf.benchmark import runtime
 from skd_tf.benchmark.device import host_device
 from skd_tf.benchmark.labels import palette
@@ -18,6 +19,8 @@ from skd_tf.data import class_names
 from skd_tf.models import at_input_size, load_model
 from skd_tf.models.flops import count_flops
 
+PREDICTIONS, PER_CLASS, LATENCY = "predictions.png", "per_class_iou.png", "latency_miou.png"
+FIGURES = (PREDICTIONS, PER_CLASS, LATENCY)  # drawn beside report.md
 ROLE_TITLES = {"teacher": "teacher", "baseline": "baseline student", "distilled": "distilled student"}
 
 
@@ -69,7 +72,8 @@ def predictions_figure(path: Path, cfgs: dict[str, RunConfig], nets: dict, recor
     spec = ServingSpec(size, data.num_classes, records["distilled"]["output"], records["distilled"]["preprocess"],
                        tuple(data.mean), tuple(data.std))
     colours = palette(max(data.num_classes, 256))
-    columns = ["image", "ground truth", "teacher", "baseline", "distilled"] + (["distilled int8 TFLite"] if int8 else [])
+    columns = ["image", "ground truth", "teacher", "baseline", "distilled"]
+    columns += ["distilled int8 TFLite"] if int8 else []
     fig, axes = plt.subplots(count, len(columns), figsize=(2.0 * len(columns), 2.0 * count), squeeze=False)
     mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
     for i, (raw, label) in enumerate(raw_validation_images(data, size, count)):
@@ -138,10 +142,10 @@ def write_report(demo_dir: Path, cfgs: dict[str, RunConfig], scores: dict, recor
     nets = evaluation_networks(cfgs)
     rows = model_rows(cfgs, nets, scores, records, bench)
     int8 = records["distilled"]["exports"].get("int8")
-    predictions_figure(demo_dir / "predictions.png", cfgs, nets, records)
-    per_class_figure(demo_dir / "per_class_iou.png", names, scores,
+    predictions_figure(demo_dir / PREDICTIONS, cfgs, nets, records)
+    per_class_figure(demo_dir / PER_CLASS, names, scores,
                      int8["parity"]["per_class_iou_tflite"] if int8 else None)
-    latency_figure(demo_dir / "latency_miou.png", bench, records)
+    latency_figure(demo_dir / LATENCY, bench, records)
 
     base, dist, teach = (100 * scores[r]["miou"] for r in ("baseline", "distilled", "teacher"))
     delta = dist - base
@@ -187,5 +191,5 @@ def write_report(demo_dir: Path, cfgs: dict[str, RunConfig], scores: dict, recor
         f"`{demo_dir}/benchmark.json`.",
     ]
     report = demo_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    write_text(report, "\n".join(lines) + "\n")
     return report

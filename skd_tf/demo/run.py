@@ -8,7 +8,7 @@ Stages (each skipped when its output already exists; ``fresh`` starts over):
 5. export the distilled student as float32 and int8 TFLite (and the teacher and
    the baseline as float32, for the latency comparison), with export.json checks,
 6. benchmark every .tflite file on the host (LiteRT, XNNPACK, 2 threads),
-7. write ``<runs>/demo/report.md`` with its three figures.
+7. write ``<runs>/demo/report.md`` with its three figures (kept when every other stage was reused).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from skd_tf.atomic import write_text
 from skd_tf.config import RunConfig, load_config
 
 CONFIGS = {"teacher": "synthetic_teacher", "baseline": "synthetic_student", "distilled": "synthetic_skd_full"}
@@ -53,7 +54,7 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
     from skd_tf.export.config import parse_export
     from skd_tf.export.run import export_student
     from skd_tf.distill.run import distill
-    from skd_tf.demo.report import write_report
+    from skd_tf.demo.report import FIGURES, write_report
     from skd_tf.training.run import train
 
     start = time.time()
@@ -65,6 +66,7 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
         shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True, exist_ok=True)
     verbose = 0 if quiet else 1
+    computed = False  # whether a stage ran in this invocation (the report is then made again)
 
     for step, role in enumerate(("teacher", "baseline"), start=1):
         if _finished(cfgs[role]):
@@ -72,11 +74,13 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
         else:
             _say(f"{step}/7 training the {role} ({cfgs[role].name})", quiet)
             train(cfgs[role], verbose=verbose)
+            computed = True
     if _finished(cfgs["distilled"]):
         _say(f"3/7 distilled student: reusing {cfgs['distilled'].train.out_dir}", quiet)
     else:
         _say("3/7 distilling the student (pixel-wise + pair-wise + holistic)", quiet)
         distill(cfgs["distilled"], verbose=verbose)
+        computed = True
 
     scores_path = demo_dir / "scores.json"
     if scores_path.exists():
@@ -85,7 +89,8 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
     else:
         _say("4/7 evaluating the three models", quiet)
         scores = _evaluate(cfgs, quiet)
-        scores_path.write_text(json.dumps(scores, indent=2))
+        write_text(scores_path, json.dumps(scores, indent=2))
+        computed = True
 
     exports = {"teacher": ["float32"], "baseline": ["float32"], "distilled": ["float32", "int8"]}
     records = {}
@@ -100,6 +105,7 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
             ecfg = parse_export(cfgs[role].export, {"savedmodel": False}, cfgs[role].origin)
             record = export_student(cfgs[role], str(Path(cfgs[role].train.out_dir) / "model.keras"), ecfg,
                                     quantizations, out, progress=not quiet)
+            computed = True
         records[role] = record
 
     bench_path = demo_dir / "benchmark.json"
@@ -115,11 +121,16 @@ def run_demo(runs_dir: str | Path = "runs", overrides: list[str] = (), fresh: bo
             if not quiet:
                 print(f"  [{i}/{len(files)}] {Path(f).name}", flush=True)
             bench.append(run_isolated(f, threads, True, settings))
-        bench_path.write_text(json.dumps(bench, indent=2))
+        write_text(bench_path, json.dumps(bench, indent=2))
+        computed = True
 
+    report = demo_dir / "report.md"
+    if not computed and all((demo_dir / name).exists() for name in (report.name,) + FIGURES):
+        _say(f"7/7 report: reusing {report}", quiet)
+        return report
     _say("7/7 writing the report", quiet)
-    report = write_report(demo_dir, cfgs, scores, records, bench, time.time() - start)
-    return report
+    report.unlink(missing_ok=True)  # written last: while it exists, its figures are the ones it describes
+    return write_report(demo_dir, cfgs, scores, records, bench, time.time() - start)
 
 
 def _evaluate(cfgs: dict[str, RunConfig], quiet: bool) -> dict:
