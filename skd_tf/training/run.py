@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from skd_tf.atomic import write_text
 from skd_tf.config import RunConfig, TrainConfig
@@ -142,8 +141,6 @@ def _train(cfg: RunConfig, out: Path, verbose: int, extra_callbacks) -> dict:
                                   cfg.train.aux_weight, global_batch_size=cfg.train.batch_size)
     optimizer = make_optimizer(cfg.train)
     trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
-    # compiled: an eager call of a built functional model keeps every layer's output until it returns
-    tf.function(lambda x: trainer(x))(tf.zeros((1, *cfg.data.crop_size, 3)))
     trainer.build_optimizer()  # before fit: resuming restores its state
 
     fit_resumable(trainer, network, cfg, out, verbose=verbose, extra_callbacks=extra_callbacks)
