@@ -387,11 +387,16 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     text = format_export(record, ["float32", "int8", "qat"])
     assert "int8 gives Keras' labels on only 8.66 %" in text and "try another --calibration-percentile than 99.9" in text
     assert "float32 file should give Keras' labels: please report it" in text and "dynamic" not in text
-    photos = {"exports": {"int8": entry(0.4276)}}  # checked on --images: no labels, no QAT, no mIoU
+    photos = {"exports": {"int8": entry(0.4276)}}  # checked on --images: no labels, no mIoU
     photos["exports"]["int8"]["parity"].update(checked_on="images", miou_tflite=None, miou_keras=None)
     assert format_export(photos).splitlines()[-1] == (
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): "
-        "try --calibration-percentile 99.9 or more --images, or ship float16 (docs/export.md)")
+        "try --calibration-percentile 99.9, more --images or --quantization qat, or ship float16 (docs/export.md)")
+    for teacher, remedy in ((None, "try more --qat-steps or a teacher (export.teacher)"),  # CE alone
+                            ("the float network", "try more --qat-steps or a higher export.qat.learning_rate")):
+        qat = {"exports": {"qat": entry(0.6423, qat={"steps": 150, "teacher": teacher})}}
+        assert f"only 64.23 % of the pixels of 3 validation images (below 95 %): {remedy}, or ship float16" \
+            in format_export(qat)
     record["exports"]["int8"]["parity"]["num_images"] = 0  # nothing was checked: nothing to warn of
     assert "int8 gives" not in format_export(record)
 

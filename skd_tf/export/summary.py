@@ -53,10 +53,12 @@ def low_agreement_warning(quantization: str, entry: dict) -> str:
         percentile = entry.get("calibration_percentile")
         ranges = (f"another --calibration-percentile than {percentile:g}" if percentile is not None
                   else "--calibration-percentile 99.9")
-        qat = " or more --images" if parity.get("checked_on") == "images" else " or --quantization qat"
-        remedy = f"try {ranges}{qat}, or ship float16"
+        more = ", more --images" if parity.get("checked_on") == "images" else ""
+        remedy = f"try {ranges}{more} or --quantization qat, or ship float16"
     elif quantization == "qat":
-        remedy = "try more --qat-steps or a teacher (export.teacher), or ship float16"
+        teacher = (entry.get("qat") or {}).get("teacher")
+        remedy = ("try more --qat-steps or a higher export.qat.learning_rate, or ship float16" if teacher else
+                  "try more --qat-steps or a teacher (export.teacher), or ship float16")
     else:
         remedy = "compare it with the float32 file"
     images = "images" if parity.get("checked_on") == "images" else "validation images"
