@@ -72,14 +72,20 @@ def test_cli_start_up_on_a_cpu_host_prints_no_tensorflow_noise(tmp_path):
     assert verbose.returncode == 2 and len(verbose.stderr.splitlines()) > 1  # TensorFlow's own lines
 
 
-def test_a_piped_training_run_logs_one_line_per_epoch(tmp_path):
-    """Keras' convention off a terminal: no redrawn bar, one line per epoch with the metrics."""
+def test_a_piped_training_run_logs_one_line_per_epoch(tmp_path, capfd):
+    """Keras' convention off a terminal: no redrawn bar, one line per epoch with the metrics. Run in this
+    process, whose standard output and error are captured (not terminals), as a pipe or a file would be; the
+    start-up's lines are test_cli_start_up_on_a_cpu_host_prints_no_tensorflow_noise's."""
+    from skd_tf.cli import main
+
     sets = ["data.synthetic.num_train=16", "data.synthetic.num_val=4", "data.synthetic.image_size=32",
             "data.crop_size=[32,32]", "model.width=0.125", "model.head_channels=8", "train.batch_size=4",
             "eval.batch_size=4", "train.steps=4", "train.steps_per_epoch=2", f"train.out_dir={tmp_path}"]
-    proc = run_cli("train", "--config", CONFIG, *[a for s in sets for a in ("--set", s)])
-    assert proc.returncode == 0, proc.stderr
-    log = proc.stdout + proc.stderr
+    capfd.readouterr()
+    code = main(["train", "--config", CONFIG, *[a for s in sets for a in ("--set", s)]])
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    log = captured.out + captured.err
     assert "\r" not in log and "\x1b[" not in log
     epoch_lines = [line for line in log.splitlines() if line.startswith("2/2 - ")]
     assert len(epoch_lines) == 2 and all("loss:" in line and "miou:" in line for line in epoch_lines)
