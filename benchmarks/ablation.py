@@ -114,7 +114,8 @@ PIPELINE = 2
 # Config keys added after runs were recorded, with the default every earlier run had: left out of the digest at
 # that default, so a new option does not make every record look stale.
 ADDED_KEYS = {("model", "espnet_blocks"): [2, 8], ("model", "input_convention"): None,
-              ("model", "bn_momentum"): None, ("model", "reduced_tail"): False}
+              ("model", "bn_momentum"): None, ("model", "reduced_tail"): False,
+              ("distill", "teacher_distances"): True}
 
 
 def resolved_digest(resolved: dict) -> str:
@@ -128,7 +129,7 @@ def resolved_digest(resolved: dict) -> str:
     if resolved.get("distill"):
         resolved["distill"].pop("teacher", None)
     for (section, key), default in ADDED_KEYS.items():
-        if key in resolved.get(section, {}) and resolved[section][key] == default:
+        if key in (resolved.get(section) or {}) and resolved[section][key] == default:  # distill: None in train runs
             del resolved[section][key]
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
 

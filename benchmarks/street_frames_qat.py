@@ -69,12 +69,15 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
     row = records.setdefault(rel, {"file": rel, "config": config, "input_size": list(size), "frames": len(frames),
                                    "held_out": len(held_out), "quantizations": {}})
     pending = [q for q in quantizations if keys[q] not in row["quantizations"]]
+    if not keras_path.is_file() and (pending or "parameters" not in row):
+        print(f"{rel}: import", flush=True)
+        import_checkpoint(cfg, str(folder / rel), keras_path)
+    if "parameters" not in row:
+        row["parameters"] = load_model(keras_path, cfg.data).count_params()
+        save()
     if not pending:
         return
     rgb = load_photos(held_out, size)
-    if not keras_path.is_file():
-        print(f"{rel}: import", flush=True)
-        row["parameters"] = import_checkpoint(cfg, str(folder / rel), keras_path)["parameters"]
     if not reference_path.is_file():
         print(f"{rel}: PyTorch on {len(held_out)} held-out frames", flush=True)
         twin = torch_logits(torch_network(None, decoder, classes, read_state_dict(folder / rel)), rgb,
@@ -87,7 +90,8 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
         if settings["learning_rate"] is not None:
             qat["learning_rate"] = settings["learning_rate"]
         export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False,
-                                           "calibration_samples": settings["calibration"], "qat": qat})
+                                           "calibration_samples": settings["calibration"],
+                                           "eval_limit": settings["export_checks"], "qat": qat})
         start = time.time()
         record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
         facts = record["exports"][quantization]
@@ -132,6 +136,8 @@ def main() -> int:
                         "batches (default: %(default)s: 4× fewer pixels than the file's input, 3.8 s a step of 8 "
                         "frames on 2 AVX2 cores)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's)")
+    parser.add_argument("--export-checks", type=int, default=20, help="frames `skd-tf export` checks each file on "
+                        "against Keras (its own check; the table's is on --held-out) (default: %(default)s)")
     parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: both)")
     parser.add_argument("--out", default="runs/street_frames_qat", help="where the .keras/.tflite files go")
     parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
@@ -163,7 +169,7 @@ def main() -> int:
         write_text(results, json.dumps(records, indent=1) + "\n")
 
     settings = {"steps": args.qat_steps, "crop": crop, "learning_rate": args.qat_learning_rate,
-                "calibration": args.calibration_samples}
+                "calibration": args.calibration_samples, "export_checks": args.export_checks}
     for entry in CITYSCAPES_FILES:
         if entry[0] in chosen:
             check_file(folder, entry, frames, held_out, out, args.quantizations.split(","), settings, records, save)

@@ -140,8 +140,8 @@ def test_a_distillation_with_zero_weight_ends_with_the_baseline_weights(tiny_tea
                            TINY + [f"train.out_dir={tmp_path / 'baseline'}", *steps])
     train(baseline, verbose=0)
     cfg = tiny("synthetic_skd_pi", tiny_teacher, tmp_path / "distilled", *steps, "distill.losses.pixel.weight=0",
-               "distill.diagnostics_every=1")
-    distill(cfg, verbose=0)
+               "distill.diagnostics_every=1", "distill.teacher_distances=false")
+    assert "teacher_distance" not in distill(cfg, verbose=0)  # the pass after training is skipped
     trained = load_model(str(tmp_path / "baseline" / "model.keras")).get_weights()
     distilled = load_model(str(tmp_path / "distilled" / "model.keras")).get_weights()
     assert len(trained) == len(distilled)
@@ -266,7 +266,8 @@ def test_nan_stops_with_the_term_and_step_and_keeps_the_last_good_state(tiny_tea
 
 
 def write_tiny_config(path, teacher, out, *extra):
-    cfg = tiny("synthetic_skd_full", teacher, out, "train.steps=6", "train.steps_per_epoch=2", *extra)
+    cfg = tiny("synthetic_skd_full", teacher, out, "train.steps=6", "train.steps_per_epoch=2",
+               "distill.teacher_distances=false", *extra)  # what is compared is the training
     path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
     return path
 
@@ -442,7 +443,7 @@ WORKER_LOSSES = {name: ALL_LOSSES[name] for name in ("pixel", "pairwise", "cwd",
 
 def test_multi_worker_run_ends_with_identical_weights_on_both_workers(tiny_teacher, tmp_path):
     config = all_losses_config(tmp_path / "mw.yaml", tiny_teacher, tmp_path / "mw", "multi_worker",
-                               losses=WORKER_LOSSES)
+                               "distill.teacher_distances=false", losses=WORKER_LOSSES)
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
     for index in range(2):

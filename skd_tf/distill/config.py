@@ -113,6 +113,9 @@ class DistillConfig(_Section):
     # every N steps: each term's gradient norm relative to CE's (TensorBoard, gradient_shares.jsonl,
     # eval.json); 0 turns it off
     diagnostics_every: int = Field(100, ge=0)
+    # after training: the student's distances to the teacher on the validation split into eval.json (a second
+    # pass over it with both networks, minutes with a ResNet-101 teacher on a CPU); false skips it
+    teacher_distances: bool = True
 
 
 def resolved_distill(cfg: DistillConfig) -> dict:

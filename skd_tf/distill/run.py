@@ -92,8 +92,9 @@ def _optimizers(cfg: RunConfig, dcfg: DistillConfig):
 def distill(cfg: RunConfig, fresh: bool = False, verbose: int = 1, extra_callbacks=()) -> dict:
     """Distils ``cfg.model`` from ``distill.teacher`` on ``cfg.data``; resumes from ``train.out_dir``.
 
-    Returns the student's validation scores with its distances to the teacher (``teacher_distance``)
-    and the gradient shares sampled during training (``gradient_share``); also written to ``eval.json``.
+    Returns the student's validation scores with its distances to the teacher (``teacher_distance``, unless
+    ``distill.teacher_distances`` is false) and the gradient shares sampled during training
+    (``gradient_share``); also written to ``eval.json``.
     """
     dcfg = parse_distill(cfg.distill, cfg.origin)
     strategy = make_strategy(dcfg.strategy)  # first: multi-worker must start before other TF work
@@ -140,8 +141,9 @@ def _distill(cfg: RunConfig, dcfg, strategy, out: Path, verbose: int, extra_call
         with atomic_path(out / "critic.weights.h5") as tmp:
             holistic.critic.save_weights(str(tmp))
     scores = evaluate_network(student, cfg.data, cfg.eval.batch_size, progress=verbose > 0)
-    scores["teacher_distance"] = teacher_distances(student, teacher, cfg.data, cfg.eval.batch_size,
-                                                   holistic=holistic)
+    if dcfg.teacher_distances:
+        scores["teacher_distance"] = teacher_distances(student, teacher, cfg.data, cfg.eval.batch_size,
+                                                       holistic=holistic)
     scores["gradient_share"] = read_gradient_shares(out)
     if autoencoder_report is not None:
         scores["autoencoder"] = autoencoder_report
