@@ -19,7 +19,6 @@ a recorded entry is not made again (--fresh to redo); --docs writes the table of
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import write_block  # noqa: E402
-from benchmarks.import_reference import FILES, file_stem, tflite_labels, torch_logits, torch_network  # noqa: E402
+from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_records,  # noqa: E402
+                                         tflite_labels, torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
 CAMVID_FILES = [entry for entry in FILES if entry[0].startswith("camvid/")]
@@ -204,19 +204,8 @@ def main() -> int:
     parser.add_argument("--docs", action="store_true", help="write the table into docs/published-weights.md")
     args = parser.parse_args()
     folder, camvid, out, results = Path(args.folder), Path(args.camvid), Path(args.out), Path(args.results)
-    chosen = args.files.split(",") if args.files else [entry[0] for entry in CAMVID_FILES]
-    unknown = sorted(set(chosen) - {entry[0] for entry in CAMVID_FILES})
-    if unknown:
-        raise SystemExit(f"--files: not a CamVid checkpoint of the set: {', '.join(unknown)}")
-    for rel in chosen:
-        if not (folder / rel).is_file():
-            raise SystemExit(f"{folder / rel} not found (the SKD authors' checkpoints: docs/published-weights.md)")
-    records = {} if args.fresh or not results.is_file() else json.loads(results.read_text())
-
-    def save():
-        from skd_tf.atomic import write_text
-
-        write_text(results, json.dumps(records, indent=1) + "\n")
+    chosen = chosen_files(folder, args.files, CAMVID_FILES, "CamVid")
+    records, save = json_records(results, args.fresh)
 
     views = folder_view(camvid, out)
     for entry in CAMVID_FILES:

@@ -54,6 +54,31 @@ VARIANTS = [(q, q, None) for q in QUANTIZATIONS] + [(f"int8_p{PERCENTILE}", "int
 RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
 
 
+def chosen_files(folder: Path, files: str | None, entries: list, kind: str) -> list[str]:
+    """The checkpoint paths of ``files`` (comma-separated; None: every one of ``entries``), each checked to be one
+    of ``entries`` (``kind`` names them in the error) and to be in ``folder``."""
+    chosen = files.split(",") if files else [entry[0] for entry in entries]
+    unknown = sorted(set(chosen) - {entry[0] for entry in entries})
+    if unknown:
+        raise SystemExit(f"--files: not a {kind} checkpoint of the set: {', '.join(unknown)}")
+    for rel in chosen:
+        if not (folder / rel).is_file():
+            raise SystemExit(f"{folder / rel} not found (the SKD authors' checkpoints: docs/published-weights.md)")
+    return chosen
+
+
+def json_records(results: Path, fresh: bool):
+    """A script's records (``{}`` when ``fresh`` or none yet) and the function that writes them back whole."""
+    records = {} if fresh or not results.is_file() else json.loads(results.read_text())
+
+    def save():
+        from skd_tf.atomic import write_text
+
+        write_text(results, json.dumps(records, indent=1) + "\n")
+
+    return records, save
+
+
 def file_stem(rel: str) -> str:
     """The name the imported and exported files of a checkpoint get in --out."""
     return rel.replace("/", "_").replace("+", "p").removesuffix(".pth")

@@ -17,7 +17,6 @@ docs/published-weights.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import write_block  # noqa: E402
-from benchmarks.import_reference import (FILES, file_stem, labels_at, load_photos,  # noqa: E402
-                                         tflite_labels, torch_logits, torch_network)
+from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_records, labels_at,  # noqa: E402
+                                         load_photos, tflite_labels, torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "street_frames_qat.json"
 CITYSCAPES_FILES = [entry for entry in FILES if entry[0].startswith("cityscapes/")]
@@ -151,22 +150,11 @@ def main() -> int:
         crop = ()
     if len(crop) != 2 or min(crop) < 32:
         raise SystemExit(f"--qat-crop {args.qat_crop}: expected height,width of at least 32 each, e.g. 256,512")
-    chosen = args.files.split(",") if args.files else [entry[0] for entry in CITYSCAPES_FILES]
-    unknown = sorted(set(chosen) - {entry[0] for entry in CITYSCAPES_FILES})
-    if unknown:
-        raise SystemExit(f"--files: not a Cityscapes checkpoint of the set: {', '.join(unknown)}")
-    for rel in chosen:
-        if not (folder / rel).is_file():
-            raise SystemExit(f"{folder / rel} not found (the SKD authors' checkpoints: docs/published-weights.md)")
+    chosen = chosen_files(folder, args.files, CITYSCAPES_FILES, "Cityscapes")
     frames, held_out = frames_in(Path(args.frames), "--frames"), frames_in(Path(args.held_out), "--held-out")
     if {p.resolve() for p in frames} & {p.resolve() for p in held_out}:
         raise SystemExit("--frames and --held-out share frames: the check must be on frames QAT did not see")
-    records = {} if args.fresh or not results.is_file() else json.loads(results.read_text())
-
-    def save():
-        from skd_tf.atomic import write_text
-
-        write_text(results, json.dumps(records, indent=1) + "\n")
+    records, save = json_records(results, args.fresh)
 
     settings = {"steps": args.qat_steps, "crop": crop, "learning_rate": args.qat_learning_rate,
                 "calibration": args.calibration_samples, "export_checks": args.export_checks}
