@@ -401,6 +401,20 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     assert "int8 gives" not in format_export(record)
 
 
+def test_converter_diagnostics_are_shortened_to_the_op_and_kept_once():
+    from skd_tf.export.convert import converter_log
+
+    frames = " at ".join(f'callsite("/venv/site-packages/tf_keras/src/m{i}.py":{i}:1' for i in range(40))
+    located = (f'loc(fused["Conv2D:", callsite("net/quant_conv.conv/Conv2D"("/venv/functional.py":692:1) at {frames}'
+               f'{")" * 40}]): error: scale out of expressed type range [1.401298e-45, 3.402823e+38]')
+    text = "\n".join([located, located, "error: scale out of expressed type range [1.401298e-45, 3.402823e+38]",
+                      "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", 'loc("head/add"): warning: kept',
+                      "a line of its own"])
+    assert converter_log(text) == [
+        "converter: net/quant_conv.conv/Conv2D: error: scale out of expressed type range [1.401298e-45, 3.402823e+38]",
+        "converter: head/add: warning: kept", "a line of its own"]
+
+
 def test_the_private_litert_apis_we_use_exist(tmp_path):
     """Interpreter._get_ops_details (op lists) and _pywrap_analyzer_wrapper (the GPU-compatibility report) are
     private LiteRT APIs: if an upgrade removes or changes them, this names which, before any export does."""

@@ -128,12 +128,35 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
     calibration = (corrected_calibration(calibration_percentile) if representative is not None
                    else contextlib.nullcontext())
     try:
-        with warnings.catch_warnings(), native_stderr(without_tflite_notes), calibration:
+        with warnings.catch_warnings(), native_stderr(converter_log), calibration:
             # the converter asks for input statistics it then computes from the representative data
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
             return converter.convert()
     except Exception as err:  # ConverterError, or ValueError/RuntimeError from the quantizer
         raise _explain(err) from None
+
+
+# An MLIR diagnostic: ``loc(<where>): error: <message>``, where <where> is the op's name and the Python frames
+# that made it (kilobytes per op).
+_DIAGNOSTIC = re.compile(r"^loc\((?P<where>.*)\): (?P<level>error|warning|note|remark): (?P<message>.*)$")
+_OP_NAME = re.compile(r'(?:callsite\(|loc\(|^)"(?P<name>[^"]+)"')
+
+
+def converter_log(text: str) -> list[str]:
+    """What the converter printed, as ``without_tflite_notes`` keeps it, with each MLIR diagnostic's location
+    shortened to the op's name (``converter: <op>: error: <message>``) and a diagnostic repeated at once
+    (the same op, or the message alone after it) kept once."""
+    kept: list[str] = []
+    for line in without_tflite_notes(text):
+        match = _DIAGNOSTIC.match(line)
+        if match:
+            name = _OP_NAME.search(match["where"])
+            line = (f"converter: {name['name'] if name else 'an op'}: {match['level']}: {match['message']}")
+        elif kept and kept[-1].endswith(f": {line}"):
+            continue  # the bare message after its located copy
+        if not kept or kept[-1] != line:
+            kept.append(line)
+    return kept
 
 
 def _explain(err: Exception) -> Exception:
