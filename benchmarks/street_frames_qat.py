@@ -107,7 +107,8 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
 
 
 def table(records: dict) -> str:
-    lines = ["| file | file | labels = PyTorch's on the held-out frames | MB | made in |", "|---|---|---|---|---|"]
+    lines = ["| checkpoint | TFLite file | labels = PyTorch's on the held-out frames | MB | export time, 2 cores |",
+             "|---|---|---|---|---|"]
     for rel, *_ in CITYSCAPES_FILES:
         row = records.get(rel)
         for key, facts in (row or {}).get("quantizations", {}).items():
