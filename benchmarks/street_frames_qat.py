@@ -30,14 +30,17 @@ from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_re
 
 RESULTS = ROOT / "benchmarks" / "results" / "street_frames_qat.json"
 CITYSCAPES_FILES = [entry for entry in FILES if entry[0].startswith("cityscapes/")]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
-def frames_in(folder: Path, flag: str) -> list[Path]:
-    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    if not frames:
-        raise SystemExit(f"{flag} {folder}: no .png / .jpg frames there")
-    return frames
+def frames_in(folder: str, flag: str) -> list[Path]:
+    """The frames of ``folder`` as `skd-tf export --images` reads them (skd_tf.data.photos.image_files)."""
+    from skd_tf.data.photos import image_files
+    from skd_tf.data.sources import DataError
+
+    try:
+        return image_files([folder])
+    except DataError as err:
+        raise SystemExit(f"{flag}: {err}") from None
 
 
 def schedule_key(quantization: str, steps: int, crop: tuple[int, int], learning_rate: float | None) -> str:
@@ -152,7 +155,7 @@ def main() -> int:
     if len(crop) != 2 or min(crop) < 32:
         raise SystemExit(f"--qat-crop {args.qat_crop}: expected height,width of at least 32 each, e.g. 256,512")
     chosen = chosen_files(folder, args.files, CITYSCAPES_FILES, "Cityscapes")
-    frames, held_out = frames_in(Path(args.frames), "--frames"), frames_in(Path(args.held_out), "--held-out")
+    frames, held_out = frames_in(args.frames, "--frames"), frames_in(args.held_out, "--held-out")
     if {p.resolve() for p in frames} & {p.resolve() for p in held_out}:
         raise SystemExit("--frames and --held-out share frames: the check must be on frames QAT did not see")
     records, save = json_records(results, args.fresh)
