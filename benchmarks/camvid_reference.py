@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-from benchmarks.docs_pages import write_block  # noqa: E402
+from benchmarks.docs_pages import show  # noqa: E402
 from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_records,  # noqa: E402
                                          tflite_labels, torch_logits, torch_network)
 
@@ -213,9 +213,7 @@ def main() -> int:
             check_file(folder, entry, views, out, args.quantizations.split(","), args.calibration_samples,
                        args.qat_steps, records, save,
                        {"learning_rate": args.qat_learning_rate, "ce_weight": args.qat_ce_weight})
-    print(table(records))
-    if args.docs:
-        write_block("published-weights.md", "camvid-table", table(records))
+    show(table(records), "published-weights.md", "camvid-table", args.docs)
     return 0
 
 

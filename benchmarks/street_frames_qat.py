@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-from benchmarks.docs_pages import write_block  # noqa: E402
+from benchmarks.docs_pages import show  # noqa: E402
 from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_records, labels_at,  # noqa: E402
                                          load_photos, tflite_labels, torch_logits, torch_network)
 
@@ -165,9 +165,7 @@ def main() -> int:
     for entry in CITYSCAPES_FILES:
         if entry[0] in chosen:
             check_file(folder, entry, frames, held_out, out, args.quantizations.split(","), settings, records, save)
-    print(table(records))
-    if args.docs:
-        write_block("published-weights.md", "street-frames-table", table(records))
+    show(table(records), "published-weights.md", "street-frames-table", args.docs)
     return 0
 
 
