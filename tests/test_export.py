@@ -410,9 +410,14 @@ def test_converter_diagnostics_are_shortened_to_the_op_and_kept_once():
     text = "\n".join([located, located, "error: scale out of expressed type range [1.401298e-45, 3.402823e+38]",
                       "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", 'loc("head/add"): warning: kept',
                       "a line of its own"])
-    assert converter_log(text) == [
-        "converter: net/quant_conv.conv/Conv2D: error: scale out of expressed type range [1.401298e-45, 3.402823e+38]",
+    assert converter_log(text.replace("scale out of expressed type range", "a real error")) == [
+        "converter: net/quant_conv.conv/Conv2D: error: a real error [1.401298e-45, 3.402823e+38]",
         "converter: head/add: warning: kept", "a line of its own"]
+    # a diagnostic of a file that converts correctly (an all-zero channel's weight scale) said as the note it is
+    assert converter_log(text) == [
+        "converter: net/quant_conv.conv/Conv2D: note: an output channel whose weights are all zero (a batch norm's "
+        "scale γ of 0 folded into them): the quantizer gives it a tiny weight scale instead of none; the channel "
+        "computes what it did", "converter: head/add: warning: kept", "a line of its own"]
 
 
 def test_the_private_litert_apis_we_use_exist(tmp_path):
@@ -813,7 +818,7 @@ def test_qat_concatenations_and_their_inputs_share_one_range_so_the_file_convert
     assert converted()
 
 
-def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes(tmp_path):
+def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes(tmp_path, capfd):
     """ESPNet's input reinforcement average-pools the zero-padded image next to its first convolution. TFLite's
     int8 PAD and AVERAGE_POOL_2D keep their input's scale: with tfmot's own range on the pooling the conversion
     failed once calibration had moved the ranges apart ("'tfl.pad' op quantization parameters violate the same
@@ -821,8 +826,10 @@ def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes
     concatenation's scale, clipping the first convolution's input (b1_concat 20 % RMS off the fake-quantized
     model). Integer exports make each zero-padded pooling one "same"-padded depthwise convolution of ninths,
     which the mirror carries as a frozen DepthwiseConv2D: the file converts, is integer-only,
-    and its first concatenation is the fake-quantized model's within one output step. tfmot cannot rebuild a
-    layer that reads one tensor twice (ESPNet without blocks at level 2): a clear error, not a shape mismatch."""
+    and its first concatenation is the fake-quantized model's within one output step — with a dead channel
+    (a batch norm's γ of 0, as in the published Cityscapes ESPNet), whose converter diagnostic is said as the
+    note it is. tfmot cannot rebuild a layer that reads one tensor twice (ESPNet without blocks at level 2): a
+    clear error, not a shape mismatch."""
     from skd_tf.config import ModelConfig
     from skd_tf.export.qat import calibrate_ranges, qat_logits_fn, quantization_aware
 
@@ -830,6 +837,8 @@ def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes
         quantization_aware(build_model(ModelConfig(arch="espnet", espnet_blocks=(0, 1)), 5, (32, 32)))
     keras.utils.set_random_seed(0)
     net = build_model(ModelConfig(arch="espnet", espnet_blocks=(1, 1)), 5, (32, 32))
+    gamma, *statistics = net.get_layer("level1.bn").get_weights()
+    net.get_layer("level1.bn").set_weights([np.where(np.arange(len(gamma)) == 3, 0.0, gamma), *statistics])
     # the encoder to level 2 (both poolings of the image) converts; the first concatenation is checked by value
     second, first = (keras.Model(net.input, {"logits": net.get_layer(name).output}) for name in ("b2.act", "b1_concat"))
     rng = np.random.default_rng(0)
@@ -844,6 +853,9 @@ def test_qat_espnet_converts_and_computes_what_its_fake_quantized_model_computes
         (tmp_path / "qat.tflite").write_bytes(content)
         interpreter = runtime.make_interpreter(str(tmp_path / "qat.tflite"))
         assert not [d["name"] for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
+        said = capfd.readouterr().err
+        assert "quant_level1.conv/Conv2D: note: an output channel whose weights are all zero" in said, said
+        assert "error" not in said, said
     image = rng.standard_normal((1, 32, 32, 3)).astype(np.float32)
     (scale, zero), (out_scale, out_zero) = (d["quantization"] for d in (interpreter.get_input_details()[0],
                                                                         interpreter.get_output_details()[0]))
