@@ -156,19 +156,19 @@ def converter_log(text: str) -> list[str]:
     (the same op, or the message alone after it) kept once, and the known harmless ones (``_HARMLESS``) said
     as notes of what they mean."""
     kept: list[str] = []
+    worded = None  # the diagnostic just kept, as the converter worded it (its bare copy may follow)
     for line in without_tflite_notes(text):
         match = _DIAGNOSTIC.match(line)
         if match:
-            name = _OP_NAME.search(match["where"])
-            level, message = match["level"], match["message"]
-            known = next((k for k in _HARMLESS if message.startswith(k)), None)
-            if known:
-                level, message = "note", _HARMLESS[known]
-            line = f"converter: {name['name'] if name else 'an op'}: {level}: {message}"
-        elif kept and kept[-1].endswith(f": {line}"):
+            op = _OP_NAME.search(match["where"])
+            op = op["name"] if op else "an op"
+            worded = f"converter: {op}: {match['level']}: {match['message']}"
+            known = next((k for k in _HARMLESS if match["message"].startswith(k)), None)
+            line = worded if known is None else f"converter: {op}: note: {_HARMLESS[known]}"
+        elif worded and worded.endswith(f": {line}"):
             continue  # the bare message after its located copy
-        elif kept and ": note: " in kept[-1] and line.split(": ", 1)[-1].startswith(tuple(_HARMLESS)):
-            continue  # the bare copy of a harmless diagnostic just said as a note
+        else:
+            worded = None
         if not kept or kept[-1] != line:
             kept.append(line)
     return kept
