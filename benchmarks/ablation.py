@@ -115,7 +115,8 @@ PIPELINE = 2
 # that default, so a new option does not make every record look stale.
 ADDED_KEYS = {("model", "espnet_blocks"): [2, 8], ("model", "input_convention"): None,
               ("model", "bn_momentum"): None, ("model", "reduced_tail"): False,
-              ("distill", "teacher_distances"): True}
+              ("distill", "teacher_distances"): True, ("data", "train_masks_dir"): None,
+              ("data", "val_masks_dir"): None}
 
 
 def resolved_digest(resolved: dict) -> str:

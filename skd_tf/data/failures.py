@@ -35,8 +35,9 @@ def first_unreadable(cfg: DataConfig) -> str | None:
 
     if cfg.source != "folder":
         return None
-    for root in dict.fromkeys(d for d in (cfg.train_dir, cfg.val_dir) if d):
-        for pair in folder_pairs(root):
+    folders = ((cfg.train_dir, cfg.train_masks_dir), (cfg.val_dir, cfg.val_masks_dir))
+    for root, masks in dict.fromkeys(f for f in folders if f[0]):
+        for pair in folder_pairs(root, masks):
             for path in pair:
                 try:
                     with Image.open(path) as handle:

@@ -148,9 +148,9 @@ def tfds_source(cfg: DataConfig, split: str) -> Source:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def folder_pairs(root: str | os.PathLike) -> list[tuple[str, str]]:
-    """Pairs ``images/<stem>.jpg|png`` with ``masks/<stem>.png`` under ``root`` (``~`` expanded), checking sizes
-    and readability.
+def folder_pairs(root: str | os.PathLike, masks: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """Pairs ``images/<stem>.jpg|png`` with ``masks/<stem>.png`` under ``root``, or with ``masks`` given the
+    images directly in ``root`` with ``<masks>/<stem>.png`` (``~`` expanded), checking sizes and readability.
 
     Only the file headers are read here (fast); label values are checked as the
     pipeline decodes each mask.
@@ -158,10 +158,15 @@ def folder_pairs(root: str | os.PathLike) -> list[tuple[str, str]]:
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root).expanduser()
-    image_dir, mask_dir = root / "images", root / "masks"
+    if masks is None:
+        image_dir, mask_dir = root / "images", root / "masks"
+    else:
+        image_dir, mask_dir = root, Path(masks).expanduser()
     for d in (image_dir, mask_dir):
         if not d.is_dir():
-            raise DataError(f"folder dataset {root}: missing directory {d}")
+            hint = (" (images directly in it? set the split's masks folder, data.train_masks_dir or "
+                    "data.val_masks_dir)" if masks is None and d == image_dir and root.is_dir() else "")
+            raise DataError(f"folder dataset {root}: missing directory {d}{hint}")
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"folder dataset {root}: no .jpg or .png files in {image_dir}")
@@ -185,11 +190,13 @@ def folder_pairs(root: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 def folder_source(cfg: DataConfig, split: str) -> Source:
-    """The folder dataset of ``data.train_dir`` (train) or ``data.val_dir`` (any other split)."""
-    root = cfg.train_dir if split == cfg.train_split else cfg.val_dir
+    """The folder dataset of ``data.train_dir`` (train) or ``data.val_dir`` (any other split), with its masks in
+    ``data.train_masks_dir`` / ``data.val_masks_dir`` when set (``folder_pairs``)."""
+    training = split == cfg.train_split
+    root, masks = (cfg.train_dir, cfg.train_masks_dir) if training else (cfg.val_dir, cfg.val_masks_dir)
     if not root:
         raise DataError("data.val_dir is required to evaluate a folder dataset")
-    pairs = folder_pairs(root)
+    pairs = folder_pairs(root, masks)
 
     def decode(record):
         image = tf.io.decode_image(tf.io.read_file(record["image"]), channels=3, expand_animations=False)
