@@ -19,7 +19,8 @@ partly delegates, a latency no trained network has), exported to float32, float1
 and int8 at 512×1024 and 1024×2048, once with the label head (bilinear upsampling + argmax, the export's
 default, chosen in docs/real-size.md "The label head") and once without (model-resolution logits);
 int8 calibrated on 8 fabricated street scenes (benchmarks/cityscapes_fabric.py). Each file is timed by
-``skd-tf benchmark``'s measurement (a fresh process, XNNPACK) with 1 and 2 threads. Records, one per
+``skd-tf benchmark``'s measurement (a fresh process, XNNPACK) with 1 and 2 threads, in ``--latency-rounds``
+interleaved rounds (each cell the median; int8 / float32 and the heads' shares paired by round). Records, one per
 (student, size) in a folder per host, named by its instruction-set features
 (benchmarks/results/phone_students/latency/<features>/), so a host with other features (VNNI or not,
 AVX-512 or not) adds its own table instead of replacing another's; the CPU is in each record.
@@ -204,10 +205,12 @@ def settled_student(student: str, size: tuple[int, int], scenes: np.ndarray, rew
     return network
 
 
-def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> dict | None:
-    """Exports ``student`` at ``size`` to each of ``FILES`` and times each file; records it. A record that
-    lacks one of ``FILES`` (made before it was timed) is made again whole: shares and ratios only compare
-    timings of one run (single measurements of a shared VM differ by several ms between sessions)."""
+def time_student(student: str, size: tuple[int, int], fresh: bool, settings, rounds: int = 1) -> dict | None:
+    """Exports ``student`` at ``size`` to each of ``FILES`` and times each file with each of ``THREADS`` in
+    ``rounds`` interleaved rounds (each round times every file once, in a rotated order, so that the VM's
+    drift falls on all of them alike); records each file's median over the rounds and the rounds themselves.
+    A record that lacks one of ``FILES`` (made before it was timed) is made again whole: shares and ratios only
+    compare timings of one run (single measurements of a shared VM differ by several ms between sessions)."""
     from benchmarks.cityscapes_fabric import street_scenes
     from skd_tf.benchmark.device import host_device
     from skd_tf.benchmark.measure import run_isolated
@@ -224,27 +227,33 @@ def time_student(student: str, size: tuple[int, int], fresh: bool, settings) -> 
     print(f"{student} {size[0]}x{size[1]}: exporting and timing", flush=True)
     calibration = street_scenes(8, size)
     network = settled_student(student, size, calibration)
-    rows, skipped = [], []
+    skipped, paths = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for quantization, output in FILES:
             head = "two_class" if output == TWO_CLASS else "bilinear"
             if effective_head(head, network.output["logits"].shape[1:3], size) != head:
                 skipped.append([quantization, output])  # logits at the input size: every head is the argmax
                 continue
-            path = Path(tmp) / f"{quantization}_{output}.tflite"
+            paths[quantization, output] = Path(tmp) / f"{quantization}_{output}.tflite"
             export_file(network, size, quantization, "logits" if output == "logits" else "labels", calibration,
-                        path, head)
-            for threads in THREADS:
-                ms = run_isolated(str(path), threads, True, settings)["latency_ms"]
-                rows.append({"quantization": quantization, "output": output, "threads": threads,
-                             "mean_ms": round(ms["mean"], 2), "p95_ms": round(ms["p95"], 2),
-                             "bytes": path.stat().st_size})
-                print(f"  {quantization} {output} {threads}t: {ms['mean']:.1f} ms", flush=True)
+                        paths[quantization, output], head)
+        jobs = [(quantization, output, threads) for quantization, output in paths for threads in THREADS]
+        timed: dict[tuple, list[dict]] = {job: [] for job in jobs}
+        for r in range(rounds):
+            for job in jobs[r % len(jobs):] + jobs[:r % len(jobs)]:
+                timed[job].append(run_isolated(str(paths[job[:2]]), job[2], True, settings)["latency_ms"])
+            print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{q} {o} {t}t {timed[q, o, t][-1]['mean']:.1f} ms"
+                                                           for q, o, t in jobs), flush=True)
+        rows = [{"quantization": q, "output": o, "threads": t,
+                 "mean_ms": round(float(np.median([ms["mean"] for ms in timed[q, o, t]])), 2),
+                 "p95_ms": round(float(np.median([ms["p95"] for ms in timed[q, o, t]])), 2),
+                 "rounds_ms": [round(ms["mean"], 2) for ms in timed[q, o, t]],
+                 "bytes": paths[q, o].stat().st_size} for q, o, t in jobs]
     record = {"student": student, "size": list(size), "parameters": int(network.count_params()),
               "logits_shape": list(network.output["logits"].shape[1:3]),
               "bn_statistics": f"set from {BN_IMAGES} fabricated street scenes", "device": host_device(),
               "host": host, "settings": {"warmup": settings.warmup, "runs": settings.runs,
-                                         "min_seconds": settings.min_seconds},
+                                         "min_seconds": settings.min_seconds, "rounds": rounds},
               "rows": rows, "not_applicable": skipped}
     from skd_tf.atomic import write_text
 
@@ -266,10 +275,20 @@ def latency_tables(records: list[dict]) -> str:
     return "\n".join(latency_table(found) for found in ranked)
 
 
+def paired_ratio(row: dict, other: dict) -> float:
+    """``row``'s time over ``other``'s: the median of the per-round ratios when both were timed in the same
+    interleaved rounds (``time_student``), else the ratio of their times."""
+    a, b = row.get("rounds_ms", []), other.get("rounds_ms", [])
+    if len(a) > 1 and len(a) == len(b):
+        return float(np.median(np.asarray(a) / np.asarray(b)))
+    return row["mean_ms"] / other["mean_ms"]
+
+
 def latency_table(records: list[dict]) -> str:
-    """One line per student, size and thread count: each quantization's mean ms with the label head and
-    without (logits), int8 with the two_class head, int8's latency as a fraction of float32's (with the
-    head), and each head's share of int8; one host's records."""
+    """One line per student, size and thread count: each quantization's ms with the label head and without
+    (logits), int8 with the two_class head, int8's latency as a fraction of float32's (with the head), and each
+    head's share of int8 — medians over the record's interleaved rounds, ratios and shares paired by round;
+    one host's records."""
     order = {name: i for i, name in enumerate(LATENCY_STUDENTS)}
     records = sorted(records, key=lambda r: (r["size"][0], order.get(r["student"], 99)))
     head = " | ".join(f"{q} ms" for q in QUANTIZATIONS)
@@ -278,7 +297,7 @@ def latency_table(records: list[dict]) -> str:
              "|---|---|---|---|" + "---|" * len(QUANTIZATIONS) + "---|---|---|---|"]
 
     def share(with_head, logits):
-        return f"{100 * (1 - logits['mean_ms'] / with_head['mean_ms']):.0f} %" if with_head and logits else "–"
+        return f"{100 * (1 - paired_ratio(logits, with_head)):.0f} %" if with_head and logits else "–"
 
     for record in records:
         by = {(r["quantization"], r["output"], r["threads"]): r for r in record["rows"]}
@@ -293,7 +312,7 @@ def latency_table(records: list[dict]) -> str:
                                                   by.get(("int8", "logits", threads)),
                                                   by.get(("int8", TWO_CLASS, threads)))
             cells.append("= argmax" if argmax_only else f"{two_class['mean_ms']:.1f}" if two_class else "–")
-            ratio = f"{int8['mean_ms'] / fp32['mean_ms']:.2f}" if fp32 and int8 else "–"
+            ratio = f"{paired_ratio(int8, fp32):.2f}" if fp32 and int8 else "–"
             shares = share(int8, int8_logits) + " / " + ("–" if argmax_only else share(two_class, int8_logits))
             size = f"{int8['bytes'] / 2 ** 20:.2f}" if int8 else "–"
             mark = "" if "bn_statistics" in record else " †"
@@ -301,6 +320,9 @@ def latency_table(records: list[dict]) -> str:
                          f"{record['size'][0]}×{record['size'][1]} | {threads} | " + " | ".join(cells) +
                          f" | {ratio} | {shares} | {size} |")
     devices = sorted({f"{r['host']['model']} ({', '.join(r['host']['features'])})" for r in records})
+    rounds = sorted({r.get("settings", {}).get("rounds", 1) for r in records})
+    if rounds[-1] > 1:  # records made before rounds were: one run each
+        devices[-1] += f"; each cell the median of {' or '.join(map(str, rounds))} interleaved rounds"
     note = ("\n† made before the BN statistics were set (`settle_batch_norm`): an untrained network's int8 "
             "file, slower than a trained one's\n" if any("bn_statistics" not in r for r in records) else "")
     argmax = ("\n= argmax: the network's logits are at the input size (ESPNet's decoder): every head is the argmax "
@@ -399,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("accuracy", "latency", "both", "race"), default="both",
                         help="race: the LR-ASPP int8 files timed against each other in interleaved rounds")
     parser.add_argument("--rounds", type=int, default=10, help="race: interleaved rounds (default 10)")
+    parser.add_argument("--latency-rounds", type=int, default=3,
+                        help="latency: interleaved rounds per (student, size); each cell their median (default 3)")
     parser.add_argument("--seeds", default="0,1,2", help="accuracy: comma-separated seeds (default 0,1,2)")
     parser.add_argument("--students", default=None,
                         help="comma-separated subset (accuracy: backbones; latency: student names)")
@@ -427,10 +451,12 @@ def main(argv: list[str] | None = None) -> int:
         students = chosen or list(LATENCY_STUDENTS)
         if unknown := set(students) - set(LATENCY_STUDENTS):
             parser.error(f"--students: unknown {', '.join(sorted(unknown))} (latency: {', '.join(LATENCY_STUDENTS)})")
+        if args.latency_rounds < 1:
+            parser.error("--latency-rounds: at least 1")
         settings = Settings(warmup=1, runs=5, min_seconds=2.0)
         for size in SIZES:
             for student in students:
-                time_student(student, size, args.fresh, settings)
+                time_student(student, size, args.fresh, settings, args.latency_rounds)
     if not args.table_only and args.part == "race":
         from skd_tf.benchmark.measure import Settings
 

@@ -46,6 +46,19 @@ def test_latency_table_gives_int8_over_float32_and_each_heads_share():
     record["not_applicable"] = [["int8", phone_students.TWO_CLASS]]  # logits at the input size: argmax alone
     lines = phone_students.latency_table([record]).splitlines()
     assert "| 40.0 / 32.0 | = argmax | 0.40 | 20 % / – |" in lines[2] and lines[-1].startswith("= argmax:")
+    # timed in interleaved rounds: medians per cell, int8 / float32 and the share paired by round
+    for row in rows:
+        row["rounds_ms"] = [row["mean_ms"]] * 3
+    by = {(r["quantization"], r["output"], r["threads"]): r for r in rows}
+    by["int8", "labels", 1]["rounds_ms"] = [40.0, 50.0, 30.0]  # median 40, per-round ratios 0.4 0.5 0.3
+    by["int8", "logits", 1]["rounds_ms"] = [32.0, 30.0, 27.0]  # per-round shares 20 %, 40 %, 10 %
+    record["settings"] = {"rounds": 3}
+    lines = phone_students.latency_table([record]).splitlines()
+    assert "| 40.0 / 32.0 | = argmax | 0.40 | 20 % / – |" in lines[2]
+    by["int8", "logits", 1]["rounds_ms"] = [36.0, 30.0, 27.0]  # shares 10 %, 40 %, 10 %: median 10 %
+    lines = phone_students.latency_table([record]).splitlines()
+    assert "| = argmax | 0.40 | 10 % / – |" in lines[2]
+    assert "CPU: Some CPU (avx2); each cell the median of 3 interleaved rounds" in lines
     del record["bn_statistics"], record["not_applicable"]  # a record of an untrained network's files is marked
     lines = phone_students.latency_table([record]).splitlines()
     assert lines[2].startswith("| lraspp_mobilenetv3_large † |") and lines[-1].startswith("† made before")
@@ -85,6 +98,11 @@ def test_a_latency_record_missing_a_file_is_made_again_whole(tmp_path, monkeypat
     assert (record["not_applicable"] == [["int8", phone_students.TWO_CLASS]]
             and ("int8", "labels", "two_class") not in exported and len(exported) == len(phone_students.FILES) - 1)
     assert phone_students.time_student("espnet", (32, 64), False, settings) is None
+    timed.clear()
+    record = phone_students.time_student("espnet", (32, 64), True, settings, rounds=2)
+    jobs = len(phone_students.FILES) - 1
+    assert timed == [1, 2] * jobs + [2] + [1, 2] * (jobs - 1) + [1]  # the second round rotated by one file
+    assert record["settings"]["rounds"] == 2 and all(r["rounds_ms"] == [5.0, 5.0] for r in record["rows"])
 
 
 def test_each_hosts_latency_records_keep_their_own_folder_and_table():
