@@ -9,9 +9,9 @@ code scores its CamVid files on (eval_esp.py: test.txt at 360×480, logits upsam
 left out). The configs read that layout as it is (data.train_dir / data.train_masks_dir: train/, trainannot/;
 data.val_dir / data.val_masks_dir: test/, testannot/), and the script runs, per checkpoint, what a user runs:
 `skd-tf import` with configs/camvid_espnet[_c].yaml, the Keras model's mIoU on the test split (`skd-tf
-evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated on --calibration-samples training images, QAT fine-tuned on the training split with the float network as its
-pixel-wise teacher; every file scored on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded
-strictly from the same file) on the test images, fed as the reference loader feeds them. Records go to
+evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated on --calibration-samples training
+images, QAT fine-tuned on the training split with the float network as its pixel-wise teacher; every file scored
+on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded strictly from the same file) on the test images, fed as the reference loader feeds them. Records go to
 benchmarks/results/camvid_reference.json, one entry per (file, quantization; QAT per step count and learning rate);
 a recorded entry is not made again (--fresh to redo); --docs writes the table of docs/published-weights.md.
 """
