@@ -12,8 +12,9 @@ data.val_dir / data.val_masks_dir: test/, testannot/), and the script runs, per 
 evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated on --calibration-samples training
 images, QAT fine-tuned on the training split with the float network as its pixel-wise teacher; every file scored
 on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded strictly from the same file) on the
-test images, fed as the reference loader feeds them. Records go to benchmarks/results/camvid_reference.json, one entry per (file, quantization; QAT per step count and learning rate);
-a recorded entry is not made again (--fresh to redo); --docs writes the table of docs/published-weights.md.
+test images, fed as the reference loader feeds them. Records go to benchmarks/results/camvid_reference.json, one
+entry per (file, quantization; QAT per step count and learning rate); a recorded entry is not made again (--fresh
+to redo); --docs writes the table of docs/published-weights.md.
 """
 
 from __future__ import annotations
