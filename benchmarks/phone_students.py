@@ -297,8 +297,8 @@ def latency_table(records: list[dict]) -> str:
              "|---|---|---|---|" + "---|" * len(QUANTIZATIONS) + "---|---|---|---|"]
 
     def share(with_head, logits):
-        return f"{100 * (1 - paired_ratio(logits, with_head)):.0f} %".replace("-0 %", "0 %") \
-            if with_head and logits else "–"
+        # rounded to an int first: a share just under zero prints 0 %, not -0 %
+        return f"{round(100 * (1 - paired_ratio(logits, with_head)))} %" if with_head and logits else "–"
 
     for record in records:
         by = {(r["quantization"], r["output"], r["threads"]): r for r in record["rows"]}

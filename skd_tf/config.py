@@ -130,6 +130,10 @@ class DataConfig(_Section):
         """The fixed validation size (val_size, or the crop size when unset)."""
         return tuple(self.val_size or self.crop_size)
 
+    def folder_dirs(self, training: bool) -> tuple[Optional[str], Optional[str]]:
+        """The folder dataset's (images folder, masks folder or None) of the training split or of the others."""
+        return (self.train_dir, self.train_masks_dir) if training else (self.val_dir, self.val_masks_dir)
+
 
 class InputConventionConfig(_Section):
     """What a network trained elsewhere expects: its input is (value_scale·pixel − mean)/std per channel,

@@ -35,7 +35,7 @@ def first_unreadable(cfg: DataConfig) -> str | None:
 
     if cfg.source != "folder":
         return None
-    folders = ((cfg.train_dir, cfg.train_masks_dir), (cfg.val_dir, cfg.val_masks_dir))
+    folders = (cfg.folder_dirs(training=True), cfg.folder_dirs(training=False))
     for root, masks in dict.fromkeys(f for f in folders if f[0]):
         for pair in folder_pairs(root, masks):
             for path in pair:

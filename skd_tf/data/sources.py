@@ -192,8 +192,7 @@ def folder_pairs(root: str | os.PathLike, masks: str | os.PathLike | None = None
 def folder_source(cfg: DataConfig, split: str) -> Source:
     """The folder dataset of ``data.train_dir`` (train) or ``data.val_dir`` (any other split), with its masks in
     ``data.train_masks_dir`` / ``data.val_masks_dir`` when set (``folder_pairs``)."""
-    training = split == cfg.train_split
-    root, masks = (cfg.train_dir, cfg.train_masks_dir) if training else (cfg.val_dir, cfg.val_masks_dir)
+    root, masks = cfg.folder_dirs(training=split == cfg.train_split)
     if not root:
         raise DataError("data.val_dir is required to evaluate a folder dataset")
     pairs = folder_pairs(root, masks)
