@@ -871,7 +871,7 @@ def test_qat_fine_tuning_repeats_exactly():
     """Two QAT fine-tunings of the same network with the same export.qat.seed end with the same weights, whatever
     the global generators held before: tf_keras draws the dropout masks from its own generator, which the
     fine-tuning seeds (unseeded, two `skd-tf export --quantization qat` runs of one checkpoint wrote different
-    files: first losses 1.053 and 1.083)."""
+    files: first losses 1.053 and 1.083). ``after_step`` sees the model before the first step and after each."""
     from skd_tf.config import DataConfig, SyntheticConfig
     from skd_tf.export.config import QATConfig
     from skd_tf.export.qat import finetune
@@ -883,16 +883,21 @@ def test_qat_fine_tuning_repeats_exactly():
     data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic=SyntheticConfig(num_train=4, num_val=2,
                                                                                    image_size=32))
     cfg = QATConfig(steps=1, batch_size=2, calibration_batches=1, learning_rate=1e-2, seed=3)
-    runs = []
+    runs, seen = [], {}
     for before in (1, 2):
         tf.random.set_seed(before)
-        result = finetune(net, None, data, cfg, (32, 32), progress=False)
+        result = finetune(net, None, data, cfg, (32, 32), progress=False,
+                          after_step=lambda n, model: seen.update({n: [w.copy() for w in model.get_weights()]}))
         runs.append((result.first_loss, [w.copy() for w in result.model.get_weights()]))
     (first_a, a), (first_b, b) = runs
     assert first_a == first_b
     assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+    # after_step saw the calibrated model before the step and the fine-tuned one after it
+    assert sorted(seen) == [0, 1]
+    assert all(np.array_equal(x, y) for x, y in zip(seen[1], b))
+    assert not all(np.array_equal(x, y) for x, y in zip(seen[0], b))
 
 
 def test_qat_fine_tuning_reports_progress_in_a_log_and_stops_at_the_first_non_finite_loss(capsys):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -237,11 +237,14 @@ def photo_batches(photos: list[Path], size: tuple[int, int], batch_size: int, se
 
 
 def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tuple[int, int],
-             progress: bool = True, photos: Optional[list[Path]] = None) -> QATResult:
+             progress: bool = True, photos: Optional[list[Path]] = None,
+             after_step: Optional[Callable[[int, object], None]] = None) -> QATResult:
     """Fine-tunes the QAT twin of ``network`` for ``cfg.steps`` steps; returns it at ``input_size``. Seeded by
     ``cfg.seed`` (data order, and the random generators of Python, NumPy and TensorFlow): a run repeats.
     ``photos``: unlabelled image files to fine-tune on (``photo_batches``) instead of the training split; the
-    loss is then the pixel-wise term alone, so a teacher is needed (``export_one`` passes the float network)."""
+    loss is then the pixel-wise term alone, so a teacher is needed (``export_one`` passes the float network).
+    ``after_step(n, qat_model)``: called once the ranges are calibrated (n = 0) and after every step n, with the
+    QAT model at the training size (to follow the fine-tuning; it must not change the model)."""
     import tf_keras
 
     from skd_tf.data.pipeline import train_dataset
@@ -295,6 +298,8 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
         stream = train_dataset(data, cfg.batch_size, seed=cfg.seed).take(cfg.steps)
     bar_shown = show_progress(progress)
     lines = progress and not bar_shown  # off a terminal (a log file): a line every tenth of the run instead
+    if after_step is not None:
+        after_step(0, qat_model)
     started = time.time()
     with tqdm(total=cfg.steps, desc="QAT fine-tune", unit="step", disable=not bar_shown, leave=False) as bar:
         for images, labels in stream:
@@ -304,6 +309,8 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
                                          "lower export.qat.learning_rate")
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
+            if after_step is not None:
+                after_step(len(losses), qat_model)
             if lines and (len(losses) % max(1, cfg.steps // 10) == 0 or len(losses) == cfg.steps):
                 print(f"QAT fine-tune: step {len(losses)}/{cfg.steps}, loss {np.mean(losses[-10:]):.4f} (mean of "
                       f"the last {min(10, len(losses))}), {(time.time() - started) / len(losses):.2f} s/step",
