@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
 from benchmarks.import_reference import chosen_files, file_stem, json_records, load_photos  # noqa: E402
-from benchmarks.street_frames_qat import CITYSCAPES_FILES, frames_in, schedule_key  # noqa: E402
+from benchmarks.street_frames_qat import CITYSCAPES_FILES, frames_in, parse_crop, schedule_key  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "qat_fidelity.json"
 
@@ -155,12 +155,7 @@ def main() -> int:
     if not args.table_only:
         if not (args.folder and args.frames and args.held_out):
             parser.error("the checkpoint folder, --frames and --held-out are needed (or --table-only)")
-        try:
-            crop = tuple(int(v) for v in args.qat_crop.split(","))
-        except ValueError:
-            crop = ()
-        if len(crop) != 2 or min(crop) < 32:
-            raise SystemExit(f"--qat-crop {args.qat_crop}: expected height,width of at least 32 each, e.g. 256,512")
+        crop = parse_crop(args.qat_crop)
         if args.every < 1:
             raise SystemExit(f"--every {args.every}: expected a positive count")
         folder = Path(args.folder)

@@ -43,6 +43,17 @@ def frames_in(folder: str, flag: str) -> list[Path]:
         raise SystemExit(f"{flag}: {err}") from None
 
 
+def parse_crop(text: str) -> tuple[int, int]:
+    """--qat-crop's ``256,512`` → (256, 512); SystemExit unless two sides of at least 32."""
+    try:
+        crop = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        crop = ()
+    if len(crop) != 2 or min(crop) < 32:
+        raise SystemExit(f"--qat-crop {text}: expected height,width of at least 32 each, e.g. 256,512")
+    return crop
+
+
 def schedule_key(quantization: str, steps: int, crop: tuple[int, int], learning_rate: float | None) -> str:
     """``float32``, ``int8``, or the QAT schedule: ``qat_150_256x512`` (``_lr3e-05`` when a rate is given)."""
     if quantization != "qat":
@@ -148,12 +159,7 @@ def main() -> int:
     parser.add_argument("--docs", action="store_true", help="write the table into docs/published-weights.md")
     args = parser.parse_args()
     folder, out, results = Path(args.folder), Path(args.out), Path(args.results)
-    try:
-        crop = tuple(int(v) for v in args.qat_crop.split(","))
-    except ValueError:
-        crop = ()
-    if len(crop) != 2 or min(crop) < 32:
-        raise SystemExit(f"--qat-crop {args.qat_crop}: expected height,width of at least 32 each, e.g. 256,512")
+    crop = parse_crop(args.qat_crop)
     chosen = chosen_files(folder, args.files, CITYSCAPES_FILES, "Cityscapes")
     frames, held_out = frames_in(args.frames, "--frames"), frames_in(args.held_out, "--held-out")
     if {p.resolve() for p in frames} & {p.resolve() for p in held_out}:

@@ -524,7 +524,7 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
 
 def test_qat_fidelity_table_and_steps():
     """benchmarks/qat_fidelity.py: one row per scored step, in step order (JSON keys are strings: "100" after "25"),
-    three agreements as percentages; --steps ascending with at least one fine-tuning step."""
+    three agreements as percentages; --steps ascending with at least one fine-tuning step; --qat-crop two sides."""
     from benchmarks import qat_fidelity
 
     trace = {"100": {"fake_quant_vs_float": 0.8062, "file_vs_float": 0.8, "file_vs_fake_quant": 0.9},
@@ -538,3 +538,7 @@ def test_qat_fidelity_table_and_steps():
     for bad in ("0", "100,50", "a,b", "-1,10", "10,10"):
         with pytest.raises(SystemExit, match="--steps"):
             qat_fidelity.parse_steps(bad)
+    assert qat_fidelity.parse_crop("256,512") == (256, 512)
+    for bad in ("256", "16,512", "a,b"):
+        with pytest.raises(SystemExit, match="--qat-crop"):
+            qat_fidelity.parse_crop(bad)
