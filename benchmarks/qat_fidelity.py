@@ -110,8 +110,8 @@ def table(records: dict) -> str:
              "file = fake-quantized model |", "|---|---|---|---|---|---|"]
     for rel, *_ in CITYSCAPES_FILES:
         for facts in records.get(rel, {}).values():
-            how = (f"{facts['qat_batch_size']} frames at {facts['qat_crop'][0]}×{facts['qat_crop'][1]}, "
-                   f"lr {facts['qat_learning_rate']:g}")
+            how = (f"{max(map(int, facts['trace']))} steps of {facts['qat_batch_size']} frames at "
+                   f"{facts['qat_crop'][0]}×{facts['qat_crop'][1]}, lr {facts['qat_learning_rate']:g}")
             for step, scores in sorted(facts["trace"].items(), key=lambda item: int(item[0])):
                 lines.append(f"| `{rel}` | {how} | {step} | {100 * scores['fake_quant_vs_float']:.2f} % | "
                              f"{100 * scores['file_vs_float']:.2f} % | {100 * scores['file_vs_fake_quant']:.2f} % |")

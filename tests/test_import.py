@@ -532,8 +532,10 @@ def test_qat_fidelity_table_and_steps():
     record = {"cityscapes/ESPNet_Ours_64.pth": {"qat_100_256x512_lr0.0001": {
         "trace": trace, "qat_learning_rate": 1e-4, "qat_crop": [256, 512], "qat_batch_size": 8}}}
     assert qat_fidelity.table(record).splitlines()[2:] == [
-        "| `cityscapes/ESPNet_Ours_64.pth` | 8 frames at 256×512, lr 0.0001 | 25 | 70.00 % | 69.00 % | 85.00 % |",
-        "| `cityscapes/ESPNet_Ours_64.pth` | 8 frames at 256×512, lr 0.0001 | 100 | 80.62 % | 80.00 % | 90.00 % |"]
+        "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames at 256×512, lr 0.0001 | 25 | 70.00 % | 69.00 % | "
+        "85.00 % |",
+        "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames at 256×512, lr 0.0001 | 100 | 80.62 % | 80.00 % | "
+        "90.00 % |"]
     assert qat_fidelity.parse_steps("0,100,250") == [0, 100, 250]
     for bad in ("0", "100,50", "a,b", "-1,10", "10,10"):
         with pytest.raises(SystemExit, match="--steps"):
