@@ -96,7 +96,9 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
         print(f"{rel}: step {step}: {trace[str(step)]}", flush=True)
 
     print(f"{rel}: {key}, scored at steps {', '.join(map(str, steps))}", flush=True)
-    result = finetune(network, network, cfg.data, export.qat, tuple(size), progress=True, photos=frames,
+    # returned at the training size: `score` has put each scored step into `at_size` already, and finetune would
+    # build a second export-size twin for nothing
+    result = finetune(network, network, cfg.data, export.qat, tuple(crop), progress=True, photos=frames,
                       after_step=score)
     row[key] = {"trace": trace, "qat_learning_rate": export.qat.learning_rate, "qat_crop": list(crop),
                 "qat_batch_size": export.qat.batch_size, "qat_first_loss": result.first_loss,
