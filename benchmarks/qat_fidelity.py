@@ -56,6 +56,8 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
     rel, config, _, _, size = entry
     steps, crop = settings["steps"], settings["crop"]
     key = schedule_key("qat", steps[-1], crop, settings["learning_rate"])
+    if settings.get("batch_size") is not None:
+        key += f"_b{settings['batch_size']}"
     row = records.setdefault(rel, {})
     if key in row:
         return
@@ -67,6 +69,8 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
     qat = {**(cfg.export or {}).get("qat", {}), "steps": steps[-1]}
     if settings["learning_rate"] is not None:
         qat["learning_rate"] = settings["learning_rate"]
+    if settings.get("batch_size") is not None:
+        qat["batch_size"] = settings["batch_size"]
     export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False, "output": "logits",
                                        "input_size": list(size), "calibration_samples": settings["calibration"],
                                        "qat": qat})
@@ -146,6 +150,7 @@ def main() -> int:
                         "(default: %(default)s)")
     parser.add_argument("--qat-crop", default="256,512", help="height,width of QAT's batches (default: %(default)s)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's)")
+    parser.add_argument("--qat-batch-size", type=int, help="frames per QAT step (default: the config's)")
     parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: both)")
     parser.add_argument("--out", default="runs/qat_fidelity", help="where the .keras/.tflite files go")
     parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
@@ -160,13 +165,15 @@ def main() -> int:
         crop = parse_crop(args.qat_crop)
         if args.every < 1:
             raise SystemExit(f"--every {args.every}: expected a positive count")
+        if args.qat_batch_size is not None and args.qat_batch_size < 1:
+            raise SystemExit(f"--qat-batch-size {args.qat_batch_size}: expected a positive count")
         folder = Path(args.folder)
         chosen = chosen_files(folder, args.files, CITYSCAPES_FILES, "Cityscapes")
         frames, held_out = frames_in(args.frames, "--frames"), frames_in(args.held_out, "--held-out")[::args.every]
         if {p.resolve() for p in frames} & {p.resolve() for p in held_out}:
             raise SystemExit("--frames and --held-out share frames: the scores must be on frames QAT did not see")
         settings = {"steps": parse_steps(args.steps), "crop": crop, "learning_rate": args.qat_learning_rate,
-                    "calibration": args.calibration_samples}
+                    "calibration": args.calibration_samples, "batch_size": args.qat_batch_size}
         for entry in CITYSCAPES_FILES:
             if entry[0] in chosen:
                 follow_file(folder, entry, frames, held_out, Path(args.out), settings, records, save)

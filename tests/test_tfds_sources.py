@@ -95,3 +95,20 @@ def test_cityscapes_missing_manual_download_says_what_to_do(tmp_path):
                      manual_dir=str(tmp_path / "manual"))
     with pytest.raises(DataError, match=r"leftImg8bit_trainvaltest\.zip and gtFine_trainvaltest\.zip .* in .*manual"):
         load_source(cfg, "train")
+
+
+def test_loading_leaves_no_temporary_folders_behind(tmp_path, monkeypatch, cityscapes_manual_dir):
+    """tfds makes a /tmp/tmp*tfds folder per builder of an unprepared data set and never removes it."""
+    import tempfile
+
+    system_tmp = tmp_path / "system_tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    missing = DataConfig(source="cityscapes", num_classes=19, data_dir=str(tmp_path / "tfds"),
+                         manual_dir=str(tmp_path / "manual"))
+    with pytest.raises(DataError, match="manual download"):
+        load_source(missing, "train")
+    prepared = DataConfig(source="cityscapes", num_classes=19, data_dir=str(tmp_path / "tfds2"),
+                          manual_dir=str(cityscapes_manual_dir))
+    assert len(decoded(prepared, "validation")) == 1
+    assert list(system_tmp.iterdir()) == [] and tempfile.tempdir == str(system_tmp)

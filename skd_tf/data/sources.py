@@ -14,7 +14,9 @@ label 255. Sources:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,13 +107,33 @@ def _check_cityscapes_manual_dir(cfg: DataConfig) -> None:
                             f"download it again from {CITYSCAPES_URL}")
 
 
+@contextlib.contextmanager
+def temporary_folders_removed():
+    """Runs the block with ``tempfile``'s folder set to a fresh one of its own, removed afterwards with whatever
+    was left in it. tensorflow-datasets' ``DatasetInfo.initialize_from_bucket`` makes a ``mkdtemp("tfds")`` for
+    every builder of a data set not yet prepared and, without network access to its bucket, never removes it:
+    one empty ``/tmp/tmp*tfds`` folder per training or evaluation run otherwise."""
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="skd-tf-tfds-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
 def tfds_source(cfg: DataConfig, split: str) -> Source:
     """A tensorflow-datasets split (records stay PNG/JPEG bytes until decoded; labels mapped to train ids)."""
-    import tensorflow_datasets as tfds
-
     name, image_key, label_key, classes = TFDS_SPECS[cfg.source]
     if cfg.num_classes != classes:
         raise DataError(f"data.num_classes is {cfg.num_classes} but {cfg.source} has {classes} classes")
+    with temporary_folders_removed():
+        return _tfds_source(cfg, split, name, image_key, label_key)
+
+
+def _tfds_source(cfg: DataConfig, split: str, name: str, image_key: str, label_key: str) -> Source:
+    import tensorflow_datasets as tfds
+
     builder = tfds.builder(name, data_dir=cfg.data_dir)
     if not builder.is_prepared():
         if cfg.source == "cityscapes":
