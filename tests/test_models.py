@@ -203,3 +203,27 @@ def test_mobilenetv3_reduced_tail_halves_the_last_stage_only(variant, tmp_path):
     for bad in ({"backbone": "mobilenetv2"}, {"pretrained": "imagenet"}):
         with pytest.raises(ValueError, match="reduced_tail"):
             ModelConfig(**{**cfg.model_dump(), **bad})
+
+
+@pytest.mark.parametrize("kw", [dict(arch="lraspp", backbone="mobilenetv3_small", output_stride=16),
+                                dict(arch="pspnet", backbone="resnet50", output_stride=8)],
+                         ids=lambda kw: kw["backbone"])
+def test_imagenet_weights_that_cannot_be_downloaded_are_one_clear_error(kw, tmp_path, monkeypatch):
+    """Offline, Keras' own download fails with a bare Exception and a traceback; the model names the file,
+    where Keras looks for it and how to train without it. The real get_file runs, down to its urlretrieve."""
+    import urllib.error
+
+    from keras.src.backend import config as keras_config
+    from keras.src.utils import file_utils
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))  # no weights cached from an earlier download
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    with pytest.raises(ValueError, match=r"^model\.pretrained: imagenet needs keras\.applications' ImageNet weights "
+                                         rf"for {kw['backbone']}, .*failed \(.*Name or service not known\): put "
+                                         r"\S+\.h5 \(from https://\S+\.h5\) in .*models, or set model\.pretrained: "
+                                         r"none") as raised:
+        build_model(ModelConfig(pretrained="imagenet", head_channels=16, **kw), 5, (64, 64))
+    assert "\n" not in str(raised.value)

@@ -111,4 +111,25 @@ def test_loading_leaves_no_temporary_folders_behind(tmp_path, monkeypatch, citys
     prepared = DataConfig(source="cityscapes", num_classes=19, data_dir=str(tmp_path / "tfds2"),
                           manual_dir=str(cityscapes_manual_dir))
     assert len(decoded(prepared, "validation")) == 1
-    assert list(system_tmp.iterdir()) == [] and tempfile.tempdir == str(system_tmp)
+    assert [p.name for p in system_tmp.iterdir() if p.name.endswith("tfds")] == []
+    assert tempfile.tempdir == str(system_tmp)
+
+
+def test_a_download_that_fails_is_one_clear_error(tmp_path, monkeypatch):
+    """Offline, tfds' download of an unprepared data set ends in requests' ConnectionError and a traceback;
+    load_source names the data set, the cause and what to copy where. tfds' real download code runs down to
+    requests' Session.get."""
+    import requests
+
+    def no_network(self, url, *args, **kwargs):
+        raise requests.exceptions.ConnectionError(f"HTTPSConnectionPool: Max retries exceeded with url: {url}\n"
+                                                  "(Failed to resolve: Name or service not known)")
+
+    monkeypatch.setattr(requests.Session, "get", no_network)
+    cfg = DataConfig(source="oxford_iiit_pet", num_classes=3, data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(DataError, match=r"^preparing oxford_iiit_pet failed: tensorflow-datasets downloads its files "
+                                        r"on first use, and the download failed \(.*Name or service not known\)\); "
+                                        r"without network access, .* copy \S+/tfds/oxford_iiit_pet into \S+/tfds "
+                                        r"here$") as raised:
+        load_source(cfg, "train")
+    assert "\n" not in str(raised.value)

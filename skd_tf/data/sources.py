@@ -107,6 +107,16 @@ def _check_cityscapes_manual_dir(cfg: DataConfig) -> None:
                             f"download it again from {CITYSCAPES_URL}")
 
 
+def download_failures() -> tuple[type[Exception], ...]:
+    """What tensorflow-datasets' downloads raise when a file cannot be fetched (no network, server errors)."""
+    import urllib.error
+
+    import requests
+    import tensorflow_datasets as tfds
+
+    return requests.exceptions.RequestException, urllib.error.URLError, tfds.download.DownloadError
+
+
 @contextlib.contextmanager
 def temporary_folders_removed():
     """Runs the block with ``tempfile``'s folder set to a fresh one of its own, removed afterwards with whatever
@@ -147,6 +157,11 @@ def _tfds_source(cfg: DataConfig, split: str, name: str, image_key: str, label_k
         except zipfile.BadZipFile as err:
             raise DataError(f"preparing {name} failed: a downloaded archive is damaged ({err}); delete it from "
                             f"{manual_dir or builder.data_dir} and download it again") from None
+        except download_failures() as err:
+            root = cfg.data_dir or "~/tensorflow_datasets"
+            raise DataError(f"preparing {name} failed: tensorflow-datasets downloads its files on first use, and the "
+                            f"download failed ({' '.join(str(err).split())}); without network access, prepare it "
+                            f"where there is one and copy {os.path.join(root, name)} into {root} here") from None
     table = tf.constant(label_lookup_table(cfg.source, cfg.ignore_label))
 
     def decode(record):

@@ -15,6 +15,12 @@ single device). Each backbone returns a dict of endpoints: ``stride4``, ``stride
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
 import keras
 from keras import layers
 
@@ -93,6 +99,27 @@ def resnet(inputs, depth: int = 18, output_stride: int = 8, width: float = 1.0) 
     return endpoints
 
 
+@contextlib.contextmanager
+def imagenet_weights_download(backbone: str):
+    """Turns Keras' failed download of keras.applications' ImageNet weights (a bare ``Exception("URL fetch
+    failure on <url>: …")``, with a traceback) into a ValueError, one line: what failed, which file to put
+    where, and how to train without it."""
+    try:
+        yield
+    except Exception as err:
+        failed = re.match(r"URL fetch failure on (\S+?): (.*)", str(err), re.S)
+        if failed is None:
+            raise
+        url, reason = failed.groups()
+        reason = re.sub(r"^None -- ", "", reason.strip())  # Keras writes "{errno} -- {reason}"; errno is often None
+        cache = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")
+        raise ValueError(
+            f"model.pretrained: imagenet needs keras.applications' ImageNet weights for {backbone}, which Keras "
+            f"downloads on first use, and the download failed ({reason}): put "
+            f"{PurePosixPath(urlsplit(url).path).name} (from {url}) in {cache}, or set model.pretrained: none to "
+            f"start from random weights") from None
+
+
 def load_imagenet_weights(model: keras.Model, depth: int) -> int:
     """Copies keras.applications ResNet{depth} ImageNet weights into matching layers by name.
 
@@ -103,7 +130,9 @@ def load_imagenet_weights(model: keras.Model, depth: int) -> int:
     if factory is None:
         raise ValueError(f"keras.applications has no ImageNet ResNet-{depth}: set model.pretrained to torchvision's "
                          f"ImageNet file (resnet{depth}-*.pth), or none")
-    return copy_weights_by_name(factory(include_top=False, weights="imagenet"), model)
+    with imagenet_weights_download(f"resnet{depth}"):
+        source = factory(include_top=False, weights="imagenet")
+    return copy_weights_by_name(source, model)
 
 
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
@@ -170,9 +199,10 @@ MOBILENETV2_ENDPOINTS = {"stride4": "block_2_add", "stride8": "block_5_add",
 
 def mobilenetv2(inputs, output_stride: int = 16, width: float = 1.0, pretrained: bool = False) -> dict:
     """keras.applications MobileNetV2 truncated at ``output_stride`` (16: after block 12)."""
-    app = keras.applications.MobileNetV2(
-        input_tensor=inputs, alpha=width, include_top=False,
-        weights="imagenet" if pretrained else None)
+    with imagenet_weights_download("mobilenetv2"):
+        app = keras.applications.MobileNetV2(
+            input_tensor=inputs, alpha=width, include_top=False,
+            weights="imagenet" if pretrained else None)
     out = app.get_layer(MOBILENETV2_ENDPOINTS[f"stride{output_stride}"]).output
     return {"stride4": app.get_layer(MOBILENETV2_ENDPOINTS["stride4"]).output,
             "stride8": app.get_layer(MOBILENETV2_ENDPOINTS["stride8"]).output,
@@ -200,9 +230,10 @@ def mobilenetv3(inputs, variant: str, width: float = 1.0, pretrained: bool = Fal
     rescaling layer is left out: the input is the pipeline's normalised image.
     """
     plan = MOBILENETV3[variant]
-    app = getattr(keras.applications, plan["factory"])(
-        input_tensor=inputs, alpha=width, include_top=False, include_preprocessing=False,
-        weights="imagenet" if pretrained else None)
+    with imagenet_weights_download(variant):
+        app = getattr(keras.applications, plan["factory"])(
+            input_tensor=inputs, alpha=width, include_top=False, include_preprocessing=False,
+            weights="imagenet" if pretrained else None)
     out = app.output
     return {"stride4": app.get_layer(plan["stride4"]).output, "stride8": app.get_layer(plan["stride8"]).output,
             "aux": app.get_layer(plan["stride16"]).output, "out": out}
