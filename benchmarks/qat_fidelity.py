@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
 from benchmarks.import_reference import chosen_files, file_stem, json_records, load_photos  # noqa: E402
-from benchmarks.street_frames_qat import CITYSCAPES_FILES, frames_in, parse_crop, schedule_key  # noqa: E402
+from benchmarks.street_frames_qat import (CITYSCAPES_FILES, frames_in, parse_crop, qat_batches,  # noqa: E402
+                                          schedule_key)
 
 RESULTS = ROOT / "benchmarks" / "results" / "qat_fidelity.json"
 
@@ -55,9 +56,11 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
 
     rel, config, _, _, size = entry
     steps, crop = settings["steps"], settings["crop"]
-    key = schedule_key("qat", steps[-1], crop, settings["learning_rate"])
+    key = schedule_key("qat", steps[-1], crop, settings["learning_rate"], size)
     if settings.get("batch_size") is not None:
         key += f"_b{settings['batch_size']}"
+    if settings.get("freeze_batch_norm"):
+        key += "_bnfrozen"
     row = records.setdefault(rel, {})
     if key in row:
         return
@@ -71,6 +74,8 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
         qat["learning_rate"] = settings["learning_rate"]
     if settings.get("batch_size") is not None:
         qat["batch_size"] = settings["batch_size"]
+    if settings.get("freeze_batch_norm"):
+        qat["freeze_batch_norm"] = True
     export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False, "output": "logits",
                                        "input_size": list(size), "calibration_samples": settings["calibration"],
                                        "qat": qat})
@@ -100,12 +105,13 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
         print(f"{rel}: step {step}: {trace[str(step)]}", flush=True)
 
     print(f"{rel}: {key}, scored at steps {', '.join(map(str, steps))}", flush=True)
-    # returned at the training size: `score` has put each scored step into `at_size` already, and finetune would
-    # build a second export-size twin for nothing
-    result = finetune(network, network, cfg.data, export.qat, tuple(crop), progress=True, photos=frames,
+    # frames at the file's size, crops of --qat-crop: `export --images` fine-tunes so
+    result = finetune(network, network, cfg.data, export.qat, tuple(size), progress=True, photos=frames,
                       after_step=score)
     row[key] = {"trace": trace, "qat_learning_rate": export.qat.learning_rate, "qat_crop": list(crop),
-                "qat_batch_size": export.qat.batch_size, "qat_first_loss": result.first_loss,
+                "qat_frames": list(size),
+                "qat_batch_size": export.qat.batch_size, "qat_freeze_batch_norm": export.qat.freeze_batch_norm,
+                "qat_first_loss": result.first_loss,
                 "qat_last_loss": result.last_loss, "frames": len(frames), "held_out": len(held_out),
                 "calibration_samples": settings["calibration"], "seconds": round(time.time() - started, 1)}
     save()
@@ -116,8 +122,8 @@ def table(records: dict) -> str:
              "file = fake-quantized model |", "|---|---|---|---|---|---|"]
     for rel, *_ in CITYSCAPES_FILES:
         for facts in records.get(rel, {}).values():
-            how = (f"{max(map(int, facts['trace']))} steps of {facts['qat_batch_size']} frames at "
-                   f"{facts['qat_crop'][0]}×{facts['qat_crop'][1]}, lr {facts['qat_learning_rate']:g}")
+            how = (f"{max(map(int, facts['trace']))} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g}"
+                   + (", batch norms frozen" if facts.get("qat_freeze_batch_norm") else ""))
             for step, scores in sorted(facts["trace"].items(), key=lambda item: int(item[0])):
                 lines.append(f"| `{rel}` | {how} | {step} | {100 * scores['fake_quant_vs_float']:.2f} % | "
                              f"{100 * scores['file_vs_float']:.2f} % | {100 * scores['file_vs_fake_quant']:.2f} % |")
@@ -148,9 +154,12 @@ def main() -> int:
                         "fine-tuning (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=100, help="frames calibrating the conversion "
                         "(default: %(default)s)")
-    parser.add_argument("--qat-crop", default="256,512", help="height,width of QAT's batches (default: %(default)s)")
+    parser.add_argument("--qat-crop", default="256,512", help="height,width of QAT's crops of the frames at the "
+                        "file's 512×1024 (default: %(default)s; 512,1024: whole frames)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's)")
     parser.add_argument("--qat-batch-size", type=int, help="frames per QAT step (default: the config's)")
+    parser.add_argument("--qat-freeze-batch-norm", action="store_true",
+                        help="batch norms in inference mode during QAT (export.qat.freeze_batch_norm)")
     parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: both)")
     parser.add_argument("--out", default="runs/qat_fidelity", help="where the .keras/.tflite files go")
     parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
@@ -173,7 +182,8 @@ def main() -> int:
         if {p.resolve() for p in frames} & {p.resolve() for p in held_out}:
             raise SystemExit("--frames and --held-out share frames: the scores must be on frames QAT did not see")
         settings = {"steps": parse_steps(args.steps), "crop": crop, "learning_rate": args.qat_learning_rate,
-                    "calibration": args.calibration_samples, "batch_size": args.qat_batch_size}
+                    "calibration": args.calibration_samples, "batch_size": args.qat_batch_size,
+                    "freeze_batch_norm": args.qat_freeze_batch_norm}
         for entry in CITYSCAPES_FILES:
             if entry[0] in chosen:
                 follow_file(folder, entry, frames, held_out, Path(args.out), settings, records, save)

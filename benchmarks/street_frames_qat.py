@@ -54,11 +54,24 @@ def parse_crop(text: str) -> tuple[int, int]:
     return crop
 
 
-def schedule_key(quantization: str, steps: int, crop: tuple[int, int], learning_rate: float | None) -> str:
-    """``float32``, ``int8``, or the QAT schedule: ``qat_150_256x512`` (``_lr3e-05`` when a rate is given)."""
+def schedule_key(quantization: str, steps: int, crop: tuple[int, int], learning_rate: float | None,
+                 frames: tuple[int, int]) -> str:
+    """``float32``, ``int8``, or the QAT schedule: ``qat_150_256x512`` (``_lr3e-05`` when a rate is given;
+    ``_of512x1024`` when the batches are crops of frames at that size). Records made before 2026-12-07's fortieth
+    session, keyed without ``_of``, were whole frames resized to the crop size."""
     if quantization != "qat":
         return quantization
-    return f"qat_{steps}_{crop[0]}x{crop[1]}" + (f"_lr{learning_rate:g}" if learning_rate is not None else "")
+    return (f"qat_{steps}_{crop[0]}x{crop[1]}" + (f"_lr{learning_rate:g}" if learning_rate is not None else "")
+            + (f"_of{frames[0]}x{frames[1]}" if tuple(crop) != tuple(frames) else ""))
+
+
+def qat_batches(facts: dict) -> str:
+    """How a recorded QAT run's batches were made: ``8 frames at 512×1024``, ``8 crops of 256×512 from
+    512×1024 frames``, or (records without ``qat_frames``) whole frames resized to the crop."""
+    crop, frames = facts["qat_crop"], facts.get("qat_frames") or facts["qat_crop"]
+    if crop == frames:
+        return f"{facts['qat_batch_size']} frames at {crop[0]}×{crop[1]}"
+    return f"{facts['qat_batch_size']} crops of {crop[0]}×{crop[1]} from {frames[0]}×{frames[1]} frames"
 
 
 def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], out: Path, quantizations: list[str],
@@ -73,12 +86,11 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
     rel, config, decoder, classes, size = entry
     stem = file_stem(rel)
     crop = settings["crop"]
-    # the QAT batches are frames resized to the crop size (export.qat trains on data.crop_size); the files
-    # themselves take the evaluation size, 512×1024
+    # the QAT batches are crops of data.crop_size from frames at the files' input size, 512×1024
     cfg = load_config(ROOT / "configs" / f"{config}.yaml", [f"data.crop_size=[{crop[0]},{crop[1]}]"])
     keras_path = out / stem / "model.keras"
     reference_path = out / stem / "torch_labels.npy"
-    keys = {q: schedule_key(q, settings["steps"], crop, settings["learning_rate"]) for q in quantizations}
+    keys = {q: schedule_key(q, settings["steps"], crop, settings["learning_rate"], size) for q in quantizations}
     row = records.setdefault(rel, {"file": rel, "config": config, "input_size": list(size), "frames": len(frames),
                                    "held_out": len(held_out), "quantizations": {}})
     pending = [q for q in quantizations if keys[q] not in row["quantizations"]]
@@ -113,7 +125,8 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
             "labels_vs_torch": float((labels == reference).mean()), "file_bytes": facts["file_bytes"],
             "labels_vs_keras_on_frames": facts["parity"]["argmax_agreement"],
             "calibration_samples": settings["calibration"] if quantization == "int8" else None,
-            **({"qat_steps": settings["steps"], "qat_crop": list(crop), "qat_learning_rate": export.qat.learning_rate,
+            **({"qat_steps": settings["steps"], "qat_crop": list(crop), "qat_frames": list(size),
+                "qat_learning_rate": export.qat.learning_rate,
                 "qat_batch_size": export.qat.batch_size, "qat_first_loss": facts["qat"]["first_loss"],
                 "qat_last_loss": facts["qat"]["last_loss"]} if quantization == "qat" else {}),
             "seconds": round(time.time() - start, 1)}
@@ -128,8 +141,7 @@ def table(records: dict) -> str:
         for key, facts in (row or {}).get("quantizations", {}).items():
             how = key
             if facts.get("qat_steps"):
-                how = (f"qat ({facts['qat_steps']} steps of {facts['qat_batch_size']} frames at "
-                       f"{facts['qat_crop'][0]}×{facts['qat_crop'][1]}, lr {facts['qat_learning_rate']:g})")
+                how = f"qat ({facts['qat_steps']} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g})"
             lines.append(f"| `{rel}` | {how} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{facts['file_bytes'] / 2**20:.2f} | {facts['seconds'] / 60:.0f} min |")
     return "\n".join(lines)
@@ -146,9 +158,9 @@ def main() -> int:
     parser.add_argument("--calibration-samples", type=int, default=100, help="frames calibrating int8 "
                         "(default: %(default)s)")
     parser.add_argument("--qat-steps", type=int, default=150, help="QAT fine-tuning steps (default: %(default)s)")
-    parser.add_argument("--qat-crop", default="256,512", help="height,width the frames are resized to for QAT's "
-                        "batches (default: %(default)s: 4× fewer pixels than the file's input, 3.8 s a step of 8 "
-                        "frames on 2 AVX2 cores)")
+    parser.add_argument("--qat-crop", default="256,512", help="height,width of QAT's crops of the frames at the "
+                        "file's 512×1024 (default: %(default)s: a quarter of a frame's pixels; 512,1024: whole "
+                        "frames)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's)")
     parser.add_argument("--export-checks", type=int, default=20, help="frames `skd-tf export` checks each file on "
                         "against Keras (its own check; the table's is on --held-out) (default: %(default)s)")

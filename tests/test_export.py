@@ -330,14 +330,28 @@ def test_qat_on_unlabelled_images_fine_tunes_the_int8_twin_towards_the_float_net
     frames = sorted((tmp_path / "frames").glob("*.png"))
     data = DataConfig(num_classes=4, crop_size=(32, 32), hflip=False, mean=(100.0, 110.0, 120.0),
                       std=(50.0, 60.0, 70.0))
-    images, labels = next(photo_batches(frames, (32, 32), 2, 3, data))
+    images, labels = next(photo_batches(frames, (32, 32), (32, 32), 2, 3, data))
     order = np.random.default_rng(3).permutation(4)[:2]
     expected = (np.concatenate([raw_photo(frames[i], (32, 32)) for i in order]) - [100, 110, 120]) / [50, 60, 70]
     assert labels is None
     np.testing.assert_allclose(images.numpy(), expected, rtol=1e-6)
-    flipped = [next(photo_batches(frames, (32, 32), 4, seed, data.model_copy(update={"hflip": True})))[0].numpy()
-               for seed in (3, 4)]
+    flipped = [next(photo_batches(frames, (32, 32), (32, 32), 4, seed, data.model_copy(update={"hflip": True})))[0]
+               .numpy() for seed in (3, 4)]
     assert any(not np.allclose(batch, batch[:, :, ::-1]) for batch in flipped)
+    # smaller crops: windows of the frames at the file's size (the scale the file sees), at several places
+    places = set()
+    for seed in range(4):
+        crops = next(photo_batches(frames, (32, 32), (16, 24), 4, seed, data))[0].numpy()
+        assert crops.shape == (4, 16, 24, 3)
+        for crop, i in zip(crops, np.random.default_rng(seed).permutation(4)):
+            frame = (raw_photo(frames[i], (32, 32))[0] - [100, 110, 120]) / [50, 60, 70]
+            found = [(t, left) for t in range(17) for left in range(9)
+                     if np.allclose(frame[t:t + 16, left:left + 24], crop, rtol=1e-6)]
+            assert len(found) == 1
+            places.add(found[0])
+    assert len(places) > 4
+    with pytest.raises(ValueError, match=r"crops of \(48, 24\) do not fit in frames of \(32, 32\)"):
+        next(photo_batches(frames, (32, 32), (48, 24), 2, 0, data))
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))

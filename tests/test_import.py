@@ -525,17 +525,25 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
 def test_qat_fidelity_table_and_steps():
     """benchmarks/qat_fidelity.py: one row per scored step, in step order (JSON keys are strings: "100" after "25"),
     three agreements as percentages; --steps ascending with at least one fine-tuning step; --qat-crop two sides."""
-    from benchmarks import qat_fidelity
+    from benchmarks import qat_fidelity, street_frames_qat
 
     trace = {"100": {"fake_quant_vs_float": 0.8062, "file_vs_float": 0.8, "file_vs_fake_quant": 0.9},
              "25": {"fake_quant_vs_float": 0.7, "file_vs_float": 0.69, "file_vs_fake_quant": 0.85}}
     record = {"cityscapes/ESPNet_Ours_64.pth": {"qat_100_256x512_lr0.0001": {
-        "trace": trace, "qat_learning_rate": 1e-4, "qat_crop": [256, 512], "qat_batch_size": 8}}}
+        "trace": trace, "qat_learning_rate": 1e-4, "qat_crop": [256, 512], "qat_batch_size": 8},
+        "qat_100_256x512_lr0.0001_of512x1024_bnfrozen": {
+            "trace": {"100": trace["100"]}, "qat_learning_rate": 1e-4, "qat_crop": [256, 512],
+            "qat_frames": [512, 1024], "qat_batch_size": 8, "qat_freeze_batch_norm": True}}}
     assert qat_fidelity.table(record).splitlines()[2:] == [
         "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames at 256×512, lr 0.0001 | 25 | 70.00 % | 69.00 % | "
         "85.00 % |",
         "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames at 256×512, lr 0.0001 | 100 | 80.62 % | 80.00 % | "
-        "90.00 % |"]
+        "90.00 % |",
+        "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 crops of 256×512 from 512×1024 frames, lr 0.0001, batch "
+        "norms frozen | 100 | 80.62 % | 80.00 % | 90.00 % |"]
+    key = street_frames_qat.schedule_key("qat", 100, (256, 512), 1e-4, (512, 1024))
+    assert key == "qat_100_256x512_lr0.0001_of512x1024"
+    assert street_frames_qat.schedule_key("qat", 100, (512, 1024), None, (512, 1024)) == "qat_100_512x1024"
     assert qat_fidelity.parse_steps("0,100,250") == [0, 100, 250]
     for bad in ("0", "100,50", "a,b", "-1,10", "10,10"):
         with pytest.raises(SystemExit, match="--steps"):

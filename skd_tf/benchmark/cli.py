@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="host: run with the XNNPACK delegate, without it, or both (default on)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first inference (default 5)")
     p.add_argument("--runs", type=int, default=50, help="timed runs, at least (default 50)")
-    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing for at least this many seconds (default 0: just --runs)")
+    p.add_argument("--min-seconds", type=float, default=0.0,
+                   help="keep timing for at least this many seconds (default 0: just --runs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--input", help="a real image to run (PNG/JPEG); saves the coloured label map next to it. "
                                    "Images of another size are resized to the model input (bilinear)")
@@ -45,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--android", action="store_true", help="run on an Android device with TFLite's benchmark_model")
     a.add_argument("--serial", help="adb serial of the device (needed when several are connected)")
     a.add_argument("--benchmark-binary", help="path of the Android benchmark_model binary to push")
-    a.add_argument("--delegate", default="xnnpack", help="Android: comma-separated of cpu,xnnpack,gpu,nnapi (default xnnpack)")
+    a.add_argument("--delegate", default="xnnpack",
+                   help="Android: comma-separated of cpu,xnnpack,gpu,nnapi (default xnnpack)")
     a.add_argument("--taskset", help="Android: CPU affinity mask in hex for taskset, e.g. f0 (big cores)")
     a.add_argument("--op-profiling", action="store_true", help="Android: per-op profile (benchmark_model's table)")
     a.add_argument("--adb", default="adb", help="adb executable (default: adb on PATH)")

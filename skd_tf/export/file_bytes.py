@@ -45,5 +45,6 @@ def byte_breakdown(model_bytes: bytes) -> dict:
 def describe(breakdown: dict) -> str:
     """One line: each part's KiB and share of the file."""
     total = breakdown["total"]
-    return ", ".join(f"{name.replace('_', ' ')} {breakdown[name] / 1024:.1f} KiB ({100 * breakdown[name] / total:.0f} %)"
+    return ", ".join(f"{name.replace('_', ' ')} {breakdown[name] / 1024:.1f} KiB "
+                     f"({100 * breakdown[name] / total:.0f} %)"
                      for name in ("weights", "biases_and_shapes", "quantization", "names", "structure"))

@@ -217,19 +217,29 @@ def tie_concatenation_ranges(qat_model) -> int:
     return len(groups)
 
 
-def photo_batches(photos: list[Path], size: tuple[int, int], batch_size: int, seed: int, data: DataConfig):
+def photo_batches(photos: list[Path], frame_size: tuple[int, int], crop_size: tuple[int, int], batch_size: int,
+                  seed: int, data: DataConfig):
     """Endless (images, None) batches of unlabelled image files for fine-tuning without labels: each file as
-    an app feeds it (``checks.raw_photo``: as a viewer shows it, resized bilinear to ``size``), flipped left-right
-    at random when ``data.hflip``, normalised (x − mean) / std as the training pipeline normalises; every pass
-    over the files in a new order drawn from ``seed``."""
+    an app feeds the exported file (``checks.raw_photo``: as a viewer shows it, resized bilinear to
+    ``frame_size``), a ``crop_size`` window of it at a random place (the whole frame when the sizes agree: the
+    network sees its objects at the scale the file will), flipped left-right at random when ``data.hflip``,
+    normalised (x − mean) / std as the training pipeline normalises; every pass over the files in a new order,
+    all drawn from ``seed``."""
     if len(photos) < batch_size:
         raise ValueError(f"QAT on images: {len(photos)} image(s) for batches of {batch_size}; give at least "
                          f"{batch_size} or lower export.qat.batch_size")
+    if any(c > f for c, f in zip(crop_size, frame_size)):
+        raise ValueError(f"QAT on images: crops of {crop_size} do not fit in frames of {frame_size}")
+    (height, width), (crop_h, crop_w) = frame_size, crop_size
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(len(photos))
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = np.concatenate([raw_photo(photos[i], size) for i in order[start:start + batch_size]])
+            crops = []
+            for i in order[start:start + batch_size]:
+                top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
+                crops.append(raw_photo(photos[i], frame_size)[:, top:top + crop_h, left:left + crop_w])
+            batch = np.concatenate(crops)
             if data.hflip:
                 flip = rng.random(batch_size) < 0.5
                 batch[flip] = batch[flip, :, ::-1]
@@ -241,7 +251,8 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
              after_step: Optional[Callable[[int, object], None]] = None) -> QATResult:
     """Fine-tunes the QAT twin of ``network`` for ``cfg.steps`` steps; returns it at ``input_size``. Seeded by
     ``cfg.seed`` (data order, and the random generators of Python, NumPy and TensorFlow): a run repeats.
-    ``photos``: unlabelled image files to fine-tune on (``photo_batches``) instead of the training split; the
+    ``photos``: unlabelled image files to fine-tune on (``photo_batches``: each resized to ``input_size`` as
+    the app feeds the file, in crops of ``data.crop_size`` where smaller) instead of the training split; the
     loss is then the pixel-wise term alone, so a teacher is needed (``export_one`` passes the float network).
     ``after_step(n, qat_model)``: called once the ranges are calibrated (n = 0) and after every step n, with the
     QAT model at the training size (to follow the fine-tuning; it must not change the model)."""
@@ -252,6 +263,8 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
     if teacher is None and (photos is not None or not cfg.ce_weight):
         raise ValueError("QAT without labels (images, or export.qat.ce_weight 0) needs a teacher to reproduce")
     train_size = tuple(data.crop_size)
+    if photos is not None:
+        train_size = tuple(min(c, s) for c, s in zip(train_size, input_size))
     # the fine-tuning's dropout masks (tf_keras draws them from its own generator): the same file every run
     tf_keras.utils.set_random_seed(cfg.seed)
     qat_model = quantization_aware(at_input_size(network, train_size))
@@ -261,7 +274,7 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
     if cfg.freeze_batch_norm:
         freeze_batch_norm(qat_model)
     if photos is not None:
-        batches = photo_batches(photos, train_size, cfg.batch_size, cfg.seed + 1, data)
+        batches = photo_batches(photos, tuple(input_size), train_size, cfg.batch_size, cfg.seed + 1, data)
         calibrate_ranges(qat_model, (next(batches)[0] for _ in range(cfg.calibration_batches)))
     else:
         calibration = train_dataset(data, cfg.batch_size, seed=cfg.seed + 1).take(cfg.calibration_batches)
@@ -292,7 +305,7 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
 
     losses = []
     if photos is not None:
-        batches = photo_batches(photos, train_size, cfg.batch_size, cfg.seed, data)
+        batches = photo_batches(photos, tuple(input_size), train_size, cfg.batch_size, cfg.seed, data)
         stream = (next(batches) for _ in range(cfg.steps))
     else:
         stream = train_dataset(data, cfg.batch_size, seed=cfg.seed).take(cfg.steps)

@@ -20,11 +20,11 @@ from skd_tf.losses.relational import (CorrelationCongruence, InstanceRelationGra
                                       SimilarityPreserving)
 
 __all__ = [
-    "LOSSES", "LossEntry", "AttentionTransfer", "AutoEncoderTrainer", "ChannelwiseDistillation", "CorrelationCongruence",
-    "DistillationLoss", "FeatureAutoEncoder", "FitNetDistillation", "HolisticCritic", "HolisticDistillation",
-    "InstanceRelationGraph", "KerasDistillationLoss", "KnowledgeAdaptation", "PairwiseDistillation",
-    "PixelwiseDistillation", "RelationalKD", "SimilarityPreserving", "autoencoder_loss", "autoencoder_quality", "gradient_penalty",
-    "pretrain_autoencoder", "segmentation_cross_entropy",
+    "LOSSES", "LossEntry", "AttentionTransfer", "AutoEncoderTrainer", "ChannelwiseDistillation",
+    "CorrelationCongruence", "DistillationLoss", "FeatureAutoEncoder", "FitNetDistillation", "HolisticCritic",
+    "HolisticDistillation", "InstanceRelationGraph", "KerasDistillationLoss", "KnowledgeAdaptation",
+    "PairwiseDistillation", "PixelwiseDistillation", "RelationalKD", "SimilarityPreserving", "autoencoder_loss",
+    "autoencoder_quality", "gradient_penalty", "pretrain_autoencoder", "segmentation_cross_entropy",
 ]
 
 
