@@ -61,6 +61,8 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
         key += f"_b{settings['batch_size']}"
     if settings.get("freeze_batch_norm"):
         key += "_bnfrozen"
+    if settings.get("schedule", "constant") != "constant":
+        key += f"_{settings['schedule']}"
     row = records.setdefault(rel, {})
     if key in row:
         return
@@ -76,6 +78,8 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
         qat["batch_size"] = settings["batch_size"]
     if settings.get("freeze_batch_norm"):
         qat["freeze_batch_norm"] = True
+    if settings.get("schedule"):
+        qat["schedule"] = settings["schedule"]
     export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False, "output": "logits",
                                        "input_size": list(size), "calibration_samples": settings["calibration"],
                                        "qat": qat})
@@ -111,6 +115,7 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
     row[key] = {"trace": trace, "qat_learning_rate": export.qat.learning_rate, "qat_crop": list(crop),
                 "qat_frames": list(size),
                 "qat_batch_size": export.qat.batch_size, "qat_freeze_batch_norm": export.qat.freeze_batch_norm,
+                "qat_schedule": export.qat.schedule,
                 "qat_first_loss": result.first_loss,
                 "qat_last_loss": result.last_loss, "frames": len(frames), "held_out": len(held_out),
                 "calibration_samples": settings["calibration"], "seconds": round(time.time() - started, 1)}
@@ -123,6 +128,7 @@ def table(records: dict) -> str:
     for rel, *_ in CITYSCAPES_FILES:
         for facts in records.get(rel, {}).values():
             how = (f"{max(map(int, facts['trace']))} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g}"
+                   + (f" ({facts['qat_schedule']})" if facts.get("qat_schedule", "constant") != "constant" else "")
                    + (", batch norms frozen" if facts.get("qat_freeze_batch_norm") else ""))
             for step, scores in sorted(facts["trace"].items(), key=lambda item: int(item[0])):
                 lines.append(f"| `{rel}` | {how} | {step} | {100 * scores['fake_quant_vs_float']:.2f} % | "
@@ -160,6 +166,8 @@ def main() -> int:
     parser.add_argument("--qat-batch-size", type=int, help="frames per QAT step (default: the config's)")
     parser.add_argument("--qat-freeze-batch-norm", action="store_true",
                         help="batch norms in inference mode during QAT (export.qat.freeze_batch_norm)")
+    parser.add_argument("--qat-schedule", choices=["constant", "cosine"],
+                        help="QAT's learning-rate schedule (export.qat.schedule; default: the config's)")
     parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: both)")
     parser.add_argument("--out", default="runs/qat_fidelity", help="where the .keras/.tflite files go")
     parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
@@ -183,7 +191,7 @@ def main() -> int:
             raise SystemExit("--frames and --held-out share frames: the scores must be on frames QAT did not see")
         settings = {"steps": parse_steps(args.steps), "crop": crop, "learning_rate": args.qat_learning_rate,
                     "calibration": args.calibration_samples, "batch_size": args.qat_batch_size,
-                    "freeze_batch_norm": args.qat_freeze_batch_norm}
+                    "freeze_batch_norm": args.qat_freeze_batch_norm, "schedule": args.qat_schedule}
         for entry in CITYSCAPES_FILES:
             if entry[0] in chosen:
                 follow_file(folder, entry, frames, held_out, Path(args.out), settings, records, save)

@@ -914,6 +914,31 @@ def test_qat_fine_tuning_repeats_exactly():
     assert not all(np.array_equal(x, y) for x, y in zip(seen[0], b))
 
 
+def test_qat_cosine_schedule_scales_each_steps_update_by_its_learning_rate():
+    """export.qat.schedule cosine: step k of n moves the weights by lr · ½(1 + cos(π(k − 1)/n)) where a constant
+    rate moves them by lr (Adam's steps; at a rate this small both runs see the same gradients)."""
+    from skd_tf.config import DataConfig, SyntheticConfig
+    from skd_tf.export.config import QATConfig
+    from skd_tf.export.qat import finetune
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    net = keras.Model(inputs, {"logits": keras.layers.Conv2D(4, 1, name="logits")(x)})
+    data = DataConfig(num_classes=4, crop_size=(32, 32), synthetic=SyntheticConfig(num_train=8, num_val=2,
+                                                                                   image_size=32))
+    moves = {}
+    for schedule in ("constant", "cosine"):
+        seen = {}
+        cfg = QATConfig(steps=3, batch_size=2, calibration_batches=1, learning_rate=1e-6, schedule=schedule)
+        finetune(net, None, data, cfg, (32, 32), progress=False,
+                 after_step=lambda n, model: seen.update({n: [w.numpy() for w in model.trainable_weights]}))
+        moves[schedule] = [sum(float(np.abs(b - a).sum()) for a, b in zip(seen[k - 1], seen[k])) for k in (1, 2, 3)]
+    assert min(moves["constant"]) > 0
+    ratios = np.divide(moves["cosine"], moves["constant"])
+    np.testing.assert_allclose(ratios, [1.0, 0.75, 0.25], rtol=0.02)
+
+
 def test_qat_fine_tuning_reports_progress_in_a_log_and_stops_at_the_first_non_finite_loss(capsys):
     """Off a terminal (a log file, CI) no bar is drawn, so a long fine-tuning printed nothing for 20 minutes: it
     prints a line every tenth of its steps. A diverged run stops at the step that diverged (it ran to its end)."""

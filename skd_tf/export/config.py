@@ -10,7 +10,7 @@ Example::
       calibration_samples: 200    # representative training images for int8 calibration
       calibration_percentile: null  # int8 activation ranges: null = extremes; p in (50, 100) = percentiles
       eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
-      qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, ce_weight: 1.0, pixel_weight: 10.0,
+      qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, schedule: constant, ce_weight: 1.0, pixel_weight: 10.0,
             temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false}
 """
 
@@ -35,6 +35,8 @@ class QATConfig(_Section):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(1e-5, gt=0)
+    # constant, or cosine: from learning_rate down to 0 at the last step
+    schedule: Literal["constant", "cosine"] = "constant"
     ce_weight: float = Field(1.0, ge=0)
     pixel_weight: float = Field(10.0, ge=0)
     temperature: float = Field(1.0, gt=0)

@@ -281,7 +281,10 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
         calibrate_ranges(qat_model, (images for images, _ in calibration))
     pixel = PixelwiseDistillation(temperature=cfg.temperature)
     aligned = logits_align_corners(network)
-    optimizer = tf_keras.optimizers.Adam(cfg.learning_rate)
+    rate = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        rate = tf_keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.steps)
+    optimizer = tf_keras.optimizers.Adam(rate)
     # its slots made here, not inside `step`: a tf.function that creates variables traces twice (5 s per trace
     # for MobileNetV3-Small's QAT model at 48×48)
     optimizer.build(qat_model.trainable_variables)
