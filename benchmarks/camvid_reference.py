@@ -76,14 +76,16 @@ def miou(labels: np.ndarray, predicted: np.ndarray, classes: int, ignore: int) -
     return scores_from_confusion(confusion_matrix(labels, predicted, classes, ignore).numpy())["miou"]
 
 
-QAT_SETTINGS = {"learning_rate": "lr", "ce_weight": "ce"}  # export.qat keys the script sets, and their short names
+# export.qat keys the script sets, and their short names
+QAT_SETTINGS = {"learning_rate": "lr", "ce_weight": "ce", "scale_range": "scale"}
 
 
 def qat_key(steps: int, settings: dict | None = None) -> str:
     """The record key of one QAT schedule: ``qat_300``, or with the export.qat settings given (not the config's)
-    ``qat_1000_lr3e-05_ce0``."""
+    ``qat_1000_lr3e-05_ce0_scale1-1``."""
     given = {k: v for k, v in (settings or {}).items() if v is not None}
-    return f"qat_{steps}" + "".join(f"_{QAT_SETTINGS[k]}{given[k]:g}" for k in QAT_SETTINGS if k in given)
+    return f"qat_{steps}" + "".join(f"_{QAT_SETTINGS[k]}" + "-".join(f"{v:g}" for v in np.atleast_1d(given[k]))
+                                    for k in QAT_SETTINGS if k in given)
 
 
 def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list[str], calibration: int,
@@ -148,6 +150,7 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
             "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
             if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
             **({"qat_learning_rate": export.qat.learning_rate, "qat_ce_weight": export.qat.ce_weight,
+                "qat_scale_range": export.qat.scale_range and list(export.qat.scale_range),
                 "qat_first_loss": facts["qat"]["first_loss"], "qat_last_loss": facts["qat"]["last_loss"]}
                if quantization == "qat" else {}),
             "seconds": round(time.time() - start, 1)}
@@ -167,6 +170,8 @@ def table(records: dict) -> str:
                 how = f"qat ({facts['qat_steps']} steps"
                 how += f", lr {facts['qat_learning_rate']:g}" if "qat_learning_rate" in facts else ""
                 how += f", CE × {facts['qat_ce_weight']:g}" if facts.get("qat_ce_weight", 1.0) != 1.0 else ""
+                scales = facts.get("qat_scale_range")
+                how += f", scales {scales[0]:g}–{scales[1]:g}" if scales else ""
                 how += ")"
             lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
                          f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
@@ -185,6 +190,8 @@ def main() -> int:
                         "export.qat.learning_rate); recorded as its own entry")
     parser.add_argument("--qat-ce-weight", type=float, help="QAT's cross-entropy weight (default: the config's, "
                         "export.qat.ce_weight; 0: the pixel-wise KL to the float network alone)")
+    parser.add_argument("--qat-scale-range", help="low,high: QAT's random scaling of the training images "
+                        "(export.qat.scale_range; default: the config's data.scale_range; 1,1: the test images' scale)")
     parser.add_argument("--files", help="comma-separated checkpoint paths under the folder (default: all four)")
     parser.add_argument("--out", default="runs/camvid_reference", help="where the .keras/.tflite files go")
     parser.add_argument("--results", default=str(RESULTS), help="the JSON record (default: %(default)s)")
@@ -194,12 +201,21 @@ def main() -> int:
     folder, camvid, out, results = Path(args.folder), Path(args.camvid), Path(args.out), Path(args.results)
     chosen = chosen_files(folder, args.files, CAMVID_FILES, "CamVid")
     records, save = json_records(results, args.fresh)
+    scale_range = None
+    if args.qat_scale_range is not None:
+        try:
+            scale_range = [float(v) for v in args.qat_scale_range.split(",")]
+        except ValueError:
+            scale_range = []
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise SystemExit(f"--qat-scale-range {args.qat_scale_range}: expected low,high with 0 < low <= high")
 
     for entry in CAMVID_FILES:
         if entry[0] in chosen:
             check_file(folder, entry, camvid, out, args.quantizations.split(","), args.calibration_samples,
                        args.qat_steps, records, save,
-                       {"learning_rate": args.qat_learning_rate, "ce_weight": args.qat_ce_weight})
+                       {"learning_rate": args.qat_learning_rate, "ce_weight": args.qat_ce_weight,
+                        "scale_range": scale_range})
     show(table(records), "published-weights.md", "camvid-table", args.docs)
     return 0
 

@@ -61,7 +61,7 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
         key += f"_b{settings['batch_size']}"
     if settings.get("freeze_batch_norm"):
         key += "_bnfrozen"
-    if settings.get("schedule", "constant") != "constant":
+    if settings.get("schedule") not in (None, "constant"):
         key += f"_{settings['schedule']}"
     row = records.setdefault(rel, {})
     if key in row:

@@ -939,6 +939,33 @@ def test_qat_cosine_schedule_scales_each_steps_update_by_its_learning_rate():
     np.testing.assert_allclose(ratios, [1.0, 0.75, 0.25], rtol=0.02)
 
 
+def test_qat_scale_range_replaces_the_training_splits_random_scaling(monkeypatch):
+    """export.qat.scale_range: QAT's calibration and fine-tuning batches are drawn at that scale range instead of
+    data.scale_range (the pipeline's scaling itself is tested in test_data); a bad range is refused."""
+    import pydantic
+
+    from skd_tf.config import DataConfig, SyntheticConfig
+    from skd_tf.data import pipeline
+    from skd_tf.export.config import QATConfig
+    from skd_tf.export.qat import finetune
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    net = keras.Model(inputs, {"logits": keras.layers.Conv2D(4, 3, padding="same", name="logits")(inputs)})
+    data = DataConfig(num_classes=4, crop_size=(32, 32), scale_range=(0.5, 2.0),
+                      synthetic=SyntheticConfig(num_train=4, num_val=2, image_size=32))
+    drawn, real = [], pipeline.train_dataset
+    monkeypatch.setattr(pipeline, "train_dataset",
+                        lambda d, *a, **k: (drawn.append(d.scale_range), real(d, *a, **k))[1])
+    for given, expected in ((None, (0.5, 2.0)), ((1.0, 1.0), (1.0, 1.0))):
+        drawn.clear()
+        finetune(net, None, data, QATConfig(steps=1, batch_size=2, calibration_batches=1, scale_range=given),
+                 (32, 32), progress=False)
+        assert drawn == [expected, expected]
+    with pytest.raises(pydantic.ValidationError, match="export.qat.scale_range must be 0 < low <= high"):
+        QATConfig(scale_range=(2.0, 1.0))
+
+
 def test_qat_fine_tuning_reports_progress_in_a_log_and_stops_at_the_first_non_finite_loss(capsys):
     """Off a terminal (a log file, CI) no bar is drawn, so a long fine-tuning printed nothing for 20 minutes: it
     prints a line every tenth of its steps. A diverged run stops at the step that diverged (it ran to its end)."""

@@ -517,6 +517,11 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
         "miou_tflite": 0.56, "labels_vs_torch": 0.98, "labels_vs_keras": 0.98, "file_bytes": 2**20, "qat_steps": 1000,
         "qat_learning_rate": 3e-5, "qat_ce_weight": 0.0}}
     assert "| qat (1000 steps, lr 3e-05, CE × 0) | 56.00 |" in camvid_reference.table(record)
+    assert camvid_reference.qat_key(300, {"scale_range": [1.0, 1.0]}) == "qat_300_scale1-1"
+    record["camvid/espnet/base_57.8.pth"]["quantizations"]["qat_300_scale1-1"] = {
+        "miou_tflite": 0.57, "labels_vs_torch": 0.99, "labels_vs_keras": 0.99, "file_bytes": 2**20, "qat_steps": 300,
+        "qat_learning_rate": 1e-5, "qat_scale_range": [1.0, 1.0]}
+    assert "| qat (300 steps, lr 1e-05, scales 1–1) | 57.00 |" in camvid_reference.table(record)
     shutil.rmtree(camvid / "trainannot")
     with pytest.raises(SystemExit, match="no trainannot/ folder"):
         camvid_reference.run_config("camvid_espnet_c", camvid)

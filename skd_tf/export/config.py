@@ -11,7 +11,7 @@ Example::
       calibration_percentile: null  # int8 activation ranges: null = extremes; p in (50, 100) = percentiles
       eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
       qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, schedule: constant, ce_weight: 1.0, pixel_weight: 10.0,
-            temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false}
+            temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false, scale_range: null}
 """
 
 from __future__ import annotations
@@ -42,7 +42,16 @@ class QATConfig(_Section):
     temperature: float = Field(1.0, gt=0)
     calibration_batches: int = Field(16, ge=1)
     freeze_batch_norm: bool = False
+    # the training split's random scaling during QAT (null: data.scale_range). QAT teaches the int8 twin the
+    # images the file will see: [1, 1] when they are evaluated at their own size (CamVid at 360×480)
+    scale_range: Optional[tuple[float, float]] = None
     seed: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _check_scale_range(self):
+        if self.scale_range is not None and not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError("export.qat.scale_range must be 0 < low <= high")
+        return self
 
 
 class ExportConfig(_Section):

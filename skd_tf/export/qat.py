@@ -263,6 +263,8 @@ def finetune(network, teacher, data: DataConfig, cfg: QATConfig, input_size: tup
     if teacher is None and (photos is not None or not cfg.ce_weight):
         raise ValueError("QAT without labels (images, or export.qat.ce_weight 0) needs a teacher to reproduce")
     train_size = tuple(data.crop_size)
+    if cfg.scale_range is not None:
+        data = data.model_copy(update={"scale_range": tuple(cfg.scale_range)})
     if photos is not None:
         train_size = tuple(min(c, s) for c, s in zip(train_size, input_size))
     # the fine-tuning's dropout masks (tf_keras draws them from its own generator): the same file every run
