@@ -40,6 +40,19 @@ def labels_of(logits_fn, images: np.ndarray, batch: int = 2) -> np.ndarray:
                            for i in range(0, len(images), batch)])
 
 
+def fidelity_key(settings: dict, size: tuple[int, int]) -> str:
+    """The record key of one fine-tuning: street_frames_qat's schedule key, then the settings given that are not
+    the config's: ``_b2`` (batch size), ``_bnfrozen``, ``_cosine``."""
+    key = schedule_key("qat", settings["steps"][-1], settings["crop"], settings["learning_rate"], size)
+    if settings.get("batch_size") is not None:
+        key += f"_b{settings['batch_size']}"
+    if settings.get("freeze_batch_norm"):
+        key += "_bnfrozen"
+    if settings.get("schedule") not in (None, "constant"):
+        key += f"_{settings['schedule']}"
+    return key
+
+
 def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], out: Path, settings: dict,
                 records: dict, save) -> None:
     """One QAT fine-tuning of ``entry``'s file on ``frames``, scored at each of ``settings["steps"]``."""
@@ -56,13 +69,7 @@ def follow_file(folder: Path, entry, frames: list[Path], held_out: list[Path], o
 
     rel, config, _, _, size = entry
     steps, crop = settings["steps"], settings["crop"]
-    key = schedule_key("qat", steps[-1], crop, settings["learning_rate"], size)
-    if settings.get("batch_size") is not None:
-        key += f"_b{settings['batch_size']}"
-    if settings.get("freeze_batch_norm"):
-        key += "_bnfrozen"
-    if settings.get("schedule") not in (None, "constant"):
-        key += f"_{settings['schedule']}"
+    key = fidelity_key(settings, size)
     row = records.setdefault(rel, {})
     if key in row:
         return

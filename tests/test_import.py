@@ -549,6 +549,11 @@ def test_qat_fidelity_table_and_steps():
     key = street_frames_qat.schedule_key("qat", 100, (256, 512), 1e-4, (512, 1024))
     assert key == "qat_100_256x512_lr0.0001_of512x1024"
     assert street_frames_qat.schedule_key("qat", 100, (512, 1024), None, (512, 1024)) == "qat_100_512x1024"
+    given = {"steps": [0, 500], "crop": (512, 1024), "learning_rate": 1e-4, "batch_size": None,
+             "freeze_batch_norm": False, "schedule": None}
+    assert qat_fidelity.fidelity_key(given, (512, 1024)) == "qat_500_512x1024_lr0.0001"
+    given.update(batch_size=2, freeze_batch_norm=True, schedule="cosine", crop=(256, 512))
+    assert qat_fidelity.fidelity_key(given, (512, 1024)) == "qat_500_256x512_lr0.0001_of512x1024_b2_bnfrozen_cosine"
     assert qat_fidelity.parse_steps("0,100,250") == [0, 100, 250]
     for bad in ("0", "100,50", "a,b", "-1,10", "10,10"):
         with pytest.raises(SystemExit, match="--steps"):
