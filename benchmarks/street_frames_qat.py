@@ -67,8 +67,10 @@ def schedule_key(quantization: str, steps: int, crop: tuple[int, int], learning_
 
 def qat_batches(facts: dict) -> str:
     """How a recorded QAT run's batches were made: ``8 frames at 512×1024``, ``8 crops of 256×512 from
-    512×1024 frames``, or (records without ``qat_frames``) whole frames resized to the crop."""
-    crop, frames = facts["qat_crop"], facts.get("qat_frames") or facts["qat_crop"]
+    512×1024 frames``, or (records without ``qat_frames``) ``8 frames resized to 256×512``."""
+    crop, frames = facts["qat_crop"], facts.get("qat_frames")
+    if frames is None:
+        return f"{facts['qat_batch_size']} frames resized to {crop[0]}×{crop[1]}"
     if crop == frames:
         return f"{facts['qat_batch_size']} frames at {crop[0]}×{crop[1]}"
     return f"{facts['qat_batch_size']} crops of {crop[0]}×{crop[1]} from {frames[0]}×{frames[1]} frames"

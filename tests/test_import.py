@@ -540,10 +540,10 @@ def test_qat_fidelity_table_and_steps():
             "trace": {"100": trace["100"]}, "qat_learning_rate": 1e-4, "qat_crop": [256, 512],
             "qat_frames": [512, 1024], "qat_batch_size": 8, "qat_freeze_batch_norm": True}}}
     assert qat_fidelity.table(record).splitlines()[2:] == [
-        "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames at 256×512, lr 0.0001 | 25 | 70.00 % | 69.00 % | "
-        "85.00 % |",
-        "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames at 256×512, lr 0.0001 | 100 | 80.62 % | 80.00 % | "
-        "90.00 % |",
+        "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames resized to 256×512, lr 0.0001 | 25 | 70.00 % | "
+        "69.00 % | 85.00 % |",
+        "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 frames resized to 256×512, lr 0.0001 | 100 | 80.62 % | "
+        "80.00 % | 90.00 % |",
         "| `cityscapes/ESPNet_Ours_64.pth` | 100 steps of 8 crops of 256×512 from 512×1024 frames, lr 0.0001, batch "
         "norms frozen | 100 | 80.62 % | 80.00 % | 90.00 % |"]
     key = street_frames_qat.schedule_key("qat", 100, (256, 512), 1e-4, (512, 1024))
