@@ -10,8 +10,9 @@ Example::
       calibration_samples: 200    # representative training images for int8 calibration
       calibration_percentile: null  # int8 activation ranges: null = extremes; p in (50, 100) = percentiles
       eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
-      qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, schedule: constant, ce_weight: 1.0, pixel_weight: 10.0,
-            temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false, scale_range: null}
+      qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, schedule: constant, ce_weight: 1.0,
+            pixel_weight: 10.0, temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false,
+            scale_range: null}
 """
 
 from __future__ import annotations

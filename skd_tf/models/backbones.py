@@ -111,7 +111,7 @@ def imagenet_weights_download(backbone: str):
         if failed is None:
             raise
         url, reason = failed.groups()
-        reason = re.sub(r"^None -- ", "", reason.strip())  # Keras writes "{errno} -- {reason}"; errno is often None
+        reason = re.sub(r"^None -- ", "", " ".join(reason.split()))  # Keras writes "{errno} -- {reason}"
         cache = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")
         raise ValueError(
             f"model.pretrained: imagenet needs keras.applications' ImageNet weights for {backbone}, which Keras "
