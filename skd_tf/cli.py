@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 activation ranges from the (100-P)-th to the P-th percentile of the calibration "
                         "values instead of their extremes, e.g. 99.9 (default: export.calibration_percentile, "
                         "extremes)")
+    p.add_argument("--calibration-ranges", choices=["extremes", "mean_extremes"],
+                   help="int8 activation ranges: the extremes over the calibration images, or the mean over them of "
+                        "each image's extremes, which lets rare values saturate for finer steps (default: "
+                        "export.calibration_ranges, extremes)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher; "
                    "on --images, the float network itself)")
@@ -326,7 +330,8 @@ def _cmd_export(args) -> int:
     ecfg = parse_export(raw, {"output": args.output, "label_head": args.label_head, "preprocess": args.preprocess,
                               "input_size": _parse_size(args.input_size), "int8_io": args.int8_io,
                               "calibration_samples": args.calibration_samples,
-                              "calibration_percentile": args.calibration_percentile, "teacher": args.teacher,
+                              "calibration_percentile": args.calibration_percentile,
+                              "calibration_ranges": args.calibration_ranges, "teacher": args.teacher,
                               "eval_limit": args.eval_limit, "images": args.images, "savedmodel": args.savedmodel},
                         source=cfg.origin)
     quantizations = [q.strip() for q in (args.quantization or ecfg.quantization).split(",") if q.strip()]

@@ -238,6 +238,8 @@ def test_bad_inputs_give_one_line_errors_and_no_tflite(tmp_path, capsys):
         (_export_args(tmp_path, ckpt, "--quantization", "int4"), "unknown quantization 'int4'"),
         (_export_args(tmp_path, ckpt, "--calibration-samples", "0"), "export.calibration_samples"),
         (_export_args(tmp_path, ckpt, "--calibration-percentile", "100"), "export.calibration_percentile"),
+        (_export_args(tmp_path, ckpt, "--calibration-percentile", "99.9", "--calibration-ranges", "mean_extremes"),
+         "both set the int8 ranges: give one"),
     ]
     for args, message in cases:  # in-process: the CLI's error handling, without a process start each
         assert cli_main(list(args)) == 2, args
@@ -395,7 +397,8 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
         "warning: dynamic gives Keras' labels on only 94.99 % of the pixels of 3 validation images (below 95 %): "
         "compare it with the float32 file (docs/export.md)",
         "warning: int8 gives Keras' labels on only 8.66 % of the pixels of 3 validation images (below 95 %): "
-        "try --calibration-percentile 99.9 or --quantization qat, or ship float16 (docs/export.md)"]
+        "try --calibration-ranges mean_extremes or --calibration-percentile 99.9 or --quantization qat, or ship "
+        "float16 (docs/export.md)"]
     record["exports"]["int8"]["calibration_percentile"] = 99.9
     record["exports"]["float32"]["parity"]["argmax_agreement"] = 0.5
     text = format_export(record, ["float32", "int8", "qat"])
@@ -405,7 +408,11 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     photos["exports"]["int8"]["parity"].update(checked_on="images", miou_tflite=None, miou_keras=None)
     assert format_export(photos).splitlines()[-1] == (
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): "
-        "try --calibration-percentile 99.9, more --images or --quantization qat, or ship float16 (docs/export.md)")
+        "try --calibration-ranges mean_extremes or --calibration-percentile 99.9, more --images or --quantization "
+        "qat, or ship float16 (docs/export.md)")
+    photos["exports"]["int8"]["calibration_ranges"] = "mean_extremes"
+    assert "try --calibration-percentile 99.9 instead of --calibration-ranges mean_extremes, more --images" in \
+        format_export(photos)
     for teacher, remedy in ((None, "try more --qat-steps or a teacher (export.teacher)"),  # CE alone
                             ("the float network", "try more --qat-steps or a higher export.qat.learning_rate")):
         qat = {"exports": {"qat": entry(0.6423, qat={"steps": 150, "teacher": teacher})}}
@@ -775,6 +782,41 @@ def test_int8_calibration_percentile_sets_each_range_to_the_percentiles_of_its_v
     np.testing.assert_allclose(steps(calibration_percentile=98), expected, rtol=0, atol=20 / BINS + 2 / 989)
     with pytest.raises(ValueError, match="applies to int8 post-training quantization, not qat"):
         convert(chain.get_concrete_function(), "qat", lambda: iter([[x] for x in samples]), calibration_percentile=98)
+
+
+def test_int8_calibration_ranges_at_the_mean_of_each_samples_extremes(tmp_path):
+    """``calibration_ranges="mean_extremes"``: the chain (x + 1) · 2 + 1 on two samples, a ramp in [0, 1] with 10
+    outliers at 10 and the ramp alone. Per sample its tensors span [0, 10], [1, 11], [2, 22], [3, 23] and [0, 1],
+    [1, 2], [2, 4], [3, 5]; the mean of the extremes, widened to hold 0, gives int8 steps 5.5, 6.5, 13, 14
+    (× 1/255) where the extremes give 10, 11, 22, 23; the constants keep 1 and 2."""
+    import pydantic
+
+    from skd_tf.export.config import ExportConfig
+    from skd_tf.export.convert import convert
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 1000], tf.float32)])
+    def chain(x):
+        return (x + 1.0) * 2.0 + 1.0
+
+    ramp = np.linspace(0, 1, 1000).astype(np.float32)
+    samples = [np.concatenate([ramp[:990], np.full(10, 10.0, np.float32)])[None], ramp[None]]
+
+    def steps(**ranges):
+        content = convert(chain.get_concrete_function(), "int8", lambda: iter([[x] for x in samples]),
+                          float_output=False, **ranges)
+        (tmp_path / "chain.tflite").write_bytes(content)
+        details = runtime.make_interpreter(str(tmp_path / "chain.tflite")).get_tensor_details()
+        return sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
+
+    np.testing.assert_allclose(steps(), [1, 2, 10, 11, 22, 23], rtol=1e-4)
+    np.testing.assert_allclose(steps(calibration_ranges="mean_extremes"), [1, 2, 5.5, 6.5, 13, 14], rtol=1e-4)
+    with pytest.raises(ValueError, match="apply to int8 post-training quantization, not qat"):
+        convert(chain.get_concrete_function(), "qat", lambda: iter([[x] for x in samples]),
+                calibration_ranges="mean_extremes")
+    with pytest.raises(ValueError, match="not both"):
+        steps(calibration_ranges="mean_extremes", calibration_percentile=98)
+    with pytest.raises(pydantic.ValidationError, match="both set the int8 ranges: give one"):
+        ExportConfig(calibration_percentile=99.9, calibration_ranges="mean_extremes")
 
 
 def test_int8_calibration_percentile_samples_every_channel_of_a_large_tensor(tmp_path, monkeypatch):

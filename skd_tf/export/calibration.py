@@ -17,7 +17,9 @@ one of those ranges to the extremes the tensor takes on all the samples, running
 outputs, which the memory planner never shares: the in-place bug cannot occur. The calibrator is wrapped, not
 rewritten, because everything else it does is right.
 
-With a ``percentile`` p, every activation's range becomes the p-th and (100 − p)-th percentiles of the values
+With ``mean_extremes``, every activation's range becomes the mean over the calibration samples of the minimum
+and of the maximum it takes on each sample (ranges of the kind QAT's moving averages give) instead of the
+extremes over all samples. With a ``percentile`` p, every activation's range becomes the p-th and (100 − p)-th percentiles of the values
 it takes on the calibration data instead of its extremes (clipping the rare values that set a per-tensor int8
 step for the whole tensor). TFLite's quantizer has no such option; its ranges are rewritten the same way.
 """
@@ -40,9 +42,10 @@ PROBE_BYTES = 1 << 31
 
 
 @contextmanager
-def corrected_calibration(percentile: float | None = None):
+def corrected_calibration(percentile: float | None = None, mean_extremes: bool = False):
     """Within the block, TFLite's post-training calibration records each activation's true min/max — or, with
-    ``percentile`` p in (50, 100), its (100 − p)-th and p-th percentiles (``percentile_ranges``).
+    ``percentile`` p in (50, 100), its (100 − p)-th and p-th percentiles (``percentile_ranges``), or with
+    ``mean_extremes`` the mean of its per-sample min and max (``mean_extreme_ranges``).
 
     Hooks ``tensorflow.lite.python.optimize.calibrator.Calibrator.calibrate`` (private, the step every
     full-integer conversion with a representative dataset goes through; tests/test_export.py fails loudly if
@@ -50,12 +53,16 @@ def corrected_calibration(percentile: float | None = None):
     from ai_edge_litert.tools import flatbuffer_utils
     from tensorflow.lite.python.optimize import calibrator
 
+    if percentile is not None and mean_extremes:
+        raise ValueError("int8 ranges at a percentile or at the mean of the extremes, not both")
     original = calibrator.Calibrator.calibrate
 
     def calibrate(self, dataset_gen):
         calibrated = original(self, lambda: itertools.islice(dataset_gen(), 1))
         if len(flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated)).subgraphs) > 1:
             calibrated = original(self, dataset_gen)  # ranges in other subgraphs: the calibrator records them all
+        if mean_extremes:
+            return mean_extreme_ranges(calibrated, dataset_gen)
         calibrated = measured_ranges(calibrated, dataset_gen)
         return calibrated if percentile is None else percentile_ranges(calibrated, dataset_gen, percentile)
 
@@ -87,6 +94,30 @@ def measured_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> b
         if np.isfinite(low[i]):
             tensors[i].quantization.min = np.array([low[i]], np.float32)
             tensors[i].quantization.max = np.array([high[i]], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def mean_extreme_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> bytes:
+    """``calibrated`` with every per-tensor activation range of its main subgraph set to [mean_s min x_s,
+    mean_s max x_s]: the mean over ``dataset_gen()``'s samples s of the tensor's minimum and of its maximum on
+    each, widened to hold 0 as int8 ranges must (measured as ``measured_ranges`` measures). The rare values that
+    only some samples reach saturate; the others get finer int8 steps."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    tensors = model.subgraphs[0].tensors
+    ranged = sorted(_ranged(model))
+    lows, highs = {i: [] for i in ranged}, {i: [] for i in ranged}
+
+    def extremes(i, value):
+        lows[i].append(float(value.min()))
+        highs[i].append(float(value.max()))
+
+    _visit_values(calibrated, ranged, dataset_gen, extremes)
+    for i in ranged:
+        if lows[i]:
+            tensors[i].quantization.min = np.array([min(float(np.mean(lows[i])), 0.0)], np.float32)
+            tensors[i].quantization.max = np.array([max(float(np.mean(highs[i])), 0.0)], np.float32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

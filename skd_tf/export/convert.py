@@ -92,7 +92,7 @@ def keras_logits_fn(network) -> Callable[[tf.Tensor], tf.Tensor]:
 
 def convert(concrete_fn, quantization: str, representative: Optional[Callable[[], Iterable]] = None,
             int8_io: str = "uint8", trackable=None, float_output: bool = True,
-            calibration_percentile: Optional[float] = None) -> bytes:
+            calibration_percentile: Optional[float] = None, calibration_ranges: str = "extremes") -> bytes:
     """Converts ``concrete_fn`` with TFLite builtins only.
 
     ``float32``: no optimisation. ``float16``: float16 weights. ``dynamic``: int8
@@ -100,7 +100,8 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
     calibrated on ``representative`` (a generator factory yielding input lists, the same samples at each
     call: calibration iterates it more than once), integer input (``int8_io``) and, for float outputs,
     integer output; each activation's range its extremes on that data, or with ``calibration_percentile`` p its
-    (100 − p)-th to p-th percentiles (``calibration.percentile_ranges``). ``qat``:
+    (100 − p)-th to p-th percentiles (``calibration.percentile_ranges``), or with ``calibration_ranges``
+    ``mean_extremes`` the mean of its per-sample extremes (``calibration.mean_extreme_ranges``). ``qat``:
     a graph with fake-quant nodes converted to full integer the same way.
     """
     # Without trackable_obj TF warns of a "deprecated path", but that path freezes the variables; with it,
@@ -125,8 +126,13 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
         raise ValueError(f"unknown quantization {quantization!r}")
     if calibration_percentile is not None and quantization != "int8":
         raise ValueError(f"a calibration percentile applies to int8 post-training quantization, not {quantization}")
-    calibration = (corrected_calibration(calibration_percentile) if representative is not None
-                   else contextlib.nullcontext())
+    if calibration_ranges not in ("extremes", "mean_extremes"):
+        raise ValueError(f"unknown calibration ranges {calibration_ranges!r} (extremes or mean_extremes)")
+    if calibration_ranges != "extremes" and quantization != "int8":
+        raise ValueError(f"calibration ranges {calibration_ranges} apply to int8 post-training quantization, not "
+                         f"{quantization}")
+    calibration = (corrected_calibration(calibration_percentile, calibration_ranges == "mean_extremes")
+                   if representative is not None else contextlib.nullcontext())
     try:
         with warnings.catch_warnings(), native_stderr(converter_log), calibration:
             # the converter asks for input statistics it then computes from the representative data

@@ -139,6 +139,7 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
     else:
         logits_fn = network_logits_fn(network, quantization)
     percentile = ecfg.calibration_percentile if quantization == "int8" else None
+    ranges_kind = ecfg.calibration_ranges if quantization == "int8" else "extremes"
     if integer:
         facts["calibration_samples"] = (min(ecfg.calibration_samples, len(photos)) if photos
                                         else ecfg.calibration_samples)
@@ -147,10 +148,14 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
         if percentile is not None:
             facts["calibration_percentile"] = percentile
             ranges = f", ranges at the {percentile}th percentile"
+        if ranges_kind != "extremes":
+            facts["calibration_ranges"] = ranges_kind
+            ranges = ", ranges at the mean of each image's extremes"
         if progress:  # TFLite's calibrator is slow at large sizes (docs/export.md)
             print(f"int8: calibrating on {facts['calibration_samples']} "
                   f"{'of the --images' if photos else 'training images'}{ranges} ...", flush=True)
-    return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile), facts
+    return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile,
+                              ranges_kind), facts
 
 
 def network_logits_fn(network, quantization: str):
@@ -160,14 +165,17 @@ def network_logits_fn(network, quantization: str):
 
 
 def serving_flatbuffer(logits_fn, spec: ServingSpec, quantization: str, representative=None,
-                       int8_io: str = "uint8", calibration_percentile: float | None = None) -> bytes:
+                       int8_io: str = "uint8", calibration_percentile: float | None = None,
+                       calibration_ranges: str = "extremes") -> bytes:
     """The .tflite file of ``logits_fn`` with ``spec``'s input and output heads: converted (integer files
-    calibrated on ``representative``; int8 activation ranges from ``calibration_percentile`` when given),
+    calibrated on ``representative``; int8 activation ranges from ``calibration_percentile`` or
+    ``calibration_ranges`` when given),
     integer inputs rescaled to raw pixels when pre-processing is baked in, tensor names shortened — the bytes
     `skd-tf export` writes."""
     integer = quantization in ("int8", "qat")
     content = convert(serving_function(logits_fn, spec, integer_model=integer), quantization, representative,
-                      int8_io, float_output=spec.output == "logits", calibration_percentile=calibration_percentile)
+                      int8_io, float_output=spec.output == "logits", calibration_percentile=calibration_percentile,
+                      calibration_ranges=calibration_ranges)
     if integer and spec.preprocess:
         content = raw_pixel_input(content)
     return shorten_tensor_names(content)

@@ -51,8 +51,12 @@ def low_agreement_warning(quantization: str, entry: dict) -> str:
         remedy = "a float32 file should give Keras' labels: please report it with export.json"
     elif quantization == "int8":
         percentile = entry.get("calibration_percentile")
-        ranges = (f"another --calibration-percentile than {percentile:g}" if percentile is not None
-                  else "--calibration-percentile 99.9")
+        if percentile is not None:
+            ranges = f"another --calibration-percentile than {percentile:g}"
+        elif entry.get("calibration_ranges") == "mean_extremes":
+            ranges = "--calibration-percentile 99.9 instead of --calibration-ranges mean_extremes"
+        else:
+            ranges = "--calibration-ranges mean_extremes or --calibration-percentile 99.9"
         more = ", more --images" if parity.get("checked_on") == "images" else ""
         remedy = f"try {ranges}{more} or --quantization qat, or ship float16"
     elif quantization == "qat":
