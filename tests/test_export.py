@@ -751,6 +751,23 @@ def test_int8_calibration_ranges_span_every_sample_though_the_calibrator_sees_on
     assert len(fed) == 1
 
 
+@tf.function(input_signature=[tf.TensorSpec([1, 1000], tf.float32)])
+def _chain(x):
+    """(x + 1) · 2 + 1: four activations and the constants 1 and 2, for the calibration tests."""
+    return (x + 1.0) * 2.0 + 1.0
+
+
+def _chain_int8_steps(tmp_path, samples, **ranges) -> list:
+    """The int8 steps (× 255) of every int8 tensor of ``_chain`` converted to int8 on ``samples``."""
+    from skd_tf.export.convert import convert
+
+    content = convert(_chain.get_concrete_function(), "int8", lambda: iter([[x] for x in samples]),
+                      float_output=False, **ranges)
+    (tmp_path / "chain.tflite").write_bytes(content)
+    details = runtime.make_interpreter(str(tmp_path / "chain.tflite")).get_tensor_details()
+    return sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
+
+
 def test_int8_calibration_percentile_sets_each_range_to_the_percentiles_of_its_values(tmp_path):
     """The same chain on a ramp of 990 values in [0, 1] and 10 outliers at 10: by extremes the activations' int8
     steps are 10, 11, 22, 23 (× 1/255), a tenth of them spanning the ramp; with ``calibration_percentile`` 98
@@ -760,20 +777,12 @@ def test_int8_calibration_percentile_sets_each_range_to_the_percentiles_of_its_v
     from skd_tf.export.calibration import BINS
     from skd_tf.export.convert import convert
 
-    @tf.function(input_signature=[tf.TensorSpec([1, 1000], tf.float32)])
-    def chain(x):
-        return (x + 1.0) * 2.0 + 1.0
-
     values = np.concatenate([np.linspace(0, 1, 990), np.full(10, 10.0)]).astype(np.float32)
     rng = np.random.default_rng(0)
     samples = [values[None], rng.permutation(values)[None]]
 
     def steps(**percentile):
-        content = convert(chain.get_concrete_function(), "int8", lambda: iter([[x] for x in samples]),
-                          float_output=False, **percentile)
-        (tmp_path / "chain.tflite").write_bytes(content)
-        details = runtime.make_interpreter(str(tmp_path / "chain.tflite")).get_tensor_details()
-        return sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
+        return _chain_int8_steps(tmp_path, samples, **percentile)
 
     np.testing.assert_allclose(steps(), [1, 2, 10, 11, 22, 23], rtol=1e-4)
     top = float(np.percentile(values, 98))  # 0.99: the outliers clipped
@@ -781,7 +790,7 @@ def test_int8_calibration_percentile_sets_each_range_to_the_percentiles_of_its_v
     # the tensors span 10, 10, 20 and 20 (a bin at most 20 / BINS); neighbouring values 1/989 apart, × 2 after the MUL
     np.testing.assert_allclose(steps(calibration_percentile=98), expected, rtol=0, atol=20 / BINS + 2 / 989)
     with pytest.raises(ValueError, match="applies to int8 post-training quantization, not qat"):
-        convert(chain.get_concrete_function(), "qat", lambda: iter([[x] for x in samples]), calibration_percentile=98)
+        convert(_chain.get_concrete_function(), "qat", lambda: iter([[x] for x in samples]), calibration_percentile=98)
 
 
 def test_int8_calibration_ranges_at_the_mean_of_each_samples_extremes(tmp_path):
@@ -794,24 +803,16 @@ def test_int8_calibration_ranges_at_the_mean_of_each_samples_extremes(tmp_path):
     from skd_tf.export.config import ExportConfig
     from skd_tf.export.convert import convert
 
-    @tf.function(input_signature=[tf.TensorSpec([1, 1000], tf.float32)])
-    def chain(x):
-        return (x + 1.0) * 2.0 + 1.0
-
     ramp = np.linspace(0, 1, 1000).astype(np.float32)
     samples = [np.concatenate([ramp[:990], np.full(10, 10.0, np.float32)])[None], ramp[None]]
 
     def steps(**ranges):
-        content = convert(chain.get_concrete_function(), "int8", lambda: iter([[x] for x in samples]),
-                          float_output=False, **ranges)
-        (tmp_path / "chain.tflite").write_bytes(content)
-        details = runtime.make_interpreter(str(tmp_path / "chain.tflite")).get_tensor_details()
-        return sorted(d["quantization"][0] * 255 for d in details if d["dtype"] == np.int8)
+        return _chain_int8_steps(tmp_path, samples, **ranges)
 
     np.testing.assert_allclose(steps(), [1, 2, 10, 11, 22, 23], rtol=1e-4)
     np.testing.assert_allclose(steps(calibration_ranges="mean_extremes"), [1, 2, 5.5, 6.5, 13, 14], rtol=1e-4)
     with pytest.raises(ValueError, match="apply to int8 post-training quantization, not qat"):
-        convert(chain.get_concrete_function(), "qat", lambda: iter([[x] for x in samples]),
+        convert(_chain.get_concrete_function(), "qat", lambda: iter([[x] for x in samples]),
                 calibration_ranges="mean_extremes")
     with pytest.raises(ValueError, match="not both"):
         steps(calibration_ranges="mean_extremes", calibration_percentile=98)
