@@ -205,6 +205,7 @@ def test_mobilenetv3_reduced_tail_halves_the_last_stage_only(variant, tmp_path):
             ModelConfig(**{**cfg.model_dump(), **bad})
 
 
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")  # Keras' note on 224×224 weights
 @pytest.mark.parametrize("kw", [dict(arch="lraspp", backbone="mobilenetv3_small", output_stride=16),
                                 dict(arch="pspnet", backbone="resnet50", output_stride=8)],
                          ids=lambda kw: kw["backbone"])
