@@ -19,9 +19,10 @@ rewritten, because everything else it does is right.
 
 With ``mean_extremes``, every activation's range becomes the mean over the calibration samples of the minimum
 and of the maximum it takes on each sample (ranges of the kind QAT's moving averages give) instead of the
-extremes over all samples. With a ``percentile`` p, every activation's range becomes the p-th and (100 − p)-th percentiles of the values
-it takes on the calibration data instead of its extremes (clipping the rare values that set a per-tensor int8
-step for the whole tensor). TFLite's quantizer has no such option; its ranges are rewritten the same way.
+extremes over all samples. With a ``percentile`` p, every activation's range becomes the p-th and (100 − p)-th
+percentiles of the values it takes on the calibration data instead of its extremes (clipping the rare values that
+set a per-tensor int8 step for the whole tensor). TFLite's quantizer has neither option; its ranges are rewritten
+the same way.
 """
 
 from __future__ import annotations
@@ -78,23 +79,7 @@ def measured_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> b
     per-tensor activation of its main subgraph set to the min/max that tensor takes on ``dataset_gen()``'s
     samples (lists of inputs in the model's input order, or dicts by input name), measured with XNNPACK and
     the activations as graph outputs (``_visit_values``); a tensor that holds no value keeps its range."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    tensors = model.subgraphs[0].tensors
-    ranged = sorted(_ranged(model))
-    low, high = {i: np.inf for i in ranged}, {i: -np.inf for i in ranged}
-
-    def extremes(i, value):
-        low[i] = min(low[i], float(value.min()))
-        high[i] = max(high[i], float(value.max()))
-
-    _visit_values(calibrated, ranged, dataset_gen, extremes)
-    for i in ranged:
-        if np.isfinite(low[i]):
-            tensors[i].quantization.min = np.array([low[i]], np.float32)
-            tensors[i].quantization.max = np.array([high[i]], np.float32)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return _ranges_from_sample_extremes(calibrated, dataset_gen, lambda lows, highs: (min(lows), max(highs)))
 
 
 def mean_extreme_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> bytes:
@@ -102,6 +87,14 @@ def mean_extreme_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) 
     mean_s max x_s]: the mean over ``dataset_gen()``'s samples s of the tensor's minimum and of its maximum on
     each, widened to hold 0 as int8 ranges must (measured as ``measured_ranges`` measures). The rare values that
     only some samples reach saturate; the others get finer int8 steps."""
+    return _ranges_from_sample_extremes(
+        calibrated, dataset_gen, lambda lows, highs: (min(float(np.mean(lows)), 0.0), max(float(np.mean(highs)), 0.0)))
+
+
+def _ranges_from_sample_extremes(calibrated: bytes, dataset_gen: Callable[[], Iterable], combine) -> bytes:
+    """``calibrated`` with the range of every per-tensor activation of its main subgraph set to
+    ``combine(lows, highs)``, the lists of that tensor's minimum and maximum on each of ``dataset_gen()``'s
+    samples (``_visit_values``); a tensor that holds no value keeps its range."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
@@ -116,8 +109,9 @@ def mean_extreme_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) 
     _visit_values(calibrated, ranged, dataset_gen, extremes)
     for i in ranged:
         if lows[i]:
-            tensors[i].quantization.min = np.array([min(float(np.mean(lows[i])), 0.0)], np.float32)
-            tensors[i].quantization.max = np.array([max(float(np.mean(highs[i])), 0.0)], np.float32)
+            low, high = combine(lows[i], highs[i])
+            tensors[i].quantization.min = np.array([low], np.float32)
+            tensors[i].quantization.max = np.array([high], np.float32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
