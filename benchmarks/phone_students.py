@@ -137,13 +137,14 @@ def latency_record_path(student: str, size: tuple[int, int], host: dict) -> Path
 
 def export_file(network, size, quantization: str, output: str, calibration: np.ndarray, path: Path,
                 head: str = "bilinear", mean=PIXEL_MEAN, std=PIXEL_STD, align_corners: bool = False,
-                calibration_percentile: float | None = None) -> None:
+                calibration_percentile: float | None = None, calibration_ranges: str = "extremes") -> None:
     """``network`` at ``size`` as a TFLite file taking raw uint8 pixels, as `skd-tf export` writes it: the label
     map (made by ``head``, skd_tf.export.label_heads.label_head) or the model-resolution logits; int8 calibrated on
     ``calibration`` (raw pixels), its logits coming out as int8 as an app reading them would take them; the
     file normalises with ``mean`` and ``std`` (0–255 pixels) as the network's pipeline does; ``align_corners``
     for the heads' resizes of networks trained that way (skd_tf.models.logits_align_corners); int8 ranges from
-    ``calibration_percentile`` when given (`skd-tf export --calibration-percentile`)."""
+    ``calibration_percentile`` when given (`skd-tf export --calibration-percentile`), else as
+    ``calibration_ranges`` says (`--calibration-ranges`)."""
     from skd_tf.export import checks
     from skd_tf.export.convert import ServingSpec
     from skd_tf.export.run import network_logits_fn, serving_flatbuffer
@@ -157,7 +158,8 @@ def export_file(network, size, quantization: str, output: str, calibration: np.n
 
     path.write_bytes(serving_flatbuffer(network_logits_fn(network, quantization), spec, quantization,
                                         representative if quantization == "int8" else None,
-                                        calibration_percentile=calibration_percentile))
+                                        calibration_percentile=calibration_percentile,
+                                        calibration_ranges=calibration_ranges))
 
 
 def normalised(pixels: np.ndarray) -> np.ndarray:

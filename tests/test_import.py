@@ -522,6 +522,12 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
         "miou_tflite": 0.57, "labels_vs_torch": 0.99, "labels_vs_keras": 0.99, "file_bytes": 2**20, "qat_steps": 300,
         "qat_learning_rate": 1e-5, "qat_scale_range": [1.0, 1.0]}
     assert "| qat (300 steps, lr 1e-05, scales 1–1) | 57.00 |" in camvid_reference.table(record)
+    assert (camvid_reference.int8_key("extremes"), camvid_reference.int8_key("mean_extremes")) == (
+        "int8", "int8_mean_extremes")
+    record["camvid/espnet/base_57.8.pth"]["quantizations"]["int8_mean_extremes"] = {  # recorded last, shown first
+        "miou_tflite": 0.53, "labels_vs_torch": 0.91, "labels_vs_keras": 0.91, "file_bytes": 2**20,
+        "calibration_samples": 200, "qat_steps": None, "calibration_ranges": "mean_extremes"}
+    assert "| int8 (mean of each image's extremes) | 53.00 | 91.00 % |" in camvid_reference.table(record).splitlines()[2]
     shutil.rmtree(camvid / "trainannot")
     with pytest.raises(SystemExit, match="no trainannot/ folder"):
         camvid_reference.run_config("camvid_espnet_c", camvid)
