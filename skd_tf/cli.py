@@ -103,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 activation ranges from the (100-P)-th to the P-th percentile of the calibration "
                         "values instead of their extremes, e.g. 99.9 (default: export.calibration_percentile, "
                         "extremes)")
-    p.add_argument("--calibration-ranges", choices=["extremes", "mean_extremes"],
-                   help="int8 activation ranges: the extremes over the calibration images, or the mean over them of "
-                        "each image's extremes, which lets rare values saturate for finer steps (default: "
-                        "export.calibration_ranges, extremes)")
+    p.add_argument("--calibration-ranges", choices=["auto", "extremes", "mean_extremes"],
+                   help="int8 activation ranges: the extremes over the calibration images, the mean over them of "
+                        "each image's extremes (rare values saturate for finer steps), or auto: int8 converted "
+                        "with both, the file whose labels agree more with Keras' on the check images kept "
+                        "(default: export.calibration_ranges, auto)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher; "
                    "on --images, the float network itself)")

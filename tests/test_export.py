@@ -413,6 +413,12 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     photos["exports"]["int8"]["calibration_ranges"] = "mean_extremes"
     assert "try --calibration-percentile 99.9 instead of --calibration-ranges mean_extremes, more --images" in \
         format_export(photos)
+    photos["exports"]["int8"]["calibration_agreement"] = {"extremes": 0.3112, "mean_extremes": 0.4276}  # auto
+    assert format_export(photos).splitlines()[-2:] == [
+        "int8 activation ranges: mean_extremes kept (labels equal to Keras' with extremes 31.12 %, mean_extremes "
+        "42.76 %; --calibration-ranges sets them)",
+        "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): try "
+        "--calibration-percentile 99.9, more --images or --quantization qat, or ship float16 (docs/export.md)"]
     for teacher, remedy in ((None, "try more --qat-steps or a teacher (export.teacher)"),  # CE alone
                             ("the float network", "try more --qat-steps or a higher export.qat.learning_rate")):
         qat = {"exports": {"qat": entry(0.6423, qat={"steps": 150, "teacher": teacher})}}
@@ -818,6 +824,36 @@ def test_int8_calibration_ranges_at_the_mean_of_each_samples_extremes(tmp_path):
         steps(calibration_ranges="mean_extremes", calibration_percentile=98)
     with pytest.raises(pydantic.ValidationError, match="both set the int8 ranges: give one"):
         ExportConfig(calibration_percentile=99.9, calibration_ranges="mean_extremes")
+    # what the export converts int8 with: both kinds by default (auto), one when asked, the extremes under a
+    # percentile (which rewrites them)
+    assert ExportConfig().int8_range_kinds() == ("extremes", "mean_extremes")
+    assert ExportConfig(calibration_ranges="mean_extremes").int8_range_kinds() == ("mean_extremes",)
+    assert ExportConfig(calibration_percentile=99.9).int8_range_kinds() == ("extremes",)
+
+
+def test_int8_calibration_ranges_auto_keeps_the_file_whose_labels_agree_more(tmp_path, capsys):
+    """`skd-tf export --quantization int8` (calibration_ranges auto, the default) converts with the extremes and
+    with the mean of each image's extremes, checks both and keeps the one giving more of Keras' labels: its
+    record holds each kind's agreement — those of the files exported with each kind alone — and its file is
+    byte for byte the kept kind's file."""
+    cfg, ckpt = _save_student(tmp_path)
+    records = {}
+    for ranges in ("extremes", "mean_extremes", "auto"):
+        out = tmp_path / ranges
+        assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "int8", "--out", str(out),
+                                          "--calibration-ranges", ranges, "--calibration-samples", "4",
+                                          "--eval-limit", "3"))) == 0
+        records[ranges] = json.loads((out / "export.json").read_text())["exports"]["int8"]
+    printed = capsys.readouterr().out
+    agreement = {kind: records[kind]["parity"]["argmax_agreement"] for kind in ("extremes", "mean_extremes")}
+    auto = records["auto"]
+    assert auto["calibration_agreement"] == agreement
+    kept = "mean_extremes" if agreement["mean_extremes"] > agreement["extremes"] else "extremes"
+    assert auto["calibration_ranges"] == kept and auto["parity"] == records[kept]["parity"]
+    assert Path(auto["file"]).read_bytes() == Path(records[kept]["file"]).read_bytes()
+    assert Path(records["extremes"]["file"]).read_bytes() != Path(records["mean_extremes"]["file"]).read_bytes()
+    assert "calibration_agreement" not in records["extremes"]
+    assert f"int8 activation ranges: {kept} kept (labels equal to Keras' with extremes " in printed
 
 
 def test_int8_calibration_percentile_samples_every_channel_of_a_large_tensor(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ Example::
       int8_io: uint8              # integer input type of int8/qat models: uint8 or int8
       calibration_samples: 200    # representative training images for int8 calibration
       calibration_percentile: null  # int8 activation ranges: null = extremes; p in (50, 100) = percentiles
-      calibration_ranges: extremes  # or mean_extremes: the mean over the images of each image's extremes
+      calibration_ranges: auto    # extremes | mean_extremes (the mean over the images of each image's
+                                  # extremes) | auto: both, keeping the file the check prefers
       eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
       qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, schedule: constant, ce_weight: 1.0,
             pixel_weight: 10.0, temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false,
@@ -72,9 +73,10 @@ class ExportConfig(_Section):
     # int8 activation ranges from the (100 − p)-th to the p-th percentile of the calibration values instead of
     # their extremes (skd_tf.export.calibration.percentile_ranges); docs/export.md says when it pays
     calibration_percentile: Optional[float] = Field(None, gt=50, lt=100)
-    # int8 activation ranges from the mean over the calibration images of each image's extremes instead of the
-    # extremes over all of them (skd_tf.export.calibration.mean_extreme_ranges); docs/export.md
-    calibration_ranges: Literal["extremes", "mean_extremes"] = "extremes"
+    # int8 activation ranges: the extremes over the calibration images (TFLite's own), the mean over them of each
+    # image's extremes (skd_tf.export.calibration.mean_extreme_ranges), or auto: int8 converted with each, the
+    # file whose labels agree more with the network's on the export's check images kept; docs/export.md
+    calibration_ranges: Literal["auto", "extremes", "mean_extremes"] = "auto"
     eval_limit: Optional[int] = Field(None, ge=1)
     # unlabelled images (files, folders, glob patterns) to calibrate int8 on and check the files on instead of the
     # data set's training and validation splits: for a published model whose data set is not at hand
@@ -86,10 +88,18 @@ class ExportConfig(_Section):
 
     @pydantic.model_validator(mode="after")
     def _one_kind_of_ranges(self):
-        if self.calibration_percentile is not None and self.calibration_ranges != "extremes":
+        if self.calibration_percentile is not None and self.calibration_ranges != "auto":
             raise ValueError("export.calibration_percentile and export.calibration_ranges "
                              f"{self.calibration_ranges} both set the int8 ranges: give one")
         return self
+
+    def int8_range_kinds(self) -> tuple[str, ...]:
+        """The activation ranges int8 is converted with, each to a file of its own: both kinds under ``auto``
+        (the export keeps the file its check prefers), else the one asked for — the extremes under a percentile,
+        which rewrites them."""
+        if self.calibration_percentile is not None:
+            return ("extremes",)
+        return ("extremes", "mean_extremes") if self.calibration_ranges == "auto" else (self.calibration_ranges,)
 
 
 def parse_export(raw: dict | None, overrides: dict | None = None, source="config") -> ExportConfig:

@@ -111,9 +111,11 @@ def _teacher_for_qat(cfg: RunConfig, ecfg: ExportConfig, size):
 
 
 def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, quantization: str,
-               progress: bool = True, photos: Optional[list[Path]] = None) -> tuple[bytes, dict]:
+               progress: bool = True, photos: Optional[list[Path]] = None,
+               ranges: Optional[str] = None) -> tuple[bytes, dict]:
     """Converts ``network`` with one quantization; returns the flatbuffer and facts about how it was made.
-    ``photos``: unlabelled image files to calibrate on instead of the training split."""
+    ``photos``: unlabelled image files to calibrate on instead of the training split; ``ranges``: int8's
+    activation ranges, one of ``ecfg.int8_range_kinds()`` (default: the first)."""
     facts: dict = {}
     integer = quantization in ("int8", "qat")
     representative = (representative_images(cfg, spec, ecfg.calibration_samples, cfg.seed, photos) if integer
@@ -139,7 +141,7 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
     else:
         logits_fn = network_logits_fn(network, quantization)
     percentile = ecfg.calibration_percentile if quantization == "int8" else None
-    ranges_kind = ecfg.calibration_ranges if quantization == "int8" else "extremes"
+    ranges_kind = (ranges or ecfg.int8_range_kinds()[0]) if quantization == "int8" else "extremes"
     if integer:
         facts["calibration_samples"] = (min(ecfg.calibration_samples, len(photos)) if photos
                                         else ecfg.calibration_samples)
@@ -148,9 +150,10 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
         if percentile is not None:
             facts["calibration_percentile"] = percentile
             ranges = f", ranges at the {percentile}th percentile"
-        if ranges_kind != "extremes":
+        else:
             facts["calibration_ranges"] = ranges_kind
-            ranges = ", ranges at the mean of each image's extremes"
+            ranges = {"extremes": ", ranges at their extremes",
+                      "mean_extremes": ", ranges at the mean of each image's extremes"}[ranges_kind]
         if progress:  # TFLite's calibrator is slow at large sizes (docs/export.md)
             print(f"int8: calibrating on {facts['calibration_samples']} "
                   f"{'of the --images' if photos else 'training images'}{ranges} ...", flush=True)
@@ -223,27 +226,23 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
     exports = record.setdefault("exports", {})
     reference = tf.function(lambda x: keras_logits_fn(network)(
         normalize(x, spec.mean, spec.std) if spec.preprocess else x))
-    twin: Optional[str] = None
     for quantization in quantizations:
         start = time.time()
-        content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos)
         path = out / f"{cfg.name}_{quantization}.tflite"
-        write_bytes(path, content)
-        if quantization == "float32" and spec.output == "labels":
-            twin_spec = ServingSpec(spec.input_size, spec.num_classes, "logits", spec.preprocess, spec.mean, spec.std)
-            twin_bytes = convert(serving_function(keras_logits_fn(network), twin_spec), "float32")
-            twin_file = tempfile.NamedTemporaryFile(suffix=".tflite", delete=False)
-            twin_file.write(twin_bytes)
-            twin_file.close()
-            twin = twin_file.name
-        try:
-            parity = checks.parity(str(path), reference, spec, cfg.data, ecfg.eval_limit,
-                                   logits_twin=twin if quantization == "float32" else None,
-                                   parity_images=ecfg.parity_images, progress=progress, photos=photos)
-        finally:
-            if twin and quantization == "float32":
-                os.unlink(twin)
-                twin = None
+        tried = {}  # int8 under calibration_ranges auto: one file per kind of ranges, the check's choice kept
+        for ranges in ecfg.int8_range_kinds() if quantization == "int8" else (None,):
+            content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos, ranges)
+            write_bytes(path, content)
+            checked = _checked(path, quantization, network, reference, spec, cfg, ecfg, progress, photos)
+            tried[ranges] = content, facts, checked
+        if len(tried) > 1:
+            agreement = {ranges: made[2]["argmax_agreement"] for ranges, made in tried.items()}
+            kept = max(agreement, key=agreement.get)  # a tie keeps the first, TFLite's own extremes
+            content, facts, parity = tried[kept]
+            write_bytes(path, content)
+            facts["calibration_agreement"] = agreement  # the summary says which was kept (summary.ranges_choice)
+        else:
+            _, facts, parity = tried.popitem()[1]
         deploy = checks.deployability(str(path), quantization)
         analysis_path = path.with_suffix(".analysis.txt")
         analysis_path.write_text(deploy.pop("analyzer_report"))
@@ -261,6 +260,23 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
     write_json(record_path, record)
     return record
 
+
+def _checked(path: Path, quantization: str, network, reference, spec: ServingSpec, cfg: RunConfig,
+             ecfg: ExportConfig, progress: bool, photos: Optional[list[Path]]) -> dict:
+    """``checks.parity`` of the ``quantization`` file at ``path`` against ``reference`` (the Keras logits); a
+    float32 label file also has its logits compared, through a float32 logits twin of the network."""
+    twin = None
+    if quantization == "float32" and spec.output == "labels":
+        twin_spec = ServingSpec(spec.input_size, spec.num_classes, "logits", spec.preprocess, spec.mean, spec.std)
+        with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as twin_file:
+            twin_file.write(convert(serving_function(keras_logits_fn(network), twin_spec), "float32"))
+        twin = twin_file.name
+    try:
+        return checks.parity(str(path), reference, spec, cfg.data, ecfg.eval_limit, logits_twin=twin,
+                             parity_images=ecfg.parity_images, progress=progress, photos=photos)
+    finally:
+        if twin:
+            os.unlink(twin)
 
 
 def export_tflite(model, data: DataConfig, out_dir: str | os.PathLike, quantizations=("float32",),

@@ -27,6 +27,8 @@ def format_export(record: dict, quantizations: list[str] | None = None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "-" * len(lines[0]))
+    if "calibration_agreement" in shown.get("int8", {}):
+        lines.append(ranges_choice(shown["int8"]))
     lines += [line for q, entry in shown.items() if (line := low_agreement_warning(q, entry))]
     if "int8_to_float32_size" in record:
         lines.append(f"int8 / float32 file size: {record['int8_to_float32_size']:.3f}")
@@ -38,6 +40,15 @@ def format_export(record: dict, quantizations: list[str] | None = None) -> str:
 
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.2f}"
+
+
+def ranges_choice(entry: dict) -> str:
+    """The line saying which int8 activation ranges ``calibration_ranges: auto`` kept (``entry``: the int8
+    file's export.json record) and what each kind gave on the check."""
+    agreement = entry["calibration_agreement"]
+    tried = ", ".join(f"{kind} {100 * share:.2f} %" for kind, share in agreement.items())
+    return (f"int8 activation ranges: {entry['calibration_ranges']} kept (labels equal to Keras' with {tried}; "
+            f"--calibration-ranges sets them)")
 
 
 def low_agreement_warning(quantization: str, entry: dict) -> str:
@@ -53,6 +64,8 @@ def low_agreement_warning(quantization: str, entry: dict) -> str:
         percentile = entry.get("calibration_percentile")
         if percentile is not None:
             ranges = f"another --calibration-percentile than {percentile:g}"
+        elif entry.get("calibration_agreement"):  # auto: both kinds of ranges were tried
+            ranges = "--calibration-percentile 99.9"
         elif entry.get("calibration_ranges") == "mean_extremes":
             ranges = "--calibration-percentile 99.9 instead of --calibration-ranges mean_extremes"
         else:
