@@ -304,6 +304,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_teacher, tmp_pat
     assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    # resumed from a state without the frozen teacher: its models are the student alone
+    state = h5_arrays(tmp_path / "killed" / "state" / "state.weights.h5")
+    assert sum(v.size for k, v in state.items() if k.startswith("layers/")) == sum(w.size for w in b)
     critic_a, critic_b = (h5_arrays(tmp_path / d / "critic.weights.h5") for d in ("whole", "killed"))
     assert list(critic_a) == list(critic_b) and len(critic_a) > 0
     for name in critic_a:

@@ -114,6 +114,11 @@ class Distiller(Prebuilt, keras.Model):
     def call(self, images, training=False):
         return self.student(images, training=training)
 
+    def frozen_parts(self) -> list:
+        """What the run state leaves out (skd_tf.training.checkpointing): the frozen teacher, never trained and
+        loaded from its own file at every start."""
+        return [self.teacher]
+
     @property
     def student_variables(self) -> list:
         """The student's trainable variables and those of the losses (adapters), not the critic's."""

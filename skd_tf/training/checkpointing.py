@@ -6,6 +6,9 @@ resumed run sees the same batches as an uninterrupted one), hence this small
 callback with a readable ``state.json``. Keras' weight files also leave out the
 state of the layers' random generators (dropout masks), which ``state.json``
 records too, so a resumed run draws the same masks as an uninterrupted one.
+Parts of the model that training never changes and that come from files of their own (the distiller's
+teacher: its ``frozen_parts()``) stay out of the state: a ResNet-101 teacher would be most of every
+epoch's write.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ def seed_generators(model: keras.Model) -> list:
     return found
 
 
+def frozen_parts(model: keras.Model) -> list:
+    """The parts of ``model`` its run state leaves out: what its ``frozen_parts()`` returns, if it has one."""
+    parts = getattr(model, "frozen_parts", None)
+    return list(parts()) if callable(parts) else []
+
+
 def read_epoch(state_dir: str | os.PathLike) -> int:
     """The number of finished epochs recorded in ``state_dir`` (0 when there is no state)."""
     path = Path(state_dir) / STATE_JSON
@@ -64,7 +73,7 @@ def restore(model: keras.Model, state_dir: str | os.PathLike) -> int:
     if epoch:
         weights = Path(state_dir) / STATE_WEIGHTS
         try:
-            model.load_weights(str(weights))
+            model.load_weights(str(weights), objects_to_skip=frozen_parts(model) or None)
         except Exception as err:  # h5py's OSError for a truncated file, Keras' ValueError for a foreign one
             raise DamagedState(weights, err) from None
         states = json.loads((Path(state_dir) / STATE_JSON).read_text()).get("seed_generators", [])
@@ -110,7 +119,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if self.divergence:
             return
         with atomic_path(self.state_dir / STATE_WEIGHTS) as tmp:
-            self.model.save_weights(str(tmp))
+            keras.saving.save_weights(self.model, str(tmp), objects_to_skip=frozen_parts(self.model) or None)
         seeds = [[int(v) for v in g.state.numpy()] for g in seed_generators(self.model)]
         write_text(self.state_dir / STATE_JSON, json.dumps({"epoch": epoch + 1, "seed_generators": seeds}))
         if self.export is not None:
