@@ -28,8 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_records,  # noqa: E402
-                                         tflite_labels, torch_logits, torch_network)
+from benchmarks.import_reference import (FILES, RANGES_SHOWN, chosen_files, file_stem, int8_key,  # noqa: E402
+                                         json_records, tflite_labels, torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
 CAMVID_FILES = [entry for entry in FILES if entry[0].startswith("camvid/")]
@@ -76,7 +76,6 @@ def miou(labels: np.ndarray, predicted: np.ndarray, classes: int, ignore: int) -
     return scores_from_confusion(confusion_matrix(labels, predicted, classes, ignore).numpy())["miou"]
 
 
-RANGES_SHOWN = {"mean_extremes": "mean of each image's extremes"}  # int8 rows other than the extremes
 # export.qat keys the script sets, and their short names
 QAT_SETTINGS = {"learning_rate": "lr", "ce_weight": "ce", "scale_range": "scale"}
 
@@ -87,12 +86,6 @@ def qat_key(steps: int, settings: dict | None = None) -> str:
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     return f"qat_{steps}" + "".join(f"_{QAT_SETTINGS[k]}" + "-".join(f"{v:g}" for v in np.atleast_1d(given[k]))
                                     for k in QAT_SETTINGS if k in given)
-
-
-def int8_key(ranges: str) -> str:
-    """The record key of an int8 file calibrated with ``ranges`` (`--calibration-ranges`): ``int8`` for the
-    extremes, ``int8_mean_extremes``."""
-    return "int8" if ranges == "extremes" else f"int8_{ranges}"
 
 
 def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list[str], calibration: int,

@@ -52,6 +52,13 @@ PERCENTILE = 99.9  # the int8 file again with activation ranges at percentiles (
 # each exported file: (record key, quantization, calibration percentile)
 VARIANTS = [(q, q, None) for q in QUANTIZATIONS] + [(f"int8_p{PERCENTILE}", "int8", PERCENTILE)]
 RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
+RANGES_SHOWN = {"mean_extremes": "mean of each image's extremes"}  # how tables name int8 rows not at the extremes
+
+
+def int8_key(ranges: str) -> str:
+    """The record key of an int8 file exported with ``ranges`` (`--calibration-ranges`): ``int8`` for the
+    extremes, ``int8_mean_extremes``."""
+    return "int8" if ranges == "extremes" else f"int8_{ranges}"
 
 
 def chosen_files(folder: Path, files: str | None, entries: list, kind: str) -> list[str]:

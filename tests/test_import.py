@@ -555,6 +555,13 @@ def test_qat_fidelity_table_and_steps():
     key = street_frames_qat.schedule_key("qat", 100, (256, 512), 1e-4, (512, 1024))
     assert key == "qat_100_256x512_lr0.0001_of512x1024"
     assert street_frames_qat.schedule_key("qat", 100, (512, 1024), None, (512, 1024)) == "qat_100_512x1024"
+    frames = {"cityscapes/ESPNet_Ours_64.pth": {"quantizations": {  # int8 rows by their activation ranges
+        "int8": {"labels_vs_torch": 0.2084, "file_bytes": 2**20, "seconds": 120, "calibration_samples": 100},
+        "int8_mean_extremes": {"labels_vs_torch": 0.5, "file_bytes": 2**20, "seconds": 180,
+                               "calibration_samples": 100, "calibration_ranges": "mean_extremes"}}}}
+    assert street_frames_qat.table(frames).splitlines()[2:] == [
+        "| `cityscapes/ESPNet_Ours_64.pth` | int8 | 20.84 % | 1.00 | 2 min |",
+        "| `cityscapes/ESPNet_Ours_64.pth` | int8 (mean of each image's extremes) | 50.00 % | 1.00 | 3 min |"]
     given = {"steps": [0, 500], "crop": (512, 1024), "learning_rate": 1e-4, "batch_size": None,
              "freeze_batch_norm": False, "schedule": None}
     assert qat_fidelity.fidelity_key(given, (512, 1024)) == "qat_500_512x1024_lr0.0001"
