@@ -144,7 +144,9 @@ def table(records: dict) -> str:
              "|---|---|---|---|---|"]
     for rel, *_ in CITYSCAPES_FILES:
         row = records.get(rel)
-        for key, facts in (row or {}).get("quantizations", {}).items():
+        kinds = ("float32", "int8", "qat")  # rows grouped by kind, in the order they were recorded within each
+        for key, facts in sorted((row or {}).get("quantizations", {}).items(),
+                                 key=lambda q: kinds.index(q[0].split("_")[0])):
             how = key
             if facts.get("qat_steps"):
                 how = f"qat ({facts['qat_steps']} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g})"
