@@ -3,6 +3,7 @@ and the runtime-only output worker on a real file (the training, timing and emul
 benchmarks, not tests)."""
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -396,12 +397,19 @@ def test_arm64_exports_are_made_again_when_the_code_changed(tmp_path, monkeypatc
 
 def test_calibration_percentile_table_has_a_cell_per_file_and_percentile(tmp_path, monkeypatch):
     monkeypatch.setattr(calibration_percentile, "RESULTS", tmp_path)
-    for name, photos, scenes in (("extremes", 0.2677, 0.6356), ("p99.9", 0.5937, 0.7168)):
+    for name, photos, scenes in (("extremes", 0.2677, 0.6356), ("p99.9", 0.5937, 0.7168),
+                                 ("mean_extremes", 0.3077, 0.7436)):
         (tmp_path / f"cityscapes_ESPNet_Ours_64_{name}.json").write_text(json.dumps(
             {"input_size": [256, 512], "photos_kept": photos, "scenes_kept": scenes}))
-    lines = calibration_percentile.table([None, 99.9, 99.8]).splitlines()
+    choices = [calibration_percentile.ranges_choice(item) for item in ("extremes", "99.9", "p99.8", "mean_extremes")]
+    assert choices == ["extremes", 99.9, 99.8, "mean_extremes"]
+    for bad, message in (("bogus", "is not extremes or mean_extremes, nor a percentile"), ("100", "not in (50, 100)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            calibration_percentile.ranges_choice(bad)
+    lines = calibration_percentile.table(choices).splitlines()
     assert lines[0] == ("| file | input | int8, extremes: photos / scenes | int8, ranges at 99.9 %: photos / scenes "
-                        "| int8, ranges at 99.8 %: photos / scenes |")
-    assert lines[2] == "| cityscapes/ESPNet_Ours_64.pth | 256×512 | 26.8 / 63.6 % | 59.4 / 71.7 % | – |"
-    assert lines[3] == "| cityscapes/ESPNet_C_Ours_60.pth | – | – | – | – |"
+                        "| int8, ranges at 99.8 %: photos / scenes | int8, mean of each image's extremes: photos / "
+                        "scenes |")
+    assert lines[2] == "| cityscapes/ESPNet_Ours_64.pth | 256×512 | 26.8 / 63.6 % | 59.4 / 71.7 % | – | 30.8 / 74.4 % |"
+    assert lines[3] == "| cityscapes/ESPNet_C_Ours_60.pth | – | – | – | – | – |"
     assert len(lines) == 2 + 6  # a row per published file
