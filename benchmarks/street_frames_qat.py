@@ -25,9 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, RANGES_SHOWN, chosen_files, file_stem, int8_key,  # noqa: E402
-                                         json_records, labels_at, load_photos, tflite_labels, torch_logits,
-                                         torch_network)
+from benchmarks.import_reference import (FILES, chosen_files, file_stem, int8_export_options, int8_key,  # noqa: E402
+                                         int8_ranges, json_records, labels_at, load_photos, ranges_shown,
+                                         tflite_labels, torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "street_frames_qat.json"
 CITYSCAPES_FILES = [entry for entry in FILES if entry[0].startswith("cityscapes/")]
@@ -120,7 +120,8 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
             qat["learning_rate"] = settings["learning_rate"]
         export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False,
                                            "calibration_samples": settings["calibration"],
-                                           "calibration_ranges": settings["ranges"],
+                                           **(int8_export_options(settings["ranges"])
+                                              if quantization == "int8" else {}),
                                            "eval_limit": settings["export_checks"], "qat": qat})
         start = time.time()
         record = export_student(cfg, str(keras_path), export, [quantization], out / stem / "export", progress=True)
@@ -150,8 +151,8 @@ def table(records: dict) -> str:
             how = key
             if facts.get("qat_steps"):
                 how = f"qat ({facts['qat_steps']} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g})"
-            elif facts.get("calibration_ranges", "extremes") != "extremes":
-                how = f"int8 ({RANGES_SHOWN[facts['calibration_ranges']]})"
+            elif key.startswith("int8"):
+                how = ranges_shown(facts.get("calibration_ranges", "extremes"))
             lines.append(f"| `{rel}` | {how} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{facts['file_bytes'] / 2**20:.2f} | {facts['seconds'] / 60:.0f} min |")
     return "\n".join(lines)
@@ -167,8 +168,9 @@ def main() -> int:
     parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=100, help="frames calibrating int8 "
                         "(default: %(default)s)")
-    parser.add_argument("--calibration-ranges", choices=("extremes", "mean_extremes"), default="extremes",
-                        help="int8's activation ranges (export.calibration_ranges); each its own entry")
+    parser.add_argument("--calibration-ranges", type=int8_ranges, default="extremes",
+                        help="int8's activation ranges: extremes, mean_extremes (export.calibration_ranges) or pP, "
+                             "the P-th percentile (export.calibration_percentile); each its own entry")
     parser.add_argument("--qat-steps", type=int, default=150, help="QAT fine-tuning steps (default: %(default)s)")
     parser.add_argument("--qat-crop", default="256,512", help="height,width of QAT's crops of the frames at the "
                         "file's 512×1024 (default: %(default)s: a quarter of a frame's pixels; 512,1024: whole "

@@ -522,12 +522,24 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
         "miou_tflite": 0.57, "labels_vs_torch": 0.99, "labels_vs_keras": 0.99, "file_bytes": 2**20, "qat_steps": 300,
         "qat_learning_rate": 1e-5, "qat_scale_range": [1.0, 1.0]}
     assert "| qat (300 steps, lr 1e-05, scales 1–1) | 57.00 |" in camvid_reference.table(record)
-    assert (camvid_reference.int8_key("extremes"), camvid_reference.int8_key("mean_extremes")) == (
-        "int8", "int8_mean_extremes")
+    from benchmarks.import_reference import int8_export_options, int8_ranges
+
+    assert [int8_ranges(t) for t in ("extremes", "mean_extremes", "p99.990")] == ["extremes", "mean_extremes", "p99.99"]
+    for bad in ("99.99", "p100", "pmax", "median"):
+        with pytest.raises(SystemExit, match="expected extremes, mean_extremes or pP"):
+            int8_ranges(bad)
+    assert int8_export_options("p99.99") == {"calibration_percentile": 99.99}
+    assert int8_export_options("mean_extremes") == {"calibration_ranges": "mean_extremes"}
+    assert [camvid_reference.int8_key(r) for r in ("extremes", "mean_extremes", "p99.99")] == [
+        "int8", "int8_mean_extremes", "int8_p99.99"]
+    record["camvid/espnet/base_57.8.pth"]["quantizations"]["int8_p99.99"] = {
+        "miou_tflite": 0.54, "labels_vs_torch": 0.95, "labels_vs_keras": 0.95, "file_bytes": 2**20,
+        "calibration_samples": 200, "qat_steps": None, "calibration_ranges": "p99.99"}
+    assert "| int8 (ranges at the 99.99th percentile) | 54.00 | 95.00 % |" in camvid_reference.table(record)
     record["camvid/espnet/base_57.8.pth"]["quantizations"]["int8_mean_extremes"] = {  # recorded last, shown first
         "miou_tflite": 0.53, "labels_vs_torch": 0.91, "labels_vs_keras": 0.91, "file_bytes": 2**20,
         "calibration_samples": 200, "qat_steps": None, "calibration_ranges": "mean_extremes"}
-    assert "| int8 (mean of each image's extremes) | 53.00 | 91.00 % |" in camvid_reference.table(record).splitlines()[2]
+    assert "| int8 (mean of each image's extremes) | 53.00 | 91.00 % |" in camvid_reference.table(record).splitlines()[3]
     shutil.rmtree(camvid / "trainannot")
     with pytest.raises(SystemExit, match="no trainannot/ folder"):
         camvid_reference.run_config("camvid_espnet_c", camvid)
