@@ -30,7 +30,7 @@ SIZES = {19: (256, 512), 11: (360, 480)}  # by class count: Cityscapes, CamVid
 CALIBRATION = 8
 HELD_OUT = 8
 RANGE_KINDS = ("extremes", "mean_extremes")  # `--calibration-ranges`; a number is a percentile
-RANGES = ("extremes", 99.95, 99.9, 99.8, "mean_extremes")
+RANGES = ("extremes", 99.99, 99.95, 99.9, 99.8, "mean_extremes")
 
 
 def ranges_name(ranges: str | float) -> str:

@@ -101,12 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
     p.add_argument("--calibration-percentile", type=float, metavar="P",
                    help="int8 activation ranges from the (100-P)-th to the P-th percentile of the calibration "
-                        "values instead of their extremes, e.g. 99.9 (default: export.calibration_percentile, "
-                        "extremes)")
+                        "values, e.g. 99.99 (default: export.calibration_percentile; unset, --calibration-ranges "
+                        "decides)")
     p.add_argument("--calibration-ranges", choices=["auto", "extremes", "mean_extremes"],
                    help="int8 activation ranges: the extremes over the calibration images, the mean over them of "
-                        "each image's extremes (rare values saturate for finer steps), or auto: int8 converted "
-                        "with both, the file whose labels agree more with Keras' on the check images kept "
+                        "each image's extremes, or auto: int8 converted with the extremes and with the 99.99th "
+                        "percentile, the file whose labels agree more with Keras' on the check images kept "
                         "(default: export.calibration_ranges, auto)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher; "

@@ -397,7 +397,7 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
         "warning: dynamic gives Keras' labels on only 94.99 % of the pixels of 3 validation images (below 95 %): "
         "compare it with the float32 file (docs/export.md)",
         "warning: int8 gives Keras' labels on only 8.66 % of the pixels of 3 validation images (below 95 %): "
-        "try --calibration-ranges mean_extremes or --calibration-percentile 99.9 or --quantization qat, or ship "
+        "try --calibration-percentile 99.99 or --calibration-ranges mean_extremes or --quantization qat, or ship "
         "float16 (docs/export.md)"]
     record["exports"]["int8"]["calibration_percentile"] = 99.9
     record["exports"]["float32"]["parity"]["argmax_agreement"] = 0.5
@@ -408,15 +408,17 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     photos["exports"]["int8"]["parity"].update(checked_on="images", miou_tflite=None, miou_keras=None)
     assert format_export(photos).splitlines()[-1] == (
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): "
-        "try --calibration-ranges mean_extremes or --calibration-percentile 99.9, more --images or --quantization "
+        "try --calibration-percentile 99.99 or --calibration-ranges mean_extremes, more --images or --quantization "
         "qat, or ship float16 (docs/export.md)")
     photos["exports"]["int8"]["calibration_ranges"] = "mean_extremes"
     assert "try --calibration-percentile 99.9 instead of --calibration-ranges mean_extremes, more --images" in \
         format_export(photos)
-    photos["exports"]["int8"]["calibration_agreement"] = {"extremes": 0.3112, "mean_extremes": 0.4276}  # auto
+    del photos["exports"]["int8"]["calibration_ranges"]  # auto kept the percentile
+    photos["exports"]["int8"].update(calibration_percentile=99.99,
+                                     calibration_agreement={"extremes": 0.3112, "p99.99": 0.4276})
     assert format_export(photos).splitlines()[-2:] == [
-        "int8 activation ranges: mean_extremes kept (labels equal to Keras' with extremes 31.12 %, mean_extremes "
-        "42.76 %; --calibration-ranges sets them)",
+        "int8 activation ranges: the 99.99th percentile kept (labels equal to Keras' with the extremes 31.12 %, "
+        "the 99.99th percentile 42.76 %; --calibration-ranges or --calibration-percentile sets them)",
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): try "
         "--calibration-percentile 99.9, more --images or --quantization qat, or ship float16 (docs/export.md)"]
     for teacher, remedy in ((None, "try more --qat-steps or a teacher (export.teacher)"),  # CE alone
@@ -824,36 +826,39 @@ def test_int8_calibration_ranges_at_the_mean_of_each_samples_extremes(tmp_path):
         steps(calibration_ranges="mean_extremes", calibration_percentile=98)
     with pytest.raises(pydantic.ValidationError, match="both set the int8 ranges: give one"):
         ExportConfig(calibration_percentile=99.9, calibration_ranges="mean_extremes")
-    # what the export converts int8 with: both kinds by default (auto), one when asked, the extremes under a
-    # percentile (which rewrites them)
-    assert ExportConfig().int8_range_kinds() == ("extremes", "mean_extremes")
-    assert ExportConfig(calibration_ranges="mean_extremes").int8_range_kinds() == ("mean_extremes",)
-    assert ExportConfig(calibration_percentile=99.9).int8_range_kinds() == ("extremes",)
+    # what the export converts int8 with: the extremes and the 99.99th percentile by default (auto), else the
+    # ranges asked for
+    assert ExportConfig().int8_calibrations() == ("extremes", "p99.99")
+    assert ExportConfig(calibration_ranges="mean_extremes").int8_calibrations() == ("mean_extremes",)
+    assert ExportConfig(calibration_percentile=99.9).int8_calibrations() == ("p99.9",)
 
 
 def test_int8_calibration_ranges_auto_keeps_the_file_whose_labels_agree_more(tmp_path, capsys):
     """`skd-tf export --quantization int8` (calibration_ranges auto, the default) converts with the extremes and
-    with the mean of each image's extremes, checks both and keeps the one giving more of Keras' labels: its
-    record holds each kind's agreement — those of the files exported with each kind alone — and its file is
-    byte for byte the kept kind's file."""
+    with the 99.99th percentile, checks both and keeps the one giving more of Keras' labels: its record holds
+    each one's agreement — those of the files exported with each alone — and its file is byte for byte the
+    kept one's file."""
     cfg, ckpt = _save_student(tmp_path)
     records = {}
-    for ranges in ("extremes", "mean_extremes", "auto"):
+    for ranges, flags in (("extremes", ["--calibration-ranges", "extremes"]),
+                          ("p99.99", ["--calibration-percentile", "99.99"]), ("auto", [])):
         out = tmp_path / ranges
-        assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "int8", "--out", str(out),
-                                          "--calibration-ranges", ranges, "--calibration-samples", "4",
-                                          "--eval-limit", "3"))) == 0
+        assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "int8", "--out", str(out), *flags,
+                                          "--calibration-samples", "4", "--eval-limit", "3"))) == 0
         records[ranges] = json.loads((out / "export.json").read_text())["exports"]["int8"]
     printed = capsys.readouterr().out
-    agreement = {kind: records[kind]["parity"]["argmax_agreement"] for kind in ("extremes", "mean_extremes")}
+    agreement = {ranges: records[ranges]["parity"]["argmax_agreement"] for ranges in ("extremes", "p99.99")}
     auto = records["auto"]
     assert auto["calibration_agreement"] == agreement
-    kept = "mean_extremes" if agreement["mean_extremes"] > agreement["extremes"] else "extremes"
-    assert auto["calibration_ranges"] == kept and auto["parity"] == records[kept]["parity"]
+    kept = "p99.99" if agreement["p99.99"] > agreement["extremes"] else "extremes"
+    assert (auto.get("calibration_percentile"), auto.get("calibration_ranges")) == (
+        (99.99, None) if kept == "p99.99" else (None, "extremes"))
+    assert auto["parity"] == records[kept]["parity"]
     assert Path(auto["file"]).read_bytes() == Path(records[kept]["file"]).read_bytes()
-    assert Path(records["extremes"]["file"]).read_bytes() != Path(records["mean_extremes"]["file"]).read_bytes()
+    assert Path(records["extremes"]["file"]).read_bytes() != Path(records["p99.99"]["file"]).read_bytes()
     assert "calibration_agreement" not in records["extremes"]
-    assert f"int8 activation ranges: {kept} kept (labels equal to Keras' with extremes " in printed
+    named = {"extremes": "the extremes", "p99.99": "the 99.99th percentile"}[kept]
+    assert f"int8 activation ranges: {named} kept (labels equal to Keras' with the extremes " in printed
 
 
 def test_int8_calibration_percentile_samples_every_channel_of_a_large_tensor(tmp_path, monkeypatch):

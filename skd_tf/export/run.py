@@ -28,6 +28,7 @@ from skd_tf.export.file_bytes import byte_breakdown
 from skd_tf.export.flatbuffer_edit import raw_pixel_input, shorten_tensor_names
 from skd_tf.export.integer_graph import for_integer_export
 from skd_tf.export.label_heads import effective_head
+from skd_tf.export.summary import ranges_named
 from skd_tf.config import DataConfig, RunConfig
 from skd_tf.data import DataError, class_names
 from skd_tf.data.augment import normalize
@@ -115,7 +116,7 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
                ranges: Optional[str] = None) -> tuple[bytes, dict]:
     """Converts ``network`` with one quantization; returns the flatbuffer and facts about how it was made.
     ``photos``: unlabelled image files to calibrate on instead of the training split; ``ranges``: int8's
-    activation ranges, one of ``ecfg.int8_range_kinds()`` (default: the first)."""
+    activation ranges, one of ``ecfg.int8_calibrations()`` (default: the first)."""
     facts: dict = {}
     integer = quantization in ("int8", "qat")
     representative = (representative_images(cfg, spec, ecfg.calibration_samples, cfg.seed, photos) if integer
@@ -140,23 +141,21 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
         logits_fn = qat_logits_fn(result.model)
     else:
         logits_fn = network_logits_fn(network, quantization)
-    percentile = ecfg.calibration_percentile if quantization == "int8" else None
-    ranges_kind = (ranges or ecfg.int8_range_kinds()[0]) if quantization == "int8" else "extremes"
+    ranges = (ranges or ecfg.int8_calibrations()[0]) if quantization == "int8" else "extremes"
+    percentile = float(ranges[1:]) if ranges.startswith("p") else None
+    ranges_kind = "extremes" if percentile is not None else ranges
     if integer:
         facts["calibration_samples"] = (min(ecfg.calibration_samples, len(photos)) if photos
                                         else ecfg.calibration_samples)
     if quantization == "int8":
-        ranges = ""
         if percentile is not None:
             facts["calibration_percentile"] = percentile
-            ranges = f", ranges at the {percentile}th percentile"
         else:
             facts["calibration_ranges"] = ranges_kind
-            ranges = {"extremes": ", ranges at their extremes",
-                      "mean_extremes": ", ranges at the mean of each image's extremes"}[ranges_kind]
         if progress:  # TFLite's calibrator is slow at large sizes (docs/export.md)
             print(f"int8: calibrating on {facts['calibration_samples']} "
-                  f"{'of the --images' if photos else 'training images'}{ranges} ...", flush=True)
+                  f"{'of the --images' if photos else 'training images'}, ranges at {ranges_named(ranges)} ...",
+                  flush=True)
     return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile,
                               ranges_kind), facts
 
@@ -230,7 +229,7 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
         start = time.time()
         path = out / f"{cfg.name}_{quantization}.tflite"
         tried = {}  # int8 under calibration_ranges auto: one file per kind of ranges, the check's choice kept
-        for ranges in ecfg.int8_range_kinds() if quantization == "int8" else (None,):
+        for ranges in ecfg.int8_calibrations() if quantization == "int8" else (None,):
             content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos, ranges)
             write_bytes(path, content)
             checked = _checked(path, quantization, network, reference, spec, cfg, ecfg, progress, photos)

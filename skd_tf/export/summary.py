@@ -42,13 +42,22 @@ def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.2f}"
 
 
+def ranges_named(ranges: str) -> str:
+    """int8 activation ranges (``ExportConfig.int8_calibrations``) in words: ``the 99.99th percentile``."""
+    if ranges.startswith("p"):
+        return f"the {ranges[1:]}th percentile"
+    return {"extremes": "the extremes", "mean_extremes": "the mean of each image's extremes"}[ranges]
+
+
 def ranges_choice(entry: dict) -> str:
     """The line saying which int8 activation ranges ``calibration_ranges: auto`` kept (``entry``: the int8
-    file's export.json record) and what each kind gave on the check."""
-    agreement = entry["calibration_agreement"]
-    tried = ", ".join(f"{kind} {100 * share:.2f} %" for kind, share in agreement.items())
-    return (f"int8 activation ranges: {entry['calibration_ranges']} kept (labels equal to Keras' with {tried}; "
-            f"--calibration-ranges sets them)")
+    file's export.json record) and the labels each gave on the check."""
+    percentile = entry.get("calibration_percentile")
+    kept = f"p{percentile:g}" if percentile is not None else entry["calibration_ranges"]
+    tried = ", ".join(f"{ranges_named(ranges)} {100 * share:.2f} %"
+                      for ranges, share in entry["calibration_agreement"].items())
+    return (f"int8 activation ranges: {ranges_named(kept)} kept (labels equal to Keras' with {tried}; "
+            f"--calibration-ranges or --calibration-percentile sets them)")
 
 
 def low_agreement_warning(quantization: str, entry: dict) -> str:
@@ -62,14 +71,14 @@ def low_agreement_warning(quantization: str, entry: dict) -> str:
         remedy = "a float32 file should give Keras' labels: please report it with export.json"
     elif quantization == "int8":
         percentile = entry.get("calibration_percentile")
-        if percentile is not None:
-            ranges = f"another --calibration-percentile than {percentile:g}"
-        elif entry.get("calibration_agreement"):  # auto: both kinds of ranges were tried
+        if entry.get("calibration_agreement"):  # auto: the extremes and a percentile were tried
             ranges = "--calibration-percentile 99.9"
+        elif percentile is not None:
+            ranges = f"another --calibration-percentile than {percentile:g}"
         elif entry.get("calibration_ranges") == "mean_extremes":
             ranges = "--calibration-percentile 99.9 instead of --calibration-ranges mean_extremes"
         else:
-            ranges = "--calibration-ranges mean_extremes or --calibration-percentile 99.9"
+            ranges = "--calibration-percentile 99.99 or --calibration-ranges mean_extremes"
         more = ", more --images" if parity.get("checked_on") == "images" else ""
         remedy = f"try {ranges}{more} or --quantization qat, or ship float16"
     elif quantization == "qat":
