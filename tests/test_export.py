@@ -831,6 +831,7 @@ def test_int8_calibration_ranges_at_the_mean_of_each_samples_extremes(tmp_path):
     assert ExportConfig().int8_calibrations() == ("extremes", "p99.99")
     assert ExportConfig(calibration_ranges="mean_extremes").int8_calibrations() == ("mean_extremes",)
     assert ExportConfig(calibration_percentile=99.9).int8_calibrations() == ("p99.9",)
+    assert ExportConfig(calibration_percentile=99.12345678).int8_calibrations() == ("p99.12345678",)  # not rounded
 
 
 def test_int8_calibration_ranges_auto_keeps_the_file_whose_labels_agree_more(tmp_path, capsys):

@@ -105,9 +105,9 @@ class ExportConfig(_Section):
         ``mean_extremes`` or ``pP`` (the P-th percentile) — under ``auto`` the extremes and ``AUTO_PERCENTILE``
         (the export keeps the file its check prefers), else the one asked for."""
         if self.calibration_percentile is not None:
-            return (f"p{self.calibration_percentile:g}",)
+            return (f"p{self.calibration_percentile!r}",)
         if self.calibration_ranges == "auto":
-            return ("extremes", f"p{AUTO_PERCENTILE:g}")
+            return ("extremes", f"p{AUTO_PERCENTILE!r}")
         return (self.calibration_ranges,)
 
 

@@ -53,7 +53,7 @@ def ranges_choice(entry: dict) -> str:
     """The line saying which int8 activation ranges ``calibration_ranges: auto`` kept (``entry``: the int8
     file's export.json record) and the labels each gave on the check."""
     percentile = entry.get("calibration_percentile")
-    kept = f"p{percentile:g}" if percentile is not None else entry["calibration_ranges"]
+    kept = f"p{percentile!r}" if percentile is not None else entry["calibration_ranges"]
     tried = ", ".join(f"{ranges_named(ranges)} {100 * share:.2f} %"
                       for ranges, share in entry["calibration_agreement"].items())
     return (f"int8 activation ranges: {ranges_named(kept)} kept (labels equal to Keras' with {tried}; "
