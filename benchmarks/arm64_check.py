@@ -17,14 +17,16 @@ numpy at this host's versions (pip download, unpacked). binfmt_misc is not neede
 started through ``qemu-aarch64-static -L <root>``.
 
 Files: each LR-ASPP student's seed-0 checkpoint (``benchmarks/phone_students.py --part accuracy``'s, else
-trained here once into ``--work``/students) exported by ``skd-tf export`` to float32, float16, int8 and QAT three
-times: the label map by the bilinear head, the label map by the ``two_class`` head, and the logits; images: the
-first ``--images`` of its config's validation set. With ``--published DIR`` (the SKD authors' checkpoints,
-../shared/reference-weights/skd-cvpr19) also their Cityscapes ESPNet and ESPNet-C, imported and exported to
-float32, float16 and int8 (calibrated on 8 fabricated street scenes, benchmarks/cityscapes_fabric.py; no QAT:
-that needs their training data) at ``--published-size``, and run on 4 other fabricated scenes. Records:
-benchmarks/results/arm64_check.json. Kept in ``--work`` for a rerun: the exports, made again when the
-package's code changed (a digest beside them), and each CPU's outputs, run again when their files changed.
+trained here once into ``--work``/students) exported by ``skd-tf export`` to float32, float16, dynamic, int8 and
+QAT (``--quantizations``) three times: the label map by the bilinear head, the label map by the ``two_class``
+head, and the logits; images: the first ``--images`` of its config's validation set. With ``--published DIR``
+(the SKD authors' checkpoints, ../shared/reference-weights/skd-cvpr19) also their Cityscapes ESPNet and ESPNet-C,
+imported and exported to float32, float16, dynamic and int8 (calibrated on 8 fabricated street scenes,
+benchmarks/cityscapes_fabric.py; no QAT: that needs their training data) at ``--published-size``, and run on 4
+other fabricated scenes. Records: benchmarks/results/arm64_check.json, one row per network, output and
+quantization (a run's rows replace those it ran again). Kept in ``--work`` for a rerun: the exports, made again
+when the package's code changed (a digest beside them), and each CPU's outputs, run again when their files
+changed.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "arm64_check.json"
 CPUS = ("cortex-a53", "cortex-a76", "max")
-QUANTIZATIONS = ("float32", "float16", "int8", "qat")
-PUBLISHED_QUANTIZATIONS = ("float32", "float16", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "qat")
+PUBLISHED_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # what the file outputs: (skd-tf export's --output, --label-head)
 OUTPUTS = {"labels": ("labels", "bilinear"), "two_class": ("labels", "two_class"), "logits": ("logits", "bilinear")}
 STUDENTS = ("mobilenetv3_large", "mobilenetv3_small", "mobilenetv2")
@@ -207,23 +209,30 @@ def _exported_by_this_code(folder: Path) -> bool:
     return (folder / "export.json").exists() and stamp.exists() and stamp.read_text() == code_digest()
 
 
-def exported(student: str, output: str, work: Path, qat_steps: int) -> dict:
+def _has(record: Path, quantizations, key: str) -> bool:
+    """Whether the export record ``record`` lists a file for each of ``quantizations`` under ``key``."""
+    return record.exists() and set(quantizations) <= set(json.loads(record.read_text())[key])
+
+
+def exported(student: str, output: str, work: Path, qat_steps: int, quantizations=QUANTIZATIONS) -> dict:
     """{"files": {quantization: file}, "head": the label head computed} of the student's seed-0 checkpoint
-    exported as ``output`` (an ``OUTPUTS`` key; again when the code changed)."""
+    exported as ``output`` (an ``OUTPUTS`` key) to ``quantizations`` (again when the code changed)."""
     folder = work / "exports" / f"{student}_{output}"
     record = folder / "export.json"
-    if not _exported_by_this_code(folder):
+    if not (_exported_by_this_code(folder) and _has(record, quantizations, "exports")):
+        if not _exported_by_this_code(folder):
+            record.unlink(missing_ok=True)  # `skd-tf export` keeps the entries it finds: none of older code
         checkpoint = student_checkpoint(student, work)
         print(f"exporting {student} ({output})", flush=True)
         what, head = OUTPUTS[output]
         _run([sys.executable, "-m", "skd_tf.cli", "export", "--config",
               str(ROOT / "configs" / f"synthetic_lraspp_{student}.yaml"), "--checkpoint", str(checkpoint),
-              "--quantization", ",".join(QUANTIZATIONS), "--output", what, "--label-head", head,
+              "--quantization", ",".join(quantizations), "--output", what, "--label-head", head,
               "--qat-steps", str(qat_steps), "--no-savedmodel", "--eval-limit", "50", "--out", str(folder),
               "--quiet"], f"export of {student}", cwd=ROOT)
         (folder / "code.digest").write_text(code_digest())
     written = json.loads(record.read_text())
-    return {"files": {q: Path(written["exports"][q]["file"]) for q in QUANTIZATIONS},
+    return {"files": {q: Path(written["exports"][q]["file"]) for q in quantizations},
             "head": written.get("label_head") if OUTPUTS[output][0] == "labels" else None}
 
 
@@ -238,18 +247,20 @@ def published_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def published_exports(name: str, output: str, folder: Path, size: tuple[int, int], work: Path) -> dict:
-    """As ``exported`` for a published checkpoint: imported (``skd_tf.importing``; once), exported float32, float16 and
-    int8 by benchmarks/phone_students.py's ``export_file`` (`skd-tf export`'s conversion) at ``size``, int8
-    calibrated on fabricated street scenes (their training data is the user's). No files where the output's
-    label head would be another one's (``two_class`` on logits it cannot take)."""
+def published_exports(name: str, output: str, folder: Path, size: tuple[int, int], work: Path,
+                      quantizations=PUBLISHED_QUANTIZATIONS) -> dict:
+    """As ``exported`` for a published checkpoint: imported (``skd_tf.importing``; once), exported to
+    ``quantizations`` (of ``PUBLISHED_QUANTIZATIONS``) by benchmarks/phone_students.py's ``export_file`` (`skd-tf
+    export`'s conversion) at ``size``, int8 calibrated on fabricated street scenes (their training data is the
+    user's). No files where the output's label head would be another one's (``two_class`` on logits it cannot
+    take)."""
     from skd_tf.export.label_heads import effective_head
 
     rel, config = PUBLISHED[name]
     target = work / "exports" / f"{name}_{size[0]}x{size[1]}_{output}"
     what, head = OUTPUTS[output]
     record = target / "export.json"
-    if not _exported_by_this_code(target):
+    if not (_exported_by_this_code(target) and _has(record, quantizations, "files")):
         from skd_tf.config import load_config
         from skd_tf.importing import import_checkpoint
         from skd_tf.models import at_input_size, load_model, logits_align_corners
@@ -279,8 +290,8 @@ def published_exports(name: str, output: str, folder: Path, size: tuple[int, int
             record.unlink(missing_ok=True)
             return {"files": {}, "head": head}  # the head cannot work there: no file of its own
         calibration = street_scenes(PUBLISHED_CALIBRATION, size)
-        files = {}
-        for quantization in PUBLISHED_QUANTIZATIONS:
+        files = json.loads(record.read_text())["files"] if _exported_by_this_code(target) else {}
+        for quantization in quantizations:
             files[quantization] = str(target / f"{name}_{quantization}.tflite")
             export_file(network, size, quantization, what, calibration, Path(files[quantization]), head,
                         mean=cfg.data.mean, std=cfg.data.std, align_corners=aligned)
@@ -289,7 +300,7 @@ def published_exports(name: str, output: str, folder: Path, size: tuple[int, int
         write_text(record, json.dumps({"files": files, "label_head": head if what == "labels" else None}) + "\n")
         write_text(target / "code.digest", code_digest())
     written = json.loads(record.read_text())
-    return {"files": {q: Path(f) for q, f in written["files"].items()}, "head": written["label_head"]}
+    return {"files": {q: Path(written["files"][q]) for q in quantizations}, "head": written["label_head"]}
 
 
 def published_images(size: tuple[int, int], work: Path) -> Path:
@@ -471,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--students", default=",".join(STUDENTS),
                         help="LR-ASPP students (default all; empty: none, e.g. with --published)")
     parser.add_argument("--outputs", default=",".join(OUTPUTS), help=f"file outputs (default {','.join(OUTPUTS)})")
+    parser.add_argument("--quantizations", default=",".join(QUANTIZATIONS),
+                        help=f"exports to check (default {','.join(QUANTIZATIONS)}; the published networks have no "
+                             "qat); rows of the others stay as recorded")
     parser.add_argument("--images", type=int, default=16, help="validation images per student (default 16)")
     parser.add_argument("--qat-steps", type=int, default=100, help="QAT fine-tuning steps of the export")
     parser.add_argument("--published", type=Path, metavar="DIR",
@@ -494,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--cpus: unknown {', '.join(sorted(unknown))}; choose from {', '.join(CPUS)}")
         if unknown := set(chosen_outputs) - set(OUTPUTS):
             parser.error(f"--outputs: unknown {', '.join(sorted(unknown))}; choose from {', '.join(OUTPUTS)}")
+        quantizations = [q for q in args.quantizations.split(",") if q]
+        if unknown := set(quantizations) - set(QUANTIZATIONS):
+            parser.error(f"--quantizations: unknown {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(QUANTIZATIONS)}")
+        if not quantizations:
+            parser.error("--quantizations: name at least one")
+        published_quantizations = [q for q in quantizations if q in PUBLISHED_QUANTIZATIONS]
         if args.images < 1:
             parser.error("--images must be >= 1")
         if args.published is not None and not args.published.is_dir():
@@ -511,13 +532,14 @@ def main(argv: list[str] | None = None) -> int:
             for student in students:
                 inputs = images_for(student, args.images, args.work)
                 for output in chosen_outputs:
-                    new, runtime = check(student, output, inputs, exported(student, output, args.work, args.qat_steps),
-                                         cpus, args.work)
+                    exports = exported(student, output, args.work, args.qat_steps, quantizations)
+                    new, runtime = check(student, output, inputs, exports, cpus, args.work)
                     rows += new
-            for name in published:
+            for name in published if published_quantizations else []:
                 inputs = published_images(args.published_size, args.work)
                 for output in chosen_outputs:
-                    exports = published_exports(name, output, args.published, args.published_size, args.work)
+                    exports = published_exports(name, output, args.published, args.published_size, args.work,
+                                                published_quantizations)
                     if not exports["files"]:
                         print(f"{name}: the {output} head cannot work on its logits (it would be the "
                               f"{exports['head']} head's file again); skipped", flush=True)
@@ -530,13 +552,13 @@ def main(argv: list[str] | None = None) -> int:
         from skd_tf.atomic import write_text
 
         # rows not rerun now stay (the file is one table); rows of other image counts go
-        done = {(r["student"], r["output"]) for r in rows}
+        done = {(r["student"], r["output"], r["quantization"]) for r in rows}
         kept = []
         if RESULTS.exists():
             earlier = json.loads(RESULTS.read_text())
             if earlier["images"] == args.images:
                 kept = [{"host": earlier["host"]["model"], **r} for r in earlier["rows"]
-                        if (r["student"], r["output"]) not in done]
+                        if (r["student"], r["output"], r["quantization"]) not in done]
         host = host_cpu()
         for r in rows:
             r["host"] = host["model"]

