@@ -448,8 +448,8 @@ def narrow_channels(calibration_values: np.ndarray, values: np.ndarray) -> dict:
     step = (calibration_values.max() - min(calibration_values.min(), 0.0)) / 255
     spread = values.reshape(-1, values.shape[-1]).std(axis=0)
     live = spread > 1e-6
-    return {"channels": int(spread.size), "live": int(live.sum()), "below_two_steps": int((live & (spread < 2 * step)).sum()),
-            "step": float(step)}
+    return {"channels": int(spread.size), "live": int(live.sum()),
+            "below_two_steps": int((live & (spread < 2 * step)).sum()), "step": float(step)}
 
 
 def qat_fidelity(network, inputs: np.ndarray, test: np.ndarray, reference: np.ndarray) -> dict:
@@ -510,14 +510,16 @@ def table(record: dict) -> str:
                       f"keeps {noise} of its labels: it amplifies perturbations of the size of int8 rounding, and "
                       f"every op type's rounding costs labels."]
         if "narrow_channels" in d:
-            narrow = ", ".join(f"{name} {n['below_two_steps']}/{n['live']}" for name, n in d["narrow_channels"].items())
+            narrow = ", ".join(f"{name} {n['below_two_steps']}/{n['live']}"
+                               for name, n in d["narrow_channels"].items())
             qat = d["qat_fidelity"]
-            lines += ["", f"Why: per-tensor int8 gives every channel of a tensor the step its widest channels need. Live "
-                          f"channels whose spread on the photos (std) is below two int8 steps of their tensor: "
-                          f"{narrow}: rounding alone is 14 % or more of their signal, a one-step shift from a "
-                          f"requantization 50 % or more. QAT starts no better: its fake-quantized model (ranges calibrated on the same "
-                          f"scenes) keeps {percent(qat['fake_quant_vs_float'])} of the float labels, and the int8 file "
-                          f"converted from it agrees with it on {percent(qat['file_vs_fake_quant'])} "
+            lines += ["", f"Why: per-tensor int8 gives every channel of a tensor the step its widest channels "
+                          f"need. Live channels whose spread on the photos (std) is below two int8 steps of their "
+                          f"tensor: {narrow}: rounding alone is 14 % or more of their signal, a one-step shift from a "
+                          f"requantization 50 % or more. QAT starts no better: its fake-quantized model (ranges "
+                          f"calibrated on the same scenes) keeps {percent(qat['fake_quant_vs_float'])} of the "
+                          f"float labels, and the int8 file converted from it agrees with it on "
+                          f"{percent(qat['file_vs_fake_quant'])} "
                           f"({percent(qat['file_vs_float'])} with the float labels): on channels this narrow the "
                           f"file's requantizations and the fake-quantized graph round differently, so fine-tuning the "
                           f"one would not train the other."]
