@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             emulator = qemu_version(qemu(args.work))
             arm64_root(args.work), arm64_site(args.work)
             rows, runtime = [], None
+            headless = set()  # (network, output) whose head cannot be made: recorded rows of it are stale
             for student in students:
                 inputs = images_for(student, args.images, args.work)
                 for output in chosen_outputs:
@@ -541,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                     exports = published_exports(name, output, args.published, args.published_size, args.work,
                                                 published_quantizations)
                     if not exports["files"]:
+                        headless.add((name, output))
                         print(f"{name}: the {output} head cannot work on its logits (it would be the "
                               f"{exports['head']} head's file again); skipped", flush=True)
                         continue
@@ -558,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
             earlier = json.loads(RESULTS.read_text())
             if earlier["images"] == args.images:
                 kept = [{"host": earlier["host"]["model"], **r} for r in earlier["rows"]
-                        if (r["student"], r["output"], r["quantization"]) not in done]
+                        if (r["student"], r["output"], r["quantization"]) not in done
+                        and (r["student"], r["output"]) not in headless]
         host = host_cpu()
         for r in rows:
             r["host"] = host["model"]
