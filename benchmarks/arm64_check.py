@@ -435,18 +435,23 @@ def table(record: dict) -> str:
             f"{cpu_text}. {hosts_text(record)}; runtime {record['runtime']}; {record.get('emulator', 'qemu')}.\n")
 
 
+def host_name(host: dict) -> str:
+    """A host as the records name it: "<model> (<features>)" — the model alone does not tell two AMD EPYCs
+    with other instruction sets apart."""
+    return f"{host['model']} ({', '.join(host['features'])})"
+
+
 def hosts_text(record: dict) -> str:
     """"Host: <model> (<features>)", or with rows from runs on several hosts each host and the rows it ran."""
-    hosts = record.get("hosts", {record["host"]["model"]: record["host"]})
+    hosts = record.get("hosts", {host_name(record["host"]): record["host"]})
     if len(hosts) == 1:
-        host = next(iter(hosts.values()))
-        return f"Host: {host['model']} ({', '.join(host['features'])})"
+        return f"Host: {host_name(next(iter(hosts.values())))}"
     parts = []
-    for model, host in hosts.items():
+    for name in hosts:
         ran = [NAMES[s] for s in (*STUDENTS, *PUBLISHED)
-               if any(r["student"] == s and r.get("host", record["host"]["model"]) == model for r in record["rows"])]
+               if any(r["student"] == s and r.get("host") == name for r in record["rows"])]
         if ran:
-            parts.append(f"{model} ({', '.join(host['features'])}) ran {', '.join(ran)}")
+            parts.append(f"{name} ran {', '.join(ran)}")
     return "Hosts: " + "; ".join(parts)
 
 
@@ -559,17 +564,17 @@ def main(argv: list[str] | None = None) -> int:
         if RESULTS.exists():
             earlier = json.loads(RESULTS.read_text())
             if earlier["images"] == args.images:
-                kept = [{"host": earlier["host"]["model"], **r} for r in earlier["rows"]
+                kept = [{"host": host_name(earlier["host"]), **r} for r in earlier["rows"]
                         if (r["student"], r["output"], r["quantization"]) not in done
                         and (r["student"], r["output"]) not in headless]
         host = host_cpu()
         for r in rows:
-            r["host"] = host["model"]
+            r["host"] = host_name(host)
         record = {"images": args.images, "host": host, "runtime": runtime, "emulator": emulator,
                   "rows": kept + rows}
         if kept:  # each row names the host that ran it; the record's host is the latest run's
-            record["hosts"] = {**earlier.get("hosts", {earlier["host"]["model"]: earlier["host"]}),
-                               host["model"]: host}
+            record["hosts"] = {**earlier.get("hosts", {host_name(earlier["host"]): earlier["host"]}),
+                               host_name(host): host}
         write_text(RESULTS, json.dumps(record, indent=2) + "\n")
     if not RESULTS.exists():
         print("no result recorded yet: run without --table-only", file=sys.stderr)

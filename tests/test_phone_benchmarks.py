@@ -380,11 +380,17 @@ def test_arm64_table_names_the_host_of_each_row():
         return {"student": student, "output": "labels", "quantization": "int8", "host": host,
                 "arm": {"cortex-a53": {"equal": 1.0, "features": ["asimd"]}}}
 
-    hosts = {"EPYC": {"model": "EPYC", "features": ["avx2"]}, "Xeon": {"model": "Xeon", "features": ["amx_int8"]}}
-    record = {"images": 1, "host": hosts["Xeon"], "hosts": hosts, "runtime": "r", "emulator": "q",
-              "rows": [row("mobilenetv2", "EPYC"), row("espnet", "Xeon")]}
+    # two hosts of one model name with other instruction sets are two hosts
+    machines = [{"model": "EPYC", "features": ["avx2"]}, {"model": "EPYC", "features": ["avx2", "avx512f"]},
+                {"model": "Xeon", "features": ["amx_int8"]}]
+    hosts = {arm64_check.host_name(m): m for m in machines}
+    assert list(hosts) == ["EPYC (avx2)", "EPYC (avx2, avx512f)", "Xeon (amx_int8)"]
+    record = {"images": 1, "host": machines[2], "hosts": hosts, "runtime": "r", "emulator": "q",
+              "rows": [row("mobilenetv2", "EPYC (avx2)"), row("espnet", "Xeon (amx_int8)"),
+                       row("espnet_c", "EPYC (avx2, avx512f)")]}
     text = arm64_check.table(record)
-    assert "Hosts: EPYC (avx2) ran LR-ASPP MobileNetV2; Xeon (amx_int8) ran ESPNet (published, Cityscapes)" in text
+    assert ("Hosts: EPYC (avx2) ran LR-ASPP MobileNetV2; EPYC (avx2, avx512f) ran ESPNet-C (published, Cityscapes); "
+            "Xeon (amx_int8) ran ESPNet (published, Cityscapes)") in text
     del record["hosts"]
     assert "Host: Xeon (amx_int8)" in arm64_check.table(record)
 
