@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.cityscapes_fabric import street_scenes  # noqa: E402
 from benchmarks.phone_students import export_file  # noqa: E402
+from skd_tf.export.config import AUTO_PERCENTILE, QUANTIZATIONS as EXPORT_QUANTIZATIONS  # noqa: E402
 
 # (file under the folder, config, decoder, classes, evaluation size)
 FILES = [
@@ -51,9 +52,9 @@ PACKAGE_PHOTOS = [("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")] + [
     ("skimage", f"data/{name}") for name in ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
                                              "motorcycle_right.png", "rocket.jpg")]
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
-# the int8 file again with activation ranges at this percentile: the default's other candidate
-# (skd_tf.export.config.AUTO_PERCENTILE; `skd-tf export --calibration-percentile`)
-PERCENTILE = 99.99
+# the int8 file again with activation ranges at this percentile (`skd-tf export --calibration-percentile`): the
+# other candidate of the default, calibration_ranges auto
+PERCENTILE = AUTO_PERCENTILE
 # each exported file: (record key, quantization, calibration percentile)
 VARIANTS = [(q, q, None) for q in QUANTIZATIONS] + [(f"int8_p{PERCENTILE}", "int8", PERCENTILE)]
 RESULTS = ROOT / "benchmarks" / "results" / "import_reference.json"
@@ -96,10 +97,9 @@ def ranges_shown(ranges: str) -> str:
 
 
 def by_kind(quantizations: dict) -> list:
-    """``quantizations``' (record key, facts) pairs grouped by kind — float32, float16, dynamic, int8 …, qat … (the
-    order of ``skd_tf.export.config.QUANTIZATIONS``) — each kind in the order it was recorded."""
-    kinds = ("float32", "float16", "dynamic", "int8", "qat")
-    return sorted(quantizations.items(), key=lambda item: kinds.index(item[0].split("_")[0]))
+    """``quantizations``' (record key, facts) pairs grouped by kind — float32, float16, dynamic, int8 …, qat …, in
+    the order of `skd-tf export`'s quantizations — each kind in the order it was recorded."""
+    return sorted(quantizations.items(), key=lambda item: EXPORT_QUANTIZATIONS.index(item[0].split("_")[0]))
 
 
 def chosen_files(folder: Path, files: str | None, entries: list, kind: str) -> list[str]:
@@ -235,22 +235,21 @@ def retime(record: dict, out: Path, rounds: int) -> None:
     """Every recorded file in ``out`` timed again in ``rounds`` interleaved rounds (each round times every file
     with 1 and 2 threads once); ``latency_ms`` becomes the median of the rounds, ``latency_rounds_ms`` keeps
     them. Interleaving spreads a slow phase of the machine over all files instead of a few."""
-    paths = {}
+    files = []  # (the file's record, its path), every one checked before any is timed
     for row in record["rows"]:
         for key, *_ in VARIANTS:
             path = out / f"{file_stem(row['file'])}_{key}.tflite"
             if key not in row or not path.is_file():
                 raise SystemExit(f"{path} is missing: run without --retime first")
-            paths[row["file"], key] = path
-            row[key]["latency_rounds_ms"] = {"1": [], "2": []}
+            files.append((row[key], path))
+    for facts, _ in files:
+        facts["latency_rounds_ms"] = {"1": [], "2": []}
     for turn in range(rounds):
-        for (file, key), path in paths.items():
-            row = next(r for r in record["rows"] if r["file"] == file)
+        for facts, path in files:
             for threads in ("1", "2"):
-                row[key]["latency_rounds_ms"][threads].append(latency(path, int(threads)))
+                facts["latency_rounds_ms"][threads].append(latency(path, int(threads)))
         print(f"round {turn + 1} of {rounds} timed", flush=True)
-    for file, key in paths:
-        facts = next(r for r in record["rows"] if r["file"] == file)[key]
+    for facts, _ in files:
         facts["latency_ms"] = {t: float(np.median(times)) for t, times in facts["latency_rounds_ms"].items()}
 
 
