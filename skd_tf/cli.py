@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "each image's extremes, or auto: int8 converted with the extremes and with the 99.99th "
                         "percentile, the file whose labels agree more with Keras' on the check images kept "
                         "(default: export.calibration_ranges, auto)")
+    p.add_argument("--bias-correction-samples", type=int, metavar="N",
+                   help="int8: correct each convolution's bias so that its output channels' means over N "
+                        "calibration images are the float network's; 0: off (default: "
+                        "export.bias_correction_samples, 0)")
     p.add_argument("--qat-steps", type=int, help="QAT fine-tuning steps (default 300)")
     p.add_argument("--teacher", help="teacher .keras for QAT's pixel-wise distillation (default: distill.teacher; "
                    "on --images, the float network itself)")
@@ -332,7 +336,8 @@ def _cmd_export(args) -> int:
                               "input_size": _parse_size(args.input_size), "int8_io": args.int8_io,
                               "calibration_samples": args.calibration_samples,
                               "calibration_percentile": args.calibration_percentile,
-                              "calibration_ranges": args.calibration_ranges, "teacher": args.teacher,
+                              "calibration_ranges": args.calibration_ranges,
+                              "bias_correction_samples": args.bias_correction_samples, "teacher": args.teacher,
                               "eval_limit": args.eval_limit, "images": args.images, "savedmodel": args.savedmodel},
                         source=cfg.origin)
     quantizations = [q.strip() for q in (args.quantization or ecfg.quantization).split(",") if q.strip()]

@@ -238,6 +238,7 @@ def test_bad_inputs_give_one_line_errors_and_no_tflite(tmp_path, capsys):
         (_export_args(tmp_path, ckpt, "--quantization", "int4"), "unknown quantization 'int4'"),
         (_export_args(tmp_path, ckpt, "--calibration-samples", "0"), "export.calibration_samples"),
         (_export_args(tmp_path, ckpt, "--calibration-percentile", "100"), "export.calibration_percentile"),
+        (_export_args(tmp_path, ckpt, "--bias-correction-samples", "-1"), "export.bias_correction_samples"),
         (_export_args(tmp_path, ckpt, "--calibration-percentile", "99.9", "--calibration-ranges", "mean_extremes"),
          "both set the int8 ranges: give one"),
     ]
@@ -397,8 +398,8 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
         "warning: dynamic gives Keras' labels on only 94.99 % of the pixels of 3 validation images (below 95 %): "
         "compare it with the float32 file (docs/export.md)",
         "warning: int8 gives Keras' labels on only 8.66 % of the pixels of 3 validation images (below 95 %): "
-        "try --calibration-percentile 99.99 or --calibration-ranges mean_extremes or --quantization qat, or ship "
-        "float16 (docs/export.md)"]
+        "try --calibration-percentile 99.99 or --calibration-ranges mean_extremes, --bias-correction-samples 32 or "
+        "--quantization qat, or ship float16 (docs/export.md)"]
     record["exports"]["int8"]["calibration_percentile"] = 99.9
     record["exports"]["float32"]["parity"]["argmax_agreement"] = 0.5
     text = format_export(record, ["float32", "int8", "qat"])
@@ -410,17 +411,22 @@ def test_the_export_summary_warns_of_files_that_lose_keras_labels_and_says_what_
     photos["exports"]["int8"]["parity"].update(checked_on="images", miou_tflite=None, miou_keras=None)
     assert format_export(photos).splitlines()[-1] == (
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): "
-        "try --calibration-percentile 99.99 or --calibration-ranges mean_extremes, more --images or --quantization "
-        "qat, or ship dynamic (int8 weights, float activations) or float16 (docs/export.md)")
+        "try --calibration-percentile 99.99 or --calibration-ranges mean_extremes, more --images, "
+        "--bias-correction-samples 32 or --quantization qat, or ship dynamic (int8 weights, float activations) or "
+        "float16 (docs/export.md)")
     photos["exports"]["int8"]["calibration_ranges"] = "mean_extremes"
-    assert "try --calibration-percentile 99.9 instead of --calibration-ranges mean_extremes, more --images" in \
-        format_export(photos)
+    assert "try --calibration-percentile 99.9 instead of --calibration-ranges mean_extremes, more --images, " \
+        "--bias-correction-samples 32 or" in format_export(photos)
     del photos["exports"]["int8"]["calibration_ranges"]  # auto kept the percentile
     photos["exports"]["int8"].update(calibration_percentile=99.99,
-                                     calibration_agreement={"extremes": 0.3112, "p99.99": 0.4276})
-    assert format_export(photos).splitlines()[-2:] == [
+                                     calibration_agreement={"extremes": 0.3112, "p99.99": 0.4276},
+                                     bias_correction={"samples": 32, "ops": 93, "largest_error_steps": 4.244,
+                                                      "largest_error_op": "level3.7.bn_1/add_1"})
+    assert format_export(photos).splitlines()[-3:] == [
         "int8 activation ranges: the 99.99th percentile kept (labels equal to Keras' with the extremes 31.12 %, "
         "the 99.99th percentile 42.76 %; --calibration-ranges or --calibration-percentile sets them)",
+        "int8 biases corrected on 32 calibration images: 93 convolutions, the largest channel-mean error 4.24 int8 "
+        "steps (level3.7.bn_1/add_1)",
         "warning: int8 gives Keras' labels on only 42.76 % of the pixels of 3 images (below 95 %): try "
         "--calibration-percentile 99.9, more --images or --quantization qat, or ship dynamic (int8 weights, float "
         "activations) or float16 (docs/export.md)"]
@@ -865,6 +871,39 @@ def test_int8_calibration_ranges_auto_keeps_the_file_whose_labels_agree_more(tmp
     assert f"int8 activation ranges: {named} kept (labels equal to Keras' with the extremes " in printed
 
 
+def test_skd_tf_export_corrects_int8_biases_on_the_calibration_images_it_is_told(tmp_path, capsys):
+    """`skd-tf export --bias-correction-samples 2`: the int8 record says how many images and convolutions were
+    corrected, the summary prints it, and the file's integer weights are the uncorrected file's (only int32 biases
+    move); without the flag nothing is corrected."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    cfg, ckpt = _save_student(tmp_path)
+    files = {}
+    for samples in ("0", "2"):
+        out = tmp_path / f"bc{samples}"
+        assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "int8", "--out", str(out),
+                                          "--calibration-ranges", "extremes", "--calibration-samples", "4",
+                                          "--bias-correction-samples", samples, "--eval-limit", "3"))) == 0
+        entry = json.loads((out / "export.json").read_text())["exports"]["int8"]
+        files[samples] = flatbuffer_utils.convert_bytearray_to_object(bytearray(Path(entry["file"]).read_bytes()))
+        if samples == "0":
+            assert "bias_correction" not in entry
+            continue
+        facts = entry["bias_correction"]
+        assert facts["samples"] == 2 and facts["ops"] > 0 and facts["largest_error_steps"] > 0
+        assert f"int8 biases corrected on 2 calibration images: {facts['ops']} convolutions" in capsys.readouterr().out
+
+    def constants(model, dtype):
+        graph = model.subgraphs[0]
+        return [bytes(bytearray(model.buffers[t.buffer].data)) for t in graph.tensors
+                if t.type == dtype and t.buffer < len(model.buffers) and model.buffers[t.buffer].data is not None]
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    assert constants(files["0"], schema.TensorType.INT8) == constants(files["2"], schema.TensorType.INT8)
+    assert constants(files["0"], schema.TensorType.INT32) != constants(files["2"], schema.TensorType.INT32)
+
+
 def test_int8_calibration_percentile_samples_every_channel_of_a_large_tensor(tmp_path, monkeypatch):
     """Beyond SAMPLED_VALUES a tensor's values are sampled, never strided: four channels, the last one 10
     everywhere (a quarter of the values), so P₉₈ is 10 — a stride of 4 (4096 values, 1024 sampled) would see
@@ -886,6 +925,75 @@ def test_int8_calibration_percentile_samples_every_channel_of_a_large_tensor(tmp
     interpreter = runtime.make_interpreter(str(tmp_path / "double.tflite"))
     steps = sorted(d["quantization"][0] * 255 for d in interpreter.get_tensor_details() if d["dtype"] == np.int8)
     np.testing.assert_allclose(steps, [2, 10, 20], rtol=1e-3)  # the constant 2, x in [0, 10], 2x in [0, 20]
+
+
+def _np_conv_same(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A stride-1 'same' convolution of NHWC ``x`` with a k×k×C×D kernel ``w`` and bias ``b``, in float64."""
+    k, pad = w.shape[0], w.shape[0] // 2
+    padded = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    h, width = x.shape[1:3]
+    return b + sum(np.einsum("nhwc,cd->nhwd", padded[:, i:i + h, j:j + width], w[i, j])
+                   for i in range(k) for j in range(k))
+
+
+def test_int8_bias_correction_moves_each_convolutions_channel_means_to_the_float_networks():
+    """Three convolutions (3×3 with a narrow channel, 1×1, 1×1 + ReLU) converted to int8 on 4 samples, without
+    and with ``bias_correction_samples=4``. The first convolution's int32 bias moves by round((mean of the file's
+    dequantized output − mean of NumPy's float output) / bias scale) per channel; the second's by the same
+    computed on the file with the first one corrected (corrections follow the data); the third, whose ReLU is
+    fused, keeps its bias. ±1 bias unit (1/300 of an output step or less here) for the float twin's
+    rounding against NumPy's float64 at a rounding boundary."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from skd_tf.export.bias_correction import _channel_means
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.5, (3, 3, 3, 4)).astype(np.float32)
+    w1[..., 0] *= 0.01  # a channel spanning a few int8 steps of its tensor
+    w2 = rng.normal(0, 0.5, (1, 1, 4, 5)).astype(np.float32)
+    w3 = rng.normal(0, 0.5, (1, 1, 5, 2)).astype(np.float32)
+    b1, b2, b3 = (rng.normal(0, 0.1, n).astype(np.float32) for n in (4, 5, 2))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 12, 12, 3], tf.float32)])
+    def net(x):
+        y1 = tf.nn.bias_add(tf.nn.conv2d(x, w1, 1, "SAME"), b1)
+        y2 = tf.nn.bias_add(tf.nn.conv2d(y1, w2, 1, "SAME"), b2)
+        return tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(y2, w3, 1, "SAME"), b3))
+
+    samples = [rng.uniform(0, 1, (1, 12, 12, 3)).astype(np.float32) for _ in range(4)]
+
+    def int8_file(corrected: int, report=None):
+        content = convert(net.get_concrete_function(), "int8", lambda: iter([[x] for x in samples]),
+                          float_output=False, bias_correction_samples=corrected, report=report)
+        return flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+
+    report = {}
+    plain, corrected = int8_file(0), int8_file(4, report)
+    assert report["bias_correction"]["ops"] == 2 and report["bias_correction"]["samples"] == 4
+
+    def convolutions(model):  # (bias tensor, bias values, output tensor id) of the three CONV_2Ds in order
+        graph = model.subgraphs[0]
+        found = [op for op in graph.operators if len(op.inputs) == 3 and graph.tensors[op.inputs[1]].shape.size == 4]
+        return [(graph.tensors[op.inputs[2]], np.frombuffer(bytes(bytearray(
+            model.buffers[graph.tensors[op.inputs[2]].buffer].data)), np.int32), op.outputs[0]) for op in found]
+
+    (bias1, plain1, out1), (bias2, plain2, out2), (_, plain3, _) = convolutions(plain)
+    (_, fixed1, _), (_, fixed2, _), (_, fixed3, _) = convolutions(corrected)
+    y1 = [_np_conv_same(x, w1, b1) for x in samples]
+    y2 = [_np_conv_same(y, w2, b2) for y in y1]
+    inputs = [[x] for x in samples]
+
+    def expected_shift(model, output, bias, floats):
+        error = _channel_means(model, [output], inputs)[output] - np.mean([y.reshape(-1, y.shape[-1]).mean(0)
+                                                                          for y in floats], axis=0)
+        return np.round(error / np.asarray(bias.quantization.scale, np.float64))
+
+    shift1 = expected_shift(plain, out1, bias1, y1)
+    assert np.abs(shift1).max() > 1  # the file's means are off: there is something to correct
+    np.testing.assert_allclose(plain1 - fixed1, shift1, atol=1)
+    plain.buffers[bias1.buffer].data = np.frombuffer(fixed1.tobytes(), np.uint8)  # the first one corrected alone
+    np.testing.assert_allclose(plain2 - fixed2, expected_shift(plain, out2, bias2, y2), atol=1)
+    np.testing.assert_array_equal(fixed3, plain3)
 
 
 def test_qat_concatenations_and_their_inputs_share_one_range_so_the_file_converts():

@@ -43,10 +43,12 @@ PROBE_BYTES = 1 << 31
 
 
 @contextmanager
-def corrected_calibration(percentile: float | None = None, mean_extremes: bool = False):
+def corrected_calibration(percentile: float | None = None, mean_extremes: bool = False, kept: dict | None = None):
     """Within the block, TFLite's post-training calibration records each activation's true min/max — or, with
     ``percentile`` p in (50, 100), its (100 − p)-th and p-th percentiles (``percentile_ranges``), or with
-    ``mean_extremes`` the mean of its per-sample min and max (``mean_extreme_ranges``).
+    ``mean_extremes`` the mean of its per-sample min and max (``mean_extreme_ranges``). The calibrated float
+    model the quantizer then quantizes goes to ``kept["float_twin"]`` when ``kept`` is given (its tensors have
+    the names of the quantized file's: ``bias_correction``).
 
     Hooks ``tensorflow.lite.python.optimize.calibrator.Calibrator.calibrate`` (private, the step every
     full-integer conversion with a representative dataset goes through; tests/test_export.py fails loudly if
@@ -63,9 +65,14 @@ def corrected_calibration(percentile: float | None = None, mean_extremes: bool =
         if len(flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated)).subgraphs) > 1:
             calibrated = original(self, dataset_gen)  # ranges in other subgraphs: the calibrator records them all
         if mean_extremes:
-            return mean_extreme_ranges(calibrated, dataset_gen)
-        calibrated = measured_ranges(calibrated, dataset_gen)
-        return calibrated if percentile is None else percentile_ranges(calibrated, dataset_gen, percentile)
+            calibrated = mean_extreme_ranges(calibrated, dataset_gen)
+        else:
+            calibrated = measured_ranges(calibrated, dataset_gen)
+            if percentile is not None:
+                calibrated = percentile_ranges(calibrated, dataset_gen, percentile)
+        if kept is not None:
+            kept["float_twin"] = calibrated
+        return calibrated
 
     calibrator.Calibrator.calibrate = calibrate
     try:

@@ -12,6 +12,7 @@ Example::
       calibration_ranges: auto    # extremes | mean_extremes (the mean over the images of each image's
                                   # extremes) | auto: the extremes and the 99.99th percentile, keeping the
                                   # file the check prefers
+      bias_correction_samples: 0  # int8: biases corrected on this many calibration images (0: off)
       eval_limit: null            # validation images for the TFLite mIoU (null: the whole split)
       qat: {steps: 300, batch_size: 8, learning_rate: 0.00001, schedule: constant, ce_weight: 1.0,
             pixel_weight: 10.0, temperature: 1.0, calibration_batches: 16, freeze_batch_norm: false,
@@ -84,6 +85,9 @@ class ExportConfig(_Section):
     # and with AUTO_PERCENTILE, the file whose labels agree more with the network's on the export's check images
     # kept; docs/export.md
     calibration_ranges: Literal["auto", "extremes", "mean_extremes"] = "auto"
+    # int8 only: each convolution's bias corrected so that its output channels' means over this many calibration
+    # images are the float network's (skd_tf.export.bias_correction); 0: off. docs/export.md says what it gains
+    bias_correction_samples: int = Field(0, ge=0)
     eval_limit: Optional[int] = Field(None, ge=1)
     # unlabelled images (files, folders, glob patterns) to calibrate int8 on and check the files on instead of the
     # data set's training and validation splits: for a published model whose data set is not at hand

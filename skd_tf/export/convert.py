@@ -12,6 +12,7 @@ layers they come from, never a silent Flex model.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from skd_tf.benchmark.native_log import native_stderr, without_tflite_notes
+from skd_tf.export.bias_correction import corrected_biases
 from skd_tf.export.calibration import corrected_calibration
 from skd_tf.export.label_heads import label_head
 
@@ -92,7 +94,8 @@ def keras_logits_fn(network) -> Callable[[tf.Tensor], tf.Tensor]:
 
 def convert(concrete_fn, quantization: str, representative: Optional[Callable[[], Iterable]] = None,
             int8_io: str = "uint8", trackable=None, float_output: bool = True,
-            calibration_percentile: Optional[float] = None, calibration_ranges: str = "extremes") -> bytes:
+            calibration_percentile: Optional[float] = None, calibration_ranges: str = "extremes",
+            bias_correction_samples: int = 0, report: Optional[dict] = None) -> bytes:
     """Converts ``concrete_fn`` with TFLite builtins only.
 
     ``float32``: no optimisation. ``float16``: float16 weights. ``dynamic``: int8
@@ -102,7 +105,9 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
     integer output; each activation's range its extremes on that data, or with ``calibration_percentile`` p its
     (100 − p)-th to p-th percentiles (``calibration.percentile_ranges``), or with ``calibration_ranges``
     ``mean_extremes`` the mean of its per-sample extremes (``calibration.mean_extreme_ranges``). ``qat``:
-    a graph with fake-quant nodes converted to full integer the same way.
+    a graph with fake-quant nodes converted to full integer the same way. With ``bias_correction_samples`` N, an
+    int8 file's biases are corrected on the first N calibration samples (``bias_correction.corrected_biases``; its
+    facts go to ``report["bias_correction"]``).
     """
     # Without trackable_obj TF warns of a "deprecated path", but that path freezes the variables; with it,
     # int8 calibration fails on READ_VARIABLE nodes (TF 2.21).
@@ -131,15 +136,25 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
     if calibration_ranges != "extremes" and quantization != "int8":
         raise ValueError(f"calibration ranges {calibration_ranges} apply to int8 post-training quantization, not "
                          f"{quantization}")
-    calibration = (corrected_calibration(calibration_percentile, calibration_ranges == "mean_extremes")
+    if bias_correction_samples and (quantization != "int8" or representative is None):
+        raise ValueError(f"bias correction applies to int8 post-training quantization with calibration data, not "
+                         f"{quantization}")
+    kept: dict = {}
+    calibration = (corrected_calibration(calibration_percentile, calibration_ranges == "mean_extremes", kept)
                    if representative is not None else contextlib.nullcontext())
     try:
         with warnings.catch_warnings(), native_stderr(converter_log), calibration:
             # the converter asks for input statistics it then computes from the representative data
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-            return converter.convert()
+            content = converter.convert()
     except Exception as err:  # ConverterError, or ValueError/RuntimeError from the quantizer
         raise _explain(err) from None
+    if bias_correction_samples:
+        content, facts = corrected_biases(content, kept["float_twin"],
+                                          itertools.islice(representative(), bias_correction_samples))
+        if report is not None:
+            report["bias_correction"] = facts
+    return content
 
 
 # An MLIR diagnostic: ``loc(<where>): error: <message>``, where <where> is the op's name and the Python frames

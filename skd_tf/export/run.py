@@ -156,8 +156,11 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
             print(f"int8: calibrating on {facts['calibration_samples']} "
                   f"{'of the --images' if photos else 'training images'}, ranges at {ranges_named(ranges)} ...",
                   flush=True)
+    corrected = min(ecfg.bias_correction_samples, facts.get("calibration_samples", 0)) if quantization == "int8" else 0
+    if corrected and progress:
+        print(f"int8: correcting the biases on {corrected} of the calibration images ...", flush=True)
     return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile,
-                              ranges_kind), facts
+                              ranges_kind, corrected, facts), facts
 
 
 def network_logits_fn(network, quantization: str):
@@ -168,16 +171,19 @@ def network_logits_fn(network, quantization: str):
 
 def serving_flatbuffer(logits_fn, spec: ServingSpec, quantization: str, representative=None,
                        int8_io: str = "uint8", calibration_percentile: float | None = None,
-                       calibration_ranges: str = "extremes") -> bytes:
+                       calibration_ranges: str = "extremes", bias_correction_samples: int = 0,
+                       report: dict | None = None) -> bytes:
     """The .tflite file of ``logits_fn`` with ``spec``'s input and output heads: converted (integer files
     calibrated on ``representative``; int8 activation ranges from ``calibration_percentile`` or
-    ``calibration_ranges`` when given),
+    ``calibration_ranges`` when given; int8 biases corrected on ``bias_correction_samples`` of its samples, the
+    facts in ``report``),
     integer inputs rescaled to raw pixels when pre-processing is baked in, tensor names shortened — the bytes
     `skd-tf export` writes."""
     integer = quantization in ("int8", "qat")
     content = convert(serving_function(logits_fn, spec, integer_model=integer), quantization, representative,
                       int8_io, float_output=spec.output == "logits", calibration_percentile=calibration_percentile,
-                      calibration_ranges=calibration_ranges)
+                      calibration_ranges=calibration_ranges, bias_correction_samples=bias_correction_samples,
+                      report=report)
     if integer and spec.preprocess:
         content = raw_pixel_input(content)
     return shorten_tensor_names(content)

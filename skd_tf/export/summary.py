@@ -29,6 +29,8 @@ def format_export(record: dict, quantizations: list[str] | None = None) -> str:
     lines.insert(1, "-" * len(lines[0]))
     if "calibration_agreement" in shown.get("int8", {}):
         lines.append(ranges_choice(shown["int8"]))
+    if shown.get("int8", {}).get("bias_correction"):
+        lines.append(bias_correction_line(shown["int8"]["bias_correction"]))
     lines += [line for q, entry in shown.items()
               if (line := low_agreement_warning(q, entry, record.get("exports", {}).get("dynamic")))]
     if "int8_to_float32_size" in record:
@@ -61,6 +63,13 @@ def ranges_choice(entry: dict) -> str:
             f"--calibration-ranges or --calibration-percentile sets them)")
 
 
+def bias_correction_line(facts: dict) -> str:
+    """The line saying what ``export.bias_correction_samples`` did (``facts``: ``corrected_biases``' facts)."""
+    where = f" ({facts['largest_error_op']})" if facts.get("largest_error_op") else ""
+    return (f"int8 biases corrected on {facts['samples']} calibration images: {facts['ops']} convolutions, the "
+            f"largest channel-mean error {facts['largest_error_steps']:.2f} int8 steps{where}")
+
+
 def low_agreement_warning(quantization: str, entry: dict, dynamic: dict | None = None) -> str:
     """A warning line when an exported file gives Keras' labels on fewer than ``LOW_AGREEMENT`` of the checked
     pixels (``entry``: the file's export.json record), saying what to try instead; ``""`` otherwise.
@@ -91,6 +100,7 @@ def low_agreement_warning(quantization: str, entry: dict, dynamic: dict | None =
         else:
             ranges = "--calibration-percentile 99.99 or --calibration-ranges mean_extremes"
         more = ", more --images" if parity.get("checked_on") == "images" else ""
+        more += "" if entry.get("bias_correction") else ", --bias-correction-samples 32"
         remedy = f"try {ranges}{more} or --quantization qat, {fallback}"
     elif quantization == "qat":
         teacher = (entry.get("qat") or {}).get("teacher")
