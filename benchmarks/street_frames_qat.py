@@ -25,9 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.docs_pages import show  # noqa: E402
-from benchmarks.import_reference import (FILES, by_kind, chosen_files, file_stem, int8_export_options,  # noqa: E402
-                                         int8_key, int8_ranges, json_records, labels_at, load_photos, ranges_shown,
-                                         tflite_labels, torch_logits, torch_network)
+from benchmarks.import_reference import (FILES, add_int8_arguments, by_kind, chosen_files, file_stem,  # noqa: E402
+                                         int8_export_options, int8_key, json_records, labels_at, load_photos,
+                                         ranges_shown, tflite_labels, torch_logits, torch_network)
 
 RESULTS = ROOT / "benchmarks" / "results" / "street_frames_qat.json"
 CITYSCAPES_FILES = [entry for entry in FILES if entry[0].startswith("cityscapes/")]
@@ -93,7 +93,7 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
     cfg = load_config(ROOT / "configs" / f"{config}.yaml", [f"data.crop_size=[{crop[0]},{crop[1]}]"])
     keras_path = out / stem / "model.keras"
     reference_path = out / stem / "torch_labels.npy"
-    keys = {q: int8_key(settings["ranges"]) if q == "int8" else
+    keys = {q: int8_key(settings["ranges"], settings["bias_correction"]) if q == "int8" else
             schedule_key(q, settings["steps"], crop, settings["learning_rate"], size) for q in quantizations}
     row = records.setdefault(rel, {"file": rel, "config": config, "input_size": list(size), "frames": len(frames),
                                    "held_out": len(held_out), "quantizations": {}})
@@ -120,7 +120,8 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
             qat["learning_rate"] = settings["learning_rate"]
         export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False,
                                            "calibration_samples": settings["calibration"],
-                                           **(int8_export_options(settings["ranges"])
+                                           **({**int8_export_options(settings["ranges"]),
+                                               "bias_correction_samples": settings["bias_correction"]}
                                               if quantization == "int8" else {}),
                                            "eval_limit": settings["export_checks"], "qat": qat})
         start = time.time()
@@ -132,6 +133,8 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
             "labels_vs_keras_on_frames": facts["parity"]["argmax_agreement"],
             "calibration_samples": settings["calibration"] if quantization == "int8" else None,
             **({"calibration_ranges": settings["ranges"]} if quantization == "int8" else {}),
+            **({"bias_correction_samples": settings["bias_correction"]}
+               if quantization == "int8" and settings["bias_correction"] else {}),
             **({"qat_steps": settings["steps"], "qat_crop": list(crop), "qat_frames": list(size),
                 "qat_learning_rate": export.qat.learning_rate,
                 "qat_batch_size": export.qat.batch_size, "qat_first_loss": facts["qat"]["first_loss"],
@@ -150,7 +153,7 @@ def table(records: dict) -> str:
             if facts.get("qat_steps"):
                 how = f"qat ({facts['qat_steps']} steps of {qat_batches(facts)}, lr {facts['qat_learning_rate']:g})"
             elif key.startswith("int8"):
-                how = ranges_shown(facts.get("calibration_ranges", "extremes"))
+                how = ranges_shown(facts.get("calibration_ranges", "extremes"), facts.get("bias_correction_samples", 0))
             lines.append(f"| `{rel}` | {how} | {100 * facts['labels_vs_torch']:.2f} % | "
                          f"{facts['file_bytes'] / 2**20:.2f} | {facts['seconds'] / 60:.0f} min |")
     return "\n".join(lines)
@@ -166,9 +169,7 @@ def main() -> int:
     parser.add_argument("--quantizations", default="float32,int8,qat", help="comma-separated (default: %(default)s)")
     parser.add_argument("--calibration-samples", type=int, default=100, help="frames calibrating int8 "
                         "(default: %(default)s)")
-    parser.add_argument("--calibration-ranges", type=int8_ranges, default="extremes",
-                        help="int8's activation ranges: extremes, mean_extremes (export.calibration_ranges) or pP, "
-                             "the P-th percentile (export.calibration_percentile); each its own entry")
+    add_int8_arguments(parser)
     parser.add_argument("--qat-steps", type=int, default=150, help="QAT fine-tuning steps (default: %(default)s)")
     parser.add_argument("--qat-crop", default="256,512", help="height,width of QAT's crops of the frames at the "
                         "file's 512×1024 (default: %(default)s: a quarter of a frame's pixels; 512,1024: whole "
@@ -192,7 +193,7 @@ def main() -> int:
 
     settings = {"steps": args.qat_steps, "crop": crop, "learning_rate": args.qat_learning_rate,
                 "calibration": args.calibration_samples, "export_checks": args.export_checks,
-                "ranges": args.calibration_ranges}
+                "ranges": args.calibration_ranges, "bias_correction": args.bias_correction_samples}
     for entry in CITYSCAPES_FILES:
         if entry[0] in chosen:
             check_file(folder, entry, frames, held_out, out, args.quantizations.split(","), settings, records, save)
