@@ -27,6 +27,8 @@ from typing import Iterable
 
 import numpy as np
 
+from skd_tf.export.flatbuffer_edit import short_tensor_name
+
 # the ops whose int32 bias is corrected (with a bias input), by TFLite builtin operator name
 CORRECTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -74,7 +76,7 @@ def corrected_biases(quantized: bytes, float_twin: bytes, samples: Iterable[list
             step = float(graph.tensors[tensor].quantization.scale[0])
             if np.abs(error).max() / step > facts["largest_error_steps"]:
                 facts["largest_error_steps"] = float(np.abs(error).max() / step)
-                facts["largest_error_op"] = graph.tensors[tensor].name.decode(errors="replace")
+                facts["largest_error_op"] = short_tensor_name(graph.tensors[tensor].name)
             bias = graph.tensors[op.inputs[2]]
             values = np.frombuffer(bytes(bytearray(model.buffers[bias.buffer].data)), np.int32)
             scale = np.broadcast_to(np.asarray(bias.quantization.scale, np.float64), values.shape)

@@ -88,10 +88,16 @@ def shorten_tensor_names(model_bytes: bytes, max_length: int = 96) -> bytes:
         for index, tensor in enumerate(graph.tensors):
             if index in keep or not tensor.name:
                 continue
-            name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
-            first = name.split(";")[0]
-            parts = first.split("/")
-            if len(parts) > 2:  # drop the outer function / model scope
-                first = "/".join(parts[1:])
-            tensor.name = first[:max_length]
+            tensor.name = short_tensor_name(tensor.name, max_length)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def short_tensor_name(name: bytes | str, max_length: int = 96) -> str:
+    """A converter's tensor name by its first fused op, without the outer function / model scope, at most
+    ``max_length`` characters: ``student_1/conv1_bn_1/batchnorm/add_1;student_1/...`` →
+    ``conv1_bn_1/batchnorm/add_1``."""
+    first = (name.decode(errors="replace") if isinstance(name, bytes) else name).split(";")[0]
+    parts = first.split("/")
+    if len(parts) > 2:
+        first = "/".join(parts[1:])
+    return first[:max_length]
