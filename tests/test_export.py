@@ -994,6 +994,9 @@ def test_int8_bias_correction_moves_each_convolutions_channel_means_to_the_float
     plain.buffers[bias1.buffer].data = np.frombuffer(fixed1.tobytes(), np.uint8)  # the first one corrected alone
     np.testing.assert_allclose(plain2 - fixed2, expected_shift(plain, out2, bias2, y2), atol=1)
     np.testing.assert_array_equal(fixed3, plain3)
+    for quantization, representative in (("qat", lambda: iter([[x] for x in samples])), ("int8", None)):
+        with pytest.raises(ValueError, match="bias correction applies to int8 post-training quantization with"):
+            convert(net.get_concrete_function(), quantization, representative, bias_correction_samples=4)
 
 
 def test_qat_concatenations_and_their_inputs_share_one_range_so_the_file_converts():

@@ -137,8 +137,8 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
         raise ValueError(f"calibration ranges {calibration_ranges} apply to int8 post-training quantization, not "
                          f"{quantization}")
     if bias_correction_samples and (quantization != "int8" or representative is None):
-        raise ValueError(f"bias correction applies to int8 post-training quantization with calibration data, not "
-                         f"{quantization}")
+        raise ValueError("bias correction applies to int8 post-training quantization with calibration data, not "
+                         + (quantization if quantization != "int8" else "int8 without it"))
     kept: dict = {}
     calibration = (corrected_calibration(calibration_percentile, calibration_ranges == "mean_extremes", kept)
                    if representative is not None else contextlib.nullcontext())

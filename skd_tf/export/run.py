@@ -156,7 +156,7 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
             print(f"int8: calibrating on {facts['calibration_samples']} "
                   f"{'of the --images' if photos else 'training images'}, ranges at {ranges_named(ranges)} ...",
                   flush=True)
-    corrected = min(ecfg.bias_correction_samples, facts.get("calibration_samples", 0)) if quantization == "int8" else 0
+    corrected = min(ecfg.bias_correction_samples, facts["calibration_samples"]) if quantization == "int8" else 0
     if corrected and progress:
         print(f"int8: correcting the biases on {corrected} of the calibration images ...", flush=True)
     return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile,
