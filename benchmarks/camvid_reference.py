@@ -13,8 +13,9 @@ evaluate`), `skd-tf export` of every --quantizations entry (int8 calibrated on -
 images, QAT fine-tuned on the training split with the float network as its pixel-wise teacher; every file scored
 on the test split), and the PyTorch twin (benchmarks/torch_nets.py, loaded strictly from the same file) on the
 test images, fed as the reference loader feeds them. Records go to benchmarks/results/camvid_reference.json, one
-entry per (file, quantization; int8 per --calibration-ranges, QAT per step count and settings); a recorded entry
-is not made again (--fresh to redo); --docs writes the table of docs/published-weights.md.
+entry per (file, quantization; int8 per --calibration-ranges and --bias-correction-samples, QAT per step count and
+settings); a recorded entry is not made again (--fresh to redo); --docs writes the table of
+docs/published-weights.md.
 """
 
 from __future__ import annotations

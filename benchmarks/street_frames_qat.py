@@ -10,8 +10,8 @@ fine-tuned on them towards the float network (the pixel-wise KL alone: there are
 an app resizes its camera frames) stand in for such frames: street scenes of another city and camera, no label
 read. The reference is the PyTorch twin (benchmarks/torch_nets.py, loaded strictly from the same file) on the
 held-out frames. Records go to benchmarks/results/street_frames_qat.json, one entry per (file, quantization; int8
-per --calibration-ranges, QAT per schedule); a recorded entry is not made again (--fresh to redo); --docs writes
-the table of docs/published-weights.md.
+per --calibration-ranges and --bias-correction-samples, QAT per schedule); a recorded entry is not made again
+(--fresh to redo); --docs writes the table of docs/published-weights.md.
 """
 
 from __future__ import annotations
