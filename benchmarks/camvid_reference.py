@@ -142,8 +142,7 @@ def check_file(folder: Path, entry, camvid: Path, out: Path, quantizations: list
         qat = {**(cfg.export or {}).get("qat", {}), "steps": qat_steps}
         qat.update({k: v for k, v in (qat_settings or {}).items() if v is not None})
         export = parse_export(cfg.export, {"calibration_samples": calibration, "savedmodel": False,
-                                           **({**int8_export_options(calibration_ranges),
-                                               "bias_correction_samples": bias_correction}
+                                           **(int8_export_options(calibration_ranges, bias_correction)
                                               if quantization == "int8" else {}),
                                            "teacher": str(keras_path) if quantization == "qat" else None, "qat": qat})
         start = time.time()

@@ -87,11 +87,12 @@ def add_int8_arguments(parser) -> None:
                              "default: %(default)s, off); each N its own entry")
 
 
-def int8_export_options(ranges: str) -> dict:
-    """The `skd-tf export` settings of ``ranges`` (``int8_ranges``)."""
-    if ranges.startswith("p"):
-        return {"calibration_percentile": float(ranges[1:])}
-    return {"calibration_ranges": ranges}
+def int8_export_options(ranges: str, bias_correction: int = 0) -> dict:
+    """The `skd-tf export` settings of ``ranges`` (``int8_ranges``) and biases corrected on ``bias_correction``
+    images (0: not; settings of the export's defaults are left out)."""
+    options = ({"calibration_percentile": float(ranges[1:])} if ranges.startswith("p")
+               else {"calibration_ranges": ranges})
+    return {**options, "bias_correction_samples": bias_correction} if bias_correction else options
 
 
 def int8_key(ranges: str, bias_correction: int = 0) -> str:

@@ -120,8 +120,7 @@ def check_file(folder: Path, entry, frames: list[Path], held_out: list[Path], ou
             qat["learning_rate"] = settings["learning_rate"]
         export = parse_export(cfg.export, {"images": [str(p) for p in frames], "savedmodel": False,
                                            "calibration_samples": settings["calibration"],
-                                           **({**int8_export_options(settings["ranges"]),
-                                               "bias_correction_samples": settings["bias_correction"]}
+                                           **(int8_export_options(settings["ranges"], settings["bias_correction"])
                                               if quantization == "int8" else {}),
                                            "eval_limit": settings["export_checks"], "qat": qat})
         start = time.time()

@@ -561,6 +561,7 @@ def test_camvid_reference_reads_segnet_tutorials_camvid_and_scores_as_eval_esp(t
             int8_ranges(bad)
     assert int8_export_options("p99.99") == {"calibration_percentile": 99.99}
     assert int8_export_options("mean_extremes") == {"calibration_ranges": "mean_extremes"}
+    assert int8_export_options("p99.99", 32) == {"calibration_percentile": 99.99, "bias_correction_samples": 32}
     assert [camvid_reference.int8_key(r) for r in ("extremes", "mean_extremes", "p99.99")] == [
         "int8", "int8_mean_extremes", "int8_p99.99"]
     assert camvid_reference.int8_key("p99.99", 32) == "int8_p99.99_bc32"

@@ -27,7 +27,8 @@ from typing import Iterable
 
 import numpy as np
 
-from skd_tf.export.flatbuffer_edit import short_tensor_name
+from skd_tf.export.calibration import visit_values
+from skd_tf.export.flatbuffer_edit import builtin_name, short_tensor_name
 
 # the ops whose int32 bias is corrected (with a bias input), by TFLite builtin operator name
 CORRECTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -52,11 +53,9 @@ def corrected_biases(quantized: bytes, float_twin: bytes, samples: Iterable[list
     twin = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_twin))
     graph, twin_graph = model.subgraphs[0], twin.subgraphs[0]
     twin_ids = {t.name: i for i, t in enumerate(twin_graph.tensors)}
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     targets = []  # (op, output tensor id in the file, output tensor id in the twin)
     for op in graph.operators:
-        name = names.get(model.operatorCodes[op.opcodeIndex].builtinCode)
-        if name not in CORRECTED_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
+        if builtin_name(model, op) not in CORRECTED_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
             continue
         if getattr(op.builtinOptions, "fusedActivationFunction", 0):
             continue
@@ -110,42 +109,18 @@ def _generations(graph, ops: list) -> list[list[int]]:
 
 def _channel_means(model, tensor_ids: list[int], samples: list[list[np.ndarray]]) -> dict[int, np.ndarray]:
     """The mean over ``samples`` and pixels of each channel (last axis) of the tensors ``tensor_ids`` of
-    ``model`` (a flatbuffer object), dequantized where they are integer; the tensors are made graph outputs
-    (never shared by the memory planner) and the model run with LiteRT's default delegate, as it is deployed."""
-    from ai_edge_litert.interpreter import Interpreter
+    ``model`` (a flatbuffer object), dequantized where they are integer, as LiteRT's default delegate computes
+    them (``calibration.visit_values``)."""
     from ai_edge_litert.tools import flatbuffer_utils
 
-    graph = model.subgraphs[0]
-    outputs = graph.outputs
-    graph.outputs = np.concatenate([np.asarray(outputs, np.int32), np.asarray(tensor_ids, np.int32)])
-    try:
-        interpreter = Interpreter(model_content=bytes(flatbuffer_utils.convert_object_to_bytearray(model)),
-                                  num_threads=2)
-    finally:
-        graph.outputs = outputs
-    interpreter.allocate_tensors()
-    inputs = interpreter.get_input_details()
+    tensors = model.subgraphs[0].tensors
     sums = {i: 0.0 for i in tensor_ids}
-    for sample in samples:
-        if len(sample) != len(inputs):
-            raise ValueError(f"a bias-correction sample has {len(sample)} inputs, the model {len(inputs)}")
-        for detail, value in zip(inputs, sample):
-            interpreter.set_tensor(detail["index"], _as_input(np.asarray(value, np.float32), detail))
-        interpreter.invoke()
-        for i in tensor_ids:
-            value = interpreter.get_tensor(i)
-            quantization = graph.tensors[i].quantization
-            if np.issubdtype(value.dtype, np.integer) and quantization is not None and quantization.scale is not None:
-                value = (value.astype(np.float32) - float(quantization.zeroPoint[0])) * float(quantization.scale[0])
-            sums[i] = sums[i] + value.reshape(-1, value.shape[-1]).astype(np.float64).mean(0)
+
+    def add(i, value):
+        quantization = tensors[i].quantization
+        if np.issubdtype(value.dtype, np.integer) and quantization is not None and quantization.scale is not None:
+            value = (value.astype(np.float32) - float(quantization.zeroPoint[0])) * float(quantization.scale[0])
+        sums[i] = sums[i] + value.reshape(-1, value.shape[-1]).astype(np.float64).mean(0)
+
+    visit_values(bytes(flatbuffer_utils.convert_object_to_bytearray(model)), tensor_ids, lambda: iter(samples), add)
     return {i: total / len(samples) for i, total in sums.items()}
-
-
-def _as_input(value: np.ndarray, detail: dict) -> np.ndarray:
-    """A float sample as an input of the interpreter's type: quantized with the input's scale and zero point when
-    it is integer (a full-integer file's), as the converter's quantize op would."""
-    if not np.issubdtype(detail["dtype"], np.integer):
-        return value.astype(detail["dtype"])
-    scale, zero = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(detail["dtype"])

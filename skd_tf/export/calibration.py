@@ -85,7 +85,7 @@ def measured_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> b
     """``calibrated`` (a float TFLite model whose tensors carry calibration min/max) with the range of every
     per-tensor activation of its main subgraph set to the min/max that tensor takes on ``dataset_gen()``'s
     samples (lists of inputs in the model's input order, or dicts by input name), measured with XNNPACK and
-    the activations as graph outputs (``_visit_values``); a tensor that holds no value keeps its range."""
+    the activations as graph outputs (``visit_values``); a tensor that holds no value keeps its range."""
     return _ranges_from_sample_extremes(calibrated, dataset_gen, lambda lows, highs: (min(lows), max(highs)))
 
 
@@ -101,7 +101,7 @@ def mean_extreme_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) 
 def _ranges_from_sample_extremes(calibrated: bytes, dataset_gen: Callable[[], Iterable], combine) -> bytes:
     """``calibrated`` with the range of every per-tensor activation of its main subgraph set to
     ``combine(lows, highs)``, the lists of that tensor's minimum and maximum on each of ``dataset_gen()``'s
-    samples (``_visit_values``); a tensor that holds no value keeps its range."""
+    samples (``visit_values``); a tensor that holds no value keeps its range."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
@@ -113,7 +113,7 @@ def _ranges_from_sample_extremes(calibrated: bytes, dataset_gen: Callable[[], It
         lows[i].append(float(value.min()))
         highs[i].append(float(value.max()))
 
-    _visit_values(calibrated, ranged, dataset_gen, extremes)
+    visit_values(calibrated, ranged, dataset_gen, extremes)
     for i in ranged:
         if lows[i]:
             low, high = combine(lows[i], highs[i])
@@ -150,7 +150,7 @@ def percentile_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable], pe
             counts[i] += np.bincount(np.clip(((flat - low) * (BINS / (high - low))).astype(np.int64), 0, BINS - 1),
                                      minlength=BINS)
 
-    _visit_values(calibrated, list(edges), dataset_gen, histogram)
+    visit_values(calibrated, list(edges), dataset_gen, histogram)
     for i, (low, high) in edges.items():
         total = counts[i].sum()
         if not total:
@@ -177,12 +177,14 @@ def _ranged(model) -> set[int]:
             if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1}
 
 
-def _visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[], Iterable],
-                  visit: Callable[[int, np.ndarray], None]) -> None:
-    """``visit(i, value)`` for each of ``tensor_ids`` and each of ``dataset_gen()``'s samples (lists of inputs
-    in the model's input order, or dicts by input name), the float model ``content`` run (``_interpreter``)
+def visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[], Iterable],
+                 visit: Callable[[int, np.ndarray], None]) -> None:
+    """``visit(i, value)`` for each of ``tensor_ids`` and each of ``dataset_gen()``'s samples (lists of float
+    inputs in the model's input order, or dicts by input name), the model ``content`` run (``_interpreter``)
     with those tensors made graph outputs, which the memory planner never shares — in as many passes over the
-    samples as keep each probe's outputs under ``PROBE_BYTES``."""
+    samples as keep each probe's outputs under ``PROBE_BYTES``. An integer input (a full-integer file's) gets
+    each sample quantized with its scale and zero point, as the converter's quantize op would; values are
+    visited as the interpreter holds them (integer tensors not dequantized)."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
@@ -208,7 +210,7 @@ def _visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[
             values = [sample[d["name"]] for d in inputs] if isinstance(sample, dict) else list(sample)
             if len(values) != len(inputs):
                 raise ValueError(f"a calibration sample has {len(values)} inputs, the model {len(inputs)}")
-            values = [np.asarray(value, detail["dtype"]) for detail, value in zip(inputs, values)]
+            values = [_as_input(np.asarray(value, np.float32), detail) for detail, value in zip(inputs, values)]
             if [v.shape for v in values] != shapes:  # samples of other sizes, as the calibrator takes them
                 shapes = [v.shape for v in values]
                 for detail, shape in zip(inputs, shapes):
@@ -224,6 +226,16 @@ def _visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[
             seen = True
         if not seen:
             raise ValueError("the representative dataset yielded no sample")
+
+
+def _as_input(value: np.ndarray, detail: dict) -> np.ndarray:
+    """A float sample as an input of the interpreter's type (``detail``: its input details): quantized with the
+    input's scale and zero point when it is integer."""
+    if not np.issubdtype(detail["dtype"], np.integer):
+        return value.astype(detail["dtype"])
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(detail["dtype"])
 
 
 def _interpreter(model_content: bytes):

@@ -30,7 +30,8 @@ _RESCALING_OPS = {"QUANTIZE", "SUB", "ADD", "MUL"}
 _BIASED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 
 
-def _builtin_name(model, op) -> str:
+def builtin_name(model, op) -> str:
+    """The TFLite builtin operator name of ``op`` in ``model`` (flatbuffer objects): ``CONV_2D``, ..."""
     code = model.operatorCodes[op.opcodeIndex]
     value = max(code.builtinCode, code.deprecatedBuiltinCode)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -46,7 +47,7 @@ def raw_pixel_input(model_bytes: bytes) -> bytes:
     if tensor.type not in (schema.TensorType.UINT8, schema.TensorType.INT8):
         raise ValueError("raw_pixel_input needs an integer-input model")
     readers = [op for op in graph.operators if input_index in list(op.inputs)]
-    consumers = [_builtin_name(model, op) for op in readers]
+    consumers = [builtin_name(model, op) for op in readers]
     if not consumers or not set(consumers) <= _RESCALING_OPS | _BIASED_OPS:
         raise ValueError(f"the image input feeds {', '.join(consumers) or 'nothing'}; re-scaling it is exact only "
                          f"when it feeds ops that requantize their inputs ({', '.join(sorted(_RESCALING_OPS))}) "
