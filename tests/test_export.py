@@ -651,6 +651,62 @@ def test_the_two_class_head_is_the_bilinear_head_between_two_classes_and_stays_i
     assert agreement >= 0.98, agreement
 
 
+def test_the_int8_two_class_switch_is_a_step_made_exact_in_the_file(monkeypatch):
+    """In an int8 file the two_class head ends in a ReLU6 convolution, a MUL and an ADD (ops XNNPACK runs in
+    int8) instead of a comparison and SELECT_V2, made exact by `exact_two_class_switch`: its step tensor holds
+    only 0 and 6, every label is one of the cell's two classes, and the labels are the NumPy rule's on the
+    file's own int8 logits (the same share as the SELECT head's). Unedited, the converter's file gives other
+    labels; with more than 128 classes the head keeps the SELECT and uint8 labels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from skd_tf.export import convert as convert_module
+    from skd_tf.export.label_heads import SWITCH_NAMES, label_head
+
+    rng = np.random.default_rng(3)
+
+    def smooth(classes):
+        coarse = rng.normal(size=(1, 5, 7, classes)).astype(np.float32) * 4
+        return tf.image.resize(coarse, (8, 12)).numpy()
+
+    def head_file(classes, edit=True):
+        fn = tf.function(lambda x: {"labels": label_head(x, (64, 96), "two_class", integer=True)},
+                         input_signature=[tf.TensorSpec([1, 8, 12, classes], tf.float32)]).get_concrete_function()
+        if not edit:
+            monkeypatch.setattr(convert_module, "exact_two_class_switch", lambda content: content)
+        content = convert(fn, "int8", lambda: ([smooth(classes)] for _ in range(6)), int8_io="int8")
+        monkeypatch.undo()
+        return content
+
+    def labels_and_rule(content, classes):
+        interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+        detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        scale, zero = detail["quantization"]
+        found, rule, steps = [], [], set()
+        for _ in range(3):
+            q = np.clip(np.rint(smooth(classes) / scale) + zero, -128, 127).astype(np.int8)
+            interpreter.set_tensor(detail["index"], q)
+            interpreter.invoke()
+            found.append(interpreter.get_tensor(out["index"]))
+            rule.append(_np_two_class((q.astype(np.float32) - zero) * scale, (64, 96)))
+            steps |= {int(v) for t in interpreter.get_tensor_details() if SWITCH_NAMES["step"] in t["name"]
+                      for v in np.unique(interpreter.get_tensor(t["index"]))}
+        return np.stack(found), np.stack(rule), steps, out
+
+    content = head_file(5)
+    ops = {op["op_name"] for op in Interpreter(model_content=content)._get_ops_details()}
+    assert {"MUL", "DEPTH_TO_SPACE"} <= ops and "CAST" not in ops
+    labels, rule, steps, out = labels_and_rule(content, 5)
+    assert out["dtype"] == np.int8 and out["quantization"] == (1.0, 0)
+    assert steps == {-128, 127}  # 0 and 6 at scale 6/255: a step
+    assert set(np.unique(labels)) <= set(range(5))
+    assert np.mean(labels == rule) >= 0.99, np.mean(labels == rule)  # 99.8 % (the SELECT head's file: 99.6 %)
+    unedited, _, _, _ = labels_and_rule(head_file(5, edit=False), 5)
+    assert np.mean(unedited == rule) < 0.9
+    _, _, _, wide = labels_and_rule(head_file(130), 130)
+    assert wide["dtype"] == np.uint8
+
+
 def test_a_cheaper_label_head_is_checked_against_its_own_keras_twin_and_scored_against_evaluation(tmp_path):
     """`--label-head nearest`: the file's labels equal the Keras graph's with the same head (agreement 1.0 in
     float32: the export is faithful), its mIoU is the head's, and "mIoU Keras" stays what evaluation scores

@@ -12,6 +12,9 @@
   new scale.) (A fake-quant
   node pinning [0, 255] in the graph instead leaves a float DEQUANTIZE/QUANTIZE
   pair behind, which we measured with TF 2.21's converter.)
+* ``exact_two_class_switch``: the int8 ``two_class`` label head's last step
+  (``label_heads._integer_switch``) becomes exact — a step function and class
+  indices at scale 1 — by setting the scales of its few tensors.
 * ``shorten_tensor_names``: the converter names each tensor after every op
   fused into it (hundreds of characters each, 25 % of a tiny int8 student's
   file); keep the first name, without the model scope.
@@ -22,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert.tools import flatbuffer_utils
 from ai_edge_litert import schema_py_generated as schema
+
+from skd_tf.export.label_heads import SWITCH_NAMES
 
 
 # integer kernels of these ops rescale each input by its own scale, so the input's scale is free
@@ -79,6 +84,105 @@ def _rescale_bias(model, graph, op, input_index: int, old_scale: float) -> None:
     values = np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), np.int32).astype(np.float64)
     buffer.data = np.rint(values * old_scale).astype(np.int32).view(np.uint8)
     bias.quantization.scale = (np.asarray(bias.quantization.scale, np.float64) / old_scale).astype(np.float32)
+
+
+# ops whose output has its input's quantization (they move bytes)
+_SAME_SCALE_OPS = {"RESHAPE", "DEPTH_TO_SPACE"}
+# the step's requantization multiplier: one accumulator unit takes it from 0 to 255 steps (saturated), and
+# XNNPACK takes int8 convolutions with multipliers below 256
+_STEP_MULTIPLIER = 255.5
+
+
+def exact_two_class_switch(model_bytes: bytes) -> bytes:
+    """The int8 file with its ``two_class`` switch (``label_heads._integer_switch``) exact, or unchanged when it
+    has none. The step's convolution keeps its int8 weights (each channel scaled by a positive factor: the sign
+    of its output is the interpolated difference's) and gets per-channel scales that make its requantization
+    multiplier 255.5 and an int32 bias of +1: its accumulator a ≥ 0 gives 255 · 255.5/255 ≥ 255 steps above the
+    zero point, saturating to 6, and a ≤ −1 gives at most 0 (ReLU6 at scale 6/255). The second class and the
+    labels are held at scale 1, c₁/6 − c₂/6 at ⅙ (zero point 0): their constant tables' int8 values become the
+    exact class indices, the MUL gives (c₁ − c₂) · (q + 128)/255 ∈ {0, c₁ − c₂} and the ADD the class index. The
+    labels leave the file as int8 at scale 1 (``convert``): the bytes uint8 labels would have."""
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    graph = model.subgraphs[0]
+    named = {}
+    for index, tensor in enumerate(graph.tensors):
+        for part in (tensor.name or b"").decode(errors="replace").split(";"):
+            named.setdefault(part.split("/")[-1], index)
+    if SWITCH_NAMES["labels"] not in named:
+        return model_bytes
+    missing = [n for n in SWITCH_NAMES.values() if n not in named]
+    if missing:
+        raise ValueError(f"the two_class switch's tensors {', '.join(missing)} are not in the int8 file")
+    producer = {out: op for op in graph.operators for out in op.outputs}
+    consumers: dict = {}
+    for op in graph.operators:
+        for i in op.inputs:
+            consumers.setdefault(i, []).append(op)
+
+    def linked(index: int) -> set:
+        """``index`` and every tensor only reshaped or laid out from or into it."""
+        found, todo = {index}, [index]
+        while todo:
+            t = todo.pop()
+            ops = [o for o in consumers.get(t, []) if builtin_name(model, o) in _SAME_SCALE_OPS]
+            before = producer.get(t)
+            near = [o.outputs[0] for o in ops]
+            if before is not None and builtin_name(model, before) in _SAME_SCALE_OPS:
+                near.append(before.inputs[0])
+            for n in near:
+                if n not in found:
+                    found.add(n)
+                    todo.append(n)
+        return found
+
+    def hold(index: int, scale: float, zero_point: int = 0) -> None:
+        for t in linked(index):
+            quantization = graph.tensors[t].quantization
+            if graph.tensors[t].type != schema.TensorType.INT8 or quantization is None:
+                raise ValueError(f"the two_class switch's tensor {graph.tensors[t].name!r} is not int8")
+            quantization.scale = np.array([scale], np.float32)
+            quantization.zeroPoint = np.array([zero_point], np.int64)
+            quantization.min = quantization.max = None
+
+    def exact_table(gathered: int, scale: float) -> None:
+        """The GATHER making ``gathered`` reads a constant table of class indices (times ``scale``), held at
+        ``scale``: its int8 values become the indices themselves."""
+        op = producer[gathered]
+        if builtin_name(model, op) != "GATHER":
+            raise ValueError("the two_class switch's classes are not gathered from a table")
+        table = graph.tensors[op.inputs[0]]
+        old = table.quantization
+        values = (np.frombuffer(np.asarray(model.buffers[table.buffer].data, np.uint8).tobytes(), np.int8)
+                  .astype(np.float64) - old.zeroPoint[0]) * old.scale[0]
+        model.buffers.append(schema.BufferT())  # its own: the converter shares buffers of equal bytes
+        table.buffer = len(model.buffers) - 1
+        model.buffers[-1].data = np.clip(np.rint(values / scale), -128, 127).astype(np.int8).view(np.uint8)
+        hold(op.inputs[0], scale)
+        hold(gathered, scale)
+
+    hold(named[SWITCH_NAMES["labels"]], 1.0)
+    exact_table(named[SWITCH_NAMES["second"]], 1.0)
+    hold(named[SWITCH_NAMES["switched"]], 1.0)
+    change = named[SWITCH_NAMES["change"]]
+    hold(change, 1 / 6)
+    for gathered in producer[change].inputs:
+        exact_table(gathered, 1 / 6)
+    step = named[SWITCH_NAMES["step"]]
+    conv = producer[step]
+    if builtin_name(model, conv) != "CONV_2D" or len(conv.inputs) < 3 or conv.inputs[2] < 0:
+        raise ValueError("the two_class switch's step is not a convolution with a bias")
+    hold(step, 6 / 255, -128)
+    source, kernel, bias = (graph.tensors[i] for i in conv.inputs[:3])
+    channels = len(kernel.quantization.scale)
+    kernel_scale = _STEP_MULTIPLIER * (6 / 255) / float(source.quantization.scale[0])
+    kernel.quantization.scale = np.full(channels, kernel_scale, np.float32)
+    bias.quantization.scale = np.full(channels, kernel_scale * float(source.quantization.scale[0]), np.float32)
+    bias.quantization.zeroPoint = np.zeros(channels, np.int64)
+    if sum(t.buffer == bias.buffer for t in graph.tensors) != 1:
+        model.buffers.append(schema.BufferT())
+        bias.buffer = len(model.buffers) - 1
+    model.buffers[bias.buffer].data = np.ones(channels, np.int32).view(np.uint8)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def shorten_tensor_names(model_bytes: bytes, max_length: int = 96) -> bytes:

@@ -30,22 +30,31 @@ import tensorflow as tf
 from skd_tf.models.logits import resize_bilinear
 
 LABEL_HEADS = ("bilinear", "two_class", "half", "quarter", "nearest")
+# The int8 switch holds class indices and their differences at scale 1 in int8: up to 128 classes.
+INTEGER_SWITCH_CLASSES = 128
+# Names of the int8 switch's ops, which ``flatbuffer_edit.exact_two_class_switch`` finds in the converted file.
+SWITCH_NAMES = {"step": "two_class_step", "second": "two_class_second", "change": "two_class_change_sixths",
+                "switched": "two_class_switched", "labels": "two_class_labels"}
 _HEAD_DIVISOR = {"half": 2, "quarter": 4}
 
 
 def label_head(logits: tf.Tensor, size: tuple[int, int], head: str = "bilinear", dtype=tf.uint8,
-               align_corners: bool = False) -> tf.Tensor:
+               align_corners: bool = False, integer: bool = False) -> tf.Tensor:
     """B×h×w×K logits → B×H×W class indices (``dtype``) at ``size`` = (H, W), by ``head`` (module docstring).
 
     Resizes use half-pixel centres (TFLite's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR); with ``align_corners``
     the bilinear ones align the corner pixels instead, as ``skd_tf.models.logits.upsample_logits`` does for
-    the published networks trained that way (the nearest-neighbour step keeps half-pixel centres)."""
+    the published networks trained that way (the nearest-neighbour step keeps half-pixel centres).
+
+    ``integer``: the graph is converted to an int8 file, and ``two_class`` with at most ``INTEGER_SWITCH_CLASSES``
+    classes ends in ops XNNPACK runs in int8 (``_integer_switch``); its labels are then a float tensor that
+    only the converted file, edited by ``flatbuffer_edit.exact_two_class_switch``, makes exact."""
     if head not in LABEL_HEADS:
         raise ValueError(f"unknown label head {head!r}; choose from {', '.join(LABEL_HEADS)}")
     h, w = size
     head = effective_head(head, logits.shape[1:3], size, align_corners)
     if head == "two_class":
-        return _two_class_labels(logits, size, dtype)
+        return _two_class_labels(logits, size, dtype, integer and logits.shape[-1] <= INTEGER_SWITCH_CLASSES)
     if head == "bilinear":
         return tf.cast(tf.math.argmax(resize_bilinear(logits, (h, w), align_corners), axis=-1, output_type=tf.int32),
                        dtype)
@@ -117,7 +126,7 @@ def _corners(x: tf.Tensor, axis: int) -> tf.Tensor:
     return tf.stack(_cell_corners(x), axis=axis)
 
 
-def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype) -> tf.Tensor:
+def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype, integer: bool = False) -> tf.Tensor:
     """The ``two_class`` head (module docstring); ``two_class_factor`` has said it applies."""
     _, h, w, _ = logits.shape
     f = two_class_factor((h, w), size)
@@ -143,6 +152,8 @@ def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype) -> tf.Ten
                   - tf.gather(corner_logits, second, axis=4, batch_dims=3))                # B, h+1, w+1, 4
     # each output block's four quadrants lie in four cells: (qy, qx) in cell (i + qy, j + qx) of the padded grid
     quadrants = tf.concat(_cell_corners(difference), axis=-1)                              # B, h, w, 16
+    if integer:
+        return _integer_switch(quadrants, first, second, logits.shape[-1], size, f)
     inside = tf.nn.conv2d(quadrants, tf.constant(two_class_weights(f))[None, None], 1, "VALID")  # B, h, w, f²
     pick = tf.reshape(inside >= 0, [-1, h * w, 4, half * half])
     labels = tf.where(pick, tf.reshape(_corners(first, -1), [-1, h * w, 4, 1]),
@@ -151,3 +162,37 @@ def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype) -> tf.Ten
     if half > 1:
         labels = tf.nn.depth_to_space(labels, half)
     return tf.reshape(labels, [-1, *size])  # a reshape, not [..., 0]: TFLite's strided slice is slow at full size
+
+
+def _integer_switch(quadrants: tf.Tensor, first: tf.Tensor, second: tf.Tensor, classes: int, size, f: int):
+    """The ``two_class`` head's last step written for an int8 file: float labels c₂ + (c₁ − c₂) · s / 6 at the
+    input size, where s = ReLU6 of the interpolated difference (each output channel's weights scaled to a
+    largest of 1, which keeps its sign). TFLite's comparison and SELECT_V2 take half of the head's time at full
+    size on builtin kernels (docs/real-size.md); this is one CONV_2D with its ReLU6 fused, a MUL, an ADD and the
+    DEPTH_TO_SPACEs, all of which XNNPACK runs in int8. In float it is not a step; in the int8 file
+    ``flatbuffer_edit.exact_two_class_switch`` makes it one: the convolution's output saturates at 0 or 6 from
+    one accumulator step (its requantization multiplier set to 255.5, its bias to +1 so that a zero difference
+    picks c₁ as ``inside >= 0`` does), and the classes, c₁/6 − c₂/6 and the labels are held at scales 1, ⅙ and 1,
+    so every label is a class index exactly. The class indices come from constant tables (GATHER, integer
+    only) padded to −128 and 127, so that the converter's own ranges for them are those scales already."""
+    _, h, w, _ = quadrants.shape
+    half = f // 2
+    weights = two_class_weights(f)
+    weights = weights / np.abs(weights).max(axis=0, keepdims=True)
+    step = tf.nn.relu6(tf.nn.conv2d(quadrants, tf.constant(weights)[None, None], 1, "VALID"),
+                       name=SWITCH_NAMES["step"])                                        # B, h, w, f²
+    table = np.concatenate([np.arange(classes), [-128, 127]]).astype(np.float32)
+
+    def corners(x):
+        return tf.reshape(_corners(x, -1), [-1, h * w, 4, 1])
+
+    second_class = tf.gather(tf.constant(table), corners(second), name=SWITCH_NAMES["second"])
+    sixths = tf.constant(table / 6)
+    change = tf.subtract(tf.gather(sixths, corners(first)), tf.gather(sixths, corners(second)),
+                         name=SWITCH_NAMES["change"])
+    switched = tf.multiply(change, tf.reshape(step, [-1, h * w, 4, half * half]), name=SWITCH_NAMES["switched"])
+    labels = tf.add(second_class, switched, name=SWITCH_NAMES["labels"])
+    labels = tf.nn.depth_to_space(tf.reshape(labels, [-1, h, w, f * f]), 2)
+    if half > 1:
+        labels = tf.nn.depth_to_space(labels, half)
+    return tf.reshape(labels, [-1, *size])
