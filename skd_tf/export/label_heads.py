@@ -14,7 +14,9 @@ Five heads (``LABEL_HEADS``), from the exact to the cheapest:
   elsewhere. Equal to ``bilinear`` wherever a pixel's winner is one of its cell's two classes: every pixel
   of a cell whose corners show at most two winning classes, except where a third class overtakes both
   inside the cell. Needs the input an even multiple f of the logits on both sides (f = 2, 4, 8, …, the
-  same f for both) and half-pixel centres; otherwise it *is* the bilinear head.
+  same f for both) and half-pixel centres; otherwise it *is* the bilinear head. In an int8 file (up to 128
+  classes) its last step is a saturating ReLU6 convolution, a MUL and an ADD instead of the comparison and
+  SELECT_V2 (``_integer_switch``), and the labels leave the file as int8.
 * ``half`` / ``quarter``: bilinearly to ⌈H/2⌉×⌈W/2⌉ / ⌈H/4⌉×⌈W/4⌉ (when that is larger than h×w), argmax,
   then the labels repeated by nearest neighbour — boundaries placed at half / a quarter of the resolution;
 * ``nearest``: argmax at h×w, then nearest neighbour — no interpolation at all.
