@@ -653,7 +653,7 @@ def test_the_two_class_head_is_the_bilinear_head_between_two_classes_and_stays_i
 
 def test_the_int8_two_class_switch_is_a_step_made_exact_in_the_file(monkeypatch):
     """In an int8 file the two_class head ends in a ReLU6 convolution, a MUL and an ADD (ops XNNPACK runs in
-    int8) instead of a comparison and SELECT_V2, made exact by `exact_two_class_switch`: its step tensor holds
+    int8) instead of a comparison and SELECT_V2, made exact and all-integer by `exact_two_class_switch`: its step tensor holds
     only 0 and 6, every label is one of the cell's two classes, and the labels are the NumPy rule's on the
     file's own int8 logits (the same share as the SELECT head's). Unedited, the converter's file gives other
     labels; with more than 128 classes the head keeps the SELECT and uint8 labels."""
@@ -694,8 +694,9 @@ def test_the_int8_two_class_switch_is_a_step_made_exact_in_the_file(monkeypatch)
         return np.stack(found), np.stack(rule), steps, out
 
     content = head_file(5)
-    ops = {op["op_name"] for op in Interpreter(model_content=content)._get_ops_details()}
-    assert {"MUL", "DEPTH_TO_SPACE"} <= ops and "CAST" not in ops
+    interpreter = Interpreter(model_content=content)
+    assert {"MUL", "DEPTH_TO_SPACE"} <= {op["op_name"] for op in interpreter._get_ops_details()}
+    assert not [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]  # all-integer
     labels, rule, steps, out = labels_and_rule(content, 5)
     assert out["dtype"] == np.int8 and out["quantization"] == (1.0, 0)
     assert steps == {-128, 127}  # 0 and 6 at scale 6/255: a step

@@ -98,10 +98,10 @@ def exact_two_class_switch(model_bytes: bytes) -> bytes:
     has none. The step's convolution keeps its int8 weights (each channel scaled by a positive factor: the sign
     of its output is the interpolated difference's) and gets per-channel scales that make its requantization
     multiplier 255.5 and an int32 bias of +1: its accumulator a ≥ 0 gives 255 · 255.5/255 ≥ 255 steps above the
-    zero point, saturating to 6, and a ≤ −1 gives at most 0 (ReLU6 at scale 6/255). The second class and the
-    labels are held at scale 1, c₁/6 − c₂/6 at ⅙ (zero point 0): their constant tables' int8 values become the
-    exact class indices, the MUL gives (c₁ − c₂) · (q + 128)/255 ∈ {0, c₁ − c₂} and the ADD the class index. The
-    labels leave the file as int8 at scale 1 (``convert``): the bytes uint8 labels would have."""
+    zero point, saturating to 6, and a ≤ −1 gives at most 0 (ReLU6 at scale 6/255). c₂ and the labels are held
+    at scale 1, (c₁ − c₂)/6 at ⅙ (zero point 0; the class indices cast straight from int32 to int8, without the
+    converter's float32 detour), so the MUL gives (c₁ − c₂) · (q + 128)/255 ∈ {0, c₁ − c₂} and the ADD the class
+    index. The labels leave the file as int8 at scale 1 (``convert``): the bytes uint8 labels would have."""
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     graph = model.subgraphs[0]
     named = {}
@@ -144,29 +144,32 @@ def exact_two_class_switch(model_bytes: bytes) -> bytes:
             quantization.zeroPoint = np.array([zero_point], np.int64)
             quantization.min = quantization.max = None
 
-    def exact_table(gathered: int, scale: float) -> None:
-        """The GATHER making ``gathered`` reads a constant table of class indices (times ``scale``), held at
-        ``scale``: its int8 values become the indices themselves."""
-        op = producer[gathered]
-        if builtin_name(model, op) != "GATHER":
-            raise ValueError("the two_class switch's classes are not gathered from a table")
-        table = graph.tensors[op.inputs[0]]
-        old = table.quantization
-        values = (np.frombuffer(np.asarray(model.buffers[table.buffer].data, np.uint8).tobytes(), np.int8)
-                  .astype(np.float64) - old.zeroPoint[0]) * old.scale[0]
-        model.buffers.append(schema.BufferT())  # its own: the converter shares buffers of equal bytes
-        table.buffer = len(model.buffers) - 1
-        model.buffers[-1].data = np.clip(np.rint(values / scale), -128, 127).astype(np.int8).view(np.uint8)
-        hold(op.inputs[0], scale)
-        hold(gathered, scale)
+    def integer_cast(name: str, scale: float) -> int:
+        """The converter's CAST of class indices to float32 and QUANTIZE to int8, as one CAST to int8 held at
+        ``scale`` (the indices' bytes, read at ``scale``): the file stays integer-only (the QUANTIZE's int8
+        tensor is left unused)."""
+        cast = producer[named[name]]
+        quantize = consumers.get(cast.outputs[0], [])
+        if (builtin_name(model, cast) != "CAST" or len(quantize) != 1 or builtin_name(model, quantize[0]) != "QUANTIZE"
+                or graph.tensors[cast.inputs[0]].type != schema.TensorType.INT32):
+            raise ValueError(f"the two_class switch's {name} is not a cast of int32 class indices")
+        out, quantized = cast.outputs[0], quantize[0].outputs[0]
+        graph.operators.remove(quantize[0])
+        for op in consumers.get(quantized, []):
+            op.inputs = [out if i == quantized else i for i in op.inputs]
+        consumers[out] = consumers.pop(quantized, [])
+        graph.outputs = [out if i == quantized else i for i in graph.outputs]
+        graph.tensors[out].type = schema.TensorType.INT8  # the float32 tensor becomes the int8 one
+        graph.tensors[out].quantization = graph.tensors[out].quantization or schema.QuantizationParametersT()
+        if getattr(cast, "builtinOptions", None) is not None and hasattr(cast.builtinOptions, "outDataType"):
+            cast.builtinOptions.outDataType = schema.TensorType.INT8
+        hold(out, scale)
 
     hold(named[SWITCH_NAMES["labels"]], 1.0)
-    exact_table(named[SWITCH_NAMES["second"]], 1.0)
+    integer_cast(SWITCH_NAMES["second"], 1.0)
+    integer_cast(SWITCH_NAMES["change"], 1.0)
+    hold(named[SWITCH_NAMES["sixths"]], 1 / 6)
     hold(named[SWITCH_NAMES["switched"]], 1.0)
-    change = named[SWITCH_NAMES["change"]]
-    hold(change, 1 / 6)
-    for gathered in producer[change].inputs:
-        exact_table(gathered, 1 / 6)
     step = named[SWITCH_NAMES["step"]]
     conv = producer[step]
     if builtin_name(model, conv) != "CONV_2D" or len(conv.inputs) < 3 or conv.inputs[2] < 0:

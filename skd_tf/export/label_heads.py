@@ -35,8 +35,8 @@ LABEL_HEADS = ("bilinear", "two_class", "half", "quarter", "nearest")
 # The int8 switch holds class indices and their differences at scale 1 in int8: up to 128 classes.
 INTEGER_SWITCH_CLASSES = 128
 # Names of the int8 switch's ops, which ``flatbuffer_edit.exact_two_class_switch`` finds in the converted file.
-SWITCH_NAMES = {"step": "two_class_step", "second": "two_class_second", "change": "two_class_change_sixths",
-                "switched": "two_class_switched", "labels": "two_class_labels"}
+SWITCH_NAMES = {"step": "two_class_step", "second": "two_class_second", "change": "two_class_change",
+                "sixths": "two_class_change_sixths", "switched": "two_class_switched", "labels": "two_class_labels"}
 _HEAD_DIVISOR = {"half": 2, "quarter": 4}
 
 
@@ -155,7 +155,7 @@ def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype, integer: 
     # each output block's four quadrants lie in four cells: (qy, qx) in cell (i + qy, j + qx) of the padded grid
     quadrants = tf.concat(_cell_corners(difference), axis=-1)                              # B, h, w, 16
     if integer:
-        return _integer_switch(quadrants, first, second, logits.shape[-1], size, f)
+        return _integer_switch(quadrants, first, second, size, f)
     inside = tf.nn.conv2d(quadrants, tf.constant(two_class_weights(f))[None, None], 1, "VALID")  # B, h, w, f²
     pick = tf.reshape(inside >= 0, [-1, h * w, 4, half * half])
     labels = tf.where(pick, tf.reshape(_corners(first, -1), [-1, h * w, 4, 1]),
@@ -166,32 +166,26 @@ def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype, integer: 
     return tf.reshape(labels, [-1, *size])  # a reshape, not [..., 0]: TFLite's strided slice is slow at full size
 
 
-def _integer_switch(quadrants: tf.Tensor, first: tf.Tensor, second: tf.Tensor, classes: int, size, f: int):
-    """The ``two_class`` head's last step written for an int8 file: float labels c₂ + (c₁ − c₂) · s / 6 at the
+def _integer_switch(quadrants: tf.Tensor, first: tf.Tensor, second: tf.Tensor, size, f: int):
+    """The ``two_class`` head's last step written for an int8 file: float labels c₂ + (c₁ − c₂)/6 · s at the
     input size, where s = ReLU6 of the interpolated difference (each output channel's weights scaled to a
     largest of 1, which keeps its sign). TFLite's comparison and SELECT_V2 take half of the head's time at full
     size on builtin kernels (docs/real-size.md); this is one CONV_2D with its ReLU6 fused, a MUL, an ADD and the
     DEPTH_TO_SPACEs, all of which XNNPACK runs in int8. In float it is not a step; in the int8 file
     ``flatbuffer_edit.exact_two_class_switch`` makes it one: the convolution's output saturates at 0 or 6 from
     one accumulator step (its requantization multiplier set to 255.5, its bias to +1 so that a zero difference
-    picks c₁ as ``inside >= 0`` does), and the classes, c₁/6 − c₂/6 and the labels are held at scales 1, ⅙ and 1,
-    so every label is a class index exactly. The class indices come from constant tables (GATHER, integer
-    only) padded to −128 and 127, so that the converter's own ranges for them are those scales already."""
+    picks c₁ as ``inside >= 0`` does), and c₂, (c₁ − c₂)/6 and the labels are held at scales 1, ⅙ and 1, so
+    every label is a class index exactly; the class indices, cast to float here, are cast to int8 there."""
     _, h, w, _ = quadrants.shape
     half = f // 2
     weights = two_class_weights(f)
     weights = weights / np.abs(weights).max(axis=0, keepdims=True)
     step = tf.nn.relu6(tf.nn.conv2d(quadrants, tf.constant(weights)[None, None], 1, "VALID"),
                        name=SWITCH_NAMES["step"])                                        # B, h, w, f²
-    table = np.concatenate([np.arange(classes), [-128, 127]]).astype(np.float32)
-
-    def corners(x):
-        return tf.reshape(_corners(x, -1), [-1, h * w, 4, 1])
-
-    second_class = tf.gather(tf.constant(table), corners(second), name=SWITCH_NAMES["second"])
-    sixths = tf.constant(table / 6)
-    change = tf.subtract(tf.gather(sixths, corners(first)), tf.gather(sixths, corners(second)),
-                         name=SWITCH_NAMES["change"])
+    first, second = (tf.reshape(_corners(x, -1), [-1, h * w, 4, 1]) for x in (first, second))
+    second_class = tf.cast(second, tf.float32, name=SWITCH_NAMES["second"])
+    change = tf.multiply(tf.cast(first - second, tf.float32, name=SWITCH_NAMES["change"]), 1 / 6,
+                         name=SWITCH_NAMES["sixths"])
     switched = tf.multiply(change, tf.reshape(step, [-1, h * w, 4, half * half]), name=SWITCH_NAMES["switched"])
     labels = tf.add(second_class, switched, name=SWITCH_NAMES["labels"])
     labels = tf.nn.depth_to_space(tf.reshape(labels, [-1, h, w, f * f]), 2)
