@@ -653,9 +653,9 @@ def test_the_two_class_head_is_the_bilinear_head_between_two_classes_and_stays_i
 
 def test_the_int8_two_class_switch_is_a_step_made_exact_in_the_file(monkeypatch):
     """In an int8 file the two_class head ends in a ReLU6 convolution, a MUL and an ADD (ops XNNPACK runs in
-    int8) instead of a comparison and SELECT_V2, made exact and all-integer by `exact_two_class_switch`: its step tensor holds
-    only 0 and 6, every label is one of the cell's two classes, and the labels are the NumPy rule's on the
-    file's own int8 logits (the same share as the SELECT head's). Unedited, the converter's file gives other
+    int8) instead of a comparison and SELECT_V2, made exact and all-integer by `exact_two_class_switch`: its
+    step tensor holds only 0 and 6, every label is a class index, and the labels are the NumPy rule's on the
+    file's own int8 logits (as the SELECT head's are). Unedited, the converter's file gives other
     labels; with more than 128 classes the head keeps the SELECT and uint8 labels."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from skd_tf.export import convert as convert_module

@@ -129,9 +129,8 @@ def convert(concrete_fn, quantization: str, representative: Optional[Callable[[]
         converter.inference_input_type = io_type
         if float_output:
             converter.inference_output_type = io_type
-        labels = concrete_fn.structured_outputs.get("labels") if isinstance(concrete_fn.structured_outputs,
-                                                                             dict) else None
-        if labels is not None and labels.dtype == tf.float32:
+        outputs = concrete_fn.structured_outputs
+        if isinstance(outputs, dict) and getattr(outputs.get("labels"), "dtype", None) == tf.float32:
             # the two_class head's int8 switch: class indices at scale 1 (flatbuffer_edit.exact_two_class_switch),
             # the bytes of uint8 labels below 128; a uint8 output would cost a full-size requantization (1.5 ms at
             # 1024×2048 on builtin kernels: 15 % of the head)

@@ -14,7 +14,8 @@
   pair behind, which we measured with TF 2.21's converter.)
 * ``exact_two_class_switch``: the int8 ``two_class`` label head's last step
   (``label_heads._integer_switch``) becomes exact — a step function and class
-  indices at scale 1 — by setting the scales of its few tensors.
+  indices at scale 1 — by setting the scales of its few tensors and casting
+  its class indices from int32 to int8 directly.
 * ``shorten_tensor_names``: the converter names each tensor after every op
   fused into it (hundreds of characters each, 25 % of a tiny int8 student's
   file); keep the first name, without the model scope.
@@ -144,14 +145,14 @@ def exact_two_class_switch(model_bytes: bytes) -> bytes:
             quantization.zeroPoint = np.array([zero_point], np.int64)
             quantization.min = quantization.max = None
 
-    def integer_cast(name: str, scale: float) -> int:
+    def integer_cast(name: str, scale: float) -> None:
         """The converter's CAST of class indices to float32 and QUANTIZE to int8, as one CAST to int8 held at
         ``scale`` (the indices' bytes, read at ``scale``): the file stays integer-only (the QUANTIZE's int8
         tensor is left unused)."""
         cast = producer[named[name]]
         quantize = consumers.get(cast.outputs[0], [])
-        if (builtin_name(model, cast) != "CAST" or len(quantize) != 1 or builtin_name(model, quantize[0]) != "QUANTIZE"
-                or graph.tensors[cast.inputs[0]].type != schema.TensorType.INT32):
+        if (builtin_name(model, cast) != "CAST" or graph.tensors[cast.inputs[0]].type != schema.TensorType.INT32
+                or len(quantize) != 1 or builtin_name(model, quantize[0]) != "QUANTIZE"):
             raise ValueError(f"the two_class switch's {name} is not a cast of int32 class indices")
         out, quantized = cast.outputs[0], quantize[0].outputs[0]
         graph.operators.remove(quantize[0])
