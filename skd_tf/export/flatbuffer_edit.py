@@ -103,22 +103,29 @@ def exact_two_class_switch(model_bytes: bytes) -> bytes:
     at scale 1, (c₁ − c₂)/6 at ⅙ (zero point 0; the class indices cast straight from int32 to int8, without the
     converter's float32 detour), so the MUL gives (c₁ − c₂) · (q + 128)/255 ∈ {0, c₁ − c₂} and the ADD the class
     index. The labels leave the file as int8 at scale 1 (``convert``): the bytes uint8 labels would have."""
+    if SWITCH_NAMES["labels"].encode() not in model_bytes:  # no switch: spare parsing a large file
+        return model_bytes
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     graph = model.subgraphs[0]
-    named = {}
-    for index, tensor in enumerate(graph.tensors):
-        for part in (tensor.name or b"").decode(errors="replace").split(";"):
-            named.setdefault(part.split("/")[-1], index)
-    if SWITCH_NAMES["labels"] not in named:
-        return model_bytes
-    missing = [n for n in SWITCH_NAMES.values() if n not in named]
-    if missing:
-        raise ValueError(f"the two_class switch's tensors {', '.join(missing)} are not in the int8 file")
     producer = {out: op for op in graph.operators for out in op.outputs}
     consumers: dict = {}
     for op in graph.operators:
         for i in op.inputs:
             consumers.setdefault(i, []).append(op)
+    ops = {"step": "CONV_2D", "second": "CAST", "change": "CAST", "sixths": "MUL", "switched": "MUL", "labels": "ADD"}
+    named = {}
+    for index, tensor in enumerate(graph.tensors):
+        parts = {part.split("/")[-1] for part in (tensor.name or b"").decode(errors="replace").split(";")}
+        for key, name in SWITCH_NAMES.items():
+            if name in parts and index in producer and builtin_name(model, producer[index]) == ops[key]:
+                named.setdefault(name, []).append(index)
+    if SWITCH_NAMES["labels"] not in named:
+        return model_bytes
+    unclear = [n for n in SWITCH_NAMES.values() if len(named.get(n, [])) != 1]
+    if unclear:
+        raise ValueError(f"the two_class switch's tensors {', '.join(unclear)} are not each one op's output in the "
+                         "int8 file")
+    named = {name: indices[0] for name, indices in named.items()}
 
     def linked(index: int) -> set:
         """``index`` and every tensor only reshaped or laid out from or into it."""
