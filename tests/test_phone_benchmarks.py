@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import arm64_check, calibration_percentile, int8_kernels, label_head, phone_students
+from benchmarks import (arm64_check, calibration_percentile, int8_kernels, label_head, phone_students,
+                        two_class_switch)
 from benchmarks.tflite_outputs import aarch64_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,6 +354,20 @@ def test_the_label_head_benchmark_measures_every_head_and_again_rows_missing_one
     assert label_head._complete(full) and not label_head._complete(old) and not label_head._complete(None)
     record = {"latency": {"x 512x1024 1t": {**old, "device": "host", "logits_shape": [64, 128]}}, "accuracy": {}}
     assert "| x | 512x1024 | 64×128 | 10.0 | 11.0 (9 %) | – | 13.0 (23 %) |" in label_head.tables(record)
+
+
+def test_the_two_class_switch_table_gives_each_heads_time_and_share_per_host(capsys):
+    """benchmarks/two_class_switch.py: a head's time is t(head file) − t(logits file), its share 1 − t(logits) /
+    t(head), one table per host; bad arguments are refused in one line."""
+    record = {"host: A": {"x 512x1024 2t": {"ms": {"logits": 30.0, "select": 40.0, "switch": 33.0}, "rounds": 10,
+                                            "labels_equal": 0.975}}}
+    text = two_class_switch.table(record)
+    assert "| x | 512×1024 | 2 | 30.0 | 10.00 (25.0 %) | 3.00 (9.1 %) | 97.50 % |" in text
+    assert "medians of 10 interleaved rounds in one process; host: A." in text
+    for argv, message in ((["--students", "nope"], "unknown student(s) nope"), (["--rounds", "0"], "at least 1")):
+        with pytest.raises(SystemExit):
+            two_class_switch.main(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_arm64_outputs_are_reused_only_for_the_same_files(tmp_path, monkeypatch):
