@@ -67,28 +67,36 @@ def export_int8(network, size, head: str | None, calibration: np.ndarray, path: 
     return bool(checks.deployability(str(path), "int8")["all_integer"])
 
 
+def untrained_student(name: str, size) -> tuple:
+    """``STUDENTS[name]`` built at ``size`` (seed 0, untrained) with its BN statistics set from
+    ``phone_students.BN_IMAGES`` fabricated street scenes, and the 8 scenes that calibrate its int8 files."""
+    import keras
+
+    from benchmarks.cityscapes_fabric import street_scenes
+    from benchmarks.phone_students import BN_IMAGES, normalised, settle_batch_norm
+    from skd_tf.config import ModelConfig
+    from skd_tf.models import build_model
+
+    config, classes = STUDENTS[name]
+    keras.utils.set_random_seed(0)
+    network = build_model(ModelConfig(**config), classes, size)
+    calibration = street_scenes(8, size)
+    settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
+    return network, calibration
+
+
 def measure_latency(record: dict, students: list[str], threads: int, fresh: bool) -> None:
     from skd_tf.benchmark.device import host_device
     from skd_tf.benchmark.measure import Settings, run_isolated
-    from skd_tf.config import ModelConfig
-    from skd_tf.models import build_model
-    from benchmarks.cityscapes_fabric import street_scenes
-    from benchmarks.phone_students import BN_IMAGES, normalised, settle_batch_norm
 
     settings = Settings(warmup=2, runs=10, min_seconds=3.0)
     for name in students:
-        config, classes = STUDENTS[name]
         for size in SIZES:
             key = f"{name} {size[0]}x{size[1]} {threads}t"
             if _complete(record["latency"].get(key)) and not fresh:
                 continue
             print(f"{key}: exporting and timing", flush=True)
-            import keras
-
-            keras.utils.set_random_seed(0)
-            network = build_model(ModelConfig(**config), classes, size)
-            calibration = street_scenes(8, size)
-            settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
+            network, calibration = untrained_student(name, size)
             row = {"device": host_device(), "logits_shape": list(network.output["logits"].shape[1:3])}
             with tempfile.TemporaryDirectory() as tmp:
                 for head in (None, *HEADS):

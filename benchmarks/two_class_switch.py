@@ -72,30 +72,20 @@ def timed_rounds(paths: dict, image: np.ndarray, threads: int, rounds: int) -> t
 
 
 def measure(record: dict, students: list[str], rounds: int, fresh: bool) -> None:
-    import keras
-
-    from benchmarks.cityscapes_fabric import street_scenes
-    from benchmarks.label_head import STUDENTS, export_int8
-    from benchmarks.phone_students import BN_IMAGES, normalised, settle_batch_norm
+    from benchmarks.label_head import export_int8, untrained_student
     from skd_tf.benchmark.device import host_device
-    from skd_tf.config import ModelConfig
     from skd_tf.export import label_heads
-    from skd_tf.models import build_model
 
     host = host_device()
     rows = record.setdefault(host, {})
     switch_classes = label_heads.INTEGER_SWITCH_CLASSES
     for name in students:
-        config, classes = STUDENTS[name]
         for size in SIZES:
             keys = {threads: f"{name} {size[0]}x{size[1]} {threads}t" for threads in (1, 2)}
             if all(key in rows for key in keys.values()) and not fresh:
                 continue
             print(f"{name} {size[0]}x{size[1]}: exporting and timing", flush=True)
-            keras.utils.set_random_seed(0)
-            network = build_model(ModelConfig(**config), classes, size)
-            calibration = street_scenes(8, size)
-            settle_batch_norm(network, normalised(calibration[:BN_IMAGES]))
+            network, calibration = untrained_student(name, size)
             with tempfile.TemporaryDirectory() as tmp:
                 paths = {kind: Path(tmp) / f"{kind}.tflite" for kind in KINDS}
                 try:
