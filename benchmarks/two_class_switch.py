@@ -48,18 +48,14 @@ def save_record(record: dict) -> None:
 def timed_rounds(paths: dict, image: np.ndarray, threads: int, rounds: int) -> tuple[dict, dict]:
     """Median ms per file over ``rounds`` interleaved rounds (each file ≥ 0.3 s and 3 runs per round) with
     ``threads``, and the label outputs of the head files."""
-    from ai_edge_litert.interpreter import Interpreter
+    from skd_tf.benchmark import runtime
 
     interpreters, labels = {}, {}
     for kind, path in paths.items():
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
-        interpreter.invoke()
+        interpreters[kind] = runtime.make_interpreter(str(path), threads)
+        output = runtime.run(interpreters[kind], image)  # the input stays set for the timed runs
         if kind != "logits":
-            labels[kind] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype(np.int32)
-        interpreters[kind] = interpreter
+            labels[kind] = output.astype(np.int32)
     times = {kind: [] for kind in interpreters}
     for _ in range(rounds):
         for kind, interpreter in interpreters.items():

@@ -33,6 +33,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from skd_tf.benchmark.runtime import to_input
+
 
 # Histogram bins per tensor for the percentiles: the clipping point is placed within (max − min) / BINS.
 BINS = 4096
@@ -210,7 +212,7 @@ def visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[]
             values = [sample[d["name"]] for d in inputs] if isinstance(sample, dict) else list(sample)
             if len(values) != len(inputs):
                 raise ValueError(f"a calibration sample has {len(values)} inputs, the model {len(inputs)}")
-            values = [_as_input(np.asarray(value, np.float32), detail) for detail, value in zip(inputs, values)]
+            values = [to_input(np.asarray(value, np.float32), detail) for detail, value in zip(inputs, values)]
             if [v.shape for v in values] != shapes:  # samples of other sizes, as the calibrator takes them
                 shapes = [v.shape for v in values]
                 for detail, shape in zip(inputs, shapes):
@@ -226,16 +228,6 @@ def visit_values(content: bytes, tensor_ids: list[int], dataset_gen: Callable[[]
             seen = True
         if not seen:
             raise ValueError("the representative dataset yielded no sample")
-
-
-def _as_input(value: np.ndarray, detail: dict) -> np.ndarray:
-    """A float sample as an input of the interpreter's type (``detail``: its input details): quantized with the
-    input's scale and zero point when it is integer."""
-    if not np.issubdtype(detail["dtype"], np.integer):
-        return value.astype(detail["dtype"])
-    scale, zero = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(detail["dtype"])
 
 
 def _interpreter(model_content: bytes):
