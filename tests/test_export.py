@@ -605,6 +605,27 @@ def test_label_heads_match_a_numpy_reference(size):
         serving_function(keras_logits_fn(net), ServingSpec(size, 5, "labels", True, label_head="box"))
 
 
+def test_nearest_neighbour_repeats_labels_by_tiles_along_a_multiple_and_gathers_elsewhere():
+    """repeat_nearest is NumPy's half-pixel nearest neighbour for a batch, at multiples of the label map's size
+    (TILEs), at other sizes (GATHERs) and mixed; a file repeating by a multiple on both axes has no GATHER
+    (TFLite's copies element by element)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from skd_tf.export.label_heads import repeat_nearest
+
+    labels = np.random.default_rng(4).integers(0, 19, (2, 5, 7)).astype(np.uint8)
+    for size in ((10, 21), (15, 7), (5, 7), (11, 21), (10, 17), (3, 4)):
+        np.testing.assert_array_equal(repeat_nearest(tf.constant(labels), size).numpy(),
+                                      _np_resize_nearest(labels, size), err_msg=str(size))
+    ops = {}
+    for size in ((40, 56), (41, 56)):
+        fn = tf.function(lambda x, size=size: repeat_nearest(x, size),
+                         input_signature=[tf.TensorSpec([1, 5, 7], tf.uint8)]).get_concrete_function()
+        interpreter = Interpreter(model_content=convert(fn, "float32"))
+        ops[size] = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "TILE" in ops[(40, 56)] and "GATHER" not in ops[(40, 56)], ops
+    assert {"TILE", "GATHER"} <= ops[(41, 56)], ops
+
+
 def test_the_two_class_head_is_the_bilinear_head_between_two_classes_and_stays_integer_in_int8(tmp_path):
     """Between two classes the two_class head's labels are the bilinear head's (factors 2, 4 and 8, a batch of
     two, non-square); with three classes it may differ where a third class overtakes both inside a cell — and
