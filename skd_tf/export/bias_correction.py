@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from skd_tf.export.calibration import visit_values
-from skd_tf.export.flatbuffer_edit import builtin_name, short_tensor_name
+from skd_tf.export.flatbuffer_edit import builtin_name, set_constant, short_tensor_name
 
 # the ops whose int32 bias is corrected (with a bias input), by TFLite builtin operator name
 CORRECTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -43,7 +43,6 @@ def corrected_biases(quantized: bytes, float_twin: bytes, samples: Iterable[list
 
     Returns the file and facts: ``ops`` corrected, ``samples``, ``largest_error_steps`` (the largest channel
     mean error before its correction, in output steps) and the op it was in."""
-    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     samples = [list(sample) for sample in samples]
@@ -81,10 +80,7 @@ def corrected_biases(quantized: bytes, float_twin: bytes, samples: Iterable[list
             scale = np.broadcast_to(np.asarray(bias.quantization.scale, np.float64), values.shape)
             shift = np.round(error.astype(np.float64) / scale)
             corrected = np.clip(values - shift, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
-            buffer = schema.BufferT()  # equal constants share one buffer (all-zero biases): each gets its own
-            buffer.data = np.frombuffer(corrected.tobytes(), np.uint8)
-            model.buffers.append(buffer)
-            bias.buffer = len(model.buffers) - 1
+            set_constant(model, graph, bias, corrected)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), facts
 
 

@@ -36,6 +36,16 @@ _RESCALING_OPS = {"QUANTIZE", "SUB", "ADD", "MUL"}
 _BIASED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 
 
+def set_constant(model, graph, tensor, values: np.ndarray) -> None:
+    """Writes ``values`` (their bytes) as the constant data of ``tensor`` in ``graph`` of ``model`` (flatbuffer
+    objects), in a buffer of its own when it shared one: the converter gives equal constants one buffer (the
+    all-zero biases of several convolutions, say), and an edit of one must not change the others."""
+    if sum(t.buffer == tensor.buffer for t in graph.tensors) != 1:
+        model.buffers.append(schema.BufferT())
+        tensor.buffer = len(model.buffers) - 1
+    model.buffers[tensor.buffer].data = np.ascontiguousarray(values).view(np.uint8)
+
+
 def builtin_name(model, op) -> str:
     """The TFLite builtin operator name of ``op`` in ``model`` (flatbuffer objects): ``CONV_2D``, ..."""
     code = model.operatorCodes[op.opcodeIndex]
@@ -79,11 +89,10 @@ def _rescale_bias(model, graph, op, input_index: int, old_scale: float) -> None:
     if len(inputs) < 3 or inputs[2] < 0:
         return  # no bias: the kernel reads the new scale at preparation
     bias = graph.tensors[inputs[2]]
-    if sum(t.buffer == bias.buffer for t in graph.tensors) != 1 or bias.type != schema.TensorType.INT32:
-        raise ValueError("a convolution's bias after the image input is shared or not int32; cannot re-scale it")
-    buffer = model.buffers[bias.buffer]
-    values = np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), np.int32).astype(np.float64)
-    buffer.data = np.rint(values * old_scale).astype(np.int32).view(np.uint8)
+    if bias.type != schema.TensorType.INT32:
+        raise ValueError("a convolution's bias after the image input is not int32; cannot re-scale it")
+    values = np.frombuffer(np.asarray(model.buffers[bias.buffer].data, np.uint8).tobytes(), np.int32)
+    set_constant(model, graph, bias, np.rint(values.astype(np.float64) * old_scale).astype(np.int32))
     bias.quantization.scale = (np.asarray(bias.quantization.scale, np.float64) / old_scale).astype(np.float32)
 
 
@@ -189,10 +198,7 @@ def exact_two_class_switch(model_bytes: bytes) -> bytes:
     kernel.quantization.scale = np.full(channels, kernel_scale, np.float32)
     bias.quantization.scale = np.full(channels, kernel_scale * float(source.quantization.scale[0]), np.float32)
     bias.quantization.zeroPoint = np.zeros(channels, np.int64)
-    if sum(t.buffer == bias.buffer for t in graph.tensors) != 1:
-        model.buffers.append(schema.BufferT())
-        bias.buffer = len(model.buffers) - 1
-    model.buffers[bias.buffer].data = np.ones(channels, np.int32).view(np.uint8)
+    set_constant(model, graph, bias, np.ones(channels, np.int32))
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
