@@ -717,6 +717,10 @@ def test_the_int8_two_class_switch_is_a_step_made_exact_in_the_file(monkeypatch)
     content = head_file(5)
     interpreter = Interpreter(model_content=content)
     assert {"MUL", "DEPTH_TO_SPACE"} <= {op["op_name"] for op in interpreter._get_ops_details()}
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    # the class maps' corners are SLICEs: TFLite's int32 STRIDED_SLICE copies element by element
+    assert not [op for op in interpreter._get_ops_details()
+                if op["op_name"] == "STRIDED_SLICE" and dtypes[op["inputs"][0]] == np.int32]
     assert not [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]  # all-integer
     labels, rule, steps, out = labels_and_rule(content, 5)
     assert out["dtype"] == np.int8 and out["quantization"] == (1.0, 0)

@@ -137,6 +137,14 @@ def two_class_weights(f: int) -> np.ndarray:
 
 def _cell_corners(x: tf.Tensor) -> list[tf.Tensor]:
     """The four corners (00, 01, 10, 11) of every cell of a B×(n+1)×(m+1)×… tensor, each B×n×m×…."""
+    if x.dtype == tf.int32:
+        # SLICE, not STRIDED_SLICE, for the class maps: TFLite runs an int32 STRIDED_SLICE on its reference
+        # kernel, a function call per element (a fifth of the int8 head's time at 1024×2048, perf), and SLICE
+        # copies rows; the int8 corners stay strided slices, which XNNPACK runs.
+        n, m = x.shape[1] - 1, x.shape[2] - 1
+        rest = [0] * (len(x.shape) - 3)
+        size = [-1, n, m, *[-1] * len(rest)]
+        return [tf.slice(x, [0, dy, dx, *rest], size) for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1))]
     return [x[:, :-1, :-1], x[:, :-1, 1:], x[:, 1:, :-1], x[:, 1:, 1:]]
 
 
@@ -159,7 +167,7 @@ def _two_class_labels(logits: tf.Tensor, size: tuple[int, int], dtype, integer: 
     cell_sum = sum(rest, top_left)                                                         # B, h+1, w+1, K
     score = tf.gather(cell_sum, winners, axis=3, batch_dims=3)                            # B, h+1, w+1, 4
     first = tf.gather(winners, tf.math.argmax(score, -1, output_type=tf.int32), axis=3, batch_dims=3)
-    is_first = tf.equal(winners, first[..., None])
+    is_first = tf.equal(winners, tf.expand_dims(first, -1))  # a RESHAPE; first[..., None] is an int32 STRIDED_SLICE
     others = tf.where(is_first, tf.reduce_min(score, -1, keepdims=True), score)
     second = tf.gather(winners, tf.math.argmax(others, -1, output_type=tf.int32), axis=3, batch_dims=3)
     # argmax may land on c₁'s own corner where the scores tie (in int8, often: the best other score can round
