@@ -12,8 +12,10 @@ exports it by setting ``label_heads.INTEGER_SWITCH_CLASSES`` to 0. Each student 
 ``STUDENTS``: untrained, BN statistics set from 4 fabricated street scenes) at 512×1024 and 1024×2048 is
 exported to int8 three times — logits only, the SELECT head, the switch — calibrated on 8 fabricated street
 scenes, and the three files are timed in one process with 1 and 2 threads, in ``--rounds`` interleaved rounds
-of at least 0.3 s each (XNNPACK, medians over the rounds): a head's time is t(head file) − t(logits file), its
-share 1 − t(logits) / t(head). The two heads' labels on the first calibration scene are compared too.
+of at least 0.3 s each (XNNPACK): a head's time is the median over the rounds of t(head file) − t(logits file)
+in the round (paired; until 2026-12-08 the difference of the two medians, which a drift of the VM within the
+run moved by milliseconds), its share head / (t(logits) + head), t(logits) the median. The two heads' labels
+on the first calibration scene are compared too.
 Records: benchmarks/results/two_class_switch.json, one entry per host, student, size and thread count; a
 recorded entry is not measured again (``--fresh``).
 """
@@ -45,9 +47,11 @@ def save_record(record: dict) -> None:
     write_text(RESULTS, json.dumps(record, indent=2) + "\n")
 
 
-def timed_rounds(paths: dict, image: np.ndarray, threads: int, rounds: int) -> tuple[dict, dict]:
+def timed_rounds(paths: dict, image: np.ndarray, threads: int, rounds: int) -> tuple[dict, dict, dict]:
     """Median ms per file over ``rounds`` interleaved rounds (each file ≥ 0.3 s and 3 runs per round) with
-    ``threads``, and the label outputs of the head files."""
+    ``threads``; each head file's time minus the logits file's, the median over the rounds of that round's
+    difference (paired: a drift of the VM that slows one round slows both files); and the label outputs of
+    the head files."""
     from skd_tf.benchmark import runtime
 
     interpreters, labels = {}, {}
@@ -64,7 +68,8 @@ def timed_rounds(paths: dict, image: np.ndarray, threads: int, rounds: int) -> t
                 interpreter.invoke()
                 runs += 1
             times[kind].append(1e3 * (time.perf_counter() - start) / runs)
-    return {kind: float(np.median(ms)) for kind, ms in times.items()}, labels
+    heads = {kind: float(np.median(np.subtract(ms, times["logits"]))) for kind, ms in times.items() if kind != "logits"}
+    return {kind: float(np.median(ms)) for kind, ms in times.items()}, heads, labels
 
 
 def measure(record: dict, students: list[str], rounds: int, fresh: bool) -> None:
@@ -91,8 +96,10 @@ def measure(record: dict, students: list[str], rounds: int, fresh: bool) -> None
                 finally:
                     label_heads.INTEGER_SWITCH_CLASSES = switch_classes
                 for threads, key in keys.items():
-                    ms, labels = timed_rounds(paths, calibration[:1], threads, rounds)
-                    rows[key] = {"ms": {kind: round(value, 2) for kind, value in ms.items()}, "rounds": rounds,
+                    ms, heads, labels = timed_rounds(paths, calibration[:1], threads, rounds)
+                    rows[key] = {"ms": {kind: round(value, 2) for kind, value in ms.items()},
+                                 "head_ms": {kind: round(value, 2) for kind, value in heads.items()},
+                                 "rounds": rounds,
                                  "labels_equal": float(np.mean(labels["select"] == labels["switch"]))}
                     print(f"  {threads} thread(s): " + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items()), flush=True)
             save_record(record)
@@ -107,7 +114,9 @@ def table(record: dict) -> str:
         for key, row in rows.items():
             name, size, threads = key.split()
             ms = row["ms"]
-            cells = [f"{ms[kind] - ms['logits']:.2f} ({100 * (1 - ms['logits'] / ms[kind]):.1f} %)"
+            # records before 2026-12-08 have no paired head times: the difference of the medians
+            heads = row.get("head_ms") or {kind: ms[kind] - ms["logits"] for kind in ("select", "switch")}
+            cells = [f"{heads[kind]:.2f} ({100 * heads[kind] / (ms['logits'] + heads[kind]):.1f} %)"
                      for kind in ("select", "switch")]
             lines.append(f"| {name} | {size.replace('x', '×')} | {threads[:-1]} | {ms['logits']:.1f} | "
                          f"{cells[0]} | {cells[1]} | {100 * row['labels_equal']:.2f} % |")

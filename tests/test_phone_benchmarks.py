@@ -357,12 +357,16 @@ def test_the_label_head_benchmark_measures_every_head_and_again_rows_missing_one
 
 
 def test_the_two_class_switch_table_gives_each_heads_time_and_share_per_host(capsys):
-    """benchmarks/two_class_switch.py: a head's time is t(head file) − t(logits file), its share 1 − t(logits) /
-    t(head), one table per host; bad arguments are refused in one line."""
+    """benchmarks/two_class_switch.py: a head's time is t(head file) − t(logits file) (the median of the rounds'
+    paired differences where recorded), its share head / (t(logits) + head), one table per host; bad arguments
+    are refused in one line."""
     record = {"host: A": {"x 512x1024 2t": {"ms": {"logits": 30.0, "select": 40.0, "switch": 33.0}, "rounds": 10,
                                             "labels_equal": 0.975}}}
     text = two_class_switch.table(record)
     assert "| x | 512×1024 | 2 | 30.0 | 10.00 (25.0 %) | 3.00 (9.1 %) | 97.50 % |" in text
+    # since 2026-12-08 the median of the rounds' paired differences, where recorded
+    record["host: A"]["x 512x1024 2t"]["head_ms"] = {"select": 9.0, "switch": 2.0}
+    assert "| x | 512×1024 | 2 | 30.0 | 9.00 (23.1 %) | 2.00 (6.2 %) | 97.50 % |" in two_class_switch.table(record)
     assert "medians of 10 interleaved rounds in one process; host: A." in text
     for argv, message in ((["--students", "nope"], "unknown student(s) nope"), (["--rounds", "0"], "at least 1")):
         with pytest.raises(SystemExit):
