@@ -167,7 +167,7 @@ def exact_two_class_switch(model_bytes: bytes) -> bytes:
         tensor is left unused)."""
         cast = producer[named[name]]
         quantize = consumers.get(cast.outputs[0], [])
-        if (builtin_name(model, cast) != "CAST" or graph.tensors[cast.inputs[0]].type != schema.TensorType.INT32
+        if (graph.tensors[cast.inputs[0]].type != schema.TensorType.INT32
                 or len(quantize) != 1 or builtin_name(model, quantize[0]) != "QUANTIZE"):
             raise ValueError(f"the two_class switch's {name} is not a cast of int32 class indices")
         out, quantized = cast.outputs[0], quantize[0].outputs[0]
@@ -189,8 +189,8 @@ def exact_two_class_switch(model_bytes: bytes) -> bytes:
     hold(named[SWITCH_NAMES["switched"]], 1.0)
     step = named[SWITCH_NAMES["step"]]
     conv = producer[step]
-    if builtin_name(model, conv) != "CONV_2D" or len(conv.inputs) < 3 or conv.inputs[2] < 0:
-        raise ValueError("the two_class switch's step is not a convolution with a bias")
+    if len(conv.inputs) < 3 or conv.inputs[2] < 0:  # a CONV_2D: ``named`` holds the ops' outputs by kind
+        raise ValueError("the two_class switch's step convolution has no bias")
     hold(step, 6 / 255, -128)
     source, kernel, bias = (graph.tensors[i] for i in conv.inputs[:3])
     channels = len(kernel.quantization.scale)
