@@ -113,10 +113,11 @@ def _teacher_for_qat(cfg: RunConfig, ecfg: ExportConfig, size):
 
 def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, quantization: str,
                progress: bool = True, photos: Optional[list[Path]] = None,
-               ranges: Optional[str] = None) -> tuple[bytes, dict]:
+               ranges: Optional[str] = None, serving=None) -> tuple[bytes, dict]:
     """Converts ``network`` with one quantization; returns the flatbuffer and facts about how it was made.
     ``photos``: unlabelled image files to calibrate on instead of the training split; ``ranges``: int8's
-    activation ranges, one of ``ecfg.int8_calibrations()`` (default: the first)."""
+    activation ranges, one of ``ecfg.int8_calibrations()`` (default: the first); ``serving``: int8's traced
+    ``serving_function`` of the integer network, when one export converts it more than once."""
     facts: dict = {}
     integer = quantization in ("int8", "qat")
     representative = (representative_images(cfg, spec, ecfg.calibration_samples, cfg.seed, photos) if integer
@@ -139,8 +140,10 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
         if photos is not None:
             facts["qat"]["ce_weight"] = 0.0  # no labels, no cross-entropy
         logits_fn = qat_logits_fn(result.model)
-    else:
+    elif serving is None:
         logits_fn = network_logits_fn(network, quantization)
+    else:
+        logits_fn = None  # the serving function is traced already
     ranges = (ranges or ecfg.int8_calibrations()[0]) if quantization == "int8" else "extremes"
     percentile = float(ranges[1:]) if ranges.startswith("p") else None
     ranges_kind = "extremes" if percentile is not None else ranges
@@ -160,7 +163,7 @@ def export_one(network, spec: ServingSpec, cfg: RunConfig, ecfg: ExportConfig, q
     if corrected and progress:
         print(f"int8: correcting the biases on {corrected} of the calibration images ...", flush=True)
     return serving_flatbuffer(logits_fn, spec, quantization, representative, ecfg.int8_io, percentile,
-                              ranges_kind, corrected, facts), facts
+                              ranges_kind, corrected, facts, serving), facts
 
 
 def network_logits_fn(network, quantization: str):
@@ -172,15 +175,17 @@ def network_logits_fn(network, quantization: str):
 def serving_flatbuffer(logits_fn, spec: ServingSpec, quantization: str, representative=None,
                        int8_io: str = "uint8", calibration_percentile: float | None = None,
                        calibration_ranges: str = "extremes", bias_correction_samples: int = 0,
-                       report: dict | None = None) -> bytes:
-    """The .tflite file of ``logits_fn`` with ``spec``'s input and output heads: converted (integer files
+                       report: dict | None = None, concrete_fn=None) -> bytes:
+    """The .tflite file of ``logits_fn`` (or of ``concrete_fn``, its ``serving_function`` traced already) with
+    ``spec``'s input and output heads: converted (integer files
     calibrated on ``representative``; int8 activation ranges from ``calibration_percentile`` or
     ``calibration_ranges`` when given; int8 biases corrected on ``bias_correction_samples`` of its samples, the
     facts in ``report``),
     integer inputs rescaled to raw pixels when pre-processing is baked in, tensor names shortened — the bytes
     `skd-tf export` writes."""
     integer = quantization in ("int8", "qat")
-    content = convert(serving_function(logits_fn, spec, integer_model=integer), quantization, representative,
+    concrete_fn = concrete_fn or serving_function(logits_fn, spec, integer_model=integer)
+    content = convert(concrete_fn, quantization, representative,
                       int8_io, float_output=spec.output == "logits", calibration_percentile=calibration_percentile,
                       calibration_ranges=calibration_ranges, bias_correction_samples=bias_correction_samples,
                       report=report)
@@ -235,8 +240,15 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
         start = time.time()
         path = out / f"{cfg.name}_{quantization}.tflite"
         tried = {}  # int8 under calibration_ranges auto: one file per kind of ranges, the check's choice kept
-        for ranges in ecfg.int8_calibrations() if quantization == "int8" else (None,):
-            content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos, ranges)
+        calibrations = ecfg.int8_calibrations() if quantization == "int8" else (None,)
+        # several int8 files (one per kind of ranges): the integer rewrite and the trace made once, 3 of the 8 s
+        # of each conversion of a tiny LR-ASPP MobileNetV3-Large; the network is held here, as the traced
+        # function refers to its variables weakly
+        integer_network = for_integer_export(network) if len(calibrations) > 1 else None
+        serving = (serving_function(keras_logits_fn(integer_network), spec, integer_model=True)
+                   if integer_network is not None else None)
+        for ranges in calibrations:
+            content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos, ranges, serving)
             write_bytes(path, content)
             checked = _checked(path, quantization, network, reference, spec, cfg, ecfg, progress, photos)
             tried[ranges] = content, facts, checked
