@@ -925,19 +925,26 @@ def test_int8_calibration_ranges_at_the_mean_of_each_samples_extremes(tmp_path):
     assert ExportConfig(calibration_percentile=99.12345678).int8_calibrations() == ("p99.12345678",)  # not rounded
 
 
-def test_int8_calibration_ranges_auto_keeps_the_file_whose_labels_agree_more(tmp_path, capsys):
+def test_int8_calibration_ranges_auto_keeps_the_file_whose_labels_agree_more(tmp_path, capsys, monkeypatch):
     """`skd-tf export --quantization int8` (calibration_ranges auto, the default) converts with the extremes and
     with the 99.99th percentile, checks both and keeps the one giving more of Keras' labels: its record holds
     each one's agreement — those of the files exported with each alone — and its file is byte for byte the
-    kept one's file."""
+    kept one's file, though auto measured the extremes once for both files (``calibration.shared_extremes``)."""
+    from skd_tf.export import calibration
+
+    measured = calibration.measured_ranges
+    passes = []
+    monkeypatch.setattr(calibration, "measured_ranges", lambda *a: passes.append(1) or measured(*a))
     cfg, ckpt = _save_student(tmp_path)
     records = {}
     for ranges, flags in (("extremes", ["--calibration-ranges", "extremes"]),
                           ("p99.99", ["--calibration-percentile", "99.99"]), ("auto", [])):
+        passes.clear()
         out = tmp_path / ranges
         assert cli_main(list(_export_args(tmp_path, ckpt, "--quantization", "int8", "--out", str(out), *flags,
                                           "--calibration-samples", "4", "--eval-limit", "3"))) == 0
         records[ranges] = json.loads((out / "export.json").read_text())["exports"]["int8"]
+        assert len(passes) == 1, ranges
     printed = capsys.readouterr().out
     agreement = {ranges: records[ranges]["parity"]["argmax_agreement"] for ranges in ("extremes", "p99.99")}
     auto = records["auto"]

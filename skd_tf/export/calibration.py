@@ -27,6 +27,7 @@ the same way.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from contextlib import contextmanager
 from typing import Callable, Iterable
@@ -42,6 +43,8 @@ BINS = 4096
 SAMPLED_VALUES = 1 << 18
 # Bytes of tensors one probe interpreter keeps as outputs (no buffer reuse): larger sets take several passes.
 PROBE_BYTES = 1 << 31
+# Inside ``shared_extremes``: the models ``measured_ranges`` made, by the digest of the calibrator's model.
+_SHARED: dict | None = None
 
 
 @contextmanager
@@ -69,7 +72,13 @@ def corrected_calibration(percentile: float | None = None, mean_extremes: bool =
         if mean_extremes:
             calibrated = mean_extreme_ranges(calibrated, dataset_gen)
         else:
-            calibrated = measured_ranges(calibrated, dataset_gen)
+            key = hashlib.sha256(calibrated).hexdigest()
+            if _SHARED is not None and key in _SHARED:
+                calibrated = _SHARED[key]
+            else:
+                calibrated = measured_ranges(calibrated, dataset_gen)
+                if _SHARED is not None:
+                    _SHARED[key] = calibrated
             if percentile is not None:
                 calibrated = percentile_ranges(calibrated, dataset_gen, percentile)
         if kept is not None:
@@ -81,6 +90,22 @@ def corrected_calibration(percentile: float | None = None, mean_extremes: bool =
         yield
     finally:
         calibrator.Calibrator.calibrate = original
+
+
+@contextmanager
+def shared_extremes():
+    """Within the block, conversions of one graph on one calibration set measure its activations' extremes
+    once: ``corrected_calibration`` keeps the model ``measured_ranges`` made, by the digest of the model the
+    calibrator gave it (the same graph with the first sample's ranges), and a later conversion with the same
+    digest reuses it — the int8 files of ``calibration_ranges: auto`` (extremes, then a percentile, whose
+    histograms are bounded by those extremes) take two passes over the samples instead of three. The caller
+    vouches that the block's conversions calibrate on the same samples."""
+    global _SHARED
+    outer, _SHARED = _SHARED, {} if _SHARED is None else _SHARED
+    try:
+        yield
+    finally:
+        _SHARED = outer
 
 
 def measured_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> bytes:

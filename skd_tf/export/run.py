@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from skd_tf.atomic import atomic_path, write_bytes
 from skd_tf.export import checks
+from skd_tf.export.calibration import shared_extremes
 from skd_tf.export.config import QUANTIZATIONS, ExportConfig
 from skd_tf.export.convert import ServingSpec, convert, keras_logits_fn, serving_function
 from skd_tf.export.file_bytes import byte_breakdown
@@ -247,11 +248,13 @@ def export_student(cfg: RunConfig, checkpoint, ecfg: ExportConfig, quantizations
         integer_network = for_integer_export(network) if len(calibrations) > 1 else None
         serving = (serving_function(keras_logits_fn(integer_network), spec, integer_model=True)
                    if integer_network is not None else None)
-        for ranges in calibrations:
-            content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos, ranges, serving)
-            write_bytes(path, content)
-            checked = _checked(path, quantization, network, reference, spec, cfg, ecfg, progress, photos)
-            tried[ranges] = content, facts, checked
+        with shared_extremes():  # the files of one export calibrate on the same samples
+            for ranges in calibrations:
+                content, facts = export_one(network, spec, cfg, ecfg, quantization, progress, photos, ranges,
+                                            serving)
+                write_bytes(path, content)
+                checked = _checked(path, quantization, network, reference, spec, cfg, ecfg, progress, photos)
+                tried[ranges] = content, facts, checked
         if len(tried) > 1:
             agreement = {ranges: made[2]["argmax_agreement"] for ranges, made in tried.items()}
             kept = max(agreement, key=agreement.get)  # a tie keeps the first, TFLite's own extremes
