@@ -3,8 +3,8 @@
     python -m benchmarks.label_head                      # measure what is not recorded yet, print the tables
     python -m benchmarks.label_head --table-only --docs  # the recorded tables into docs/real-size.md
 
-Latency: each student (LR-ASPP MobileNetV2, PSPNet ResNet-18, ESPNet-C; untrained, BN statistics set from 4
-fabricated scenes as in phone_students.py) exported to int8 at 512×1024 and 1024×2048 five times —
+Latency: each student (LR-ASPP MobileNetV2 and MobileNetV3-Small, PSPNet ResNet-18, ESPNet-C; untrained, BN
+statistics set from 4 fabricated scenes as in phone_students.py) exported to int8 at 512×1024 and 1024×2048 five times —
 model-resolution logits (no head), and the label map by each head of ``skd_tf.export.label_heads.label_head``
 (bilinear, two_class, half, quarter, nearest) — calibrated on 8 fabricated street scenes, each file timed with ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK,
 1 thread). A head's share = 1 − t(logits) / t(head).
@@ -37,6 +37,8 @@ SIZES = ((512, 1024), (1024, 2048))
 STUDENTS = {  # name: (model config, classes)
     "lraspp_mobilenetv2": ({"arch": "lraspp", "backbone": "mobilenetv2", "output_stride": 16, "width": 1.0,
                             "head_channels": 128}, 19),
+    "lraspp_mobilenetv3_small": ({"arch": "lraspp", "backbone": "mobilenetv3_small", "output_stride": 16,
+                                  "width": 1.0, "head_channels": 128}, 19),
     "pspnet_resnet18": ({"arch": "pspnet", "backbone": "resnet18", "output_stride": 8, "width": 1.0,
                          "head_channels": 512}, 19),
     "espnet_c": ({"arch": "espnet_c"}, 19),

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.label_head import STUDENTS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--students", default="lraspp_mobilenetv2,espnet_c",
+    parser.add_argument("--students", default="lraspp_mobilenetv2,lraspp_mobilenetv3_small,espnet_c",
                         help=f"comma-separated of {', '.join(STUDENTS)} (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (default: %(default)s)")
     parser.add_argument("--fresh", action="store_true", help="measure again what is recorded for this host")
