@@ -438,10 +438,10 @@ def free_ports(count):
 
 
 # The losses with variables of their own (FitNet's regressor, knowledge adaptation's adapter and its batch norm,
-# CWD's channel aligner when channels differ), the two SKD terms, and the critic of synthetic_skd_full: what
-# two workers must keep in step. The stateless relational losses and AT add only graph to trace; their
-# gradients under distribution are checked term by term by test_each_terms_gradient_on_two_replicas_....
-WORKER_LOSSES = {name: ALL_LOSSES[name] for name in ("pixel", "pairwise", "cwd", "fitnet", "ka")}
+# CWD's channel aligner when channels differ), the pixel-wise term, and the critic of synthetic_skd_full: what
+# two workers must keep in step. The stateless pair-wise and relational losses and AT add only graph to trace;
+# their gradients under distribution are checked term by term by test_each_terms_gradient_on_two_replicas_....
+WORKER_LOSSES = {name: ALL_LOSSES[name] for name in ("pixel", "cwd", "fitnet", "ka")}
 
 
 def test_multi_worker_run_ends_with_identical_weights_on_both_workers(tiny_teacher, tmp_path):

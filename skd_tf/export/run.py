@@ -177,13 +177,11 @@ def serving_flatbuffer(logits_fn, spec: ServingSpec, quantization: str, represen
                        int8_io: str = "uint8", calibration_percentile: float | None = None,
                        calibration_ranges: str = "extremes", bias_correction_samples: int = 0,
                        report: dict | None = None, concrete_fn=None) -> bytes:
-    """The .tflite file of ``logits_fn`` (or of ``concrete_fn``, its ``serving_function`` traced already) with
-    ``spec``'s input and output heads: converted (integer files
-    calibrated on ``representative``; int8 activation ranges from ``calibration_percentile`` or
-    ``calibration_ranges`` when given; int8 biases corrected on ``bias_correction_samples`` of its samples, the
-    facts in ``report``),
-    integer inputs rescaled to raw pixels when pre-processing is baked in, tensor names shortened — the bytes
-    `skd-tf export` writes."""
+    """The .tflite file of ``logits_fn`` with ``spec``'s input and output heads (or of ``concrete_fn``, that
+    ``serving_function`` traced already): converted (integer files calibrated on ``representative``; int8
+    activation ranges from ``calibration_percentile`` or ``calibration_ranges`` when given; int8 biases corrected
+    on ``bias_correction_samples`` of its samples, the facts in ``report``), integer inputs rescaled to raw pixels
+    when pre-processing is baked in, tensor names shortened — the bytes `skd-tf export` writes."""
     integer = quantization in ("int8", "qat")
     concrete_fn = concrete_fn or serving_function(logits_fn, spec, integer_model=integer)
     content = convert(concrete_fn, quantization, representative,
