@@ -4,10 +4,11 @@
     python -m benchmarks.label_head --table-only --docs  # the recorded tables into docs/real-size.md
 
 Latency: each student (LR-ASPP MobileNetV2 and MobileNetV3-Small, PSPNet ResNet-18, ESPNet-C; untrained, BN
-statistics set from 4 fabricated scenes as in phone_students.py) exported to int8 at 512×1024 and 1024×2048 five times —
-model-resolution logits (no head), and the label map by each head of ``skd_tf.export.label_heads.label_head``
-(bilinear, two_class, half, quarter, nearest) — calibrated on 8 fabricated street scenes, each file timed with ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK,
-1 thread). A head's share = 1 − t(logits) / t(head).
+statistics set from 4 fabricated scenes as in phone_students.py) exported to int8 at 512×1024 and 1024×2048 five
+times — model-resolution logits (no head), and the label map by each head of
+``skd_tf.export.label_heads.label_head`` (bilinear, two_class, half, quarter, nearest) — calibrated on 8 fabricated
+street scenes, each file timed with ``skd-tf benchmark``'s measurement (a fresh process, XNNPACK, 1 thread). A
+head's share = 1 − t(logits) / t(head).
 
 Accuracy: mIoU of each head's label map against the ground truth, and the pixels where it differs from the
 bilinear head: the synthetic student (``--synthetic-model``, trained with ``skd-tf train --config

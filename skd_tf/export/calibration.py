@@ -72,13 +72,7 @@ def corrected_calibration(percentile: float | None = None, mean_extremes: bool =
         if mean_extremes:
             calibrated = mean_extreme_ranges(calibrated, dataset_gen)
         else:
-            key = hashlib.sha256(calibrated).hexdigest()
-            if _SHARED is not None and key in _SHARED:
-                calibrated = _SHARED[key]
-            else:
-                calibrated = measured_ranges(calibrated, dataset_gen)
-                if _SHARED is not None:
-                    _SHARED[key] = calibrated
+            calibrated = _extremes(calibrated, dataset_gen)
             if percentile is not None:
                 calibrated = percentile_ranges(calibrated, dataset_gen, percentile)
         if kept is not None:
@@ -106,6 +100,16 @@ def shared_extremes():
         yield
     finally:
         _SHARED = outer
+
+
+def _extremes(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> bytes:
+    """``measured_ranges``, made once per calibrator model within ``shared_extremes``."""
+    if _SHARED is None:
+        return measured_ranges(calibrated, dataset_gen)
+    key = hashlib.sha256(calibrated).hexdigest()
+    if key not in _SHARED:
+        _SHARED[key] = measured_ranges(calibrated, dataset_gen)
+    return _SHARED[key]
 
 
 def measured_ranges(calibrated: bytes, dataset_gen: Callable[[], Iterable]) -> bytes:
